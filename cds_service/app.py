@@ -1,0 +1,115 @@
+"""The FastAPI application: discovery, the hook endpoints, and the app's routes.
+
+Exception handlers sit here, at the HTTP edge, and turn the service's errors into
+status codes with an OperationOutcome body. Nothing a caller sends can become a 500
+on purpose: an unexpected fault is logged without the request body and answered 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
+
+from cds_service.audit import SqliteAuditLog
+from cds_service.errors import BadHookRequest, ServiceError, UnknownService
+from cds_service.hooks import HookRequest
+from cds_service.pipeline import Runtime, run_risk_service
+from cds_service.services import SERVICES
+from cds_service.settings import Settings
+from onnx_models.registry import ModelRegistry
+from smart_app.routes import router as smart_router
+from twin_engine.store import SqliteTwinStore
+
+log = logging.getLogger("twin_cds")
+
+MAX_BODY_BYTES = 32 * 1024 * 1024
+
+
+def operation_outcome(status: int, message: str) -> JSONResponse:
+    code = {400: "invalid", 404: "not-found", 412: "not-found", 413: "too-costly"}.get(
+        status, "exception"
+    )
+    return JSONResponse(
+        status_code=status,
+        content={
+            "resourceType": "OperationOutcome",
+            "issue": [{"severity": "error", "code": code, "diagnostics": message}],
+        },
+    )
+
+
+def create_app(settings: Settings | None = None, registry: ModelRegistry | None = None) -> FastAPI:
+    """Build the app. Models load once here, so a broken model fails the start, not a call."""
+    settings = settings or Settings()
+    registry = registry or ModelRegistry.load(settings.model_dir)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    twins = SqliteTwinStore(settings.twin_db)
+    audit = SqliteAuditLog(settings.audit_db)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        timeout = httpx.Timeout(settings.fhir_timeout_s)
+        async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as http:
+            app.state.runtime = Runtime(settings, registry, twins, audit, http)
+            yield
+
+    app = FastAPI(title="twin-cds", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+
+    @app.exception_handler(ServiceError)
+    async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
+        return operation_outcome(exc.status_code, str(exc))
+
+    @app.get("/cds-services")
+    async def discovery() -> dict[str, Any]:
+        return {"services": [s.discovery() for s in SERVICES.values()]}
+
+    @app.post("/cds-services/{service_id}")
+    async def call_service(service_id: str, request: Request) -> Response:
+        service = SERVICES.get(service_id)
+        if service is None:
+            raise UnknownService(f"no CDS service {service_id!r}")
+        raw = await request.body()
+        if len(raw) > MAX_BODY_BYTES:
+            return operation_outcome(413, f"request body over {MAX_BODY_BYTES} bytes")
+        hook_request = _parse_hook_request(raw)
+        if hook_request.hook != service.hook:
+            raise BadHookRequest(
+                f"service {service.id} answers {service.hook}, not {hook_request.hook}"
+            )
+        runtime: Runtime = request.app.state.runtime
+        response = await run_risk_service(hook_request, service, runtime)
+        return Response(
+            orjson.dumps(response.to_json()), media_type="application/json"
+        )
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "models": registry.ids()}
+
+    app.include_router(smart_router)
+    return app
+
+
+def _parse_hook_request(raw: bytes) -> HookRequest:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadHookRequest(f"request body is not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise BadHookRequest("request body must be a JSON object")
+    try:
+        return HookRequest.model_validate(body)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:10]
+        )
+        raise BadHookRequest(f"not a valid CDS Hooks request: {problems}") from exc

@@ -1,0 +1,148 @@
+"""Bind a twin's derived features to a model's inputs, then predict and explain.
+
+The model card names its inputs; the twin derives features of the same names. An
+input is used only when its feature is usable (present, plausible, in a known
+unit; a stale value is used and reported as stale). What cannot be used is named,
+with the twin's reason, so the card can say what was missing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from onnx_models.errors import MissingInputsError, OutOfRangeError
+from onnx_models.registry import LoadedModel
+from twin_engine.features import Feature, Quality
+from twin_engine.derive import FeatureSet
+
+AssessmentStatus = Literal["computed", "missing-inputs", "out-of-range", "not-applicable"]
+
+#: Inputs that define the model's population rather than measure the patient: a
+#: value outside their range means the model does not apply, not that data is bad.
+POPULATION_INPUTS = frozenset({"age_years"})
+
+
+@dataclass(frozen=True, slots=True)
+class InputUsed:
+    """One model input as the patient's data gave it."""
+
+    name: str
+    description: str
+    value: float
+    unit: str
+    time: datetime | None
+    sources: tuple[str, ...]
+    quality: Quality
+    note: str
+
+
+@dataclass(frozen=True, slots=True)
+class InputNotUsed:
+    """A model input the twin could not supply, and why."""
+
+    name: str
+    description: str
+    quality: Quality
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Factor:
+    """One input's exact Shapley contribution to the primary output, in risk units."""
+
+    name: str
+    description: str
+    value: float
+    unit: str
+    time: datetime | None
+    baseline_value: float
+    contribution: float
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    """A model run on one twin: the result, its basis, and what was missing."""
+
+    model: LoadedModel
+    status: AssessmentStatus
+    inputs: tuple[InputUsed, ...]
+    not_used: tuple[InputNotUsed, ...]
+    problems: tuple[str, ...]
+    outputs: dict[str, float]
+    baseline_outputs: dict[str, float]
+    factors: tuple[Factor, ...]
+
+    @property
+    def stale(self) -> tuple[InputUsed, ...]:
+        return tuple(i for i in self.inputs if i.quality == "stale")
+
+
+def assess(model: LoadedModel, features: FeatureSet) -> Assessment:
+    """Predict and explain with the patient's usable features, or say why not."""
+    card = model.card
+    used: list[InputUsed] = []
+    not_used: list[InputNotUsed] = []
+    values: dict[str, float | None] = {}
+    for spec in card.inputs:
+        feature: Feature = features.get(spec.name)
+        if feature.usable and feature.value is not None:
+            values[spec.name] = feature.value
+            used.append(
+                InputUsed(
+                    spec.name,
+                    spec.description,
+                    feature.value,
+                    spec.unit,
+                    feature.time,
+                    feature.sources,
+                    feature.quality,
+                    feature.note,
+                )
+            )
+        else:
+            values[spec.name] = None
+            not_used.append(
+                InputNotUsed(spec.name, spec.description, feature.quality, feature.note)
+            )
+
+    def result(status: AssessmentStatus, problems: tuple[str, ...]) -> Assessment:
+        return Assessment(model, status, tuple(used), tuple(not_used), problems, {}, {}, ())
+
+    try:
+        model.check_inputs(values)
+    except MissingInputsError as exc:
+        return result("missing-inputs", (str(exc),))
+    except OutOfRangeError as exc:
+        problems = tuple(v.describe(card.id) for v in exc.violations)
+        if any(v.name in POPULATION_INPUTS for v in exc.violations):
+            return result("not-applicable", problems)
+        return result("out-of-range", problems)
+
+    complete = {k: v for k, v in values.items() if v is not None}
+    explanation = model.predict_and_explain(complete)
+    primary = card.outputs[0].name
+    by_name = {i.name: i for i in used}
+    factors = tuple(
+        Factor(
+            c.feature,
+            by_name[c.feature].description,
+            c.value,
+            by_name[c.feature].unit,
+            by_name[c.feature].time,
+            c.baseline_value,
+            c.contribution,
+        )
+        for c in explanation.contributions[primary]
+    )
+    return Assessment(
+        model,
+        "computed",
+        tuple(used),
+        tuple(not_used),
+        (),
+        dict(explanation.outputs),
+        dict(explanation.baseline_outputs),
+        factors,
+    )

@@ -1,0 +1,213 @@
+"""The ``twin-cds`` command line: the contract others script against.
+
+All JSON goes to stdout; errors go to stderr with exit code 2 (bad input) or
+1 (failure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+from cds_service.assess import assess
+from onnx_models.errors import ModelError, UnknownModelError
+from onnx_models.registry import ModelRegistry
+from twin_engine import build_twin_from_fhir, derive_features
+from twin_engine.errors import TwinEngineError
+
+EXIT_FAILURE = 1
+EXIT_BAD_INPUT = 2
+
+
+class CliInputError(Exception):
+    """Bad input from the command line's user: exit 2 with the message."""
+
+
+def _fail(code: int, message: str) -> NoReturn:
+    print(f"twin-cds: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+def _as_of(text: str | None) -> date:
+    if text is None:
+        return datetime.now(UTC).date()
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise CliInputError(f"--as-of {text!r} is not a date (YYYY-MM-DD)") from exc
+
+
+def _read_bundle(path: str) -> Any:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CliInputError(f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CliInputError(f"{path} is not JSON: {exc}") from exc
+
+
+def _feature_json(features: Any) -> dict[str, Any]:
+    return {
+        name: {
+            "value": f.value,
+            "unit": f.unit,
+            "time": f.time.isoformat() if f.time else None,
+            "sources": list(f.sources),
+            "quality": f.quality,
+            "note": f.note,
+        }
+        for name, f in sorted(features.features.items())
+    }
+
+
+def cmd_twin_build(args: argparse.Namespace) -> None:
+    twin = build_twin_from_fhir(_read_bundle(args.bundle))
+    as_of = _as_of(args.as_of)
+    summary = twin.to_json()
+    summary["contentHash"] = twin.content_hash()
+    summary["asOf"] = as_of.isoformat()
+    summary["features"] = _feature_json(derive_features(twin, as_of))
+    _print_json(summary)
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    registry = ModelRegistry.load(args.model_dir)
+    model = registry.get(args.model)
+    twin = build_twin_from_fhir(_read_bundle(args.bundle))
+    a = assess(model, derive_features(twin, _as_of(args.as_of)))
+    if a.status != "computed":
+        raise CliInputError("; ".join(a.problems))
+    _print_json(
+        {
+            "model": model.card.id,
+            "version": model.card.version,
+            "sha256": model.sha256,
+            "outputs": a.outputs,
+            "inputs": [
+                {
+                    "name": i.name,
+                    "value": i.value,
+                    "unit": i.unit,
+                    "time": i.time.isoformat() if i.time else None,
+                    "sources": list(i.sources),
+                    "quality": i.quality,
+                }
+                for i in a.inputs
+            ],
+            "explanation": [
+                {"feature": f.name, "value": f.value, "contribution": f.contribution}
+                for f in a.factors
+            ],
+            "baseline": {"outputs": a.baseline_outputs, **model.card.baseline.values},
+            "missing": [
+                {"name": n.name, "quality": n.quality, "reason": n.reason} for n in a.not_used
+            ],
+        }
+    )
+
+
+def cmd_models(args: argparse.Namespace) -> None:
+    from onnx_models import describe, list_models
+    from onnx_models.build import build_all
+
+    if args.models_command == "build":
+        out = Path(args.out) if args.out else None
+        built = build_all(out) if out else build_all()
+        _print_json([{"id": b.model_id, "path": str(b.path), "sha256": b.sha256} for b in built])
+        return
+    registry = ModelRegistry.load(args.model_dir)
+    if args.models_command == "list":
+        _print_json(list_models(registry))
+    else:
+        _print_json(describe(registry.get(args.model)))
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from cds_service.app import create_app
+
+    uvicorn.run(create_app(), host=args.host, port=args.port, log_level="info")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from cds_service.demo import run_demo
+
+    run_demo(
+        patients=args.patients,
+        seed=args.seed,
+        port=args.port,
+        fhir_port=args.fhir_port,
+        data_dir=Path(args.data_dir),
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="twin-cds", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the CDS service (settings from TWIN_CDS_*)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.set_defaults(func=cmd_serve)
+
+    demo = sub.add_parser("demo", help="FHIR server with generated patients + the service")
+    demo.add_argument("--port", type=int, default=8080)
+    demo.add_argument("--fhir-port", type=int, default=0, help="0: a free port")
+    demo.add_argument("--patients", type=int, default=12)
+    demo.add_argument("--seed", type=int, default=2024)
+    demo.add_argument("--data-dir", default=".twin-cds/demo")
+    demo.set_defaults(func=cmd_demo)
+
+    twin = sub.add_parser("twin", help="the patient twin")
+    twin_sub = twin.add_subparsers(dest="twin_command", required=True)
+    build = twin_sub.add_parser("build", help="build a twin from a FHIR bundle; print it")
+    build.add_argument("--bundle", required=True)
+    build.add_argument("--as-of")
+    build.set_defaults(func=cmd_twin_build)
+
+    predict = sub.add_parser("predict", help="run one model on one patient")
+    predict.add_argument("model")
+    predict.add_argument("--bundle", required=True)
+    predict.add_argument("--as-of")
+    predict.add_argument("--model-dir", type=Path, default=None)
+    predict.set_defaults(func=cmd_predict)
+
+    models = sub.add_parser("models", help="the model registry")
+    models.add_argument("--model-dir", type=Path, default=None)
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    models_sub.add_parser("list", help="the models and their versions").set_defaults(
+        func=cmd_models
+    )
+    describe = models_sub.add_parser("describe", help="a model's card")
+    describe.add_argument("model")
+    describe.set_defaults(func=cmd_models)
+    mbuild = models_sub.add_parser("build", help="rebuild the .onnx files reproducibly")
+    mbuild.add_argument("--out", default=None, help="directory (default: the package's)")
+    mbuild.set_defaults(func=cmd_models)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (CliInputError, TwinEngineError, UnknownModelError) as exc:
+        _fail(EXIT_BAD_INPUT, str(exc))
+    except ModelError as exc:
+        _fail(EXIT_FAILURE, str(exc))
+
+
+if __name__ == "__main__":
+    main()

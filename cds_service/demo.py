@@ -1,0 +1,265 @@
+"""The demo: a real FHIR R4 server with generated patients, and the service beside it.
+
+Also used by the integration tests, which need the same real parts. The service
+never imports this module.
+
+Patients come from ``carebundle`` (seeded, US Core), to which this module adds
+what the cardiovascular model needs and carebundle does not emit: a US Core race
+extension and a tobacco smoking status Observation (LOINC 72166-2), both drawn from
+the same seed so the demo is the same every time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+# US Core Race extension, OMB categories (CDC Race & Ethnicity code set, 2.16.840.1.113883.6.238).
+_US_CORE_RACE = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race"
+_OMB_SYSTEM = "urn:oid:2.16.840.1.113883.6.238"
+_RACES = (("2106-3", "White"), ("2054-5", "Black or African American"), ("2028-9", "Asian"))
+# Smoking status values (SNOMED CT, as in US Core's smoking status value set).
+_SMOKING = (
+    ("449868002", "Smokes tobacco daily"),
+    ("8517006", "Ex-smoker"),
+    ("266919005", "Never smoked tobacco"),
+)
+REFERENCE_DATE = date(2026, 1, 1)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def generate_patients(count: int, seed: int) -> list[dict[str, Any]]:
+    """Transaction bundles for ``count`` adults aged 40-79 (the PCE population)."""
+    import carebundle
+
+    rng = random.Random(seed)
+    bundles = carebundle.generate_cohort(
+        count=count, seed=seed, age_range=(40, 79), reference_date=REFERENCE_DATE
+    )
+    out = []
+    for bundle in bundles:
+        data = json.loads(carebundle.to_json(bundle))
+        _add_race_and_smoking(data, rng)
+        out.append(data)
+    return out
+
+
+def _add_race_and_smoking(bundle: dict[str, Any], rng: random.Random) -> None:
+    patient_entry = next(
+        e for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"
+    )
+    code, display = rng.choices(_RACES, weights=(70, 20, 10))[0]
+    patient_entry["resource"].setdefault("extension", []).append(
+        {
+            "url": _US_CORE_RACE,
+            "extension": [
+                {
+                    "url": "ombCategory",
+                    "valueCoding": {"system": _OMB_SYSTEM, "code": code, "display": display},
+                },
+                {"url": "text", "valueString": display},
+            ],
+        }
+    )
+    s_code, s_display = rng.choices(_SMOKING, weights=(20, 30, 50))[0]
+    smoking = {
+        "resourceType": "Observation",
+        "status": "final",
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                        "code": "social-history",
+                    }
+                ]
+            }
+        ],
+        "code": {
+            "coding": [
+                {"system": "http://loinc.org", "code": "72166-2", "display": "Tobacco smoking status"}
+            ]
+        },
+        "subject": {"reference": patient_entry["fullUrl"]},
+        "effectiveDateTime": f"{REFERENCE_DATE.isoformat()}T09:00:00Z",
+        "valueCodeableConcept": {
+            "coding": [{"system": "http://snomed.info/sct", "code": s_code, "display": s_display}]
+        },
+    }
+    bundle["entry"].append(
+        {
+            "fullUrl": f"urn:uuid:{_uuid_from(rng)}",
+            "resource": smoking,
+            "request": {"method": "POST", "url": "Observation"},
+        }
+    )
+
+
+def _uuid_from(rng: random.Random) -> str:
+    import uuid
+
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+@dataclass(frozen=True, slots=True)
+class RunningServer:
+    base_url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def _wait_until_up(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited early; see {log_path}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"server at {url} did not start in 60 s; see {log_path}")
+
+
+def start_fhir_server(work_dir: Path, port: int = 0) -> RunningServer:
+    """Start a sekmet FHIR R4 server (SQLite) on 127.0.0.1 and wait until it answers."""
+    port = port or free_port()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    base_url = f"http://127.0.0.1:{port}/fhir"
+    settings = work_dir / "sekmet-settings.json"  # JSON is YAML, so sekmet reads it
+    settings.write_text(
+        json.dumps(
+            {
+                "base_url": base_url,
+                "host": "127.0.0.1",
+                "port": port,
+                "data_dir": str(work_dir / "fhir-data"),
+                "simulator": {"enabled": False},
+                "log_inbound": False,
+                "validation": {"inbound": "warn"},
+            }
+        )
+    )
+    log_path = work_dir / "fhir-server.log"
+    env = {**os.environ, "SEKMET_CONFIG": str(settings)}
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-c", "from sekmet.cli import app; app()", "serve"],
+            cwd=work_dir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    _wait_until_up(f"{base_url}/metadata", process, log_path)
+    return RunningServer(base_url, process, log_path)
+
+
+def load_patients(base_url: str, bundles: list[dict[str, Any]]) -> list[str]:
+    """POST each transaction bundle; return the server's Patient ids in order."""
+    ids = []
+    with httpx.Client(timeout=60) as client:
+        for bundle in bundles:
+            r = client.post(
+                base_url, json=bundle, headers={"Content-Type": "application/fhir+json"}
+            )
+            r.raise_for_status()
+            locations = [e["response"]["location"] for e in r.json()["entry"]]
+            patient = next(loc for loc in locations if "/Patient/" in loc)
+            ids.append(patient.split("/Patient/")[1].split("/")[0])
+    return ids
+
+
+def start_service(work_dir: Path, port: int, fhir_base: str) -> RunningServer:
+    """Start ``twin-cds serve`` under uvicorn, allowed to read ``fhir_base``."""
+    log_path = work_dir / "service.log"
+    env = {
+        **os.environ,
+        "TWIN_CDS_DATA_DIR": str(work_dir / "service-data"),
+        "TWIN_CDS_FHIR_SERVER_ALLOWLIST": json.dumps([fhir_base]),
+        "TWIN_CDS_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+    }
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "cds_service.cli", "serve", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    _wait_until_up(f"{url}/cds-services", process, log_path)
+    return RunningServer(url, process, log_path)
+
+
+def example_request(fhir_base: str, patient_id: str) -> dict[str, Any]:
+    return {
+        "hook": "patient-view",
+        "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
+        "fhirServer": fhir_base,
+        "fhirAuthorization": {
+            "access_token": "demo-token",
+            "token_type": "Bearer",
+            "expires_in": 300,
+            "scope": "patient/Patient.read patient/Observation.read",
+            "subject": "twin-cds",
+        },
+        "context": {"userId": "Practitioner/example", "patientId": patient_id},
+    }
+
+
+@contextlib.contextmanager
+def running_demo(
+    work_dir: Path, *, patients: int, seed: int, port: int, fhir_port: int = 0
+) -> Iterator[tuple[RunningServer, RunningServer, list[str]]]:
+    fhir = start_fhir_server(work_dir, fhir_port)
+    service: RunningServer | None = None
+    try:
+        ids = load_patients(fhir.base_url, generate_patients(patients, seed))
+        service = start_service(work_dir, port, fhir.base_url)
+        yield fhir, service, ids
+    finally:
+        if service is not None:
+            service.stop()
+        fhir.stop()
+
+
+def run_demo(*, patients: int, seed: int, port: int, fhir_port: int, data_dir: Path) -> None:
+    with running_demo(
+        data_dir, patients=patients, seed=seed, port=port, fhir_port=fhir_port
+    ) as (fhir, service, ids):
+        body = json.dumps(example_request(fhir.base_url, ids[0]))
+        print(f"FHIR server (R4, {len(ids)} generated patients): {fhir.base_url}")
+        print(f"CDS Hooks discovery: {service.base_url}/cds-services")
+        print("Patients:", ", ".join(ids))
+        print("\nTry a patient-view hook that fetches from the FHIR server:\n")
+        print(
+            f"curl -s -X POST {service.base_url}/cds-services/ascvd-risk "
+            f"-H 'Content-Type: application/json' -d '{body}' | python3 -m json.tool\n"
+        )
+        print("Press Ctrl-C to stop.", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            while service.process.poll() is None and fhir.process.poll() is None:
+                time.sleep(1)

@@ -1,0 +1,32 @@
+"""Errors of the CDS service.
+
+    ServiceError
+    ├── BadHookRequest        the caller sent something we cannot act on (400)
+    ├── UnknownService        no service with that id (404)
+    └── DataUnavailable       the data a service needs could not be had (412)
+        └── FhirServerNotAllowed   fhirServer is not on the allowlist
+"""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """Base of every error the CDS service raises on purpose."""
+
+    status_code: int = 500
+
+
+class BadHookRequest(ServiceError):
+    status_code = 400
+
+
+class UnknownService(ServiceError):
+    status_code = 404
+
+
+class DataUnavailable(ServiceError):
+    status_code = 412
+
+
+class FhirServerNotAllowed(DataUnavailable):
+    pass

@@ -1,0 +1,141 @@
+"""Reading a patient's data from the EHR's FHIR server with the token the hook hands over.
+
+Only servers on the allowlist are contacted, and a ``next`` link that leaves the
+server we were given is not followed: both keep a hook call from being turned into
+a request to somewhere else (server-side request forgery).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import orjson
+
+from cds_service.errors import DataUnavailable, FhirServerNotAllowed
+
+
+class FhirFetchError(DataUnavailable):
+    """One read or search against the FHIR server failed."""
+
+
+def _is_loopback(host: str | None) -> bool:
+    if host is None:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_fhir_server(
+    url: str, allowlist: tuple[str, ...], *, allow_insecure_loopback: bool
+) -> str:
+    """Return the normalised base URL, or raise when we must not contact it."""
+    base = url.rstrip("/")
+    allowed = {a.rstrip("/") for a in allowlist}
+    if base not in allowed:
+        raise FhirServerNotAllowed(f"fhirServer {base} is not on this service's allowlist")
+    parts = urlsplit(base)
+    if parts.scheme == "https":
+        return base
+    if parts.scheme == "http" and allow_insecure_loopback and _is_loopback(parts.hostname):
+        return base
+    raise FhirServerNotAllowed(f"fhirServer {base} must use https")
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    """The resources a read or search returned, over all pages followed."""
+
+    resources: tuple[dict[str, Any], ...]
+    pages: int
+    truncated: bool
+
+
+class FhirClient:
+    """Reads and searches on one FHIR server with one bearer token."""
+
+    def __init__(
+        self, http: httpx.AsyncClient, base_url: str, access_token: str, *, max_pages: int
+    ) -> None:
+        self._http = http
+        self._base = base_url.rstrip("/")
+        self._headers = {
+            "Authorization": f"Bearer {access_token}",
+            "Accept": "application/fhir+json",
+        }
+        self._max_pages = max_pages
+
+    def __repr__(self) -> str:
+        return f"FhirClient({self._base!r})"
+
+    async def _get_json(self, url: str) -> dict[str, Any]:
+        try:
+            response = await self._http.get(url, headers=self._headers)
+        except httpx.TimeoutException as exc:
+            raise FhirFetchError(f"FHIR server timed out on {_path(url)}") from exc
+        except httpx.HTTPError as exc:
+            # We want the kind of failure in the message, never the request headers.
+            raise FhirFetchError(
+                f"FHIR server unreachable on {_path(url)}: {type(exc).__name__}"
+            ) from exc
+        if response.status_code == 404:
+            return {}
+        if response.status_code >= 400:
+            raise FhirFetchError(
+                f"FHIR server answered {response.status_code} on {_path(url)}"
+            )
+        try:
+            body = orjson.loads(response.content)
+        except orjson.JSONDecodeError as exc:
+            raise FhirFetchError(f"FHIR server sent malformed JSON on {_path(url)}") from exc
+        if not isinstance(body, dict):
+            raise FhirFetchError(f"FHIR server sent a non-resource on {_path(url)}")
+        return body
+
+    async def query(self, relative: str) -> SearchResult:
+        """Read ``Type/id`` or search ``Type?params``, following ``next`` links."""
+        url: str | None = f"{self._base}/{relative.lstrip('/')}"
+        seen: set[str] = set()
+        resources: list[dict[str, Any]] = []
+        pages = 0
+        while url is not None:
+            if url in seen:
+                break  # a server that links a page to itself would loop forever
+            if pages >= self._max_pages:
+                return SearchResult(tuple(resources), pages, truncated=True)
+            seen.add(url)
+            body = await self._get_json(url)
+            pages += 1
+            if body.get("resourceType") != "Bundle":
+                if body.get("resourceType") not in (None, "OperationOutcome"):
+                    resources.append(body)
+                break
+            resources.extend(
+                e["resource"]
+                for e in body.get("entry") or ()
+                if isinstance(e, dict) and isinstance(e.get("resource"), dict)
+            )
+            url = self._next_link(body)
+        return SearchResult(tuple(resources), pages, truncated=False)
+
+    def _next_link(self, bundle: dict[str, Any]) -> str | None:
+        for link in bundle.get("link") or ():
+            if isinstance(link, dict) and link.get("relation") == "next":
+                target = str(link.get("url", ""))
+                # Follow only links on the server we were given (no SSRF via paging).
+                if target.startswith(self._base + "/") or target.startswith(self._base + "?"):
+                    return target
+                return None
+        return None
+
+
+def _path(url: str) -> str:
+    """The path of a URL without its query, which may carry patient identifiers."""
+    return urlsplit(url).path

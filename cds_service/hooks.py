@@ -1,0 +1,49 @@
+"""The CDS Hooks 2.0 request envelope, validated at the HTTP edge.
+
+Prefetch stays a plain mapping: its values are FHIR resources or Bundles that the
+twin engine validates entry by entry, so a bad entry costs that entry, not the call.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+
+
+class FhirAuthorization(BaseModel):
+    """CDS Hooks 2.0 §fhirAuthorization. The token is held in memory only."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    access_token: str = Field(min_length=1, repr=False)
+    token_type: str = "Bearer"
+    expires_in: int | None = None
+    scope: str | None = None
+    subject: str | None = None
+    patient: str | None = None
+
+    def __repr__(self) -> str:
+        # Never let the token reach a log line through repr().
+        return f"FhirAuthorization(token_type={self.token_type!r}, scope={self.scope!r})"
+
+
+class HookContext(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    userId: str | None = None  # noqa: N815 - the spec's field name
+    patientId: str = Field(min_length=1)  # noqa: N815
+    encounterId: str | None = None  # noqa: N815
+
+
+class HookRequest(BaseModel):
+    """A hook call as CDS Hooks 2.0 defines it."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    hook: str = Field(min_length=1)
+    hookInstance: str = Field(min_length=1)  # noqa: N815
+    fhirServer: HttpUrl | None = None  # noqa: N815
+    fhirAuthorization: FhirAuthorization | None = None  # noqa: N815
+    context: HookContext
+    prefetch: dict[str, Any] | None = None

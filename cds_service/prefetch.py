@@ -1,0 +1,190 @@
+"""Gather the data a service needs: prefetch first, the FHIR server for the rest.
+
+CDS Hooks 2.0 prefetch semantics: a key that is absent was not satisfied and may
+be fetched; a key whose value is ``null`` means the EHR found no data; an
+OperationOutcome means the EHR failed to fetch it, so we try ourselves. Fetching
+happens only when the request carries both ``fhirServer`` and ``fhirAuthorization``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import httpx
+
+from cds_service.errors import DataUnavailable
+from cds_service.fhir_client import FhirClient, check_fhir_server
+from cds_service.hooks import HookRequest
+from cds_service.services import ServiceDefinition
+from cds_service.settings import Settings
+
+KeyOrigin = Literal["prefetch", "fetched", "no-data", "unavailable"]
+
+_TOKEN = re.compile(r"\{\{\s*([A-Za-z.]+)\s*\}\}")
+
+
+@dataclass(frozen=True, slots=True)
+class PrefetchKeyReport:
+    """Where one prefetch key's data came from, and why not when it did not come."""
+
+    key: str
+    origin: KeyOrigin
+    resources: int
+    problem: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GatheredData:
+    """Every resource gathered for one hook call, de-duplicated by type and id."""
+
+    resources: tuple[dict[str, Any], ...]
+    keys: tuple[PrefetchKeyReport, ...]
+
+    @property
+    def problems(self) -> tuple[str, ...]:
+        return tuple(f"{k.key}: {k.problem}" for k in self.keys if k.problem)
+
+
+def render_template(template: str, request: HookRequest) -> str | None:
+    """Fill ``{{context.x}}`` and user tokens; None when a token has no value."""
+    context = request.context.model_dump()
+    user_type, _, user_id = (request.context.userId or "").partition("/")
+    user_tokens = {
+        "userPractitionerId": user_id if user_type == "Practitioner" else None,
+        "userPractitionerRoleId": user_id if user_type == "PractitionerRole" else None,
+        "userPatientId": user_id if user_type == "Patient" else None,
+        "userRelatedPersonId": user_id if user_type == "RelatedPerson" else None,
+    }
+    missing = False
+
+    def fill(match: re.Match[str]) -> str:
+        nonlocal missing
+        name = match.group(1)
+        value = (
+            context.get(name.removeprefix("context."))
+            if name.startswith("context.")
+            else user_tokens.get(name)
+        )
+        if value is None:
+            missing = True
+            return ""
+        return str(value)
+
+    rendered = _TOKEN.sub(fill, template)
+    return None if missing else rendered
+
+
+def _resources_of(value: dict[str, Any]) -> list[dict[str, Any]]:
+    if value.get("resourceType") == "Bundle":
+        return [
+            e["resource"]
+            for e in value.get("entry") or ()
+            if isinstance(e, dict) and isinstance(e.get("resource"), dict)
+        ]
+    return [value]
+
+
+async def gather(
+    request: HookRequest,
+    service: ServiceDefinition,
+    settings: Settings,
+    http: httpx.AsyncClient,
+) -> GatheredData:
+    """Collect the service's data; raise DataUnavailable (412) without a Patient."""
+    prefetch = request.prefetch or {}
+    reports: dict[str, PrefetchKeyReport] = {}
+    collected: dict[str, list[dict[str, Any]]] = {}
+    to_fetch: dict[str, str] = {}
+
+    for key, template in service.prefetch.items():
+        if key in prefetch and prefetch[key] is None:
+            reports[key] = PrefetchKeyReport(key, "no-data", 0)
+            continue
+        value = prefetch.get(key)
+        if isinstance(value, dict) and value.get("resourceType") not in (
+            None,
+            "OperationOutcome",
+        ):
+            collected[key] = _resources_of(value)
+            reports[key] = PrefetchKeyReport(key, "prefetch", len(collected[key]))
+            continue
+        query = render_template(template, request)
+        if query is None:
+            reports[key] = PrefetchKeyReport(key, "unavailable", 0, "template token had no value")
+            continue
+        to_fetch[key] = query
+
+    # Prefetch keys we do not know are still data the EHR chose to send.
+    for key, value in prefetch.items():
+        if key not in service.prefetch and isinstance(value, dict):
+            collected[key] = _resources_of(value)
+            reports[key] = PrefetchKeyReport(key, "prefetch", len(collected[key]))
+
+    if to_fetch:
+        await _fetch_missing(request, settings, http, to_fetch, collected, reports)
+
+    resources = _deduplicate(r for rs in collected.values() for r in rs)
+    if not any(r.get("resourceType") == "Patient" for r in resources):
+        problems = "; ".join(f"{r.key}: {r.problem}" for r in reports.values() if r.problem)
+        raise DataUnavailable(
+            "the Patient resource could not be obtained"
+            + (f" ({problems})" if problems else "")
+        )
+    return GatheredData(tuple(resources), tuple(reports.values()))
+
+
+async def _fetch_missing(
+    request: HookRequest,
+    settings: Settings,
+    http: httpx.AsyncClient,
+    to_fetch: dict[str, str],
+    collected: dict[str, list[dict[str, Any]]],
+    reports: dict[str, PrefetchKeyReport],
+) -> None:
+    if request.fhirServer is None or request.fhirAuthorization is None:
+        for key in to_fetch:
+            reports[key] = PrefetchKeyReport(
+                key, "unavailable", 0, "not in prefetch and no fhirServer/fhirAuthorization"
+            )
+        return
+    base = check_fhir_server(
+        str(request.fhirServer),
+        settings.fhir_server_allowlist,
+        allow_insecure_loopback=settings.allow_insecure_loopback_fhir,
+    )
+    client = FhirClient(
+        http, base, request.fhirAuthorization.access_token, max_pages=settings.fhir_max_pages
+    )
+    keys = list(to_fetch)
+    # The searches are independent: run them at once so the hook waits for the slowest.
+    results = await asyncio.gather(
+        *(client.query(to_fetch[k]) for k in keys), return_exceptions=True
+    )
+    for key, result in zip(keys, results, strict=True):
+        if isinstance(result, DataUnavailable):
+            reports[key] = PrefetchKeyReport(key, "unavailable", 0, str(result))
+        elif isinstance(result, BaseException):
+            raise result
+        else:
+            collected[key] = list(result.resources)
+            problem = (
+                f"stopped after {result.pages} pages" if result.truncated else None
+            )
+            reports[key] = PrefetchKeyReport(key, "fetched", len(result.resources), problem)
+
+
+def _deduplicate(resources: Any) -> list[dict[str, Any]]:
+    seen: set[tuple[str, str]] = set()
+    out: list[dict[str, Any]] = []
+    for r in resources:
+        rid = r.get("id")
+        if isinstance(rid, str):
+            key = (str(r.get("resourceType")), rid)
+            if key in seen:
+                continue
+            seen.add(key)
+        out.append(r)
+    return out

@@ -1,0 +1,198 @@
+"""Render an assessment as CDS Hooks cards a clinician can check line by line.
+
+The detail shows the result, the patient's own inputs with their dates and
+sources, the factors that moved the result (exact Shapley values against a stated
+reference profile), what was missing or stale, and the model with its evidence.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+
+from cds_service.assess import Assessment, Factor, InputUsed
+from cds_service.cards import Card, Link, Source
+from cds_service.services import ServiceDefinition
+
+# Risk categories of the 2018 AHA/ACC Guideline on the Management of Blood
+# Cholesterol (Grundy et al., Circulation 2019;139:e1082, section 4.4.1): low < 5%,
+# borderline 5% to < 7.5%, intermediate 7.5% to < 20%, high >= 20% 10-year ASCVD risk.
+_ASCVD_BANDS: tuple[tuple[float, str], ...] = (
+    (0.05, "low"),
+    (0.075, "borderline"),
+    (0.20, "intermediate"),
+    (float("inf"), "high"),
+)
+
+TOP_FACTORS = 4
+
+
+def risk_band(risk: float) -> str:
+    for upper, name in _ASCVD_BANDS:
+        if risk < upper:
+            return name
+    return "high"
+
+
+def _indicator(band: str) -> str:
+    # Intermediate and high risk are when the guideline asks for a statin discussion;
+    # high is marked critical so it is not lost among informational cards.
+    return {"intermediate": "warning", "high": "critical"}.get(band, "info")
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _date(t: datetime | None) -> str:
+    return t.date().isoformat() if t else "—"
+
+
+def _value(value: float, unit: str) -> str:
+    if unit in ("{yes/no}", "1") and value in (0.0, 1.0):
+        return "yes" if value == 1.0 else "no"
+    text = f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
+    return f"{text} {unit}" if unit else text
+
+
+def _input_rows(inputs: tuple[InputUsed, ...]) -> list[str]:
+    rows = ["| Input | Value | Date | Source |", "|---|---|---|---|"]
+    for i in inputs:
+        flag = " (stale)" if i.quality == "stale" else ""
+        sources = ", ".join(i.sources[:2]) + (" …" if len(i.sources) > 2 else "")
+        rows.append(f"| {i.description} | {_value(i.value, i.unit)}{flag} | {_date(i.time)} | {sources} |")
+    return rows
+
+
+def _factor_line(f: Factor) -> str:
+    verb = "added" if f.contribution >= 0 else "removed"
+    points = abs(100 * f.contribution)
+    when = f" on {_date(f.time)}" if f.time else ""
+    return (
+        f"- {f.description} {_value(f.value, f.unit)}{when} {verb} {points:.1f} points "
+        f"(reference {_value(f.baseline_value, f.unit)})"
+    )
+
+
+def _model_section(a: Assessment) -> list[str]:
+    card = a.model.card
+    return [
+        "**Model**",
+        f"{card.name} v{card.version} (sha256 `{a.model.sha256[:12]}`). {card.intended_use}",
+        f"Population: {card.population}",
+        f"Source: {card.source}",
+        f"Validation: {card.validation}",
+    ]
+
+
+def _missing_section(a: Assessment) -> list[str]:
+    lines: list[str] = []
+    for n in a.not_used:
+        lines.append(f"- {n.description}: {n.quality} — {n.reason or 'not available'}")
+    for s in a.stale:
+        lines.append(f"- {s.description}: from {_date(s.time)}, stale; used as recorded")
+    return (["**Missing or stale**", *lines]) if lines else []
+
+
+def _app_link(service: ServiceDefinition, launch_url: str, patient_id: str, twin_version: int) -> Link:
+    return Link(
+        label="Open the patient's twin",
+        url=launch_url,
+        type="smart",
+        appContext=json.dumps(
+            {"patient": patient_id, "twinVersion": twin_version, "service": service.id},
+            separators=(",", ":"),
+        ),
+    )
+
+
+def render_cards(
+    service: ServiceDefinition,
+    a: Assessment,
+    *,
+    patient_id: str,
+    twin_version: int,
+    launch_url: str,
+) -> list[Card]:
+    """Cards for one assessment: a result, or what kept us from one."""
+    card_meta = a.model.card
+    source = Source(label=f"twin-cds · {card_meta.name} v{card_meta.version}")
+    link = _app_link(service, launch_url, patient_id, twin_version)
+
+    if a.status == "not-applicable":
+        # Outside the model's population a number would mislead; say nothing.
+        return []
+    if a.status != "computed":
+        what = (
+            "missing " + ", ".join(n.description for n in a.not_used if _blocks(n.name, a))
+            if a.status == "missing-inputs"
+            else "value outside the model's range"
+        )
+        summary = f"10-year ASCVD risk not computed: {what}"
+        detail = [
+            "The risk was not computed: a number from incomplete or out-of-range "
+            "inputs would not be the patient's.",
+            "",
+            *(f"- {p}" for p in a.problems),
+            "",
+            *_missing_section(a),
+            "",
+            *_input_rows(a.inputs),
+            "",
+            *_model_section(a),
+        ]
+        return [
+            Card(
+                uuid=str(uuid.uuid4()),
+                summary=_clip(summary),
+                detail="\n".join(detail),
+                indicator="info",
+                source=source,
+                links=[link],
+            )
+        ]
+
+    output = card_meta.outputs[0].name
+    risk = a.outputs[output]
+    band = risk_band(risk)
+    top = a.factors[:TOP_FACTORS]
+    lead = ", ".join(
+        f"{f.description.split(' (')[0].lower()} {'+' if f.contribution >= 0 else '−'}"
+        f"{abs(100 * f.contribution):.1f}"
+        for f in top[:2]
+    )
+    summary = f"10-year ASCVD risk {_pct(risk)} ({band})" + (f"; main factors: {lead}" if lead else "")
+    detail = [
+        f"**10-year ASCVD risk: {_pct(risk)}** — {band} risk "
+        "(2018 AHA/ACC cholesterol guideline categories).",
+        "",
+        "**The patient's inputs**",
+        *_input_rows(a.inputs),
+        "",
+        f"**What moved the risk** (exact Shapley values, percentage points, against "
+        f"{card_meta.baseline.description}: {_pct(a.baseline_outputs[output])})",
+        *(_factor_line(f) for f in top),
+        "",
+        *_missing_section(a),
+        "",
+        *_model_section(a),
+    ]
+    return [
+        Card(
+            uuid=str(uuid.uuid4()),
+            summary=_clip(summary),
+            detail="\n".join(line for line in detail),
+            indicator=_indicator(band),  # type: ignore[arg-type]
+            source=source,
+            links=[link],
+        )
+    ]
+
+
+def _blocks(name: str, a: Assessment) -> bool:
+    return any(name in p for p in a.problems)
+
+
+def _clip(summary: str) -> str:
+    return summary if len(summary) < 140 else summary[:138] + "…"

@@ -1,0 +1,59 @@
+"""Service settings: one pydantic-settings class, built once at start and passed down.
+
+Every field reads from an environment variable with the ``TWIN_CDS_`` prefix, e.g.
+``TWIN_CDS_DATA_DIR`` or ``TWIN_CDS_FHIR_SERVER_ALLOWLIST='["https://ehr.example/fhir"]'``.
+The core packages never read the environment; they receive what they need.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """What an operator configures."""
+
+    model_config = SettingsConfigDict(env_prefix="TWIN_CDS_", frozen=True)
+
+    data_dir: Path = Field(
+        default=Path(".twin-cds"),
+        description="Directory of the embedded SQLite stores (twins, audit trail).",
+    )
+    public_base_url: str = Field(
+        default="http://127.0.0.1:8080",
+        description="Where clinicians' browsers reach this service; used in card links.",
+    )
+    fhir_server_allowlist: tuple[str, ...] = Field(
+        default=(),
+        description=(
+            "Base URLs of the FHIR servers this service may contact with a hook's "
+            "fhirAuthorization token. A fhirServer not on this list is never contacted."
+        ),
+    )
+    allow_insecure_loopback_fhir: bool = Field(
+        default=True,
+        description="Permit http:// FHIR servers on 127.0.0.0/8 and ::1 (development only).",
+    )
+    fhir_timeout_s: float = Field(default=5.0, gt=0, description="Per-request FHIR timeout.")
+    fhir_max_pages: int = Field(
+        default=20, ge=1, description="Most Bundle.link[next] pages followed per search."
+    )
+    stale_lookback_note: bool = True
+    model_dir: Path | None = Field(
+        default=None, description="Directory of .onnx models; default: the packaged models."
+    )
+
+    @property
+    def twin_db(self) -> Path:
+        return self.data_dir / "twins.sqlite"
+
+    @property
+    def audit_db(self) -> Path:
+        return self.data_dir / "audit.sqlite"
+
+    @property
+    def app_launch_url(self) -> str:
+        return self.public_base_url.rstrip("/") + "/app/launch"

@@ -1,0 +1,170 @@
+"""The model card: what a model is for, whom, which inputs in which units and ranges.
+
+The card travels inside the .onnx file (metadata key `model_card`, JSON) so that the file
+alone is enough to review a prediction's basis (FDA CDS guidance 2022, criterion 4).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from onnx_models.errors import ModelFileError
+
+InputKind = Literal["continuous", "binary"]
+
+# Keys of the ONNX metadata_props this package writes and reads.
+CARD_KEY = "model_card"
+ID_KEY = "model_id"
+VERSION_KEY = "model_version"
+
+
+@dataclass(frozen=True, slots=True)
+class InputSpec:
+    """One named input: a column of the model's `x`, in the card's order."""
+
+    name: str
+    description: str
+    # None where the value does not come from an Observation (e.g. sex, race).
+    loinc: str | None
+    # Where the twin finds it in FHIR, in words a mapper can follow.
+    fhir_source: str
+    unit: str
+    min: float
+    max: float
+    kind: InputKind
+
+
+@dataclass(frozen=True, slots=True)
+class OutputSpec:
+    """One named output of the graph."""
+
+    name: str
+    description: str
+    unit: str
+
+
+@dataclass(frozen=True, slots=True)
+class Baseline:
+    """The reference profile explanations are measured from (values for explained inputs)."""
+
+    description: str
+    values: dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelCard:
+    """Everything a clinician or auditor needs to judge a model, stored in its file."""
+
+    id: str
+    name: str
+    version: str
+    intended_use: str
+    population: str
+    inputs: tuple[InputSpec, ...]
+    outputs: tuple[OutputSpec, ...]
+    source: str
+    validation: str
+    baseline: Baseline
+    # Inputs held at the patient's own value in explanations (e.g. those selecting an equation).
+    held_fixed: tuple[str, ...]
+    license: str
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(spec.name for spec in self.inputs)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(spec.name for spec in self.outputs)
+
+    @property
+    def explained_inputs(self) -> tuple[str, ...]:
+        """Inputs that get a Shapley value, in card order."""
+        return tuple(n for n in self.input_names if n not in self.held_fixed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        # sort_keys and fixed separators: the same card always gives the same bytes.
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelCard:
+        try:
+            return cls.from_dict(json.loads(text))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ModelFileError(f"model card is not valid: {exc}") from exc
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelCard:
+        card = cls(
+            id=str(data["id"]),
+            name=str(data["name"]),
+            version=str(data["version"]),
+            intended_use=str(data["intended_use"]),
+            population=str(data["population"]),
+            inputs=tuple(
+                InputSpec(
+                    name=str(i["name"]),
+                    description=str(i["description"]),
+                    loinc=None if i["loinc"] is None else str(i["loinc"]),
+                    fhir_source=str(i["fhir_source"]),
+                    unit=str(i["unit"]),
+                    min=float(i["min"]),
+                    max=float(i["max"]),
+                    kind=_kind(i["kind"]),
+                )
+                for i in data["inputs"]
+            ),
+            outputs=tuple(
+                OutputSpec(
+                    name=str(o["name"]), description=str(o["description"]), unit=str(o["unit"])
+                )
+                for o in data["outputs"]
+            ),
+            source=str(data["source"]),
+            validation=str(data["validation"]),
+            baseline=Baseline(
+                description=str(data["baseline"]["description"]),
+                values={str(k): float(v) for k, v in data["baseline"]["values"].items()},
+            ),
+            held_fixed=tuple(str(n) for n in data["held_fixed"]),
+            license=str(data["license"]),
+        )
+        card.validate()
+        return card
+
+    def validate(self) -> None:
+        """Refuse a card that contradicts itself; the registry must not serve one."""
+        names = self.input_names
+        if len(set(names)) != len(names):
+            raise ModelFileError(f"{self.id}: duplicate input names in card")
+        unknown_fixed = set(self.held_fixed) - set(names)
+        if unknown_fixed:
+            raise ModelFileError(
+                f"{self.id}: held_fixed names unknown inputs {sorted(unknown_fixed)}"
+            )
+        if set(self.baseline.values) != set(self.explained_inputs):
+            raise ModelFileError(
+                f"{self.id}: baseline must give exactly the explained inputs "
+                f"{list(self.explained_inputs)}"
+            )
+        for spec in self.inputs:
+            if not spec.min <= spec.max:
+                raise ModelFileError(f"{self.id}: {spec.name} has min > max")
+            if spec.kind == "binary" and (spec.min, spec.max) != (0.0, 1.0):
+                raise ModelFileError(f"{self.id}: binary input {spec.name} must range 0-1")
+            base = self.baseline.values.get(spec.name)
+            if base is not None and not spec.min <= base <= spec.max:
+                raise ModelFileError(f"{self.id}: baseline {spec.name} outside its range")
+
+
+def _kind(value: object) -> InputKind:
+    if value == "continuous":
+        return "continuous"
+    if value == "binary":
+        return "binary"
+    raise ValueError(f"input kind must be 'continuous' or 'binary', not {value!r}")

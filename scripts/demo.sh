@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Set up and start the demo: a FHIR R4 server with generated patients and the CDS service.
+# Usage: scripts/demo.sh [twin-cds demo arguments, e.g. --port 8080 --patients 12]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[demo]'
+exec .venv/bin/twin-cds demo "$@"
