@@ -172,6 +172,9 @@ class LoadedModel:
         contributions: dict[str, tuple[Contribution, ...]] = {}
         for output, column in outputs.items():
             phi = shapley_values(column, plan)
+            # An input at its baseline value has phi = 0 exactly (dummy axiom); onnxruntime's
+            # SIMD Log/Exp can give identical rows last-bit differences, so say 0, not 1e-16.
+            phi[row[self._explained_index] == self._baseline_row[self._explained_index]] = 0.0
             items = [
                 Contribution(
                     feature=feature,

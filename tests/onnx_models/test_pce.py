@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from onnx_models import LoadedModel, ModelRegistry
+from tests.onnx_models.conftest import seeded
 
 # --- An independent plain-Python PCE, typed from Goff et al. 2013 (Circulation
 # 2014;129(25 Suppl 2):S49-S73, Table A) without reference to onnx_models.pce. ---
@@ -98,7 +99,8 @@ def individual_sum(p: Patient) -> float:
 
 def reference_risk(p: Patient) -> float:
     c = TABLE_A[(p.sex, p.race)]
-    return 1.0 - c.s10 ** math.exp(individual_sum(p) - c.mean)
+    risk: float = 1.0 - c.s10 ** math.exp(individual_sum(p) - c.mean)
+    return risk
 
 
 GROUPS = [("female", "white"), ("female", "aa"), ("male", "white"), ("male", "aa")]
@@ -129,7 +131,7 @@ def pce() -> LoadedModel:
 @pytest.mark.parametrize(("sex", "race"), GROUPS)
 def test_graph_matches_independent_implementation(pce: LoadedModel, sex: str, race: str) -> None:
     """Over 2,000 random in-range patients per sex/race group the graph is within 1e-6."""
-    patients = random_patients(random.Random(f"{sex}-{race}"), sex, race, 2000)
+    patients = random_patients(seeded(f"{sex}-{race}"), sex, race, 2000)
     # Include the corners of every range: the log terms are steepest there.
     patients += [
         Patient(sex, race, age, tc, hdl, sbp, t, s, d)
@@ -156,11 +158,9 @@ TABLE_A_EXAMPLE = [
 ]
 
 
-def example(sex: str, race: str, **changes: object) -> Patient:
-    base = {"age": 55.0, "tc": 213.0, "hdl": 50.0, "sbp": 120.0,
-            "treated": False, "smoker": False, "diabetic": False}  # fmt: skip
-    base.update(changes)
-    return Patient(sex, race, **base)  # type: ignore[arg-type]
+def example(sex: str, race: str, **changes: bool) -> Patient:
+    flags = {"treated": False, "smoker": False, "diabetic": False} | changes
+    return Patient(sex, race, 55.0, 213.0, 50.0, 120.0, **flags)
 
 
 @pytest.mark.parametrize(("sex", "race", "published_sum", "published_pct"), TABLE_A_EXAMPLE)
@@ -201,7 +201,7 @@ POOLED_COHORT_R = [
 
 @pytest.mark.parametrize(("changes", "expected"), POOLED_COHORT_R)
 def test_agrees_with_pooledcohort_r_examples(
-    pce: LoadedModel, changes: dict[str, object], expected: dict[tuple[str, str], float]
+    pce: LoadedModel, changes: dict[str, bool], expected: dict[tuple[str, str], float]
 ) -> None:
     """Variants of the worked example agree with the PooledCohort R package's values."""
     for (sex, race), pct in expected.items():
