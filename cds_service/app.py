@@ -8,6 +8,7 @@ on purpose: an unexpected fault is logged without the request body and answered 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,6 +20,13 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from cds_service.audit import SqliteAuditLog
+from cds_service.auth import (
+    ClientVerifier,
+    JwksCache,
+    ReplayCache,
+    Unauthorized,
+    VerifiedClient,
+)
 from cds_service.errors import BadHookRequest, ServiceError, UnknownService
 from cds_service.hooks import HookRequest
 from cds_service.pipeline import Runtime, run_risk_service
@@ -53,12 +61,21 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     twins = SqliteTwinStore(settings.twin_db)
     audit = SqliteAuditLog(settings.audit_db)
+    replay = ReplayCache(settings.data_dir / "replay.sqlite")
+    if not settings.auth_required:
+        log.warning(
+            "AUTHENTICATION IS OFF: any caller can use this service. "
+            "TWIN_CDS_AUTH_REQUIRED=false is for local development only."
+        )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         timeout = httpx.Timeout(settings.fhir_timeout_s)
         async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as http:
             app.state.runtime = Runtime(settings, registry, twins, audit, http)
+            app.state.verifier = ClientVerifier(
+                settings.clients, replay, JwksCache(http), leeway_s=settings.jwt_leeway_s
+            )
             yield
 
     app = FastAPI(title="twin-cds", version="0.1.0", lifespan=lifespan)
@@ -68,12 +85,29 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
         return operation_outcome(exc.status_code, str(exc))
 
+    @app.exception_handler(Unauthorized)
+    async def _unauthorized(request: Request, exc: Unauthorized) -> Response:
+        # The reason is for the operator; the caller learns nothing from a bare 401.
+        log.warning("401 on %s: %s", request.url.path, exc)
+        return Response(status_code=401)
+
+    async def authenticate(request: Request) -> VerifiedClient | None:
+        if not settings.auth_required:
+            return None
+        # aud must be the exact URL called, as the EHR knows us (public_base_url).
+        audience = settings.public_base_url.rstrip("/") + request.url.path
+        verifier: ClientVerifier = request.app.state.verifier
+        return await verifier.verify(request.headers.get("authorization"), audience)
+
     @app.get("/cds-services")
-    async def discovery() -> dict[str, Any]:
+    async def discovery(request: Request) -> dict[str, Any]:
+        await authenticate(request)
         return {"services": [s.discovery() for s in SERVICES.values()]}
 
     @app.post("/cds-services/{service_id}")
     async def call_service(service_id: str, request: Request) -> Response:
+        started = time.perf_counter()
+        client = await authenticate(request)
         service = SERVICES.get(service_id)
         if service is None:
             raise UnknownService(f"no CDS service {service_id!r}")
@@ -86,9 +120,13 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
                 f"service {service.id} answers {service.hook}, not {hook_request.hook}"
             )
         runtime: Runtime = request.app.state.runtime
-        response = await run_risk_service(hook_request, service, runtime)
+        response = await run_risk_service(hook_request, service, runtime, client)
+        elapsed_ms = 1000 * (time.perf_counter() - started)
         return Response(
-            orjson.dumps(response.to_json()), media_type="application/json"
+            orjson.dumps(response.to_json()),
+            media_type="application/json",
+            # Server-Timing lets an EHR team (and bench/) see our share of the latency.
+            headers={"Server-Timing": f"app;dur={elapsed_ms:.3f}"},
         )
 
     @app.get("/healthz", include_in_schema=False)

@@ -121,7 +121,7 @@ def assess(model: LoadedModel, features: FeatureSet) -> Assessment:
         return result("out-of-range", problems)
 
     complete = {k: v for k, v in values.items() if v is not None}
-    explanation = model.predict_and_explain(complete)
+    explanation = model.predict_and_explain(complete).explanation
     primary = card.outputs[0].name
     by_name = {i.name: i for i in used}
     factors = tuple(

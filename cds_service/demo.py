@@ -19,7 +19,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -193,7 +193,9 @@ def load_patients(base_url: str, bundles: list[dict[str, Any]]) -> list[str]:
     return ids
 
 
-def start_service(work_dir: Path, port: int, fhir_base: str) -> RunningServer:
+def start_service(
+    work_dir: Path, port: int, fhir_base: str, extra_env: dict[str, str] | None = None
+) -> RunningServer:
     """Start ``twin-cds serve`` under uvicorn, allowed to read ``fhir_base``."""
     log_path = work_dir / "service.log"
     env = {
@@ -201,6 +203,7 @@ def start_service(work_dir: Path, port: int, fhir_base: str) -> RunningServer:
         "TWIN_CDS_DATA_DIR": str(work_dir / "service-data"),
         "TWIN_CDS_FHIR_SERVER_ALLOWLIST": json.dumps([fhir_base]),
         "TWIN_CDS_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+        **(extra_env or {}),
     }
     with log_path.open("wb") as log:
         process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
@@ -230,15 +233,28 @@ def example_request(fhir_base: str, patient_id: str) -> dict[str, Any]:
     }
 
 
+def _auth_off(_: str) -> dict[str, str]:
+    return {"TWIN_CDS_AUTH_REQUIRED": "false"}
+
+
 @contextlib.contextmanager
 def running_demo(
-    work_dir: Path, *, patients: int, seed: int, port: int, fhir_port: int = 0
+    work_dir: Path,
+    *,
+    patients: int,
+    seed: int,
+    port: int,
+    fhir_port: int = 0,
+    service_env: Callable[[str], dict[str, str]] = _auth_off,
 ) -> Iterator[tuple[RunningServer, RunningServer, list[str]]]:
+    """FHIR server with patients, then the service; ``service_env(fhir_base)`` adds
+    settings (the demo turns authentication off; the integration tests configure a
+    client with its keys instead)."""
     fhir = start_fhir_server(work_dir, fhir_port)
     service: RunningServer | None = None
     try:
         ids = load_patients(fhir.base_url, generate_patients(patients, seed))
-        service = start_service(work_dir, port, fhir.base_url)
+        service = start_service(work_dir, port, fhir.base_url, service_env(fhir.base_url))
         yield fhir, service, ids
     finally:
         if service is not None:
@@ -258,6 +274,10 @@ def run_demo(*, patients: int, seed: int, port: int, fhir_port: int, data_dir: P
         print(
             f"curl -s -X POST {service.base_url}/cds-services/ascvd-risk "
             f"-H 'Content-Type: application/json' -d '{body}' | python3 -m json.tool\n"
+        )
+        print(
+            "Authentication of CDS clients is OFF in this demo; production configures "
+            "TWIN_CDS_CLIENTS and keeps TWIN_CDS_AUTH_REQUIRED=true."
         )
         print("Press Ctrl-C to stop.", flush=True)
         with contextlib.suppress(KeyboardInterrupt):

@@ -13,6 +13,7 @@ import httpx
 
 from cds_service.assess import Assessment, assess
 from cds_service.audit import AuditEntry, AuditStatus, ModelUse, SqliteAuditLog
+from cds_service.auth import VerifiedClient
 from cds_service.cards import CdsResponse
 from cds_service.errors import BadHookRequest, DataUnavailable
 from cds_service.hooks import HookRequest
@@ -57,7 +58,10 @@ def _inputs_for_audit(a: Assessment) -> tuple[dict[str, object], ...]:
 
 
 async def run_risk_service(
-    request: HookRequest, service: ServiceDefinition, rt: Runtime
+    request: HookRequest,
+    service: ServiceDefinition,
+    rt: Runtime,
+    client: VerifiedClient | None = None,
 ) -> CdsResponse:
     """gather → twin → predict+explain → cards → audit, for one hook call."""
     started = time.perf_counter()
@@ -81,7 +85,10 @@ async def run_risk_service(
 
     data: GatheredData | None = None
     try:
-        data = await gather(request, service, rt.settings, rt.http)
+        # A verified client may only send us to its own FHIR servers; the global
+        # list serves only when authentication is off (local development).
+        allowlist = client.config.fhir_servers if client else rt.settings.fhir_server_allowlist
+        data = await gather(request, service, rt.settings, rt.http, allowlist)
         twin = build_twin_from_fhir(list(data.resources), patient_id=request.context.patientId)
     except IngestError as exc:
         audit_failure("data-unavailable", str(exc), data)

@@ -92,6 +92,7 @@ async def gather(
     service: ServiceDefinition,
     settings: Settings,
     http: httpx.AsyncClient,
+    allowlist: tuple[str, ...] | None = None,
 ) -> GatheredData:
     """Collect the service's data; raise DataUnavailable (412) without a Patient."""
     prefetch = request.prefetch or {}
@@ -124,7 +125,8 @@ async def gather(
             reports[key] = PrefetchKeyReport(key, "prefetch", len(collected[key]))
 
     if to_fetch:
-        await _fetch_missing(request, settings, http, to_fetch, collected, reports)
+        allowed = settings.fhir_server_allowlist if allowlist is None else allowlist
+        await _fetch_missing(request, settings, http, allowed, to_fetch, collected, reports)
 
     resources = _deduplicate(r for rs in collected.values() for r in rs)
     if not any(r.get("resourceType") == "Patient" for r in resources):
@@ -140,6 +142,7 @@ async def _fetch_missing(
     request: HookRequest,
     settings: Settings,
     http: httpx.AsyncClient,
+    allowlist: tuple[str, ...],
     to_fetch: dict[str, str],
     collected: dict[str, list[dict[str, Any]]],
     reports: dict[str, PrefetchKeyReport],
@@ -152,7 +155,7 @@ async def _fetch_missing(
         return
     base = check_fhir_server(
         str(request.fhirServer),
-        settings.fhir_server_allowlist,
+        allowlist,
         allow_insecure_loopback=settings.allow_insecure_loopback_fhir,
     )
     client = FhirClient(

@@ -56,22 +56,59 @@ def _value(value: float, unit: str) -> str:
     return f"{text} {unit}" if unit else text
 
 
+# Clinician-facing names for the twin's features, and words for binary values.
+_LABELS: dict[str, str] = {
+    "age_years": "Age",
+    "female": "Sex",
+    "african_american": "Race (equation used)",
+    "total_cholesterol_mg_dl": "Total cholesterol",
+    "hdl_cholesterol_mg_dl": "HDL cholesterol",
+    "systolic_bp_mm_hg": "Systolic BP",
+    "treated_hypertension": "Antihypertensive treatment",
+    "current_smoker": "Current smoker",
+    "diabetes": "Diabetes",
+    "statin": "Statin",
+    "egfr_ml_min_1_73m2": "eGFR",
+    "uacr_mg_g": "Urine albumin/creatinine",
+}
+_BINARY_WORDS: dict[str, tuple[str, str]] = {
+    "female": ("male", "female"),
+    "african_american": ("white or other", "African American"),
+}
+
+
+def label(name: str, description: str) -> str:
+    return _LABELS.get(name, description)
+
+
+def _shown(name: str, value: float, unit: str) -> str:
+    words = _BINARY_WORDS.get(name)
+    if words and value in (0.0, 1.0):
+        return words[int(value)]
+    return _value(value, unit)
+
+
 def _input_rows(inputs: tuple[InputUsed, ...]) -> list[str]:
     rows = ["| Input | Value | Date | Source |", "|---|---|---|---|"]
     for i in inputs:
         flag = " (stale)" if i.quality == "stale" else ""
         sources = ", ".join(i.sources[:2]) + (" …" if len(i.sources) > 2 else "")
-        rows.append(f"| {i.description} | {_value(i.value, i.unit)}{flag} | {_date(i.time)} | {sources} |")
+        # A "no" with no source is an absence on record; say what was looked for.
+        basis = sources or (i.note if i.note else "none on record")
+        rows.append(
+            f"| {label(i.name, i.description)} | {_shown(i.name, i.value, i.unit)}{flag} "
+            f"| {_date(i.time)} | {basis} |"
+        )
     return rows
 
 
 def _factor_line(f: Factor) -> str:
     verb = "added" if f.contribution >= 0 else "removed"
     points = abs(100 * f.contribution)
-    when = f" on {_date(f.time)}" if f.time else ""
+    when = f" on {_date(f.time)}" if f.time and f.name != "age_years" else ""
     return (
-        f"- {f.description} {_value(f.value, f.unit)}{when} {verb} {points:.1f} points "
-        f"(reference {_value(f.baseline_value, f.unit)})"
+        f"- {label(f.name, f.description)} {_shown(f.name, f.value, f.unit)}{when} {verb} "
+        f"{points:.1f} points (reference {_shown(f.name, f.baseline_value, f.unit)})"
     )
 
 
@@ -89,9 +126,11 @@ def _model_section(a: Assessment) -> list[str]:
 def _missing_section(a: Assessment) -> list[str]:
     lines: list[str] = []
     for n in a.not_used:
-        lines.append(f"- {n.description}: {n.quality} — {n.reason or 'not available'}")
+        lines.append(f"- {label(n.name, n.description)}: {n.quality} — {n.reason or 'not available'}")
     for s in a.stale:
-        lines.append(f"- {s.description}: from {_date(s.time)}, stale; used as recorded")
+        lines.append(
+            f"- {label(s.name, s.description)}: from {_date(s.time)}, stale; used as recorded"
+        )
     return (["**Missing or stale**", *lines]) if lines else []
 
 
@@ -125,7 +164,7 @@ def render_cards(
         return []
     if a.status != "computed":
         what = (
-            "missing " + ", ".join(n.description for n in a.not_used if _blocks(n.name, a))
+            "missing " + ", ".join(label(n.name, n.description) for n in a.not_used if _blocks(n.name, a))
             if a.status == "missing-inputs"
             else "value outside the model's range"
         )
@@ -158,7 +197,7 @@ def render_cards(
     band = risk_band(risk)
     top = a.factors[:TOP_FACTORS]
     lead = ", ".join(
-        f"{f.description.split(' (')[0].lower()} {'+' if f.contribution >= 0 else '−'}"
+        f"{label(f.name, f.description).lower()} {'+' if f.contribution >= 0 else '−'}"
         f"{abs(100 * f.contribution):.1f}"
         for f in top[:2]
     )

@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from cds_service.auth import CdsClientConfig
+
 
 class Settings(BaseSettings):
     """What an operator configures."""
@@ -41,7 +43,18 @@ class Settings(BaseSettings):
     fhir_max_pages: int = Field(
         default=20, ge=1, description="Most Bundle.link[next] pages followed per search."
     )
-    stale_lookback_note: bool = True
+    auth_required: bool = Field(
+        default=True,
+        description=(
+            "Require a signed JWT from a configured CDS client on every call. Turning it "
+            "off is for local development only, and the service logs that loudly."
+        ),
+    )
+    clients: tuple[CdsClientConfig, ...] = Field(
+        default=(),
+        description="CDS clients (JSON list): iss, jwks or jku_allowlist, fhir_servers, tenant.",
+    )
+    jwt_leeway_s: float = Field(default=30.0, ge=0, le=300)
     model_dir: Path | None = Field(
         default=None, description="Directory of .onnx models; default: the packaged models."
     )

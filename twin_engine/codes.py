@@ -78,9 +78,9 @@ BP_PANEL_LOINC: Final = frozenset({"85354-9", "55284-4"})
 SMOKING_STATUS_LOINC: Final = "72166-2"
 
 #: Every Observation code whose resource the twin reads; anything else is skipped unparsed.
-RELEVANT_OBSERVATION_LOINC: Final = frozenset(LOINC_QUANTITY) | BP_PANEL_LOINC | {
-    SMOKING_STATUS_LOINC
-}
+RELEVANT_OBSERVATION_LOINC: Final = (
+    frozenset(LOINC_QUANTITY) | BP_PANEL_LOINC | {SMOKING_STATUS_LOINC}
+)
 
 SmokingStatus = Literal["current", "former", "never", "unknown"]
 

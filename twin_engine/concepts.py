@@ -18,63 +18,75 @@ Concept = Literal[
 ]
 
 CONCEPT_SNOMED: Final[Mapping[Concept, frozenset[str]]] = {
-    "diabetes": frozenset({
-        "73211009",  # Diabetes mellitus
-        "44054006",  # Diabetes mellitus type 2 (Synthea "Diabetes")
-        "46635009",  # Diabetes mellitus type 1
-        "368581000119106",  # Neuropathy due to type 2 diabetes mellitus
-        "422034002",  # Diabetic retinopathy associated with type II diabetes mellitus
-        "127013003",  # Disorder of kidney due to diabetes mellitus
-        "90781000119102",  # Microalbuminuria due to type 2 diabetes mellitus
-        "157141000119108",  # Proteinuria due to type 2 diabetes mellitus
-        "1551000119108",  # Nonproliferative retinopathy due to type 2 diabetes mellitus
-    }),
-    "hypertension": frozenset({
-        "38341003",  # Hypertensive disorder (Synthea "Hypertension")
-        "59621000",  # Essential hypertension
-        "1201005",  # Benign essential hypertension
-    }),
-    "ckd": frozenset({
-        "709044004",  # Chronic kidney disease
-        "431855005",  # CKD stage 1
-        "431856006",  # CKD stage 2
-        "433144002",  # CKD stage 3
-        "700378005",  # CKD stage 3A
-        "700379002",  # CKD stage 3B
-        "431857002",  # CKD stage 4
-        "433146000",  # CKD stage 5
-        "46177005",  # End-stage renal disease
-    }),
-    "heart_failure": frozenset({
-        "84114007",  # Heart failure
-        "88805009",  # Chronic congestive heart failure
-        "42343007",  # Congestive heart failure
-        "85232009",  # Left heart failure
-        "703272007",  # Heart failure with reduced ejection fraction
-        "446221000",  # Heart failure with normal ejection fraction
-    }),
-    "atrial_fibrillation": frozenset({
-        "49436004",  # Atrial fibrillation
-        "282825002",  # Paroxysmal atrial fibrillation
-        "440059007",  # Persistent atrial fibrillation
-        "440028005",  # Permanent atrial fibrillation
-    }),
+    "diabetes": frozenset(
+        {
+            "73211009",  # Diabetes mellitus
+            "44054006",  # Diabetes mellitus type 2 (Synthea "Diabetes")
+            "46635009",  # Diabetes mellitus type 1
+            "368581000119106",  # Neuropathy due to type 2 diabetes mellitus
+            "422034002",  # Diabetic retinopathy associated with type II diabetes mellitus
+            "127013003",  # Disorder of kidney due to diabetes mellitus
+            "90781000119102",  # Microalbuminuria due to type 2 diabetes mellitus
+            "157141000119108",  # Proteinuria due to type 2 diabetes mellitus
+            "1551000119108",  # Nonproliferative retinopathy due to type 2 diabetes mellitus
+        }
+    ),
+    "hypertension": frozenset(
+        {
+            "38341003",  # Hypertensive disorder (Synthea "Hypertension")
+            "59621000",  # Essential hypertension
+            "1201005",  # Benign essential hypertension
+        }
+    ),
+    "ckd": frozenset(
+        {
+            "709044004",  # Chronic kidney disease
+            "431855005",  # CKD stage 1
+            "431856006",  # CKD stage 2
+            "433144002",  # CKD stage 3
+            "700378005",  # CKD stage 3A
+            "700379002",  # CKD stage 3B
+            "431857002",  # CKD stage 4
+            "433146000",  # CKD stage 5
+            "46177005",  # End-stage renal disease
+        }
+    ),
+    "heart_failure": frozenset(
+        {
+            "84114007",  # Heart failure
+            "88805009",  # Chronic congestive heart failure
+            "42343007",  # Congestive heart failure
+            "85232009",  # Left heart failure
+            "703272007",  # Heart failure with reduced ejection fraction
+            "446221000",  # Heart failure with normal ejection fraction
+        }
+    ),
+    "atrial_fibrillation": frozenset(
+        {
+            "49436004",  # Atrial fibrillation
+            "282825002",  # Paroxysmal atrial fibrillation
+            "440059007",  # Persistent atrial fibrillation
+            "440028005",  # Permanent atrial fibrillation
+        }
+    ),
     # Clinical ASCVD as in the 2018 AHA/ACC cholesterol guideline (Grundy et al.,
     # Circulation 2019;139:e1082, section 1): ACS, history of MI, angina, coronary
     # disease, stroke, TIA, peripheral artery disease of atherosclerotic origin.
-    "ascvd": frozenset({
-        "53741008",  # Coronary arteriosclerosis (Synthea "Coronary Heart Disease")
-        "414545008",  # Ischemic heart disease
-        "22298006",  # Myocardial infarction
-        "399211009",  # History of myocardial infarction
-        "401303003",  # Acute ST segment elevation myocardial infarction
-        "401314000",  # Acute non-ST segment elevation myocardial infarction
-        "194828000",  # Angina
-        "230690007",  # Cerebrovascular accident (stroke)
-        "266257000",  # Transient ischemic attack
-        "399957001",  # Peripheral arterial occlusive disease
-        "840580004",  # Peripheral arterial disease
-    }),
+    "ascvd": frozenset(
+        {
+            "53741008",  # Coronary arteriosclerosis (Synthea "Coronary Heart Disease")
+            "414545008",  # Ischemic heart disease
+            "22298006",  # Myocardial infarction
+            "399211009",  # History of myocardial infarction
+            "401303003",  # Acute ST segment elevation myocardial infarction
+            "401314000",  # Acute non-ST segment elevation myocardial infarction
+            "194828000",  # Angina
+            "230690007",  # Cerebrovascular accident (stroke)
+            "266257000",  # Transient ischemic attack
+            "399957001",  # Peripheral arterial occlusive disease
+            "840580004",  # Peripheral arterial disease
+        }
+    ),
 }
 
 CONCEPT_ICD10CM_PREFIXES: Final[Mapping[Concept, tuple[str, ...]]] = {
@@ -92,8 +104,19 @@ CONCEPT_ICD10CM_PREFIXES: Final[Mapping[Concept, tuple[str, ...]]] = {
     # G45.0-G45.2/G45.8/G45.9 TIA (G45.3 amaurosis fugax and G45.4 transient global
     # amnesia are not counted).
     "ascvd": (
-        "I20", "I21", "I22", "I23", "I24", "I25", "I63", "I70",
-        "G45.0", "G45.1", "G45.2", "G45.8", "G45.9",
+        "I20",
+        "I21",
+        "I22",
+        "I23",
+        "I24",
+        "I25",
+        "I63",
+        "I70",
+        "G45.0",
+        "G45.1",
+        "G45.2",
+        "G45.8",
+        "G45.9",
     ),
 }
 

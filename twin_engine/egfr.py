@@ -37,7 +37,7 @@ def ckd_epi_2021(creatinine_mg_dl: float, age_years: float, *, female: bool) -> 
     kappa = CKD_EPI_2021_KAPPA_FEMALE if female else CKD_EPI_2021_KAPPA_MALE
     alpha = CKD_EPI_2021_ALPHA_FEMALE if female else CKD_EPI_2021_ALPHA_MALE
     ratio = creatinine_mg_dl / kappa
-    egfr = (
+    egfr: float = (
         CKD_EPI_2021_MULTIPLIER
         * min(ratio, 1.0) ** alpha
         * max(ratio, 1.0) ** CKD_EPI_2021_HIGH_EXPONENT

@@ -10,7 +10,7 @@ marked as such, so a card can say the class was inferred from text.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -92,20 +92,22 @@ STATIN_PRODUCTS: Final[Mapping[str, str]] = {
 VANCOMYCIN_INGREDIENTS: Final[Mapping[str, str]] = {"11124": "vancomycin"}
 
 _CLASS_CODES: Final[Mapping[MedicationClass, frozenset[str]]] = {
-    "antihypertensive": frozenset(ANTIHYPERTENSIVE_INGREDIENTS) | frozenset(
-        ANTIHYPERTENSIVE_PRODUCTS
-    ),
+    "antihypertensive": frozenset(ANTIHYPERTENSIVE_INGREDIENTS)
+    | frozenset(ANTIHYPERTENSIVE_PRODUCTS),
     "statin": frozenset(STATIN_INGREDIENTS) | frozenset(STATIN_PRODUCTS),
     "vancomycin": frozenset(VANCOMYCIN_INGREDIENTS),
 }
+
+
+def _names_pattern(names: Iterable[str]) -> re.Pattern[str]:
+    return re.compile(r"\b(" + "|".join(sorted(set(names))) + r")\b", re.IGNORECASE)
+
+
 _CLASS_NAMES: Final[Mapping[MedicationClass, re.Pattern[str]]] = {
-    cls: re.compile(r"\b(" + "|".join(sorted(set(names.values()))) + r")\b", re.IGNORECASE)
-    for cls, names in (
-        ("antihypertensive", ANTIHYPERTENSIVE_INGREDIENTS),
-        # Synthea misspells simvastatin as "Simvistatin"; accept that spelling too.
-        ("statin", {**STATIN_INGREDIENTS, "0": "simvistatin"}),
-        ("vancomycin", VANCOMYCIN_INGREDIENTS),
-    )
+    "antihypertensive": _names_pattern(ANTIHYPERTENSIVE_INGREDIENTS.values()),
+    # Synthea misspells simvastatin as "Simvistatin"; accept that spelling too.
+    "statin": _names_pattern([*STATIN_INGREDIENTS.values(), "simvistatin"]),
+    "vancomycin": _names_pattern(VANCOMYCIN_INGREDIENTS.values()),
 }
 
 
@@ -119,9 +121,9 @@ class ClassMatch:
     note: str
 
 
-def classify_medication(rxnorm_codes: tuple[str, ...], texts: tuple[str, ...]) -> tuple[
-    ClassMatch, ...
-]:
+def classify_medication(
+    rxnorm_codes: tuple[str, ...], texts: tuple[str, ...]
+) -> tuple[ClassMatch, ...]:
     """Classes of a medication given its RxNorm codes and its display/text strings."""
     matches: list[ClassMatch] = []
     for cls, codes in _CLASS_CODES.items():

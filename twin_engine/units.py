@@ -102,9 +102,7 @@ UNIT_TABLE: Final[Mapping[QuantityName, UnitRule]] = {
         "kg",
         {"kg": _SAME, "g": Conversion(0.001), "[lb_av]": _POUND, "lb": _POUND, "lbs": _POUND},
     ),
-    "height": UnitRule(
-        "cm", {"cm": _SAME, "m": Conversion(100.0), "[in_i]": _INCH, "in": _INCH}
-    ),
+    "height": UnitRule("cm", {"cm": _SAME, "m": Conversion(100.0), "[in_i]": _INCH, "in": _INCH}),
     "heart_rate": UnitRule("/min", _PER_MIN),
     "respiratory_rate": UnitRule(
         "/min", {"/min": _SAME, "{breaths}/min": _SAME, "breaths/minute": _SAME}

@@ -1,0 +1,103 @@
+"""Server-side latency of the patient-view hook against a bare json.loads of the same body.
+
+Two bodies: the largest shared Synthea patient as prefetch (when ../shared/data is
+present) and a small typical prefetch (a generated patient). Server-side time is the
+service's own Server-Timing header (body read → response built), so the test client's
+overhead is not counted. Prints a table and writes bench/results/hook_latency.json.
+
+    python bench/hook_latency.py [--iterations 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from cds_service.app import create_app  # noqa: E402
+from cds_service.settings import Settings  # noqa: E402
+from tests.conftest import hook_request, prefetch_from_bundle, synthea_bundles  # noqa: E402
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _json_loads_ms(raw: bytes, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        json.loads(raw)
+        out.append(1000 * (time.perf_counter() - t))
+    return out
+
+
+def measure(client: TestClient, name: str, body: dict[str, Any], n: int) -> dict[str, Any]:
+    raw = json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"}
+    for _ in range(3):  # warm-up: first twin version, caches, imports
+        client.post("/cds-services/ascvd-risk", content=raw, headers=headers)
+    server: list[float] = []
+    for _ in range(n):
+        r = client.post("/cds-services/ascvd-risk", content=raw, headers=headers)
+        r.raise_for_status()
+        server.append(float(r.headers["Server-Timing"].split("dur=")[1]))
+    loads = _json_loads_ms(raw, n)
+    p50, p99, j50 = _pct(server, 0.5), _pct(server, 0.99), statistics.median(loads)
+    return {
+        "body": name,
+        "bytes": len(raw),
+        "n": n,
+        "server_p50_ms": round(p50, 3),
+        "server_p99_ms": round(p99, 3),
+        "json_loads_p50_ms": round(j50, 3),
+        "ratio_p50_to_json_loads": round(p50 / j50, 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--iterations", type=int, default=200)
+    args = parser.parse_args()
+    from cds_service.demo import generate_patients
+
+    bodies: list[tuple[str, dict[str, Any]]] = []
+    small = prefetch_from_bundle(generate_patients(1, seed=3)[0])
+    bodies.append(("typical (generated patient)", hook_request(small["patient"]["id"], small)))
+    corpus = synthea_bundles()
+    if corpus:
+        largest = max(corpus, key=lambda p: p.stat().st_size)
+        pf = prefetch_from_bundle(json.loads(largest.read_text()))
+        bodies.append((f"largest shared ({largest.name[:24]})", hook_request(pf["patient"]["id"], pf)))
+    else:
+        print("shared corpus absent: large-body run skipped")
+
+    with tempfile.TemporaryDirectory() as tmp, TestClient(
+        create_app(Settings(data_dir=Path(tmp), auth_required=False))
+    ) as client:
+        rows = [measure(client, name, body, args.iterations) for name, body in bodies]
+
+    print(f"{'body':<40} {'bytes':>9} {'p50 ms':>8} {'p99 ms':>8} {'loads ms':>9} {'ratio':>6}")
+    for r in rows:
+        print(
+            f"{r['body']:<40} {r['bytes']:>9} {r['server_p50_ms']:>8.2f} {r['server_p99_ms']:>8.2f}"
+            f" {r['json_loads_p50_ms']:>9.2f} {r['ratio_p50_to_json_loads']:>6.2f}"
+        )
+    out = REPO / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "hook_latency.json").write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()

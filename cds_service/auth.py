@@ -1,0 +1,231 @@
+"""Authentication of CDS clients (CDS Hooks 2.0 §Trusting CDS Clients).
+
+Every call carries ``Authorization: Bearer <JWT>`` signed by the EHR. We accept
+only asymmetric algorithms (ES384/RS384 by default, ES256/RS256 when configured):
+``none`` and every HMAC algorithm are refused before any key is looked at, so a
+token "signed" with a public key as an HMAC secret never verifies. The issuer must
+be a configured client; its keys come from configuration or from a ``jku`` that is
+itself on that client's allowlist. ``aud`` must equal the exact URL called, ``exp``,
+``iat`` and ``nbf`` are checked with a small leeway, and a ``jti`` is accepted once
+(the replay cache lives in the store, so it holds across workers).
+
+Every failure raises ``Unauthorized``; the HTTP edge answers it with a bare 401.
+The reason is kept for the operator's log and never sent to the caller.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+from jwt import PyJWK, PyJWKSet
+from pydantic import BaseModel, ConfigDict, Field
+
+ASYMMETRIC = frozenset({"ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384"})
+DEFAULT_ALGORITHMS = ("ES384", "RS384")
+JWKS_TTL_S = 300.0
+# A kid we have not seen triggers at most one JWKS refetch per this many seconds,
+# so a stream of forged kids cannot make us hammer the EHR's key endpoint.
+JWKS_REFETCH_MIN_INTERVAL_S = 10.0
+
+
+class Unauthorized(Exception):
+    """The call is not from a client we trust; answered with a bare 401."""
+
+
+class CdsClientConfig(BaseModel):
+    """One EHR allowed to call us: its issuer, keys, FHIR servers and tenant."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    iss: str = Field(min_length=1)
+    jwks: dict[str, Any] | None = None
+    jku_allowlist: tuple[str, ...] = ()
+    fhir_servers: tuple[str, ...] = ()
+    tenant: str | None = None
+    algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedClient:
+    """Who called, as the token proved it. Never holds the token itself."""
+
+    iss: str
+    jti: str
+    tenant: str | None
+    sub: str | None
+    config: CdsClientConfig
+
+
+class ReplayCache:
+    """jti values already used, per issuer, until their token expires (SQLite, WAL)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._path = path
+        self._local = threading.local()
+        self._db().execute(
+            "CREATE TABLE IF NOT EXISTS used_jti (iss TEXT NOT NULL, jti TEXT NOT NULL, "
+            "expires_at REAL NOT NULL, PRIMARY KEY (iss, jti))"
+        )
+
+    def _db(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self._path, timeout=30, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            self._local.db = db
+        return db
+
+    def first_use(self, iss: str, jti: str, expires_at: float) -> bool:
+        """Record the jti; False when it was already used (a replay)."""
+        db = self._db()
+        now = time.time()
+        db.execute("DELETE FROM used_jti WHERE expires_at < ?", (now - 300,))
+        try:
+            db.execute("INSERT INTO used_jti VALUES (?, ?, ?)", (iss, jti, expires_at))
+        except sqlite3.IntegrityError:
+            return False
+        return True
+
+
+@dataclass
+class _CachedJwks:
+    keys: dict[str, PyJWK]
+    fetched_at: float
+
+
+@dataclass
+class JwksCache:
+    """Keys fetched from allowlisted jku URLs, kept for a while and refetched on rotation."""
+
+    http: httpx.AsyncClient
+    _by_url: dict[str, _CachedJwks] = field(default_factory=dict)
+
+    async def key(self, url: str, kid: str | None) -> PyJWK:
+        cached = self._by_url.get(url)
+        now = time.monotonic()
+        stale = cached is None or now - cached.fetched_at > JWKS_TTL_S
+        unknown_kid = cached is not None and _pick(cached.keys, kid) is None
+        if stale or (unknown_kid and now - cached.fetched_at > JWKS_REFETCH_MIN_INTERVAL_S):  # type: ignore[union-attr]
+            cached = _CachedJwks(await self._fetch(url), now)
+            self._by_url[url] = cached
+        assert cached is not None  # noqa: S101 - set just above
+        found = _pick(cached.keys, kid)
+        if found is None:
+            raise Unauthorized(f"no key {kid!r} at {url}")
+        return found
+
+    async def _fetch(self, url: str) -> dict[str, PyJWK]:
+        try:
+            response = await self.http.get(url, timeout=2.0)
+            response.raise_for_status()
+            return _keys(response.json())
+        except (httpx.HTTPError, ValueError, jwt.PyJWTError) as exc:
+            raise Unauthorized(f"JWKS at {url} unavailable: {type(exc).__name__}") from exc
+
+
+def _keys(jwks: dict[str, Any]) -> dict[str, PyJWK]:
+    keyset = PyJWKSet.from_dict(jwks)
+    return {str(k.key_id or i): k for i, k in enumerate(keyset.keys)}
+
+
+def _pick(keys: dict[str, PyJWK], kid: str | None) -> PyJWK | None:
+    if kid is None:
+        return next(iter(keys.values())) if len(keys) == 1 else None
+    return keys.get(kid)
+
+
+class ClientVerifier:
+    """Verifies a CDS client's JWT against the configured clients."""
+
+    def __init__(
+        self,
+        clients: tuple[CdsClientConfig, ...],
+        replay: ReplayCache,
+        jwks: JwksCache,
+        *,
+        leeway_s: float = 30.0,
+    ) -> None:
+        self._clients = {c.iss: c for c in clients}
+        self._static = {c.iss: _keys(c.jwks) for c in clients if c.jwks}
+        self._replay = replay
+        self._jwks = jwks
+        self._leeway = leeway_s
+
+    async def verify(self, authorization: str | None, audience: str) -> VerifiedClient:
+        if not authorization or not authorization.startswith("Bearer "):
+            raise Unauthorized("no bearer token")
+        token = authorization.removeprefix("Bearer ").strip()
+        try:
+            header = jwt.get_unverified_header(token)
+            claims = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError as exc:
+            raise Unauthorized(f"malformed token: {type(exc).__name__}") from exc
+        alg = header.get("alg")
+        # Refuse none and HMAC before anything else: with HS*, the "secret" would be
+        # whatever key we hold for this issuer, which is public.
+        if alg not in ASYMMETRIC:
+            raise Unauthorized(f"algorithm {alg!r} not accepted")
+        iss = claims.get("iss")
+        client = self._clients.get(iss) if isinstance(iss, str) else None
+        if client is None:
+            raise Unauthorized("unknown issuer")
+        if alg not in client.algorithms:
+            raise Unauthorized(f"algorithm {alg} not configured for this issuer")
+        key = await self._key_for(client, header)
+        try:
+            verified = jwt.decode(
+                token,
+                key=key.key,
+                algorithms=[alg],
+                audience=audience,
+                issuer=client.iss,
+                leeway=self._leeway,
+                options={"require": ["iss", "aud", "exp", "iat", "jti"], "strict_aud": False},
+            )
+        except jwt.PyJWTError as exc:
+            raise Unauthorized(f"token rejected: {type(exc).__name__}") from exc
+        if verified["aud"] != audience and not (
+            isinstance(verified["aud"], list) and audience in verified["aud"]
+        ):
+            raise Unauthorized("audience mismatch")
+        if float(verified["iat"]) > time.time() + self._leeway:
+            raise Unauthorized("token issued in the future")
+        if client.tenant is not None and verified.get("tenant") != client.tenant:
+            raise Unauthorized("tenant mismatch")
+        jti = str(verified["jti"])
+        if not self._replay.first_use(client.iss, jti, float(verified["exp"])):
+            raise Unauthorized("jti replayed")
+        return VerifiedClient(
+            client.iss, jti, verified.get("tenant"), verified.get("sub"), client
+        )
+
+    async def _key_for(self, client: CdsClientConfig, header: dict[str, Any]) -> PyJWK:
+        kid = header.get("kid")
+        jku = header.get("jku")
+        if jku is not None:
+            if jku not in client.jku_allowlist:
+                raise Unauthorized("jku not on the issuer's allowlist")
+            return await self._jwks.key(str(jku), kid)
+        static = self._static.get(client.iss)
+        if static:
+            found = _pick(static, kid)
+            if found is None:
+                raise Unauthorized(f"no configured key {kid!r}")
+            return found
+        if client.jku_allowlist:
+            return await self._jwks.key(client.jku_allowlist[0], kid)
+        raise Unauthorized("no keys configured for issuer")
+
+
+def parse_clients(text: str) -> tuple[CdsClientConfig, ...]:
+    """Clients from JSON text (a list of objects), as TWIN_CDS_CLIENTS holds them."""
+    return tuple(CdsClientConfig.model_validate(c) for c in json.loads(text))

@@ -1,0 +1,166 @@
+"""CDS client authentication: forged and invalid tokens get a bare 401, valid ones a 200."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+import respx
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from fastapi.testclient import TestClient
+
+from cds_service.app import create_app
+from cds_service.auth import CdsClientConfig
+from cds_service.settings import Settings
+
+BASE = "http://testserver"
+ISS = "https://ehr.example"
+JKU = "https://ehr.example/.well-known/jwks.json"
+DISCOVERY = f"{BASE}/cds-services"
+
+EC_KEY = ec.generate_private_key(ec.SECP384R1())
+OTHER_EC_KEY = ec.generate_private_key(ec.SECP384R1())
+RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+JKU_KEY = ec.generate_private_key(ec.SECP384R1())
+
+
+def _jwk(key: Any, kid: str, alg: str) -> dict[str, Any]:
+    public = key.public_key()
+    algo = jwt.algorithms.ECAlgorithm if alg.startswith("ES") else jwt.algorithms.RSAAlgorithm
+    data: dict[str, Any] = json.loads(algo.to_jwk(public))
+    data.update({"kid": kid, "alg": alg, "use": "sig"})
+    return data
+
+
+JWKS = {"keys": [_jwk(EC_KEY, "ec-1", "ES384"), _jwk(RSA_KEY, "rsa-1", "RS384")]}
+
+
+def _claims(**overrides: Any) -> dict[str, Any]:
+    now = int(time.time())
+    claims = {
+        "iss": ISS,
+        "aud": DISCOVERY,
+        "exp": now + 300,
+        "iat": now,
+        "jti": str(uuid.uuid4()),
+        "tenant": "hospital-a",
+    }
+    claims.update(overrides)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+def _sign(claims: dict[str, Any], key: Any = EC_KEY, alg: str = "ES384", **headers: Any) -> str:
+    return jwt.encode(claims, key, algorithm=alg, headers={"kid": "ec-1", **headers})
+
+
+def _b64(data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def _alg_none() -> str:
+    return f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(_claims())}."
+
+
+def _hs256_with_public_key() -> str:
+    pem = EC_KEY.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    header = _b64({"alg": "HS256", "typ": "JWT", "kid": "ec-1"})
+    payload = _b64(_claims())
+    import hashlib
+    import hmac
+
+    sig = hmac.new(pem, f"{header}.{payload}".encode(), hashlib.sha256).digest()
+    return f"{header}.{payload}.{base64.urlsafe_b64encode(sig).rstrip(b'=').decode()}"
+
+
+def _tampered() -> str:
+    header, _, sig = _sign(_claims()).split(".")
+    return f"{header}.{_b64(_claims(tenant='hospital-b', sub='admin'))}.{sig}"
+
+
+@pytest.fixture()
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    settings = Settings(
+        data_dir=tmp_path,
+        public_base_url=BASE,
+        clients=(
+            CdsClientConfig(iss=ISS, jwks=JWKS, jku_allowlist=(JKU,), tenant="hospital-a"),
+            CdsClientConfig(iss="https://jku-only.example", jku_allowlist=(JKU,)),
+        ),
+    )
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+FORGED: list[tuple[str, Callable[[], str | None]]] = [
+    ("no token", lambda: None),
+    ("not a JWT", lambda: "abc.def.ghi"),
+    ("alg none", _alg_none),
+    ("HS256 signed with the public key", _hs256_with_public_key),
+    ("HS384", lambda: jwt.encode(_claims(), "s" * 64, algorithm="HS384")),
+    ("wrong aud", lambda: _sign(_claims(aud="https://other.example/cds-services"))),
+    ("aud of another endpoint", lambda: _sign(_claims(aud=f"{BASE}/cds-services/ascvd-risk"))),
+    ("expired", lambda: _sign(_claims(exp=int(time.time()) - 120, iat=int(time.time()) - 600))),
+    ("iat in the future", lambda: _sign(_claims(iat=int(time.time()) + 3600, exp=int(time.time()) + 4000))),
+    ("nbf in the future", lambda: _sign(_claims(nbf=int(time.time()) + 3600))),
+    ("unknown iss", lambda: _sign(_claims(iss="https://evil.example"))),
+    ("jku off the allowlist", lambda: _sign(_claims(), jku="https://evil.example/jwks.json")),
+    ("wrong kid", lambda: _sign(_claims(), kid="nope")),
+    ("tampered payload", _tampered),
+    ("signed by another key under our kid", lambda: _sign(_claims(), key=OTHER_EC_KEY)),
+    ("no jti", lambda: _sign(_claims(jti=None))),
+    ("no exp", lambda: _sign(_claims(exp=None))),
+    ("RS256 not configured", lambda: _sign(_claims(), key=RSA_KEY, alg="RS256", kid="rsa-1")),
+    ("wrong tenant", lambda: _sign(_claims(tenant="hospital-b"))),
+    ("no tenant", lambda: _sign(_claims(tenant=None))),
+]
+
+
+@pytest.mark.parametrize(("name", "make"), FORGED, ids=[n for n, _ in FORGED])
+def test_forged_or_invalid_tokens_get_a_bare_401(
+    client: TestClient, name: str, make: Callable[[], str | None]
+) -> None:
+    """Each forged or invalid token is refused with 401 and an empty body."""
+    token = make()
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    response = client.get("/cds-services", headers=headers)
+    assert response.status_code == 401, name
+    assert response.content == b""
+
+
+@pytest.mark.parametrize(
+    ("key", "alg", "kid"), [(EC_KEY, "ES384", "ec-1"), (RSA_KEY, "RS384", "rsa-1")]
+)
+def test_a_valid_token_is_accepted(client: TestClient, key: Any, alg: str, kid: str) -> None:
+    """ES384 and RS384 tokens from the configured issuer get a 200."""
+    token = _sign(_claims(), key=key, alg=alg, kid=kid)
+    response = client.get("/cds-services", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200
+
+
+def test_a_replayed_jti_is_refused(client: TestClient) -> None:
+    """The same token twice: the first call passes, the replay is a 401."""
+    headers = {"Authorization": f"Bearer {_sign(_claims())}"}
+    assert client.get("/cds-services", headers=headers).status_code == 200
+    assert client.get("/cds-services", headers=headers).status_code == 401
+
+
+@respx.mock
+def test_keys_from_an_allowlisted_jku_and_rotation(client: TestClient) -> None:
+    """Keys come from the allowlisted jku; a new kid after rotation is fetched once more."""
+    route = respx.get(JKU).respond(json={"keys": [_jwk(JKU_KEY, "j-1", "ES384")]})
+    claims = {"iss": "https://jku-only.example"}
+    token = _sign(_claims(**claims, tenant=None), key=JKU_KEY, kid="j-1", jku=JKU)
+    assert client.get("/cds-services", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    token = _sign(_claims(**claims, tenant=None), key=JKU_KEY, kid="j-1", jku=JKU)
+    assert client.get("/cds-services", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    assert route.call_count == 1  # cached

@@ -1,0 +1,138 @@
+"""The twin-cds command line: JSON on stdout, exit 2 with a message for bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import with_ids
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "cds_service.cli", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
+def _write(tmp_path: Path, data: Any, name: str = "bundle.json") -> Path:
+    path = tmp_path / name
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _complete_patient(demo_bundles: list[dict[str, Any]]) -> dict[str, Any]:
+    for b in demo_bundles:
+        codes = {
+            c["code"]
+            for e in b["entry"]
+            if e["resource"]["resourceType"] == "Observation"
+            for c in e["resource"]["code"]["coding"]
+        }
+        if {"2093-3", "2085-9", "85354-9"} <= codes:
+            return with_ids(b)
+    raise AssertionError("no generated patient with lipids and BP")
+
+
+def test_predict_prints_the_json_contract(tmp_path: Path, demo_bundles: list[dict[str, Any]]) -> None:
+    """predict pce prints model, version, sha256, outputs, inputs, explanation, missing."""
+    bundle = _write(tmp_path, _complete_patient(demo_bundles))
+    result = _run("predict", "pce", "--bundle", str(bundle), "--as-of", "2026-02-01")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert {"model", "version", "sha256", "outputs", "inputs", "explanation", "missing"} <= set(out)
+    assert out["model"] == "pce"
+    risk = out["outputs"]["risk_10y_ascvd"]
+    assert 0 < risk < 1
+    contributions = sum(e["contribution"] for e in out["explanation"])
+    assert contributions == pytest.approx(risk - out["baseline"]["outputs"]["risk_10y_ascvd"], abs=1e-9)
+    assert {e["feature"] for e in out["explanation"]} <= {i["name"] for i in out["inputs"]}
+
+
+def test_predict_names_missing_inputs_and_exits_2(
+    tmp_path: Path, demo_bundles: list[dict[str, Any]]
+) -> None:
+    """Without a lipid panel the exit code is 2 and stderr names the missing inputs."""
+    bundle = _complete_patient(demo_bundles)
+    bundle["entry"] = [
+        e
+        for e in bundle["entry"]
+        if not any(
+            c["code"] in ("2093-3", "2085-9") for c in e["resource"].get("code", {}).get("coding", [])
+        )
+    ]
+    result = _run("predict", "pce", "--bundle", str(_write(tmp_path, bundle)))
+    assert result.returncode == 2
+    assert "total_cholesterol_mg_dl" in result.stderr
+    assert "hdl_cholesterol_mg_dl" in result.stderr
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "is not JSON"),
+        (json.dumps({"resourceType": "Bundle", "type": "collection", "entry": []}), "Patient"),
+        (json.dumps([1, 2, 3]), ""),
+    ],
+)
+def test_bad_bundles_exit_2(tmp_path: Path, content: str, message: str) -> None:
+    """Malformed JSON or a bundle without a Patient: exit 2 and a message, no traceback."""
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    result = _run("twin", "build", "--bundle", str(path))
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_file_and_bad_date_exit_2(tmp_path: Path) -> None:
+    """A file that does not exist and an impossible --as-of are bad input."""
+    assert _run("twin", "build", "--bundle", str(tmp_path / "nope.json")).returncode == 2
+    good = _write(tmp_path, {"resourceType": "Patient", "id": "p", "gender": "male"})
+    result = _run("twin", "build", "--bundle", str(good), "--as-of", "2026-13-40")
+    assert result.returncode == 2
+    assert "--as-of" in result.stderr
+
+
+def test_twin_build_prints_features_with_provenance(
+    tmp_path: Path, demo_bundles: list[dict[str, Any]]
+) -> None:
+    """twin build shows each feature's value, time, sources and quality."""
+    bundle = _complete_patient(demo_bundles)
+    result = _run("twin", "build", "--bundle", str(_write(tmp_path, bundle)), "--as-of", "2026-02-01")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    tc = out["features"]["total_cholesterol_mg_dl"]
+    assert tc["quality"] == "ok"
+    assert tc["sources"][0].startswith("Observation/")
+    assert len(out["contentHash"]) == 64
+
+
+def test_models_list_and_describe(tmp_path: Path) -> None:
+    """models list names pce; describe prints its card with inputs, LOINC and sha256."""
+    listed = json.loads(_run("models", "list").stdout)
+    assert "pce" in {m["id"] for m in listed}
+    described = _run("models", "describe", "pce")
+    card = json.loads(described.stdout)
+    assert len(card["sha256"]) == 64
+    tc = next(i for i in card["card"]["inputs"] if i["name"] == "total_cholesterol_mg_dl")
+    assert tc["loinc"] == "2093-3"
+    unknown = _run("models", "describe", "nope")
+    assert unknown.returncode == 2
+    assert "nope" in unknown.stderr
+
+
+def test_models_build_is_reproducible(tmp_path: Path) -> None:
+    """A rebuild gives the sha256 of the packaged model."""
+    built = json.loads(_run("models", "build", "--out", str(tmp_path)).stdout)
+    listed = {m["id"]: m["sha256"] for m in json.loads(_run("models", "list").stdout)}
+    assert {b["id"]: b["sha256"] for b in built} == {k: listed[k] for k in (b["id"] for b in built)}

@@ -1,0 +1,200 @@
+"""The hook endpoint end to end in-process: prefetch → twin → PCE → card → audit."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from cds_service.app import create_app
+from cds_service.settings import Settings
+from tests.conftest import hook_request, prefetch_from_bundle
+
+TOKEN = "tok-9f8e7d6c5b4a-never-stored"  # noqa: S105 - a test token
+
+
+@pytest.fixture()
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    settings = Settings(data_dir=tmp_path / "data", auth_required=False)
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+def _observations(prefetch: dict[str, Any], loinc: str) -> list[dict[str, Any]]:
+    return [
+        e["resource"]
+        for e in prefetch["observations"]["entry"]
+        if any(c.get("code") == loinc for c in e["resource"]["code"]["coding"])
+    ]
+
+
+def _eligible(demo_bundles: list[dict[str, Any]]) -> dict[str, Any]:
+    """The first generated patient with a complete PCE input set."""
+    for bundle in demo_bundles:
+        pf = prefetch_from_bundle(bundle)
+        if _observations(pf, "2093-3") and _observations(pf, "2085-9"):
+            return pf
+    raise AssertionError("no generated patient has a lipid panel")
+
+
+def _call(client: TestClient, prefetch: dict[str, Any], **extra: Any) -> Any:
+    pid = prefetch["patient"]["id"]
+    return client.post("/cds-services/ascvd-risk", json=hook_request(pid, prefetch, **extra))
+
+
+def test_discovery_lists_the_service_with_its_prefetch(client: TestClient) -> None:
+    """GET /cds-services names the service, its hook and prefetch templates."""
+    services = client.get("/cds-services").json()["services"]
+    ascvd = next(s for s in services if s["id"] == "ascvd-risk")
+    assert ascvd["hook"] == "patient-view"
+    assert ascvd["prefetch"]["patient"] == "Patient/{{context.patientId}}"
+    assert {"title", "description", "usageRequirements"} <= set(ascvd)
+
+
+def test_patient_view_answers_with_an_explained_card(
+    client: TestClient, demo_bundles: list[dict[str, Any]]
+) -> None:
+    """The card shows the risk, the patient's own cholesterol with its date, factors, model."""
+    prefetch = _eligible(demo_bundles)
+    response = _call(client, prefetch)
+    assert response.status_code == 200
+    (card,) = response.json()["cards"]
+    tc = _observations(prefetch, "2093-3")[-1]
+    tc_value = tc["valueQuantity"]["value"]
+    tc_date = tc["effectiveDateTime"][:10]
+    assert card["summary"].startswith("10-year ASCVD risk ")
+    assert len(card["summary"]) < 140
+    assert f"| {tc_value:.0f} mg/dL" in card["detail"] or f"| {tc_value} mg/dL" in card["detail"]
+    assert tc_date in card["detail"]
+    assert "**What moved the risk**" in card["detail"]
+    assert card["source"]["label"].startswith("twin-cds · ")
+    assert card["indicator"] in ("info", "warning", "critical")
+    (link,) = card["links"]
+    assert link["type"] == "smart"
+    assert json.loads(link["appContext"])["patient"] == prefetch["patient"]["id"]
+
+
+def test_every_call_is_audited_and_the_token_is_never_stored(
+    client: TestClient, demo_bundles: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    """One audit record per call, naming the twin version and model hash; no token bytes."""
+    prefetch = _eligible(demo_bundles)
+    response = _call(
+        client,
+        prefetch,
+        fhirServer="https://ehr.example/fhir",
+        fhirAuthorization={"access_token": TOKEN, "token_type": "Bearer"},
+    )
+    assert response.status_code == 200
+    audit = client.app.state.runtime.audit  # type: ignore[attr-defined]
+    (record,) = audit.records()
+    body = record.body
+    assert body["hookInstance"] == "2a3b1c7e-0000-4000-8000-00000000c0de"
+    assert body["service"] == "ascvd-risk"
+    assert body["patient"] == prefetch["patient"]["id"]
+    assert body["twin"]["version"] == 1
+    assert len(body["model"]["sha256"]) == 64
+    assert body["cards"] == response.json()["cards"]
+    assert {i["name"] for i in body["inputs"]} >= {"total_cholesterol_mg_dl", "age_years"}
+    assert audit.verify_chain() is None
+    for path in (tmp_path / "data").iterdir():
+        assert TOKEN.encode() not in path.read_bytes(), path.name
+
+
+def test_the_same_data_twice_reuses_the_twin_version(
+    client: TestClient, demo_bundles: list[dict[str, Any]]
+) -> None:
+    """A refresh with unchanged data writes no new twin version; changed data does."""
+    prefetch = _eligible(demo_bundles)
+    _call(client, prefetch)
+    _call(client, prefetch)
+    changed = copy.deepcopy(prefetch)
+    _observations(changed, "2093-3")[-1]["valueQuantity"]["value"] += 10
+    _call(client, changed)
+    versions = [r.body["twin"]["version"] for r in client.app.state.runtime.audit.records()]  # type: ignore[attr-defined]
+    assert versions == [1, 1, 2]
+
+
+def _break_cholesterol(prefetch: dict[str, Any], how: str) -> dict[str, Any]:
+    broken = copy.deepcopy(prefetch)
+    for obs in _observations(broken, "2093-3"):
+        if how == "unknown-unit":
+            obs["valueQuantity"] = {"value": 5.2, "unit": "furlongs", "code": "[fur_us]"}
+        elif how == "non-numeric":
+            obs["valueQuantity"]["value"] = "two hundred"
+        elif how == "r5-field":
+            obs["triggeredBy"] = [{"observation": {"reference": "Observation/x"}, "type": "reflex"}]
+    return broken
+
+
+@pytest.mark.parametrize("how", ["unknown-unit", "non-numeric", "r5-field"])
+def test_bad_cholesterol_is_never_guessed(
+    client: TestClient, demo_bundles: list[dict[str, Any]], how: str
+) -> None:
+    """A bad cholesterol entry is not used: the card says the risk was not computed and why."""
+    response = _call(client, _break_cholesterol(_eligible(demo_bundles), how))
+    assert response.status_code == 200
+    (card,) = response.json()["cards"]
+    assert card["summary"] == "10-year ASCVD risk not computed: missing Total cholesterol"[:139] or (
+        card["summary"].startswith("10-year ASCVD risk not computed")
+        and "cholesterol" in card["summary"].lower()
+    )
+    assert "%" not in card["summary"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        (b"{not json", 400, "not JSON"),
+        (b"[1, 2]", 400, "JSON object"),
+        (b'{"hook": "patient-view", "hookInstance": "h"}', 400, "context"),
+        (
+            b'{"hook": "order-sign", "hookInstance": "h", "context": {"patientId": "p"}}',
+            400,
+            "answers patient-view",
+        ),
+        (
+            b'{"hook": "patient-view", "hookInstance": "h", "context": {"patientId": "p"}}',
+            412,
+            "Patient",
+        ),
+        (
+            b'{"hook": "patient-view", "hookInstance": "h", "context": {"patientId": "p"},'
+            b' "prefetch": {"patient": {"resourceType": "Observation", "id": "o"}}}',
+            412,
+            "Patient",
+        ),
+    ],
+)
+def test_bad_requests_get_a_clear_4xx(
+    client: TestClient, body: bytes, status: int, message: str
+) -> None:
+    """Malformed or unusable hook calls get a 4xx with an OperationOutcome naming the fault."""
+    response = client.post(
+        "/cds-services/ascvd-risk", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == status
+    outcome = response.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert message in outcome["issue"][0]["diagnostics"]
+
+
+def test_unknown_service_is_404(client: TestClient) -> None:
+    """A service id we do not offer is a 404."""
+    response = client.post("/cds-services/nope", json=hook_request("p"))
+    assert response.status_code == 404
+
+
+def test_prefetch_for_another_patient_is_refused(
+    client: TestClient, demo_bundles: list[dict[str, Any]]
+) -> None:
+    """Data whose Patient is not context.patientId is never used for this patient."""
+    prefetch = _eligible(demo_bundles)
+    body = hook_request("someone-else", prefetch)
+    response = client.post("/cds-services/ascvd-risk", json=body)
+    assert response.status_code == 412

@@ -1,0 +1,173 @@
+"""Versioned twin store: a port (`TwinStore`) and its SQLite adapter.
+
+Every save of a changed twin writes a new version (1, 2, 3, ... per patient) holding
+the twin's canonical state JSON and its content hash; earlier versions stay readable,
+so the state behind any past recommendation can be reconstructed with
+`Twin.from_state(store.load(pid, version).twin_json)`.  The raw FHIR is not stored.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from twin_engine.errors import StoreError, TwinNotFoundError
+from twin_engine.twin import Twin
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS twin_versions (
+    patient_id   TEXT    NOT NULL,
+    version      INTEGER NOT NULL,
+    content_hash TEXT    NOT NULL,
+    created_at   TEXT    NOT NULL,
+    as_of        TEXT,
+    twin_json    TEXT    NOT NULL,
+    PRIMARY KEY (patient_id, version)
+)
+"""
+# Several service workers may write at once; wait for the lock rather than fail.
+_BUSY_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class TwinVersion:
+    """One stored version.  `created` is True only on the value returned by the
+    `save` call that wrote it (False when that save found identical content)."""
+
+    patient_id: str
+    version: int
+    content_hash: str
+    created_at: datetime
+    as_of: str | None = None
+    created: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTwin:
+    version: TwinVersion
+    twin_json: dict[str, Any]
+
+    def twin(self) -> Twin:
+        return Twin.from_state(self.twin_json)
+
+
+class TwinStore(Protocol):
+    """Port: where twin versions live (SQLite by default, PostgreSQL when scaled out)."""
+
+    def save(self, twin: Twin, *, as_of: str | None = None) -> TwinVersion: ...
+
+    def load(self, patient_id: str, version: int | None = None) -> StoredTwin: ...
+
+    def versions(self, patient_id: str) -> list[TwinVersion]: ...
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class SqliteTwinStore:
+    """`TwinStore` on one SQLite file in WAL mode, safe for concurrent writers.
+
+    Each `save` runs in a `BEGIN IMMEDIATE` transaction, so two writers never both
+    read version N and both write N+1.  A connection is opened per call, which keeps
+    the store usable from any thread.
+    """
+
+    def __init__(self, path: Path, *, clock: Callable[[], datetime] = _utc_now) -> None:
+        self._path = Path(path)
+        self._clock = clock
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as conn:
+            # WAL lets readers proceed while a writer holds the lock.
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(_SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        try:
+            conn = sqlite3.connect(self._path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open twin store {self._path}: {exc}") from exc
+        try:
+            yield conn
+        except sqlite3.Error as exc:
+            raise StoreError(f"twin store {self._path} failed: {exc}") from exc
+        finally:
+            conn.close()
+
+    def save(self, twin: Twin, *, as_of: str | None = None) -> TwinVersion:
+        """Write a new version unless the latest has the same content hash.
+
+        Same content: returns the latest version (created=False) and writes nothing.
+        """
+        state = twin.to_state()
+        content_hash = twin.content_hash()
+        body = json.dumps(state, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        with self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute(
+                    "SELECT version, content_hash, created_at, as_of FROM twin_versions "
+                    "WHERE patient_id = ? ORDER BY version DESC LIMIT 1",
+                    (twin.patient_id,),
+                ).fetchone()
+                if row is not None and row[1] == content_hash:
+                    conn.execute("ROLLBACK")
+                    return _version(twin.patient_id, row)
+                number = 1 if row is None else int(row[0]) + 1
+                created_at = self._clock()
+                conn.execute(
+                    "INSERT INTO twin_versions VALUES (?, ?, ?, ?, ?, ?)",
+                    (twin.patient_id, number, content_hash, created_at.isoformat(), as_of, body),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        return TwinVersion(twin.patient_id, number, content_hash, created_at, as_of, created=True)
+
+    def load(self, patient_id: str, version: int | None = None) -> StoredTwin:
+        """The given version (default: the latest) of a patient's twin."""
+        query = (
+            "SELECT version, content_hash, created_at, as_of, twin_json FROM twin_versions "
+            "WHERE patient_id = ? "
+        )
+        params: tuple[object, ...] = (patient_id,)
+        if version is None:
+            query += "ORDER BY version DESC LIMIT 1"
+        else:
+            query += "AND version = ?"
+            params = (patient_id, version)
+        with self._connect() as conn:
+            row = conn.execute(query, params).fetchone()
+        if row is None:
+            which = "any version" if version is None else f"version {version}"
+            raise TwinNotFoundError(f"no stored twin of Patient/{patient_id} ({which})")
+        return StoredTwin(_version(patient_id, row[:4]), json.loads(row[4]))
+
+    def versions(self, patient_id: str) -> list[TwinVersion]:
+        """All versions of a patient's twin, oldest first."""
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT version, content_hash, created_at, as_of FROM twin_versions "
+                "WHERE patient_id = ? ORDER BY version",
+                (patient_id,),
+            ).fetchall()
+        return [_version(patient_id, row) for row in rows]
+
+
+def _version(patient_id: str, row: tuple[Any, ...]) -> TwinVersion:
+    return TwinVersion(
+        patient_id=patient_id,
+        version=int(row[0]),
+        content_hash=str(row[1]),
+        created_at=datetime.fromisoformat(row[2]),
+        as_of=row[3],
+    )
