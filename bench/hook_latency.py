@@ -26,7 +26,12 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from cds_service.app import create_app  # noqa: E402
 from cds_service.settings import Settings  # noqa: E402
-from tests.conftest import hook_request, prefetch_from_bundle, synthea_bundles  # noqa: E402
+from tests.conftest import (  # noqa: E402
+    hook_request,
+    prefetch_from_bundle,
+    synthea_bundles,
+    with_ids,
+)
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -78,8 +83,13 @@ def main() -> None:
     corpus = synthea_bundles()
     if corpus:
         largest = max(corpus, key=lambda p: p.stat().st_size)
-        pf = prefetch_from_bundle(json.loads(largest.read_text()))
-        bodies.append((f"largest shared ({largest.name[:24]})", hook_request(pf["patient"]["id"], pf)))
+        record = json.loads(largest.read_text())
+        pf = prefetch_from_bundle(record)
+        bodies.append(("largest shared, service's prefetch keys", hook_request(pf["patient"]["id"], pf)))
+        # The whole record (claims, reports, immunizations...) under an extra key: what an
+        # EHR sending everything costs us, and the test of validating only what we use.
+        whole = {"patient": pf["patient"], "record": with_ids(record)}
+        bodies.append(("largest shared, whole record", hook_request(pf["patient"]["id"], whole)))
     else:
         print("shared corpus absent: large-body run skipped")
 

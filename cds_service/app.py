@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import orjson
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
@@ -28,7 +29,7 @@ from cds_service.auth import (
     VerifiedClient,
 )
 from cds_service.errors import BadHookRequest, ServiceError, UnknownService
-from cds_service.hooks import HookRequest
+from cds_service.hooks import FeedbackRequest, HookRequest
 from cds_service.pipeline import Runtime, run_risk_service
 from cds_service.services import SERVICES
 from cds_service.settings import Settings
@@ -129,11 +130,42 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
             headers={"Server-Timing": f"app;dur={elapsed_ms:.3f}"},
         )
 
+    @app.post("/cds-services/{service_id}/feedback")
+    async def feedback(service_id: str, request: Request) -> Response:
+        client = await authenticate(request)
+        if service_id not in SERVICES:
+            raise UnknownService(f"no CDS service {service_id!r}")
+        try:
+            body = FeedbackRequest.model_validate(orjson.loads(await request.body()))
+        except (orjson.JSONDecodeError, ValidationError) as exc:
+            raise BadHookRequest(f"not a valid feedback request: {exc}") from exc
+        result = audit.record_feedback(
+            service_id,
+            [e.model_dump(mode="json", exclude_none=True) for e in body.feedback],
+            client.iss if client else None,
+        )
+        if result.unknown_cards:
+            # Nothing is lost silently: the caller learns which cards we never sent.
+            raise BadHookRequest(
+                "feedback names cards this service did not send: "
+                + ", ".join(result.unknown_cards[:5])
+            )
+        return Response(status_code=200)
+
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, Any]:
         return {"status": "ok", "models": registry.ids()}
 
     app.include_router(smart_router)
+    # Browser-based CDS clients call from their own origin and send Authorization, so
+    # the preflight must allow that header.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=list(settings.cors_origins),
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type"],
+        max_age=600,
+    )
     return app
 
 

@@ -39,6 +39,22 @@ CREATE TABLE IF NOT EXISTS audit_record (
 );
 CREATE INDEX IF NOT EXISTS audit_by_patient ON audit_record(patient_id, recorded_at);
 CREATE INDEX IF NOT EXISTS audit_by_hook_instance ON audit_record(hook_instance);
+CREATE TABLE IF NOT EXISTS card_sent (
+    card_uuid TEXT PRIMARY KEY,
+    audit_seq INTEGER NOT NULL REFERENCES audit_record(seq),
+    service_id TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS feedback (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    card_uuid TEXT NOT NULL,
+    service_id TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    outcome_timestamp TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    client_iss TEXT,
+    body TEXT NOT NULL,
+    UNIQUE (card_uuid, outcome, outcome_timestamp)
+);
 """
 
 GENESIS = "0" * 64
@@ -100,6 +116,13 @@ class AuditEntry:
             "cards": list(self.cards),
             "error": self.error,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackResult:
+    stored: int
+    duplicates: int
+    unknown_cards: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,11 +189,66 @@ class SqliteAuditLog:
                         digest,
                     ),
                 )
+                seq = int(cur.lastrowid or 0)
+                # Index the cards sent so feedback can be joined to the call that made them.
+                db.executemany(
+                    "INSERT OR IGNORE INTO card_sent VALUES (?, ?, ?)",
+                    [(c["uuid"], seq, entry.service_id) for c in entry.cards if c.get("uuid")],
+                )
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-        return StoredAuditRecord(int(cur.lastrowid or 0), recorded_at, body, prev, digest)
+        return StoredAuditRecord(seq, recorded_at, body, prev, digest)
+
+    def record_feedback(
+        self, service_id: str, entries: list[dict[str, Any]], client_iss: str | None
+    ) -> FeedbackResult:
+        """Store feedback once: a repeated (card, outcome, timestamp) is not stored again."""
+        received_at = datetime.now(UTC).isoformat(timespec="microseconds")
+        stored = duplicates = 0
+        unknown: list[str] = []
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for e in entries:
+                    known = db.execute(
+                        "SELECT 1 FROM card_sent WHERE card_uuid = ? AND service_id = ?",
+                        (e["card"], service_id),
+                    ).fetchone()
+                    if known is None:
+                        unknown.append(e["card"])
+                        continue
+                    cur = db.execute(
+                        "INSERT OR IGNORE INTO feedback (card_uuid, service_id, outcome, "
+                        "outcome_timestamp, received_at, client_iss, body) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            e["card"],
+                            service_id,
+                            e["outcome"],
+                            e["outcomeTimestamp"],
+                            received_at,
+                            client_iss,
+                            orjson.dumps(e, option=orjson.OPT_SORT_KEYS).decode(),
+                        ),
+                    )
+                    if cur.rowcount:
+                        stored += 1
+                    else:
+                        duplicates += 1
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return FeedbackResult(stored, duplicates, tuple(unknown))
+
+    def feedback_for(self, card_uuid: str) -> list[dict[str, Any]]:
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT body FROM feedback WHERE card_uuid = ? ORDER BY seq", (card_uuid,)
+            ).fetchall()
+        return [orjson.loads(r[0]) for r in rows]
 
     def records(
         self, *, patient_id: str | None = None, hook_instance: str | None = None

@@ -6,7 +6,7 @@ twin engine validates entry by entry, so a bad entry costs that entry, not the c
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
@@ -47,3 +47,42 @@ class HookRequest(BaseModel):
     fhirAuthorization: FhirAuthorization | None = None  # noqa: N815
     context: HookContext
     prefetch: dict[str, Any] | None = None
+
+
+class AcceptedSuggestion(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    id: str = Field(min_length=1)
+
+
+class OverrideReasonCoding(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    code: str = Field(min_length=1)
+    system: str | None = None
+    display: str | None = None
+
+
+class OverrideReason(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    reason: OverrideReasonCoding | None = None
+    userComment: str | None = Field(default=None, max_length=2000)  # noqa: N815
+
+
+class FeedbackEntry(BaseModel):
+    """CDS Hooks 2.0 §Feedback: what the clinician did with one card."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    card: str = Field(min_length=1, max_length=200)
+    outcome: Literal["accepted", "overridden"]
+    acceptedSuggestions: list[AcceptedSuggestion] = Field(default_factory=list)  # noqa: N815
+    overrideReason: OverrideReason | None = None  # noqa: N815
+    outcomeTimestamp: str = Field(min_length=1, max_length=64)  # noqa: N815
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    feedback: list[FeedbackEntry] = Field(min_length=1, max_length=100)

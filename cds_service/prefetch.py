@@ -9,6 +9,7 @@ happens only when the request carries both ``fhirServer`` and ``fhirAuthorizatio
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -16,10 +17,12 @@ from typing import Any, Literal
 import httpx
 
 from cds_service.errors import DataUnavailable
-from cds_service.fhir_client import FhirClient, check_fhir_server
+from cds_service.fhir_client import FhirClient, SearchResult, check_fhir_server
 from cds_service.hooks import HookRequest
 from cds_service.services import ServiceDefinition
 from cds_service.settings import Settings
+
+log = logging.getLogger("twin_cds.prefetch")
 
 KeyOrigin = Literal["prefetch", "fetched", "no-data", "unavailable"]
 
@@ -161,16 +164,32 @@ async def _fetch_missing(
     client = FhirClient(
         http, base, request.fhirAuthorization.access_token, max_pages=settings.fhir_max_pages
     )
-    keys = list(to_fetch)
-    # The searches are independent: run them at once so the hook waits for the slowest.
-    results = await asyncio.gather(
-        *(client.query(to_fetch[k]) for k in keys), return_exceptions=True
-    )
-    for key, result in zip(keys, results, strict=True):
+    # The searches are independent: run them at once so the hook waits for the slowest,
+    # and never longer than the budget: what has not come by then is reported missing.
+    tasks = {key: asyncio.create_task(client.query(query)) for key, query in to_fetch.items()}
+    _, pending = await asyncio.wait(tasks.values(), timeout=settings.fhir_budget_ms / 1000)
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.gather(*pending, return_exceptions=True)
+    for key, task in tasks.items():
+        if task in pending:
+            reports[key] = PrefetchKeyReport(
+                key, "unavailable", 0, f"not fetched within the {settings.fhir_budget_ms:.0f} ms budget"
+            )
+            continue
+        result: SearchResult | BaseException = (
+            task.exception() if task.exception() is not None else task.result()  # type: ignore[assignment]
+        )
         if isinstance(result, DataUnavailable):
             reports[key] = PrefetchKeyReport(key, "unavailable", 0, str(result))
         elif isinstance(result, BaseException):
-            raise result
+            # A server can send anything; a fault we did not foresee costs this key,
+            # never the call. The trace goes to the operator's log, not to the caller.
+            log.error("fetching %s failed", key, exc_info=result)
+            reports[key] = PrefetchKeyReport(
+                key, "unavailable", 0, f"unexpected {type(result).__name__} while fetching"
+            )
         else:
             collected[key] = list(result.resources)
             problem = (

@@ -12,7 +12,7 @@ import uuid
 from datetime import datetime
 
 from cds_service.assess import Assessment, Factor, InputUsed
-from cds_service.cards import Card, Link, Source
+from cds_service.cards import Card, Coding, Link, Source
 from cds_service.services import ServiceDefinition
 
 # Risk categories of the 2018 AHA/ACC Guideline on the Management of Blood
@@ -26,6 +26,25 @@ _ASCVD_BANDS: tuple[tuple[float, str], ...] = (
 )
 
 TOP_FACTORS = 4
+
+# Why a clinician may not follow a recommendation: the six categories of the HL7
+# Non-Adherence Reason code system (CDS Hooks IG, terminology.hl7.org), offered as
+# overrideReasons so feedback is coded, not free text.
+NON_ADHERENCE = "http://terminology.hl7.org/CodeSystem/non-adherence-reason-codes"
+OVERRIDE_REASONS: tuple[Coding, ...] = tuple(
+    Coding(system=NON_ADHERENCE, code=code, display=display)
+    for code, display in (
+        ("cds-not-applicable", "PC CDS does not apply to patient"),
+        ("cds-suboptimal-context", "PC CDS delivered in suboptimal context"),
+        (
+            "recipient-disagrees-evidence",
+            "Recipient disagrees with recommendation because of issues with the evidence",
+        ),
+        ("recipient-concerns-outcomes", "Recipient has concerns regarding potential health outcomes"),
+        ("does-not-align-preferences", "Recommendation does not align with patient preferences or values"),
+        ("not-convenient-feasible", "Not convenient or feasible"),
+    )
+)
 
 
 def risk_band(risk: float) -> str:
@@ -224,6 +243,7 @@ def render_cards(
             detail="\n".join(line for line in detail),
             indicator=_indicator(band),  # type: ignore[arg-type]
             source=source,
+            overrideReasons=list(OVERRIDE_REASONS),
             links=[link],
         )
     ]

@@ -40,6 +40,18 @@ class Settings(BaseSettings):
         description="Permit http:// FHIR servers on 127.0.0.0/8 and ::1 (development only).",
     )
     fhir_timeout_s: float = Field(default=5.0, gt=0, description="Per-request FHIR timeout.")
+    fhir_budget_ms: float = Field(
+        default=400.0,
+        gt=0,
+        description=(
+            "Time budget for all FHIR fetches of one hook call. When it runs out the "
+            "call answers with what it has (and says what is missing), or 412."
+        ),
+    )
+    cors_origins: tuple[str, ...] = Field(
+        default=("*",),
+        description="Origins of browser-based CDS clients allowed to call (CORS).",
+    )
     fhir_max_pages: int = Field(
         default=20, ge=1, description="Most Bundle.link[next] pages followed per search."
     )

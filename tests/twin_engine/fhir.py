@@ -29,7 +29,10 @@ def patient(
                 "url": RACE,
                 "extension": [
                     *(
-                        {"url": "ombCategory", "valueCoding": {"system": "urn:oid:2.16.840.1.113883.6.238", "code": c}}
+                        {
+                            "url": "ombCategory",
+                            "valueCoding": {"system": "urn:oid:2.16.840.1.113883.6.238", "code": c},
+                        }
                         for c in race
                     ),
                     {"url": "text", "valueString": "recorded"},
@@ -66,7 +69,12 @@ def bp(oid: str, sbp: float, dbp: float, when: str = "2024-01-01T09:00:00Z") -> 
     def comp(code: str, v: float) -> dict[str, Any]:
         return {
             "code": {"coding": [{"system": LOINC, "code": code}]},
-            "valueQuantity": {"value": v, "unit": "mmHg", "system": "http://unitsofmeasure.org", "code": "mm[Hg]"},
+            "valueQuantity": {
+                "value": v,
+                "unit": "mmHg",
+                "system": "http://unitsofmeasure.org",
+                "code": "mm[Hg]",
+            },
         }
 
     return {
@@ -110,7 +118,10 @@ def condition(
     if status is not None:
         res["clinicalStatus"] = {
             "coding": [
-                {"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": status}
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                    "code": status,
+                }
             ]
         }
     if onset is not None:

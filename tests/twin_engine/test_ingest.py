@@ -67,8 +67,10 @@ def test_validation_errors_become_one_line_reasons() -> None:
             "Observation/o has a valueQuantity without a value; skipped",
         ),
         (lambda o: o.pop("effectiveDateTime"), "Observation/o has no effective time; skipped"),
-        (lambda o: o.update(status="entered-in-error"), "Observation/o has status "
-         "entered-in-error; skipped"),
+        (
+            lambda o: o.update(status="entered-in-error"),
+            "Observation/o has status entered-in-error; skipped",
+        ),
         (
             lambda o: o.update(subject={"reference": "Patient/other"}),
             "Observation/o is about Patient/other, not the twin's patient; skipped",
