@@ -85,7 +85,9 @@ def main() -> None:
         largest = max(corpus, key=lambda p: p.stat().st_size)
         record = json.loads(largest.read_text())
         pf = prefetch_from_bundle(record)
-        bodies.append(("largest shared, service's prefetch keys", hook_request(pf["patient"]["id"], pf)))
+        bodies.append(
+            ("largest shared, service's prefetch keys", hook_request(pf["patient"]["id"], pf))
+        )
         # The whole record (claims, reports, immunizations...) under an extra key: what an
         # EHR sending everything costs us, and the test of validating only what we use.
         whole = {"patient": pf["patient"], "record": with_ids(record)}
@@ -93,9 +95,10 @@ def main() -> None:
     else:
         print("shared corpus absent: large-body run skipped")
 
-    with tempfile.TemporaryDirectory() as tmp, TestClient(
-        create_app(Settings(data_dir=Path(tmp), auth_required=False))
-    ) as client:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        TestClient(create_app(Settings(data_dir=Path(tmp), auth_required=False))) as client,
+    ):
         rows = [measure(client, name, body, args.iterations) for name, body in bodies]
 
     print(f"{'body':<40} {'bytes':>9} {'p50 ms':>8} {'p99 ms':>8} {'loads ms':>9} {'ratio':>6}")

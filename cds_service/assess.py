@@ -14,8 +14,8 @@ from typing import Literal
 
 from onnx_models.errors import MissingInputsError, OutOfRangeError
 from onnx_models.registry import LoadedModel
-from twin_engine.features import Feature, Quality
 from twin_engine.derive import FeatureSet
+from twin_engine.features import Feature, Quality
 
 AssessmentStatus = Literal["computed", "missing-inputs", "out-of-range", "not-applicable"]
 
@@ -79,9 +79,26 @@ class Assessment:
         return tuple(i for i in self.inputs if i.quality == "stale")
 
 
-def assess(model: LoadedModel, features: FeatureSet) -> Assessment:
-    """Predict and explain with the patient's usable features, or say why not."""
+def assess(
+    model: LoadedModel,
+    features: FeatureSet,
+    *,
+    excluded_by: tuple[str, ...] = (),
+    deceased: bool = False,
+) -> Assessment:
+    """Predict and explain with the patient's usable features, or say why not.
+
+    ``excluded_by`` names features that, when present (1.0), put the patient outside
+    the model's population; a deceased patient is outside every model's.
+    """
     card = model.card
+    exclusions = tuple(
+        f"{name}: {features.get(name).note}"
+        for name in excluded_by
+        if features.get(name).value == 1.0
+    )
+    if deceased:
+        exclusions = ("the patient is recorded as deceased", *exclusions)
     used: list[InputUsed] = []
     not_used: list[InputNotUsed] = []
     values: dict[str, float | None] = {}
@@ -110,6 +127,8 @@ def assess(model: LoadedModel, features: FeatureSet) -> Assessment:
     def result(status: AssessmentStatus, problems: tuple[str, ...]) -> Assessment:
         return Assessment(model, status, tuple(used), tuple(not_used), problems, {}, {}, ())
 
+    if exclusions:
+        return result("not-applicable", exclusions)
     try:
         model.check_inputs(values)
     except MissingInputsError as exc:

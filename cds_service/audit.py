@@ -86,13 +86,26 @@ class AuditEntry:
     data_problems: tuple[str, ...] = ()
     cards: tuple[dict[str, Any], ...] = ()
     error: str | None = None
+    # Who called, as their JWT proved it; the token itself is never kept.
+    client_iss: str | None = None
+    client_tenant: str | None = None
+    client_jti: str | None = None
+    user_id: str | None = None
+    encounter_id: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "hookInstance": self.hook_instance,
             "hook": self.hook,
             "service": self.service_id,
+            "client": {
+                "iss": self.client_iss,
+                "tenant": self.client_tenant,
+                "jti": self.client_jti,
+            },
+            "user": self.user_id,
             "patient": self.patient_id,
+            "encounter": self.encounter_id,
             "status": self.status,
             "durationMs": round(self.duration_ms, 3),
             "twin": (

@@ -204,9 +204,7 @@ class ClientVerifier:
         jti = str(verified["jti"])
         if not self._replay.first_use(client.iss, jti, float(verified["exp"])):
             raise Unauthorized("jti replayed")
-        return VerifiedClient(
-            client.iss, jti, verified.get("tenant"), verified.get("sub"), client
-        )
+        return VerifiedClient(client.iss, jti, verified.get("tenant"), verified.get("sub"), client)
 
     async def _key_for(self, client: CdsClientConfig, header: dict[str, Any]) -> PyJWK:
         kid = header.get("kid")

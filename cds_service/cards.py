@@ -35,7 +35,7 @@ class Action(_Strict):
     type: Literal["create", "update", "delete"]
     description: str = Field(min_length=1)
     resource: dict[str, Any] | None = None
-    resourceId: list[str] | None = None  # noqa: N815 - the spec's field name
+    resourceId: list[str] | None = None
 
     @model_validator(mode="after")
     def _payload_fits_type(self) -> Action:
@@ -49,7 +49,7 @@ class Action(_Strict):
 class Suggestion(_Strict):
     label: str = Field(min_length=1)
     uuid: str | None = None
-    isRecommended: bool | None = None  # noqa: N815
+    isRecommended: bool | None = None
     actions: list[Action] = Field(default_factory=list)
 
 
@@ -57,7 +57,7 @@ class Link(_Strict):
     label: str = Field(min_length=1)
     url: str = Field(min_length=1)
     type: Literal["absolute", "smart"]
-    appContext: str | None = None  # noqa: N815
+    appContext: str | None = None
 
     @model_validator(mode="after")
     def _app_context_only_on_smart(self) -> Link:
@@ -73,8 +73,8 @@ class Card(_Strict):
     indicator: Indicator
     source: Source
     suggestions: list[Suggestion] | None = None
-    selectionBehavior: Literal["at-most-one", "any"] | None = None  # noqa: N815
-    overrideReasons: list[Coding] | None = None  # noqa: N815
+    selectionBehavior: Literal["at-most-one", "any"] | None = None
+    overrideReasons: list[Coding] | None = None
     links: list[Link] | None = None
 
     @model_validator(mode="after")
@@ -86,7 +86,7 @@ class Card(_Strict):
 
 class CdsResponse(_Strict):
     cards: list[Card] = Field(default_factory=list)
-    systemActions: list[Action] | None = None  # noqa: N815
+    systemActions: list[Action] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)

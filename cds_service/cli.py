@@ -85,7 +85,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     registry = ModelRegistry.load(args.model_dir)
     model = registry.get(args.model)
     twin = build_twin_from_fhir(_read_bundle(args.bundle))
-    a = assess(model, derive_features(twin, _as_of(args.as_of)))
+    a = assess(model, derive_features(twin, _as_of(args.as_of)), deceased=twin.demographics.deceased)
     if a.status != "computed":
         raise CliInputError("; ".join(a.problems))
     _print_json(
@@ -119,11 +119,10 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 def cmd_models(args: argparse.Namespace) -> None:
     from onnx_models import describe, list_models
-    from onnx_models.build import build_all
+    from onnx_models.builder import ARTIFACTS_DIR, build_all
 
     if args.models_command == "build":
-        out = Path(args.out) if args.out else None
-        built = build_all(out) if out else build_all()
+        built = build_all(Path(args.out) if args.out else ARTIFACTS_DIR)
         _print_json([{"id": b.model_id, "path": str(b.path), "sha256": b.sha256} for b in built])
         return
     registry = ModelRegistry.load(args.model_dir)

@@ -50,7 +50,7 @@ def generate_patients(count: int, seed: int) -> list[dict[str, Any]]:
     """Transaction bundles for ``count`` adults aged 40-79 (the PCE population)."""
     import carebundle
 
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 - seeded synthetic demo data, not security
     bundles = carebundle.generate_cohort(
         count=count, seed=seed, age_range=(40, 79), reference_date=REFERENCE_DATE
     )
@@ -63,9 +63,7 @@ def generate_patients(count: int, seed: int) -> list[dict[str, Any]]:
 
 
 def _add_race_and_smoking(bundle: dict[str, Any], rng: random.Random) -> None:
-    patient_entry = next(
-        e for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"
-    )
+    patient_entry = next(e for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
     code, display = rng.choices(_RACES, weights=(70, 20, 10))[0]
     patient_entry["resource"].setdefault("extension", []).append(
         {
@@ -95,7 +93,11 @@ def _add_race_and_smoking(bundle: dict[str, Any], rng: random.Random) -> None:
         ],
         "code": {
             "coding": [
-                {"system": "http://loinc.org", "code": "72166-2", "display": "Tobacco smoking status"}
+                {
+                    "system": "http://loinc.org",
+                    "code": "72166-2",
+                    "display": "Tobacco smoking status",
+                }
             ]
         },
         "subject": {"reference": patient_entry["fullUrl"]},
@@ -167,7 +169,7 @@ def start_fhir_server(work_dir: Path, port: int = 0) -> RunningServer:
     log_path = work_dir / "fhir-server.log"
     env = {**os.environ, "SEKMET_CONFIG": str(settings)}
     with log_path.open("wb") as log:
-        process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        process = subprocess.Popen(
             [sys.executable, "-c", "from sekmet.cli import app; app()", "serve"],
             cwd=work_dir,
             env=env,
@@ -263,9 +265,11 @@ def running_demo(
 
 
 def run_demo(*, patients: int, seed: int, port: int, fhir_port: int, data_dir: Path) -> None:
-    with running_demo(
-        data_dir, patients=patients, seed=seed, port=port, fhir_port=fhir_port
-    ) as (fhir, service, ids):
+    with running_demo(data_dir, patients=patients, seed=seed, port=port, fhir_port=fhir_port) as (
+        fhir,
+        service,
+        ids,
+    ):
         body = json.dumps(example_request(fhir.base_url, ids[0]))
         print(f"FHIR server (R4, {len(ids)} generated patients): {fhir.base_url}")
         print(f"CDS Hooks discovery: {service.base_url}/cds-services")

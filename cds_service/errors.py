@@ -1,10 +1,10 @@
 """Errors of the CDS service.
 
-    ServiceError
-    ├── BadHookRequest        the caller sent something we cannot act on (400)
-    ├── UnknownService        no service with that id (404)
-    └── DataUnavailable       the data a service needs could not be had (412)
-        └── FhirServerNotAllowed   fhirServer is not on the allowlist
+ServiceError
+├── BadHookRequest        the caller sent something we cannot act on (400)
+├── UnknownService        no service with that id (404)
+└── DataUnavailable       the data a service needs could not be had (412)
+    └── FhirServerNotAllowed   fhirServer is not on the allowlist
 """
 
 from __future__ import annotations

@@ -88,9 +88,7 @@ class FhirClient:
         if response.status_code == 404:
             return {}
         if response.status_code >= 400:
-            raise FhirFetchError(
-                f"FHIR server answered {response.status_code} on {_path(url)}"
-            )
+            raise FhirFetchError(f"FHIR server answered {response.status_code} on {_path(url)}")
         try:
             body = orjson.loads(response.content)
         except orjson.JSONDecodeError as exc:
@@ -130,7 +128,7 @@ class FhirClient:
             if isinstance(link, dict) and link.get("relation") == "next":
                 target = str(link.get("url", ""))
                 # Follow only links on the server we were given (no SSRF via paging).
-                if target.startswith(self._base + "/") or target.startswith(self._base + "?"):
+                if target.startswith((self._base + "/", self._base + "?")):
                     return target
                 return None
         return None

@@ -17,7 +17,7 @@ class FhirAuthorization(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     access_token: str = Field(min_length=1, repr=False)
-    token_type: str = "Bearer"
+    token_type: str = "Bearer"  # noqa: S105 - a token type, not a secret
     expires_in: int | None = None
     scope: str | None = None
     subject: str | None = None
@@ -31,9 +31,9 @@ class FhirAuthorization(BaseModel):
 class HookContext(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    userId: str | None = None  # noqa: N815 - the spec's field name
-    patientId: str = Field(min_length=1)  # noqa: N815
-    encounterId: str | None = None  # noqa: N815
+    userId: str | None = None
+    patientId: str = Field(min_length=1)
+    encounterId: str | None = None
 
 
 class HookRequest(BaseModel):
@@ -42,9 +42,9 @@ class HookRequest(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     hook: str = Field(min_length=1)
-    hookInstance: str = Field(min_length=1)  # noqa: N815
-    fhirServer: HttpUrl | None = None  # noqa: N815
-    fhirAuthorization: FhirAuthorization | None = None  # noqa: N815
+    hookInstance: str = Field(min_length=1)
+    fhirServer: HttpUrl | None = None
+    fhirAuthorization: FhirAuthorization | None = None
     context: HookContext
     prefetch: dict[str, Any] | None = None
 
@@ -67,7 +67,7 @@ class OverrideReason(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     reason: OverrideReasonCoding | None = None
-    userComment: str | None = Field(default=None, max_length=2000)  # noqa: N815
+    userComment: str | None = Field(default=None, max_length=2000)
 
 
 class FeedbackEntry(BaseModel):
@@ -77,9 +77,9 @@ class FeedbackEntry(BaseModel):
 
     card: str = Field(min_length=1, max_length=200)
     outcome: Literal["accepted", "overridden"]
-    acceptedSuggestions: list[AcceptedSuggestion] = Field(default_factory=list)  # noqa: N815
-    overrideReason: OverrideReason | None = None  # noqa: N815
-    outcomeTimestamp: str = Field(min_length=1, max_length=64)  # noqa: N815
+    acceptedSuggestions: list[AcceptedSuggestion] = Field(default_factory=list)
+    overrideReason: OverrideReason | None = None
+    outcomeTimestamp: str = Field(min_length=1, max_length=64)
 
 
 class FeedbackRequest(BaseModel):

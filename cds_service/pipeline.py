@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 
 import httpx
@@ -65,17 +65,24 @@ async def run_risk_service(
 ) -> CdsResponse:
     """gather → twin → predict+explain → cards → audit, for one hook call."""
     started = time.perf_counter()
-    base = {
-        "hook_instance": request.hookInstance,
-        "hook": request.hook,
-        "service_id": service.id,
-        "patient_id": request.context.patientId,
-    }
+    call = AuditEntry(
+        hook_instance=request.hookInstance,
+        hook=request.hook,
+        service_id=service.id,
+        patient_id=request.context.patientId,
+        status="error",
+        duration_ms=0.0,
+        client_iss=client.iss if client else None,
+        client_tenant=client.tenant if client else None,
+        client_jti=client.jti if client else None,
+        user_id=request.context.userId,
+        encounter_id=request.context.encounterId,
+    )
 
     def audit_failure(status: AuditStatus, error: str, data: GatheredData | None) -> None:
         rt.audit.record(
-            AuditEntry(
-                **base,
+            replace(
+                call,
                 status=status,
                 duration_ms=1000 * (time.perf_counter() - started),
                 data_problems=data.problems if data else (),
@@ -103,7 +110,12 @@ async def run_risk_service(
     version = rt.twins.save(twin)
     features = derive_features(twin, rt.today())
     model = rt.registry.get(service.model_id)
-    assessment = assess(model, features)
+    assessment = assess(
+        model,
+        features,
+        excluded_by=service.excluded_by,
+        deceased=twin.demographics.deceased,
+    )
     cards = render_cards(
         service,
         assessment,
@@ -113,8 +125,8 @@ async def run_risk_service(
     )
     response = CdsResponse(cards=cards)
     rt.audit.record(
-        AuditEntry(
-            **base,
+        replace(
+            call,
             status="ok" if cards else "no-card",
             duration_ms=1000 * (time.perf_counter() - started),
             twin_version=version.version,

@@ -135,8 +135,7 @@ async def gather(
     if not any(r.get("resourceType") == "Patient" for r in resources):
         problems = "; ".join(f"{r.key}: {r.problem}" for r in reports.values() if r.problem)
         raise DataUnavailable(
-            "the Patient resource could not be obtained"
-            + (f" ({problems})" if problems else "")
+            "the Patient resource could not be obtained" + (f" ({problems})" if problems else "")
         )
     return GatheredData(tuple(resources), tuple(reports.values()))
 
@@ -175,7 +174,10 @@ async def _fetch_missing(
     for key, task in tasks.items():
         if task in pending:
             reports[key] = PrefetchKeyReport(
-                key, "unavailable", 0, f"not fetched within the {settings.fhir_budget_ms:.0f} ms budget"
+                key,
+                "unavailable",
+                0,
+                f"not fetched within the {settings.fhir_budget_ms:.0f} ms budget",
             )
             continue
         result: SearchResult | BaseException = (
@@ -192,9 +194,7 @@ async def _fetch_missing(
             )
         else:
             collected[key] = list(result.resources)
-            problem = (
-                f"stopped after {result.pages} pages" if result.truncated else None
-            )
+            problem = f"stopped after {result.pages} pages" if result.truncated else None
             reports[key] = PrefetchKeyReport(key, "fetched", len(result.resources), problem)
 
 

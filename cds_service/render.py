@@ -40,8 +40,14 @@ OVERRIDE_REASONS: tuple[Coding, ...] = tuple(
             "recipient-disagrees-evidence",
             "Recipient disagrees with recommendation because of issues with the evidence",
         ),
-        ("recipient-concerns-outcomes", "Recipient has concerns regarding potential health outcomes"),
-        ("does-not-align-preferences", "Recommendation does not align with patient preferences or values"),
+        (
+            "recipient-concerns-outcomes",
+            "Recipient has concerns regarding potential health outcomes",
+        ),
+        (
+            "does-not-align-preferences",
+            "Recommendation does not align with patient preferences or values",
+        ),
         ("not-convenient-feasible", "Not convenient or feasible"),
     )
 )
@@ -145,7 +151,9 @@ def _model_section(a: Assessment) -> list[str]:
 def _missing_section(a: Assessment) -> list[str]:
     lines: list[str] = []
     for n in a.not_used:
-        lines.append(f"- {label(n.name, n.description)}: {n.quality} — {n.reason or 'not available'}")
+        lines.append(
+            f"- {label(n.name, n.description)}: {n.quality} — {n.reason or 'not available'}"
+        )
     for s in a.stale:
         lines.append(
             f"- {label(s.name, s.description)}: from {_date(s.time)}, stale; used as recorded"
@@ -153,7 +161,9 @@ def _missing_section(a: Assessment) -> list[str]:
     return (["**Missing or stale**", *lines]) if lines else []
 
 
-def _app_link(service: ServiceDefinition, launch_url: str, patient_id: str, twin_version: int) -> Link:
+def _app_link(
+    service: ServiceDefinition, launch_url: str, patient_id: str, twin_version: int
+) -> Link:
     return Link(
         label="Open the patient's twin",
         url=launch_url,
@@ -183,7 +193,8 @@ def render_cards(
         return []
     if a.status != "computed":
         what = (
-            "missing " + ", ".join(label(n.name, n.description) for n in a.not_used if _blocks(n.name, a))
+            "missing "
+            + ", ".join(label(n.name, n.description) for n in a.not_used if _blocks(n.name, a))
             if a.status == "missing-inputs"
             else "value outside the model's range"
         )
@@ -216,11 +227,13 @@ def render_cards(
     band = risk_band(risk)
     top = a.factors[:TOP_FACTORS]
     lead = ", ".join(
-        f"{label(f.name, f.description).lower()} {'+' if f.contribution >= 0 else '−'}"
+        f"{label(f.name, f.description).lower()} {'+' if f.contribution >= 0 else '-'}"
         f"{abs(100 * f.contribution):.1f}"
         for f in top[:2]
     )
-    summary = f"10-year ASCVD risk {_pct(risk)} ({band})" + (f"; main factors: {lead}" if lead else "")
+    summary = f"10-year ASCVD risk {_pct(risk)} ({band})" + (
+        f"; main factors: {lead}" if lead else ""
+    )
     detail = [
         f"**10-year ASCVD risk: {_pct(risk)}** — {band} risk "
         "(2018 AHA/ACC cholesterol guideline categories).",

@@ -44,6 +44,8 @@ class ServiceDefinition:
     model_id: str
     prefetch: dict[str, str] = field(default_factory=dict)
     usage_requirements: str | None = None
+    #: Twin features that, when 1.0, put the patient outside the model's population.
+    excluded_by: tuple[str, ...] = ()
 
     def discovery(self) -> dict[str, Any]:
         entry: dict[str, Any] = {
@@ -71,9 +73,7 @@ ASCVD_RISK = ServiceDefinition(
     model_id="pce",
     prefetch={
         "patient": "Patient/{{context.patientId}}",
-        "observations": (
-            "Observation?patient={{context.patientId}}&code=" + _codes(_CARDIO_LOINC)
-        ),
+        "observations": ("Observation?patient={{context.patientId}}&code=" + _codes(_CARDIO_LOINC)),
         "conditions": "Condition?patient={{context.patientId}}",
         "medications": "MedicationRequest?patient={{context.patientId}}",
     },
@@ -81,6 +81,8 @@ ASCVD_RISK = ServiceDefinition(
         "Send the prefetch, or fhirServer with fhirAuthorization scoped to read "
         "Patient, Observation, Condition and MedicationRequest for the patient."
     ),
+    # The PCE are for primary prevention (Goff 2013): not for patients with clinical ASCVD.
+    excluded_by=("clinical_ascvd",),
 )
 
 SERVICES: dict[str, ServiceDefinition] = {s.id: s for s in (ASCVD_RISK,)}

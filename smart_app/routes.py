@@ -19,9 +19,7 @@ router = APIRouter(prefix="/app")
 @router.get("/launch", response_class=HTMLResponse)
 async def launch(iss: str | None = None, launch: str | None = None) -> HTMLResponse:
     """The SMART launch URL the cards link to."""
-    detail = (
-        f"<p>Launch requested by <code>{escape(iss)}</code>.</p>" if iss else ""
-    )
+    detail = f"<p>Launch requested by <code>{escape(iss)}</code>.</p>" if iss else ""
     return HTMLResponse(
         "<!doctype html><html lang=en><meta charset=utf-8><title>twin-cds</title>"
         "<h1>twin-cds</h1>"

@@ -54,7 +54,9 @@ def prefetch_from_bundle(bundle: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def hook_request(patient_id: str, prefetch: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+def hook_request(
+    patient_id: str, prefetch: dict[str, Any] | None = None, **extra: Any
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "hook": "patient-view",
         "hookInstance": "2a3b1c7e-0000-4000-8000-00000000c0de",

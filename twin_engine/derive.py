@@ -19,6 +19,7 @@ from typing import Final
 from twin_engine.codes import QUANTITY_LOINC, SMOKING_STATUS_LOINC, QuantityName
 from twin_engine.egfr import CKD_EPI_2021_MIN_AGE_YEARS, ckd_epi_2021
 from twin_engine.features import Feature, Quality
+from twin_engine.medications import MedicationClass
 from twin_engine.ranges import AGE_RANGE
 from twin_engine.twin import MedicationEntry, ObservationPoint, Twin
 from twin_engine.units import canonical_unit
@@ -75,8 +76,10 @@ FEATURE_NAMES: Final[tuple[str, ...]] = (
     *QUANTITY_FEATURES,
     "egfr_ml_min_1_73m2",
     "treated_hypertension",
+    "statin",
     "current_smoker",
     "diabetes",
+    "clinical_ascvd",
 )
 
 #: OMB race category "Black or African American" (CDC Race & Ethnicity code set).
@@ -126,8 +129,10 @@ def derive_features(twin: Twin, as_of: date | datetime) -> FeatureSet:
         features[name] = _latest(ctx, name, quantity)
     features["egfr_ml_min_1_73m2"] = _egfr(ctx, features["creatinine_mg_dl"])
     features["treated_hypertension"] = _treated_hypertension(ctx)
+    features["statin"] = _on_class(ctx, "statin", "statin")
     features["current_smoker"] = _current_smoker(ctx)
     features["diabetes"] = _diabetes(ctx)
+    features["clinical_ascvd"] = _clinical_ascvd(ctx)
     return FeatureSet(as_of=ctx.instant, features=features)
 
 
@@ -328,6 +333,41 @@ def _treated_hypertension(ctx: _Context) -> Feature:
     names = "; ".join(f"{m.display or m.rxnorm} ({m.source}, {m.note})" for m in active)
     sources = tuple(m.source for m in active)
     return Feature(name, 1.0, None, latest, sources, "ok", f"active antihypertensive: {names}")
+
+
+def _on_class(ctx: _Context, name: str, medication_class: MedicationClass) -> Feature:
+    active = [
+        m
+        for m in ctx.twin.medications.get(medication_class, ())
+        if medication_active(m, ctx.instant)
+    ]
+    if not active:
+        note = f"no active {medication_class} medication on {ctx.label}"
+        return Feature(name, 0.0, None, None, (), "ok", note)
+    times = [m.authored or m.effective_start for m in active]
+    latest = max((t for t in times if t is not None), default=None)
+    names = "; ".join(f"{m.display or m.rxnorm} ({m.source})" for m in active)
+    sources = tuple(m.source for m in active)
+    return Feature(name, 1.0, None, latest, sources, "ok", f"active {medication_class}: {names}")
+
+
+def _clinical_ascvd(ctx: _Context) -> Feature:
+    """History of clinical ASCVD (MI, angina, coronary disease, stroke, PAD...).
+
+    A resolved MI is still clinical ASCVD: primary-prevention risk equations such as
+    the Pooled Cohort Equations do not apply to these patients (Goff et al. 2013,
+    Circulation 2014;129:S49, population), so any recorded onset counts, active or not.
+    """
+    name = "clinical_ascvd"
+    for entry in ctx.twin.conditions.get("ascvd", ()):
+        onset = entry.onset or entry.recorded
+        if onset is not None and onset > ctx.instant:
+            continue
+        note = f"clinical ASCVD recorded: {entry.system} {entry.code} {entry.display or ''}"
+        return Feature(name, 1.0, None, onset, (entry.source,), "ok", note.strip())
+    return Feature(
+        name, 0.0, None, None, (), "ok", f"no ASCVD condition recorded on or before {ctx.label}"
+    )
 
 
 def _current_smoker(ctx: _Context) -> Feature:

@@ -110,7 +110,10 @@ FORGED: list[tuple[str, Callable[[], str | None]]] = [
     ("wrong aud", lambda: _sign(_claims(aud="https://other.example/cds-services"))),
     ("aud of another endpoint", lambda: _sign(_claims(aud=f"{BASE}/cds-services/ascvd-risk"))),
     ("expired", lambda: _sign(_claims(exp=int(time.time()) - 120, iat=int(time.time()) - 600))),
-    ("iat in the future", lambda: _sign(_claims(iat=int(time.time()) + 3600, exp=int(time.time()) + 4000))),
+    (
+        "iat in the future",
+        lambda: _sign(_claims(iat=int(time.time()) + 3600, exp=int(time.time()) + 4000)),
+    ),
     ("nbf in the future", lambda: _sign(_claims(nbf=int(time.time()) + 3600))),
     ("unknown iss", lambda: _sign(_claims(iss="https://evil.example"))),
     ("jku off the allowlist", lambda: _sign(_claims(), jku="https://evil.example/jwks.json")),
@@ -160,7 +163,11 @@ def test_keys_from_an_allowlisted_jku_and_rotation(client: TestClient) -> None:
     route = respx.get(JKU).respond(json={"keys": [_jwk(JKU_KEY, "j-1", "ES384")]})
     claims = {"iss": "https://jku-only.example"}
     token = _sign(_claims(**claims, tenant=None), key=JKU_KEY, kid="j-1", jku=JKU)
-    assert client.get("/cds-services", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    assert (
+        client.get("/cds-services", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    )
     token = _sign(_claims(**claims, tenant=None), key=JKU_KEY, kid="j-1", jku=JKU)
-    assert client.get("/cds-services", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    assert (
+        client.get("/cds-services", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    )
     assert route.call_count == 1  # cached

@@ -21,23 +21,47 @@ CREATE = {"type": "create", "description": "order", "resource": {"resourceType":
         ({"summary": "s", "indicator": "urgent", "source": SOURCE}, "indicator"),
         ({"summary": "s", "indicator": "info"}, "source"),
         (
-            {"summary": "s", "indicator": "info", "source": SOURCE,
-             "suggestions": [{"label": "do", "actions": [CREATE]}]},
+            {
+                "summary": "s",
+                "indicator": "info",
+                "source": SOURCE,
+                "suggestions": [{"label": "do", "actions": [CREATE]}],
+            },
             "selectionBehavior",
         ),
         (
-            {"summary": "s", "indicator": "info", "source": SOURCE, "selectionBehavior": "any",
-             "suggestions": [{"label": "do", "actions": [{"type": "delete", "description": "d"}]}]},
+            {
+                "summary": "s",
+                "indicator": "info",
+                "source": SOURCE,
+                "selectionBehavior": "any",
+                "suggestions": [
+                    {"label": "do", "actions": [{"type": "delete", "description": "d"}]}
+                ],
+            },
             "resourceId",
         ),
         (
-            {"summary": "s", "indicator": "info", "source": SOURCE, "selectionBehavior": "any",
-             "suggestions": [{"label": "do", "actions": [{"type": "create", "description": "d"}]}]},
+            {
+                "summary": "s",
+                "indicator": "info",
+                "source": SOURCE,
+                "selectionBehavior": "any",
+                "suggestions": [
+                    {"label": "do", "actions": [{"type": "create", "description": "d"}]}
+                ],
+            },
             "carries a resource",
         ),
         (
-            {"summary": "s", "indicator": "info", "source": SOURCE,
-             "links": [{"label": "l", "url": "https://x", "type": "absolute", "appContext": "{}"}]},
+            {
+                "summary": "s",
+                "indicator": "info",
+                "source": SOURCE,
+                "links": [
+                    {"label": "l", "url": "https://x", "type": "absolute", "appContext": "{}"}
+                ],
+            },
             "appContext",
         ),
         ({"summary": "s", "indicator": "info", "source": SOURCE, "colour": "red"}, "Extra inputs"),

@@ -42,7 +42,9 @@ def _complete_patient(demo_bundles: list[dict[str, Any]]) -> dict[str, Any]:
     raise AssertionError("no generated patient with lipids and BP")
 
 
-def test_predict_prints_the_json_contract(tmp_path: Path, demo_bundles: list[dict[str, Any]]) -> None:
+def test_predict_prints_the_json_contract(
+    tmp_path: Path, demo_bundles: list[dict[str, Any]]
+) -> None:
     """predict pce prints model, version, sha256, outputs, inputs, explanation, missing."""
     bundle = _write(tmp_path, _complete_patient(demo_bundles))
     result = _run("predict", "pce", "--bundle", str(bundle), "--as-of", "2026-02-01")
@@ -53,7 +55,9 @@ def test_predict_prints_the_json_contract(tmp_path: Path, demo_bundles: list[dic
     risk = out["outputs"]["risk_10y_ascvd"]
     assert 0 < risk < 1
     contributions = sum(e["contribution"] for e in out["explanation"])
-    assert contributions == pytest.approx(risk - out["baseline"]["outputs"]["risk_10y_ascvd"], abs=1e-9)
+    assert contributions == pytest.approx(
+        risk - out["baseline"]["outputs"]["risk_10y_ascvd"], abs=1e-9
+    )
     assert {e["feature"] for e in out["explanation"]} <= {i["name"] for i in out["inputs"]}
 
 
@@ -66,7 +70,8 @@ def test_predict_names_missing_inputs_and_exits_2(
         e
         for e in bundle["entry"]
         if not any(
-            c["code"] in ("2093-3", "2085-9") for c in e["resource"].get("code", {}).get("coding", [])
+            c["code"] in ("2093-3", "2085-9")
+            for c in e["resource"].get("code", {}).get("coding", [])
         )
     ]
     result = _run("predict", "pce", "--bundle", str(_write(tmp_path, bundle)))
@@ -108,7 +113,9 @@ def test_twin_build_prints_features_with_provenance(
 ) -> None:
     """twin build shows each feature's value, time, sources and quality."""
     bundle = _complete_patient(demo_bundles)
-    result = _run("twin", "build", "--bundle", str(_write(tmp_path, bundle)), "--as-of", "2026-02-01")
+    result = _run(
+        "twin", "build", "--bundle", str(_write(tmp_path, bundle)), "--as-of", "2026-02-01"
+    )
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     tc = out["features"]["total_cholesterol_mg_dl"]

@@ -31,6 +31,7 @@ async def _query(relative: str, max_pages: int = 20) -> object:
 @respx.mock
 async def test_follows_next_links_and_sends_the_bearer_token() -> None:
     """All pages are read, in order, each with the hook's token."""
+
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.params.get("_offset") == "2":
             return httpx.Response(200, json=_page(["c"], None))

@@ -140,7 +140,9 @@ def test_bad_cholesterol_is_never_guessed(
     response = _call(client, _break_cholesterol(_eligible(demo_bundles), how))
     assert response.status_code == 200
     (card,) = response.json()["cards"]
-    assert card["summary"] == "10-year ASCVD risk not computed: missing Total cholesterol"[:139] or (
+    assert card["summary"] == "10-year ASCVD risk not computed: missing Total cholesterol"[
+        :139
+    ] or (
         card["summary"].startswith("10-year ASCVD risk not computed")
         and "cholesterol" in card["summary"].lower()
     )
@@ -198,3 +200,55 @@ def test_prefetch_for_another_patient_is_refused(
     body = hook_request("someone-else", prefetch)
     response = client.post("/cds-services/ascvd-risk", json=body)
     assert response.status_code == 412
+
+
+def _with_condition(prefetch: dict[str, Any], snomed: str, display: str) -> dict[str, Any]:
+    out = copy.deepcopy(prefetch)
+    out["conditions"]["entry"].append(
+        {
+            "resource": {
+                "resourceType": "Condition",
+                "id": "mi-1",
+                "clinicalStatus": {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                            "code": "resolved",
+                        }
+                    ]
+                },
+                "code": {
+                    "coding": [
+                        {"system": "http://snomed.info/sct", "code": snomed, "display": display}
+                    ]
+                },
+                "subject": {"reference": f"Patient/{out['patient']['id']}"},
+                "onsetDateTime": "2019-05-01",
+            }
+        }
+    )
+    return out
+
+
+def test_clinical_ascvd_puts_the_patient_outside_the_pce(
+    client: TestClient, demo_bundles: list[dict[str, Any]]
+) -> None:
+    """A past (even resolved) myocardial infarction: no primary-prevention number, reason audited."""
+    prefetch = _with_condition(_eligible(demo_bundles), "22298006", "Myocardial infarction")
+    response = _call(client, prefetch)
+    assert response.status_code == 200
+    assert response.json()["cards"] == []
+    (record,) = client.app.state.runtime.audit.records()  # type: ignore[attr-defined]
+    assert record.body["status"] == "no-card"
+    assert any("clinical_ascvd" in p for p in record.body["dataProblems"])
+
+
+def test_a_deceased_patient_gets_no_risk_card(
+    client: TestClient, demo_bundles: list[dict[str, Any]]
+) -> None:
+    """A patient recorded as deceased is outside every model's population."""
+    prefetch = copy.deepcopy(_eligible(demo_bundles))
+    prefetch["patient"]["deceasedDateTime"] = "2025-03-01T00:00:00Z"
+    response = _call(client, prefetch)
+    assert response.status_code == 200
+    assert response.json()["cards"] == []

@@ -39,7 +39,11 @@ def _request(prefetch: dict[str, Any] | None, *, fhir: bool = True) -> HookReque
 
 
 def _bundle(*resources: dict[str, Any]) -> dict[str, Any]:
-    return {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": r} for r in resources]}
+    return {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "entry": [{"resource": r} for r in resources],
+    }
 
 
 async def _gather(request: HookRequest, tmp_path: Path) -> Any:
@@ -51,7 +55,12 @@ async def _gather(request: HookRequest, tmp_path: Path) -> Any:
 async def test_complete_prefetch_needs_no_fetch(tmp_path: Path) -> None:
     """With every key satisfied the FHIR server is not contacted."""
     server = respx.route(url__startswith=BASE).respond(json=_bundle())
-    prefetch = {"patient": PATIENT, "observations": _bundle(), "conditions": _bundle(), "medications": _bundle()}
+    prefetch = {
+        "patient": PATIENT,
+        "observations": _bundle(),
+        "conditions": _bundle(),
+        "medications": _bundle(),
+    }
     data = await _gather(_request(prefetch), tmp_path)
     assert server.call_count == 0
     assert {k.key: k.origin for k in data.keys} == dict.fromkeys(prefetch, "prefetch")
@@ -118,7 +127,9 @@ async def test_a_failing_search_is_reported_not_fatal(tmp_path: Path) -> None:
 
 async def test_a_server_off_the_allowlist_is_never_contacted(tmp_path: Path) -> None:
     """fhirServer not configured: refused before any request is made."""
-    request = _request({"patient": PATIENT}).model_copy(update={"fhirServer": "https://evil.example/fhir"})
+    request = _request({"patient": PATIENT}).model_copy(
+        update={"fhirServer": "https://evil.example/fhir"}
+    )
     with respx.mock(assert_all_called=False) as mock:
         route = mock.route().respond(json={})
         with pytest.raises(FhirServerNotAllowed):

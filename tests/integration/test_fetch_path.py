@@ -29,7 +29,9 @@ def _jwks() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServer, RunningServer, list[str]]]:
+def demo(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[RunningServer, RunningServer, list[str]]]:
     work: Path = tmp_path_factory.mktemp("demo")
 
     def service_env(fhir_base: str) -> dict[str, str]:
