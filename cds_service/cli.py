@@ -85,7 +85,9 @@ def cmd_predict(args: argparse.Namespace) -> None:
     registry = ModelRegistry.load(args.model_dir)
     model = registry.get(args.model)
     twin = build_twin_from_fhir(_read_bundle(args.bundle))
-    a = assess(model, derive_features(twin, _as_of(args.as_of)), deceased=twin.demographics.deceased)
+    a = assess(
+        model, derive_features(twin, _as_of(args.as_of)), deceased=twin.demographics.deceased
+    )
     if a.status != "computed":
         raise CliInputError("; ".join(a.problems))
     _print_json(

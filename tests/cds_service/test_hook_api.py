@@ -233,7 +233,7 @@ def _with_condition(prefetch: dict[str, Any], snomed: str, display: str) -> dict
 def test_clinical_ascvd_puts_the_patient_outside_the_pce(
     client: TestClient, demo_bundles: list[dict[str, Any]]
 ) -> None:
-    """A past (even resolved) myocardial infarction: no primary-prevention number, reason audited."""
+    """A past (even resolved) MI: no primary-prevention number; the reason is audited."""
     prefetch = _with_condition(_eligible(demo_bundles), "22298006", "Myocardial infarction")
     response = _call(client, prefetch)
     assert response.status_code == 200
