@@ -14,11 +14,15 @@ an unusable payload as a whole raises `IngestError`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import hashlib
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import cache
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
 from fhir.resources.R4B.condition import Condition
 from fhir.resources.R4B.fhirresourcemodel import FHIRResourceModel
@@ -221,7 +225,7 @@ def ingest(payload: object, *, patient_id: str | None = None) -> IngestResult:
     medications: dict[str, dict[str, Any]] = {}
     for entry in entries:
         if entry.resource_type == "Patient":
-            found = _patient(entry, issues)
+            found = _memo(_patient, entry, issues)
             if found is not None:
                 patients.append((entry, found))
         elif entry.resource_type == "Medication":
@@ -235,10 +239,10 @@ def ingest(payload: object, *, patient_id: str | None = None) -> IngestResult:
         record: DomainResource | None = None
         if entry.resource_type == "Observation":
             if _observation_relevant(entry.resource) and _about(entry, patient_refs, issues):
-                record = _observation(entry, issues)
+                record = _memo(_observation, entry, issues)
         elif entry.resource_type == "Condition":
             if _condition_relevant(entry.resource) and _about(entry, patient_refs, issues):
-                record = _condition(entry, issues)
+                record = _memo(_condition, entry, issues)
         elif entry.resource_type in _MEDICATION_MODELS:
             record = _medication_use(entry, medications, patient_refs, issues)
         if record is not None:
@@ -344,6 +348,54 @@ def _about(entry: _Entry, patient_refs: set[str], issues: list[IngestIssue]) -> 
         )
     )
     return False
+
+
+# -- memo of parsed records -------------------------------------------------------------
+
+#: Parsed records by the content of the entry they came from. An EHR sends the same
+#: resources on every chart open; validation is ~25x the cost of parsing the JSON, so
+#: a resource seen before costs one serialisation and one hash instead. Records are
+#: frozen and small; the bound keeps memory flat (about 20k records, a few MB).
+_MEMO_MAX: Final = 20_000
+_memo_records: OrderedDict[bytes, tuple[Any, tuple[IngestIssue, ...]]] = OrderedDict()
+_memo_lock = threading.Lock()
+
+_R = TypeVar("_R")
+
+
+def clear_parse_memo() -> None:
+    """Forget every remembered record (benchmarks measure the cold path with it)."""
+    with _memo_lock:
+        _memo_records.clear()
+
+
+def _memo(
+    parse: Callable[[_Entry, list[IngestIssue]], _R], entry: _Entry, issues: list[IngestIssue]
+) -> _R:
+    """``parse(entry, issues)``, remembered by the entry's exact content.
+
+    The key covers the parser, the fullUrl and the resource's JSON text, so two
+    entries share a record only when everything the parser reads is the same.
+    """
+    text = json.dumps(entry.resource, separators=(",", ":"), ensure_ascii=False, default=str)
+    key = hashlib.blake2b(
+        f"{parse.__name__}\x00{entry.full_url}\x00{text}".encode(), digest_size=16
+    ).digest()
+    with _memo_lock:
+        hit = _memo_records.get(key)
+        if hit is not None:
+            _memo_records.move_to_end(key)
+    if hit is not None:
+        issues.extend(hit[1])
+        return hit[0]  # type: ignore[no-any-return]
+    found: list[IngestIssue] = []
+    record = parse(entry, found)
+    issues.extend(found)
+    with _memo_lock:
+        _memo_records[key] = (record, tuple(found))
+        if len(_memo_records) > _MEMO_MAX:
+            _memo_records.popitem(last=False)
+    return record
 
 
 # -- validation ------------------------------------------------------------------------
