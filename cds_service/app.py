@@ -30,7 +30,7 @@ from cds_service.auth import (
     VerifiedClient,
 )
 from cds_service.errors import BadHookRequest, ServiceError, UnknownService
-from cds_service.hooks import FeedbackRequest, HookRequest
+from cds_service.hooks import FeedbackRequest, HookRequest, missing_context
 from cds_service.pipeline import Runtime, run_risk_service
 from cds_service.services import SERVICES
 from cds_service.settings import Settings
@@ -110,9 +110,18 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         await authenticate(request)
         return {"services": [s.discovery() for s in SERVICES.values()]}
 
+    @app.middleware("http")
+    async def server_timing(request: Request, call_next: Any) -> Response:
+        # Server-Timing lets an EHR team (and bench/) see our share of the latency, for
+        # errors as well as cards.
+        started = time.perf_counter()
+        response: Response = await call_next(request)
+        elapsed_ms = 1000 * (time.perf_counter() - started)
+        response.headers["Server-Timing"] = f"app;dur={elapsed_ms:.3f}"
+        return response
+
     @app.post("/cds-services/{service_id}")
     async def call_service(service_id: str, request: Request) -> Response:
-        started = time.perf_counter()
         client = await authenticate(request)
         service = SERVICES.get(service_id)
         if service is None:
@@ -125,15 +134,12 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
             raise BadHookRequest(
                 f"service {service.id} answers {service.hook}, not {hook_request.hook}"
             )
+        missing = missing_context(hook_request)
+        if missing:
+            raise BadHookRequest(f"{hook_request.hook} context needs {', '.join(missing)}")
         runtime: Runtime = request.app.state.runtime
         response = await run_risk_service(hook_request, service, runtime, client)
-        elapsed_ms = 1000 * (time.perf_counter() - started)
-        return Response(
-            orjson.dumps(response.to_json()),
-            media_type="application/json",
-            # Server-Timing lets an EHR team (and bench/) see our share of the latency.
-            headers={"Server-Timing": f"app;dur={elapsed_ms:.3f}"},
-        )
+        return Response(orjson.dumps(response.to_json()), media_type="application/json")
 
     @app.post("/cds-services/{service_id}/feedback")
     async def feedback(service_id: str, request: Request) -> Response:

@@ -36,6 +36,15 @@ class HookContext(BaseModel):
     encounterId: str | None = None
 
 
+#: Context fields each hook requires (CDS Hooks 2.0 hook definitions, v1.0 of each hook).
+REQUIRED_CONTEXT: dict[str, tuple[str, ...]] = {
+    "patient-view": ("userId", "patientId"),
+    "order-select": ("userId", "patientId", "selections", "draftOrders"),
+    "order-sign": ("userId", "patientId", "draftOrders"),
+    "encounter-discharge": ("userId", "patientId", "encounterId"),
+}
+
+
 class HookRequest(BaseModel):
     """A hook call as CDS Hooks 2.0 defines it."""
 
@@ -86,3 +95,11 @@ class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     feedback: list[FeedbackEntry] = Field(min_length=1, max_length=100)
+
+
+def missing_context(request: HookRequest) -> tuple[str, ...]:
+    """The context fields this hook requires that the request does not carry."""
+    context = request.context.model_dump()
+    return tuple(
+        name for name in REQUIRED_CONTEXT.get(request.hook, ()) if context.get(name) in (None, "")
+    )

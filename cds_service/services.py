@@ -7,7 +7,7 @@ so an EHR that honours them spares us a round trip to its FHIR server.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 LOINC = "http://loinc.org"
@@ -85,4 +85,14 @@ ASCVD_RISK = ServiceDefinition(
     excluded_by=("clinical_ascvd",),
 )
 
-SERVICES: dict[str, ServiceDefinition] = {s.id: s for s in (ASCVD_RISK,)}
+# The same assessment at discharge, when follow-up is being planned: a service may be
+# offered under several hooks; discovery lists it once per hook, each with its own id.
+ASCVD_RISK_AT_DISCHARGE = replace(
+    ASCVD_RISK,
+    id="ascvd-risk-discharge",
+    hook="encounter-discharge",
+    title="10-year ASCVD risk at discharge (Pooled Cohort Equations)",
+    prefetch={**ASCVD_RISK.prefetch, "encounter": "Encounter/{{context.encounterId}}"},
+)
+
+SERVICES: dict[str, ServiceDefinition] = {s.id: s for s in (ASCVD_RISK, ASCVD_RISK_AT_DISCHARGE)}

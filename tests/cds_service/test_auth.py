@@ -171,3 +171,32 @@ def test_keys_from_an_allowlisted_jku_and_rotation(client: TestClient) -> None:
         client.get("/cds-services", headers={"Authorization": f"Bearer {token}"}).status_code == 200
     )
     assert route.call_count == 1  # cached
+
+
+def test_neither_the_jwt_nor_the_access_token_is_stored(
+    client: TestClient, tmp_path: Path, demo_bundles: list[dict[str, Any]]
+) -> None:
+    """After an authenticated hook call, no byte of the data directory holds either token."""
+    from tests.conftest import hook_request, prefetch_from_bundle
+
+    prefetch = prefetch_from_bundle(demo_bundles[0])
+    access_token = "access-token-abc123-must-not-persist"  # noqa: S105 - a test token
+    body = hook_request(
+        prefetch["patient"]["id"],
+        prefetch,
+        fhirServer="https://ehr.example/fhir",
+        fhirAuthorization={"access_token": access_token, "token_type": "Bearer"},
+    )
+    token = _sign(_claims(aud=f"{BASE}/cds-services/ascvd-risk"))
+    response = client.post(
+        "/cds-services/ascvd-risk", json=body, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.status_code == 200
+    records = client.app.state.runtime.audit.records()  # type: ignore[attr-defined]
+    assert records[-1].body["client"]["iss"] == ISS
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert token.encode() not in data, path.name
+            assert token.split(".")[2].encode() not in data, path.name
+            assert access_token.encode() not in data, path.name

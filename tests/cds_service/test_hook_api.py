@@ -162,11 +162,18 @@ def test_bad_cholesterol_is_never_guessed(
         ),
         (
             b'{"hook": "patient-view", "hookInstance": "h", "context": {"patientId": "p"}}',
+            400,
+            "patient-view context needs userId",
+        ),
+        (
+            b'{"hook": "patient-view", "hookInstance": "h", '
+            b'"context": {"patientId": "p", "userId": "Practitioner/1"}}',
             412,
             "Patient",
         ),
         (
-            b'{"hook": "patient-view", "hookInstance": "h", "context": {"patientId": "p"},'
+            b'{"hook": "patient-view", "hookInstance": "h", '
+            b'"context": {"patientId": "p", "userId": "Practitioner/1"},'
             b' "prefetch": {"patient": {"resourceType": "Observation", "id": "o"}}}',
             412,
             "Patient",
@@ -252,3 +259,24 @@ def test_a_deceased_patient_gets_no_risk_card(
     response = _call(client, prefetch)
     assert response.status_code == 200
     assert response.json()["cards"] == []
+
+
+def test_the_service_is_offered_at_discharge_too(
+    client: TestClient, demo_bundles: list[dict[str, Any]]
+) -> None:
+    """encounter-discharge has its own service id; it needs encounterId and answers a card."""
+    services = client.get("/cds-services").json()["services"]
+    hooks = {s["id"]: s["hook"] for s in services}
+    assert hooks["ascvd-risk-discharge"] == "encounter-discharge"
+    prefetch = _eligible(demo_bundles)
+    pid = prefetch["patient"]["id"]
+    body = hook_request(pid, prefetch)
+    body["hook"] = "encounter-discharge"
+    without = client.post("/cds-services/ascvd-risk-discharge", json=body)
+    assert without.status_code == 400
+    assert "encounterId" in without.json()["issue"][0]["diagnostics"]
+    body["context"]["encounterId"] = "enc-1"
+    body["prefetch"]["encounter"] = None  # the EHR found no Encounter resource: no data
+    response = client.post("/cds-services/ascvd-risk-discharge", json=body)
+    assert response.status_code == 200
+    assert response.json()["cards"][0]["summary"].startswith("10-year ASCVD risk ")
