@@ -72,7 +72,14 @@ class Assessment:
     problems: tuple[str, ...]
     outputs: dict[str, float]
     baseline_outputs: dict[str, float]
-    factors: tuple[Factor, ...]
+    factors_by_output: dict[str, tuple[Factor, ...]]
+
+    @property
+    def factors(self) -> tuple[Factor, ...]:
+        """Contributions to the model's first (primary) output."""
+        if not self.factors_by_output:
+            return ()
+        return self.factors_by_output[self.model.card.outputs[0].name]
 
     @property
     def stale(self) -> tuple[InputUsed, ...]:
@@ -125,7 +132,7 @@ def assess(
             )
 
     def result(status: AssessmentStatus, problems: tuple[str, ...]) -> Assessment:
-        return Assessment(model, status, tuple(used), tuple(not_used), problems, {}, {}, ())
+        return Assessment(model, status, tuple(used), tuple(not_used), problems, {}, {}, {})
 
     if exclusions:
         return result("not-applicable", exclusions)
@@ -141,20 +148,22 @@ def assess(
 
     complete = {k: v for k, v in values.items() if v is not None}
     explanation = model.predict_and_explain(complete).explanation
-    primary = card.outputs[0].name
     by_name = {i.name: i for i in used}
-    factors = tuple(
-        Factor(
-            c.feature,
-            by_name[c.feature].description,
-            c.value,
-            by_name[c.feature].unit,
-            by_name[c.feature].time,
-            c.baseline_value,
-            c.contribution,
+    factors = {
+        output: tuple(
+            Factor(
+                c.feature,
+                by_name[c.feature].description,
+                c.value,
+                by_name[c.feature].unit,
+                by_name[c.feature].time,
+                c.baseline_value,
+                c.contribution,
+            )
+            for c in contributions
         )
-        for c in explanation.contributions[primary]
-    )
+        for output, contributions in explanation.contributions.items()
+    }
     return Assessment(
         model,
         "computed",

@@ -66,7 +66,7 @@ def _indicator(band: str) -> str:
     return {"intermediate": "warning", "high": "critical"}.get(band, "info")
 
 
-def _pct(x: float) -> str:
+def pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
@@ -113,7 +113,7 @@ def _shown(name: str, value: float, unit: str) -> str:
     return _value(value, unit)
 
 
-def _input_rows(inputs: tuple[InputUsed, ...]) -> list[str]:
+def input_rows(inputs: tuple[InputUsed, ...]) -> list[str]:
     rows = ["| Input | Value | Date | Source |", "|---|---|---|---|"]
     for i in inputs:
         flag = " (stale)" if i.quality == "stale" else ""
@@ -137,7 +137,20 @@ def _factor_line(f: Factor) -> str:
     )
 
 
-def _model_section(a: Assessment) -> list[str]:
+def factor_lines(a: Assessment, output: str) -> list[str]:
+    """The top factors for one output, against the card's stated reference profile."""
+    factors = a.factors_by_output.get(output, ())[:TOP_FACTORS]
+    if not factors:
+        return []
+    baseline = a.model.card.baseline.description
+    return [
+        f"**What moved the {output.replace('_', ' ')}** (exact Shapley values, percentage "
+        f"points, against {baseline}: {pct(a.baseline_outputs[output])})",
+        *(_factor_line(f) for f in factors),
+    ]
+
+
+def model_section(a: Assessment) -> list[str]:
     card = a.model.card
     return [
         "**Model**",
@@ -148,7 +161,7 @@ def _model_section(a: Assessment) -> list[str]:
     ]
 
 
-def _missing_section(a: Assessment) -> list[str]:
+def missing_section(a: Assessment) -> list[str]:
     lines: list[str] = []
     for n in a.not_used:
         lines.append(
@@ -205,11 +218,11 @@ def render_cards(
             "",
             *(f"- {p}" for p in a.problems),
             "",
-            *_missing_section(a),
+            *missing_section(a),
             "",
-            *_input_rows(a.inputs),
+            *input_rows(a.inputs),
             "",
-            *_model_section(a),
+            *model_section(a),
         ]
         return [
             Card(
@@ -231,23 +244,23 @@ def render_cards(
         f"{abs(100 * f.contribution):.1f}"
         for f in top[:2]
     )
-    summary = f"10-year ASCVD risk {_pct(risk)} ({band})" + (
+    summary = f"10-year ASCVD risk {pct(risk)} ({band})" + (
         f"; main factors: {lead}" if lead else ""
     )
     detail = [
-        f"**10-year ASCVD risk: {_pct(risk)}** — {band} risk "
+        f"**10-year ASCVD risk: {pct(risk)}** — {band} risk "
         "(2018 AHA/ACC cholesterol guideline categories).",
         "",
         "**The patient's inputs**",
-        *_input_rows(a.inputs),
+        *input_rows(a.inputs),
         "",
         f"**What moved the risk** (exact Shapley values, percentage points, against "
-        f"{card_meta.baseline.description}: {_pct(a.baseline_outputs[output])})",
+        f"{card_meta.baseline.description}: {pct(a.baseline_outputs[output])})",
         *(_factor_line(f) for f in top),
         "",
-        *_missing_section(a),
+        *missing_section(a),
         "",
-        *_model_section(a),
+        *model_section(a),
     ]
     return [
         Card(

@@ -63,13 +63,13 @@ def statin_relative_risk(ldl_mg_dl: float, intensity: StatinIntensity) -> float:
         raise TherapyError(f"LDL-C must be positive, got {ldl_mg_dl} mg/dL")
     reduction_mmol_l = ldl_mg_dl * LDL_REDUCTION_BY_INTENSITY[intensity]
     reduction_mmol_l /= CHOLESTEROL_MG_DL_PER_MMOL_L
-    return CTT_RR_PER_MMOL_L**reduction_mmol_l
+    return float(CTT_RR_PER_MMOL_L**reduction_mmol_l)
 
 
 def sbp_relative_risk(sbp_mm_hg: float, target_mm_hg: float) -> float:
     """RR from lowering SBP to the target (none when already at or below it)."""
     drop = max(0.0, sbp_mm_hg - target_mm_hg)
-    return ETTEHAD_RR_PER_10_MM_HG ** (drop / 10.0)
+    return float(ETTEHAD_RR_PER_10_MM_HG ** (drop / 10.0))
 
 
 def apply_therapy(
