@@ -64,6 +64,11 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     twins = SqliteTwinStore(settings.twin_db)
     audit = SqliteAuditLog(settings.audit_db)
     replay = ReplayCache(settings.data_dir / "replay.sqlite")
+    loaded = set(registry.ids())
+    offered = {sid: s for sid, s in SERVICES.items() if set(s.required_models) <= loaded}
+    for sid in SERVICES.keys() - offered.keys():
+        missing = sorted(set(SERVICES[sid].required_models) - loaded)
+        log.warning("service %s not offered: models %s not loaded", sid, ", ".join(missing))
     if not settings.auth_required:
         log.warning(
             "AUTHENTICATION IS OFF: any caller can use this service. "
@@ -108,7 +113,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     @app.get("/cds-services")
     async def discovery(request: Request) -> dict[str, Any]:
         await authenticate(request)
-        return {"services": [s.discovery() for s in SERVICES.values()]}
+        return {"services": [s.discovery() for s in offered.values()]}
 
     @app.middleware("http")
     async def server_timing(request: Request, call_next: Any) -> Response:
@@ -123,7 +128,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     @app.post("/cds-services/{service_id}")
     async def call_service(service_id: str, request: Request) -> Response:
         client = await authenticate(request)
-        service = SERVICES.get(service_id)
+        service = offered.get(service_id)
         if service is None:
             raise UnknownService(f"no CDS service {service_id!r}")
         raw = await request.body()
@@ -144,7 +149,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     @app.post("/cds-services/{service_id}/feedback")
     async def feedback(service_id: str, request: Request) -> Response:
         client = await authenticate(request)
-        if service_id not in SERVICES:
+        if service_id not in offered:
             raise UnknownService(f"no CDS service {service_id!r}")
         try:
             body = FeedbackRequest.model_validate(orjson.loads(await request.body()))

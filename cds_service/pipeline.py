@@ -14,15 +14,16 @@ import httpx
 from cds_service.assess import Assessment, assess
 from cds_service.audit import AuditEntry, AuditStatus, ModelUse, SqliteAuditLog
 from cds_service.auth import VerifiedClient
-from cds_service.cards import CdsResponse
+from cds_service.cardio_renal import cardio_renal_cards
+from cds_service.cards import Card, CdsResponse
 from cds_service.errors import BadHookRequest, DataUnavailable
 from cds_service.hooks import HookRequest
 from cds_service.prefetch import GatheredData, gather
-from cds_service.render import render_cards
+from cds_service.render import app_link, render_cards
 from cds_service.services import ServiceDefinition
 from cds_service.settings import Settings
 from onnx_models.registry import ModelRegistry
-from twin_engine import build_twin_from_fhir, derive_features
+from twin_engine import FeatureSet, Twin, build_twin_from_fhir, derive_features
 from twin_engine.errors import IngestError
 from twin_engine.store import SqliteTwinStore
 
@@ -55,6 +56,51 @@ def _inputs_for_audit(a: Assessment) -> tuple[dict[str, object], ...]:
         }
         for i in a.inputs
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The cards of one call and the model runs behind them (the first is primary)."""
+
+    cards: tuple[Card, ...]
+    assessments: tuple[Assessment, ...]
+
+
+def _outputs_for_audit(assessments: tuple[Assessment, ...]) -> dict[str, float] | None:
+    if len(assessments) == 1:
+        return assessments[0].outputs or None
+    # Several models answered: name each output by its model.
+    merged = {
+        f"{a.model.card.id}.{name}": value for a in assessments for name, value in a.outputs.items()
+    }
+    return merged or None
+
+
+def _run_models(
+    service: ServiceDefinition,
+    rt: Runtime,
+    patient_id: str,
+    twin_version: int,
+    features: FeatureSet,
+    twin: Twin,
+) -> Outcome:
+    link = app_link(service, rt.settings.app_launch_url, patient_id, twin_version)
+    deceased = twin.demographics.deceased
+    if service.kind == "cardio-renal":
+        result = cardio_renal_cards(
+            rt.registry, features, patient_id=patient_id, deceased=deceased, link=link
+        )
+        return Outcome(result.cards, result.assessments)
+    model = rt.registry.get(service.model_id)
+    assessment = assess(model, features, excluded_by=service.excluded_by, deceased=deceased)
+    cards = render_cards(
+        service,
+        assessment,
+        patient_id=patient_id,
+        twin_version=twin_version,
+        launch_url=rt.settings.app_launch_url,
+    )
+    return Outcome(tuple(cards), (assessment,))
 
 
 async def run_risk_service(
@@ -109,20 +155,9 @@ async def run_risk_service(
 
     version = rt.twins.save(twin)
     features = derive_features(twin, rt.today())
-    model = rt.registry.get(service.model_id)
-    assessment = assess(
-        model,
-        features,
-        excluded_by=service.excluded_by,
-        deceased=twin.demographics.deceased,
-    )
-    cards = render_cards(
-        service,
-        assessment,
-        patient_id=twin.patient_id,
-        twin_version=version.version,
-        launch_url=rt.settings.app_launch_url,
-    )
+    outcome = _run_models(service, rt, twin.patient_id, version.version, features, twin)
+    cards = list(outcome.cards)
+    primary = outcome.assessments[0]
     response = CdsResponse(cards=cards)
     rt.audit.record(
         replace(
@@ -131,11 +166,11 @@ async def run_risk_service(
             duration_ms=1000 * (time.perf_counter() - started),
             twin_version=version.version,
             twin_hash=version.content_hash,
-            model=ModelUse(model.card.id, model.card.version, model.sha256),
-            inputs=_inputs_for_audit(assessment),
-            outputs=assessment.outputs or None,
-            missing=tuple(n.name for n in assessment.not_used),
-            data_problems=data.problems + assessment.problems,
+            model=ModelUse(primary.model.card.id, primary.model.card.version, primary.model.sha256),
+            inputs=_inputs_for_audit(primary),
+            outputs=_outputs_for_audit(outcome.assessments),
+            missing=tuple(n.name for n in primary.not_used),
+            data_problems=data.problems + tuple(p for a in outcome.assessments for p in a.problems),
             cards=tuple(c.model_dump(mode="json", exclude_none=True) for c in cards),
         )
     )

@@ -174,7 +174,7 @@ def missing_section(a: Assessment) -> list[str]:
     return (["**Missing or stale**", *lines]) if lines else []
 
 
-def _app_link(
+def app_link(
     service: ServiceDefinition, launch_url: str, patient_id: str, twin_version: int
 ) -> Link:
     return Link(
@@ -199,7 +199,7 @@ def render_cards(
     """Cards for one assessment: a result, or what kept us from one."""
     card_meta = a.model.card
     source = Source(label=f"twin-cds · {card_meta.name} v{card_meta.version}")
-    link = _app_link(service, launch_url, patient_id, twin_version)
+    link = app_link(service, launch_url, patient_id, twin_version)
 
     if a.status == "not-applicable":
         # Outside the model's population a number would mislead; say nothing.

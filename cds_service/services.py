@@ -8,7 +8,7 @@ so an EHR that honours them spares us a round trip to its FHIR server.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 LOINC = "http://loinc.org"
 
@@ -46,6 +46,15 @@ class ServiceDefinition:
     usage_requirements: str | None = None
     #: Twin features that, when 1.0, put the patient outside the model's population.
     excluded_by: tuple[str, ...] = ()
+    #: Which card builder answers: one risk model, or the cardio-renal suite.
+    kind: Literal["single-risk", "cardio-renal"] = "single-risk"
+
+    @property
+    def required_models(self) -> tuple[str, ...]:
+        """Every model this service runs; it is offered only when all are loaded."""
+        if self.kind == "cardio-renal":
+            return ("prevent", "pce", "kfre")
+        return (self.model_id,)
 
     def discovery(self) -> dict[str, Any]:
         entry: dict[str, Any] = {
