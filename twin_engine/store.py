@@ -106,9 +106,7 @@ class SqliteTwinStore:
 
         Same content: returns the latest version (created=False) and writes nothing.
         """
-        state = twin.to_state()
         content_hash = twin.content_hash()
-        body = json.dumps(state, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         with self._connect() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -122,6 +120,10 @@ class SqliteTwinStore:
                     return _version(twin.patient_id, row)
                 number = 1 if row is None else int(row[0]) + 1
                 created_at = self._clock()
+                # Serialised only when a version is written: most refreshes change nothing.
+                body = json.dumps(
+                    twin.to_state(), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+                )
                 conn.execute(
                     "INSERT INTO twin_versions VALUES (?, ?, ?, ?, ?, ?)",
                     (twin.patient_id, number, content_hash, created_at.isoformat(), as_of, body),
