@@ -21,7 +21,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
-from cds_service.audit import SqliteAuditLog
+from cds_service.audit import open_audit_log
+from cds_service.audit_api import router as audit_router
 from cds_service.auth import (
     ClientVerifier,
     JwksCache,
@@ -62,7 +63,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     registry = registry or ModelRegistry.load(settings.model_dir)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     twins = SqliteTwinStore(settings.twin_db)
-    audit = SqliteAuditLog(settings.audit_db)
+    audit = open_audit_log(settings)
     replay = ReplayCache(settings.data_dir / "replay.sqlite")
     loaded = set(registry.ids())
     offered = {sid: s for sid, s in SERVICES.items() if set(s.required_models) <= loaded}
@@ -173,6 +174,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         return {"status": "ok", "models": registry.ids()}
 
     app.include_router(smart_router)
+    app.include_router(audit_router)
     # Browser-based CDS clients call from their own origin and send Authorization, so
     # the preflight must allow that header.
     app.add_middleware(

@@ -92,11 +92,14 @@ def assess(
     *,
     excluded_by: tuple[str, ...] = (),
     deceased: bool = False,
+    population_inputs: frozenset[str] = POPULATION_INPUTS,
 ) -> Assessment:
     """Predict and explain with the patient's usable features, or say why not.
 
     ``excluded_by`` names features that, when present (1.0), put the patient outside
-    the model's population; a deceased patient is outside every model's.
+    the model's population; a deceased patient is outside every model's. A value out of
+    range for one of ``population_inputs`` means the model does not apply (no card);
+    for any other input it is a value the clinician should see named.
     """
     card = model.card
     exclusions = tuple(
@@ -142,7 +145,7 @@ def assess(
         return result("missing-inputs", (str(exc),))
     except OutOfRangeError as exc:
         problems = tuple(v.describe(card.id) for v in exc.violations)
-        if any(v.name in POPULATION_INPUTS for v in exc.violations):
+        if any(v.name in population_inputs for v in exc.violations):
             return result("not-applicable", problems)
         return result("out-of-range", problems)
 

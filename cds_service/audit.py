@@ -1,63 +1,143 @@
-"""The audit trail: one record per hook call, appended to SQLite in the data directory.
+"""The audit trail: one hash-chained record per hook call, feedback and auditor read.
 
-A record says which service answered which hook call for which patient, on which
-twin version, with which model (id, version, sha256), from which inputs, and what
-cards it sent. It never holds the access token or the raw FHIR data: the twin
-version it names is what reconstructs the state the model saw.
+A ``hook`` record says which service answered which hook call for which patient, on
+which twin version, with which model (id, version, sha256), from which inputs (with
+their source resource ids and times), what it computed and why (the explanation), and
+which cards it sent. It never holds the access token, the caller's JWT or the raw FHIR
+data: the twin version it names is what reconstructs the state the model saw.
 
-Each record carries the sha256 of its canonical JSON chained to the previous
-record's hash, so a later change to a stored record is detectable.
+Every record, whatever its kind, is one link of a single chain::
+
+    record_hash(n) = sha256(record_hash(n-1) || canonical_json({seq, kind, recordedAt, body}))
+
+so a record that is changed, removed, inserted or moved breaks the chain at the first
+bad one, and ``verify`` names it. A plain hash chain can be recomputed by whoever can
+write the store; signed checkpoints stop that: every ``checkpoint_every`` records (and
+on demand) an Ed25519 signature over the seq and hash of the record before it is
+appended as a ``checkpoint`` record. Rewriting history behind a checkpoint then needs
+the signing key.
+
+Kinds::
+
+    hook          one CDS Hooks call (AuditEntry)
+    feedback      one clinician outcome on a card, joined by card uuid (stored once)
+    auditor-read  one read through the auditor API (who, which query, how many records)
+    checkpoint    a signature over the chain so far
+
+The chain lives in a relational store; ``ChainedAuditLog`` holds everything that does
+not depend on which one, and ``SqliteAuditLog`` (here) and ``PostgresAuditLog``
+(``audit_store_pg``) add connections and the lock that serialises appends.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import logging
 import sqlite3
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import orjson
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+
+if TYPE_CHECKING:
+    from cds_service.settings import Settings
+
+log = logging.getLogger("twin_cds.audit")
 
 AuditStatus = Literal["ok", "no-card", "data-unavailable", "bad-request", "error"]
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS audit_record (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    recorded_at TEXT NOT NULL,
-    hook_instance TEXT NOT NULL,
-    service_id TEXT NOT NULL,
-    patient_id TEXT,
-    status TEXT NOT NULL,
-    body TEXT NOT NULL,
-    prev_hash TEXT NOT NULL,
-    record_hash TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS audit_by_patient ON audit_record(patient_id, recorded_at);
-CREATE INDEX IF NOT EXISTS audit_by_hook_instance ON audit_record(hook_instance);
-CREATE TABLE IF NOT EXISTS card_sent (
-    card_uuid TEXT PRIMARY KEY,
-    audit_seq INTEGER NOT NULL REFERENCES audit_record(seq),
-    service_id TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS feedback (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    card_uuid TEXT NOT NULL,
-    service_id TEXT NOT NULL,
-    outcome TEXT NOT NULL,
-    outcome_timestamp TEXT NOT NULL,
-    received_at TEXT NOT NULL,
-    client_iss TEXT,
-    body TEXT NOT NULL,
-    UNIQUE (card_uuid, outcome, outcome_timestamp)
-);
-"""
+RecordKind = Literal["hook", "feedback", "auditor-read", "checkpoint"]
+RECORD_KINDS: tuple[RecordKind, ...] = ("hook", "feedback", "auditor-read", "checkpoint")
 
 GENESIS = "0" * 64
+
+# One schema for SQLite and PostgreSQL. recorded_at is ISO 8601 UTC text with
+# microseconds, so text order is time order in both. The body is kept as the exact
+# canonical JSON text (not jsonb, which would renormalise it).
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS audit_chain (
+        seq BIGINT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        recorded_at TEXT NOT NULL,
+        hook_instance TEXT,
+        service_id TEXT,
+        patient_id TEXT,
+        status TEXT,
+        model_id TEXT,
+        model_version TEXT,
+        body TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        record_hash TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS audit_chain_patient ON audit_chain (patient_id, recorded_at)",
+    "CREATE INDEX IF NOT EXISTS audit_chain_time ON audit_chain (recorded_at)",
+    "CREATE INDEX IF NOT EXISTS audit_chain_hook ON audit_chain (hook_instance)",
+    "CREATE INDEX IF NOT EXISTS audit_chain_model ON audit_chain (model_id, model_version)",
+    # The chain's tip, read under a lock by every append. Not part of the hashed chain;
+    # verify compares it with the last record, which catches a naive truncation.
+    """CREATE TABLE IF NOT EXISTS audit_head (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        seq BIGINT NOT NULL,
+        record_hash TEXT NOT NULL,
+        checkpoint_seq BIGINT NOT NULL
+    )""",
+    # GENESIS is a constant of 64 zeros, not input.
+    "INSERT INTO audit_head VALUES (1, 0, '"  # noqa: S608
+    + GENESIS
+    + "', 0) ON CONFLICT DO NOTHING",
+    # Indexes derived from the chain: which record sent a card, and which feedback is
+    # already stored (idempotency). Both are rebuilt-able from the chain bodies.
+    """CREATE TABLE IF NOT EXISTS audit_card (
+        card_uuid TEXT PRIMARY KEY,
+        seq BIGINT NOT NULL,
+        service_id TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS audit_feedback (
+        card_uuid TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        outcome_timestamp TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        PRIMARY KEY (card_uuid, outcome, outcome_timestamp)
+    )""",
+)
+
+_SQLITE_APPEND_ONLY = (
+    """CREATE TRIGGER IF NOT EXISTS audit_chain_no_update BEFORE UPDATE ON audit_chain
+       BEGIN SELECT RAISE(ABORT, 'the audit chain is append-only'); END""",
+    """CREATE TRIGGER IF NOT EXISTS audit_chain_no_delete BEFORE DELETE ON audit_chain
+       BEGIN SELECT RAISE(ABORT, 'the audit chain is append-only'); END""",
+)
+
+_COLUMNS = "seq, kind, recorded_at, body, prev_hash, record_hash"
+
+
+class AuditError(Exception):
+    """The audit trail cannot do what was asked.
+
+    AuditError
+     ├── AuditConfigError   settings name a key or store that cannot be used
+     └── AuditWriteError    a record could not be appended (nothing was written)
+    """
+
+
+class AuditConfigError(AuditError):
+    """A signing key, verify key or database URL in the settings cannot be used."""
+
+
+class AuditWriteError(AuditError):
+    """A record could not be appended; the transaction was rolled back."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +172,9 @@ class AuditEntry:
     client_jti: str | None = None
     user_id: str | None = None
     encounter_id: str | None = None
+    # Exact Shapley contributions to the primary output: {feature, value,
+    # baselineValue, contribution} each (see ``explanation_for_audit``).
+    explanation: tuple[dict[str, Any], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -124,10 +207,57 @@ class AuditEntry:
             ),
             "inputs": list(self.inputs),
             "outputs": self.outputs,
+            "explanation": list(self.explanation),
             "missing": list(self.missing),
             "dataProblems": list(self.data_problems),
             "cards": list(self.cards),
             "error": self.error,
+        }
+
+
+class _FactorLike(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def value(self) -> float: ...
+    @property
+    def baseline_value(self) -> float: ...
+    @property
+    def contribution(self) -> float: ...
+
+
+def explanation_for_audit(factors: Iterable[_FactorLike]) -> tuple[dict[str, Any], ...]:
+    """An assessment's factors as the audit keeps them (numbers and names only)."""
+    return tuple(
+        {
+            "feature": f.name,
+            "value": f.value,
+            "baselineValue": f.baseline_value,
+            "contribution": f.contribution,
+        }
+        for f in factors
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AuditorRead:
+    """One read through the auditor API: who, what they asked, what they got (ids only)."""
+
+    auditor_iss: str
+    auditor_sub: str
+    token_jti: str | None
+    action: Literal["query", "record", "export", "verify"]
+    query: dict[str, Any]
+    returned: int
+    seqs: tuple[int, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "auditor": {"iss": self.auditor_iss, "sub": self.auditor_sub, "jti": self.token_jti},
+            "action": self.action,
+            "query": self.query,
+            "returned": self.returned,
+            "seqs": list(self.seqs),
         }
 
 
@@ -145,149 +275,870 @@ class StoredAuditRecord:
     body: dict[str, Any]
     prev_hash: str
     record_hash: str
+    kind: RecordKind = "hook"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "kind": self.kind,
+            "recordedAt": self.recorded_at,
+            "body": self.body,
+            "prevHash": self.prev_hash,
+            "recordHash": self.record_hash,
+        }
 
 
-def record_hash(prev_hash: str, recorded_at: str, body: dict[str, Any]) -> str:
-    """sha256 over the previous hash and the record's canonical JSON (sorted keys)."""
-    canonical = orjson.dumps({"recordedAt": recorded_at, "body": body}, option=orjson.OPT_SORT_KEYS)
-    return hashlib.sha256(prev_hash.encode() + canonical).hexdigest()
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    """What an auditor may ask for; every field narrows the result (None: any)."""
+
+    patient_id: str | None = None
+    service_id: str | None = None
+    model_id: str | None = None
+    model_version: str | None = None
+    status: str | None = None
+    #: The clinician's feedback outcome on a card of the record (accepted, overridden).
+    outcome: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    kind: RecordKind | None = "hook"
+    hook_instance: str | None = None
+    after_seq: int = 0
+    limit: int = 1000
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in self.__slots__:
+            value = getattr(self, name)
+            if isinstance(value, datetime):
+                value = _utc_text(value)
+            if value is not None:
+                out[name] = value
+        return out
 
 
-class SqliteAuditLog:
-    """Append-only audit records in one SQLite file (WAL)."""
+# ---------------------------------------------------------------- hashing, signing
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._path = path
-        self._local = threading.local()
-        with self._connect() as db:
-            db.executescript(_SCHEMA)
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self._path, timeout=30, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            self._local.db = db
-        yield db
+def canonical_json(value: Any) -> bytes:
+    """The one byte form everything is hashed and signed over: sorted keys, no spaces."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def record_hash(
+    prev_hash: str, recorded_at: str, body: dict[str, Any], *, seq: int, kind: RecordKind
+) -> str:
+    """sha256 over the previous hash and the record's canonical JSON envelope.
+
+    The seq and kind are inside the hash, so renumbering records (to hide a deletion
+    or an insertion) changes every renumbered hash.
+    """
+    envelope = {"seq": seq, "kind": kind, "recordedAt": recorded_at, "body": body}
+    return hashlib.sha256(prev_hash.encode() + canonical_json(envelope)).hexdigest()
+
+
+def _utc_text(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def key_id(public_key: Ed25519PublicKey) -> str:
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def _checkpoint_payload(through_seq: int, through_hash: str, kid: str, signed_at: str) -> bytes:
+    return canonical_json(
+        {
+            "throughSeq": through_seq,
+            "throughHash": through_hash,
+            "keyId": kid,
+            "signedAt": signed_at,
+        }
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AuditSigner:
+    """Signs checkpoints with the operator's Ed25519 key."""
+
+    private_key: Ed25519PrivateKey
+
+    @property
+    def public_key(self) -> Ed25519PublicKey:
+        return self.private_key.public_key()
+
+    def sign_checkpoint(
+        self, through_seq: int, through_hash: str, signed_at: str
+    ) -> dict[str, Any]:
+        kid = key_id(self.public_key)
+        payload = _checkpoint_payload(through_seq, through_hash, kid, signed_at)
+        return {
+            "throughSeq": through_seq,
+            "throughHash": through_hash,
+            "keyId": kid,
+            "signedAt": signed_at,
+            "algorithm": "Ed25519",
+            "signature": _b64(self.private_key.sign(payload)),
+        }
+
+
+def load_signer(path: Path) -> AuditSigner:
+    """The Ed25519 private key in a PEM file (PKCS#8, unencrypted)."""
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise AuditConfigError(f"audit signing key {path} cannot be read: {exc}") from exc
+    if not isinstance(key, Ed25519PrivateKey):
+        raise AuditConfigError(f"audit signing key {path} is not an Ed25519 key")
+    return AuditSigner(key)
+
+
+def load_verify_key(path: Path) -> Ed25519PublicKey:
+    """An Ed25519 public key (PEM); a private key file is accepted and its public half used."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise AuditConfigError(f"audit verify key {path} cannot be read: {exc}") from exc
+    if b"PRIVATE KEY" in data:
+        return load_signer(path).public_key
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError) as exc:
+        raise AuditConfigError(f"audit verify key {path} is not a PEM public key") from exc
+    if not isinstance(key, Ed25519PublicKey):
+        raise AuditConfigError(f"audit verify key {path} is not an Ed25519 key")
+    return key
+
+
+def generate_demo_signing_key(data_dir: Path) -> Path:
+    """Make (once) an Ed25519 key in the data directory, for the demo and tests only.
+
+    Production keys are the operator's; this function logs loudly that it made one.
+    """
+    path = data_dir / "audit-signing-key.pem"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        pem = Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        path.write_bytes(pem)
+        path.chmod(0o600)
+        log.warning("generated a DEMO audit signing key at %s; not for production", path)
+    return path
+
+
+# ---------------------------------------------------------------- verification
+
+
+@dataclass(frozen=True, slots=True)
+class BadRecord:
+    seq: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChainReport:
+    """What ``verify`` found: the first bad record (or none) and what was checked."""
+
+    records: int
+    last_seq: int
+    checkpoints: int
+    signatures_checked: int
+    signed_through: int
+    first_bad: BadRecord | None
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.first_bad is None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "records": self.records,
+            "lastSeq": self.last_seq,
+            "checkpoints": self.checkpoints,
+            "signaturesChecked": self.signatures_checked,
+            "signedThroughSeq": self.signed_through,
+            "firstBad": (
+                {"seq": self.first_bad.seq, "reason": self.first_bad.reason}
+                if self.first_bad
+                else None
+            ),
+            "warnings": list(self.warnings),
+        }
+
+
+@dataclass
+class _Verifier:
+    """Walks the chain once, in seq order, keeping only the last two hashes."""
+
+    verify_key: Ed25519PublicKey | None
+    prev_seq: int = 0
+    prev_hash: str = GENESIS
+    prev_prev_hash: str = GENESIS
+    count: int = 0
+    checkpoints: int = 0
+    checked: int = 0
+    signed_through: int = 0
+    unchecked: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    def step(self, rec: StoredAuditRecord) -> BadRecord | None:
+        expected = self.prev_seq + 1
+        recomputed = record_hash(
+            rec.prev_hash, rec.recorded_at, rec.body, seq=rec.seq, kind=rec.kind
+        )
+        if rec.seq != expected:
+            return BadRecord(
+                expected,
+                f"record {expected} is missing: the chain jumps from {self.prev_seq} to {rec.seq}",
+            )
+        if rec.prev_hash != self.prev_hash:
+            if rec.prev_hash == self.prev_prev_hash and self.prev_seq > 0:
+                return BadRecord(
+                    self.prev_seq,
+                    f"record {self.prev_seq} was inserted: record {rec.seq} links past it",
+                )
+            for moved in (rec.seq + 1, rec.seq - 1):
+                if moved > 0 and (
+                    record_hash(rec.prev_hash, rec.recorded_at, rec.body, seq=moved, kind=rec.kind)
+                    == rec.record_hash
+                ):
+                    how = "deleted before it" if moved > rec.seq else "inserted before it"
+                    return BadRecord(
+                        rec.seq,
+                        f"record {rec.seq} was written as seq {moved}: records were "
+                        f"{how} and the rest renumbered",
+                    )
+            return BadRecord(
+                rec.seq,
+                f"record {rec.seq} does not link to record {self.prev_seq}: records were "
+                "inserted, deleted or reordered here",
+            )
+        if recomputed != rec.record_hash:
+            return BadRecord(
+                rec.seq, f"record {rec.seq} was modified: its content does not match its hash"
+            )
+        if rec.kind == "checkpoint":
+            bad = self._checkpoint(rec)
+            if bad is not None:
+                return bad
+        self.count += 1
+        self.prev_seq = rec.seq
+        self.prev_prev_hash, self.prev_hash = self.prev_hash, rec.record_hash
+        return None
+
+    def _checkpoint(self, rec: StoredAuditRecord) -> BadRecord | None:
+        self.checkpoints += 1
+        b = rec.body
+        if b.get("throughSeq") != self.prev_seq or b.get("throughHash") != self.prev_hash:
+            return BadRecord(
+                rec.seq, f"checkpoint {rec.seq} does not sign the chain as it is before it"
+            )
+        if self.verify_key is None:
+            self.unchecked += 1
+            return None
+        if b.get("keyId") != key_id(self.verify_key):
+            return BadRecord(
+                rec.seq, f"checkpoint {rec.seq} is signed by key {b.get('keyId')}, not ours"
+            )
+        payload = _checkpoint_payload(
+            int(b["throughSeq"]), str(b["throughHash"]), str(b["keyId"]), str(b["signedAt"])
+        )
+        try:
+            self.verify_key.verify(_unb64(str(b.get("signature", ""))), payload)
+        except (InvalidSignature, ValueError):
+            return BadRecord(rec.seq, f"checkpoint {rec.seq}: the signature does not verify")
+        self.checked += 1
+        self.signed_through = self.prev_seq
+        return None
+
+
+# ---------------------------------------------------------------- the store-independent log
+
+
+class Tx(Protocol):
+    """One open database transaction, placeholders written as ``?``."""
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> int: ...
+
+
+def _record(row: Sequence[Any]) -> StoredAuditRecord:
+    return StoredAuditRecord(
+        seq=int(row[0]),
+        kind=row[1],
+        recorded_at=str(row[2]),
+        body=orjson.loads(row[3]),
+        prev_hash=str(row[4]),
+        record_hash=str(row[5]),
+    )
+
+
+def _utc_now_text() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def _sanitised_feedback(entry: dict[str, Any]) -> dict[str, Any]:
+    """The feedback as kept: coded outcome and reason; the clinician's free-text comment
+    is dropped (minimal PHI: nothing beyond what the card showed)."""
+    kept: dict[str, Any] = {
+        k: entry[k] for k in ("card", "outcome", "outcomeTimestamp") if k in entry
+    }
+    reason = entry.get("overrideReason")
+    if isinstance(reason, dict):
+        kept["overrideReason"] = {k: v for k, v in reason.items() if k != "userComment"}
+        if reason.get("userComment"):
+            kept["overrideReason"]["userCommentGiven"] = True
+    if "acceptedSuggestions" in entry:
+        kept["acceptedSuggestions"] = entry["acceptedSuggestions"]
+    return kept
+
+
+class ChainedAuditLog(ABC):
+    """The audit chain over any SQL store; subclasses supply transactions and the lock."""
+
+    def __init__(
+        self,
+        *,
+        signer: AuditSigner | None = None,
+        checkpoint_every: int = 100,
+        clock: Callable[[], str] = _utc_now_text,
+    ) -> None:
+        self._signer = signer
+        self._checkpoint_every = checkpoint_every
+        self._clock = clock
+
+    @property
+    def signer(self) -> AuditSigner | None:
+        return self._signer
+
+    @abstractmethod
+    def _write(self) -> AbstractContextManager[Tx]:
+        """A transaction that holds the chain's append lock from its first statement."""
+
+    @abstractmethod
+    def _read(self) -> AbstractContextManager[Tx]:
+        """A read-only view."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    # -- appending
+
+    def _head(self, tx: Tx) -> tuple[int, str]:
+        ((seq, digest),) = tx.rows(self._lock_head_sql())
+        return int(seq), str(digest)
+
+    def _lock_head_sql(self) -> str:
+        return "SELECT seq, record_hash FROM audit_head WHERE id = 1"
+
+    def _append(
+        self,
+        tx: Tx,
+        kind: RecordKind,
+        body: dict[str, Any],
+        columns: dict[str, str | None],
+    ) -> StoredAuditRecord:
+        prev_seq, prev = self._head(tx)
+        seq = prev_seq + 1
+        recorded_at = self._clock()
+        digest = record_hash(prev, recorded_at, body, seq=seq, kind=kind)
+        tx.run(
+            "INSERT INTO audit_chain (seq, kind, recorded_at, hook_instance, service_id, "
+            "patient_id, status, model_id, model_version, body, prev_hash, record_hash) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                seq,
+                kind,
+                recorded_at,
+                columns.get("hook_instance"),
+                columns.get("service_id"),
+                columns.get("patient_id"),
+                columns.get("status"),
+                columns.get("model_id"),
+                columns.get("model_version"),
+                canonical_json(body).decode(),
+                prev,
+                digest,
+            ),
+        )
+        tx.run("UPDATE audit_head SET seq = ?, record_hash = ? WHERE id = 1", (seq, digest))
+        return StoredAuditRecord(seq, recorded_at, body, prev, digest, kind)
+
+    def _maybe_checkpoint(self, tx: Tx, last: StoredAuditRecord) -> None:
+        if self._signer is None or self._checkpoint_every <= 0:
+            return
+        ((since,),) = tx.rows("SELECT checkpoint_seq FROM audit_head WHERE id = 1")
+        if last.seq - int(since) >= self._checkpoint_every:
+            self._append_checkpoint(tx, self._signer)
+
+    def _append_checkpoint(self, tx: Tx, signer: AuditSigner) -> StoredAuditRecord:
+        seq, digest = self._head(tx)
+        body = signer.sign_checkpoint(seq, digest, self._clock())
+        rec = self._append(tx, "checkpoint", body, {})
+        tx.run("UPDATE audit_head SET checkpoint_seq = ? WHERE id = 1", (rec.seq,))
+        return rec
 
     def record(self, entry: AuditEntry) -> StoredAuditRecord:
-        """Append one record; the write and the chain link happen in one transaction."""
+        """Append one hook call; the record, its card index and any checkpoint commit together."""
         body = entry.to_json()
-        recorded_at = datetime.now(UTC).isoformat(timespec="microseconds")
-        with self._connect() as db:
-            # BEGIN IMMEDIATE takes the write lock before reading the chain's tip, so
-            # two writers cannot both link to the same previous record.
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                row = db.execute(
-                    "SELECT record_hash FROM audit_record ORDER BY seq DESC LIMIT 1"
-                ).fetchone()
-                prev = row[0] if row else GENESIS
-                digest = record_hash(prev, recorded_at, body)
-                cur = db.execute(
-                    "INSERT INTO audit_record (recorded_at, hook_instance, service_id, "
-                    "patient_id, status, body, prev_hash, record_hash) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        recorded_at,
-                        entry.hook_instance,
-                        entry.service_id,
-                        entry.patient_id,
-                        entry.status,
-                        orjson.dumps(body, option=orjson.OPT_SORT_KEYS).decode(),
-                        prev,
-                        digest,
-                    ),
-                )
-                seq = int(cur.lastrowid or 0)
-                # Index the cards sent so feedback can be joined to the call that made them.
-                db.executemany(
-                    "INSERT OR IGNORE INTO card_sent VALUES (?, ?, ?)",
-                    [(c["uuid"], seq, entry.service_id) for c in entry.cards if c.get("uuid")],
-                )
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        return StoredAuditRecord(seq, recorded_at, body, prev, digest)
+        with self._write() as tx:
+            rec = self._append(
+                tx,
+                "hook",
+                body,
+                {
+                    "hook_instance": entry.hook_instance,
+                    "service_id": entry.service_id,
+                    "patient_id": entry.patient_id,
+                    "status": entry.status,
+                    "model_id": entry.model.model_id if entry.model else None,
+                    "model_version": entry.model.version if entry.model else None,
+                },
+            )
+            for card in entry.cards:
+                if card.get("uuid"):
+                    tx.run(
+                        "INSERT INTO audit_card VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                        (card["uuid"], rec.seq, entry.service_id),
+                    )
+            self._maybe_checkpoint(tx, rec)
+        return rec
 
     def record_feedback(
         self, service_id: str, entries: list[dict[str, Any]], client_iss: str | None
     ) -> FeedbackResult:
-        """Store feedback once: a repeated (card, outcome, timestamp) is not stored again."""
-        received_at = datetime.now(UTC).isoformat(timespec="microseconds")
+        """Append each new feedback as a chain record; a repeated (card, outcome,
+        timestamp) is not appended again, and feedback on a card we never sent is not kept."""
         stored = duplicates = 0
         unknown: list[str] = []
-        with self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                for e in entries:
-                    known = db.execute(
-                        "SELECT 1 FROM card_sent WHERE card_uuid = ? AND service_id = ?",
-                        (e["card"], service_id),
-                    ).fetchone()
-                    if known is None:
-                        unknown.append(e["card"])
-                        continue
-                    cur = db.execute(
-                        "INSERT OR IGNORE INTO feedback (card_uuid, service_id, outcome, "
-                        "outcome_timestamp, received_at, client_iss, body) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            e["card"],
-                            service_id,
-                            e["outcome"],
-                            e["outcomeTimestamp"],
-                            received_at,
-                            client_iss,
-                            orjson.dumps(e, option=orjson.OPT_SORT_KEYS).decode(),
-                        ),
-                    )
-                    if cur.rowcount:
-                        stored += 1
-                    else:
-                        duplicates += 1
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+        with self._write() as tx:
+            last: StoredAuditRecord | None = None
+            for e in entries:
+                card = tx.rows(
+                    "SELECT c.seq, h.hook_instance, h.patient_id FROM audit_card c "
+                    "JOIN audit_chain h ON h.seq = c.seq "
+                    "WHERE c.card_uuid = ? AND c.service_id = ?",
+                    (e["card"], service_id),
+                )
+                if not card:
+                    unknown.append(e["card"])
+                    continue
+                hook_seq, hook_instance, patient_id = card[0]
+                seen = tx.rows(
+                    "SELECT 1 FROM audit_feedback WHERE card_uuid = ? AND outcome = ? "
+                    "AND outcome_timestamp = ?",
+                    (e["card"], e["outcome"], e["outcomeTimestamp"]),
+                )
+                if seen:
+                    duplicates += 1
+                    continue
+                body = {
+                    "service": service_id,
+                    "card": e["card"],
+                    "hookRecord": int(hook_seq),
+                    "hookInstance": hook_instance,
+                    "patient": patient_id,
+                    "client": {"iss": client_iss},
+                    "feedback": _sanitised_feedback(e),
+                }
+                last = self._append(
+                    tx,
+                    "feedback",
+                    body,
+                    {
+                        "hook_instance": hook_instance,
+                        "service_id": service_id,
+                        "patient_id": patient_id,
+                        "status": e["outcome"],
+                    },
+                )
+                tx.run(
+                    "INSERT INTO audit_feedback VALUES (?, ?, ?, ?)",
+                    (e["card"], e["outcome"], e["outcomeTimestamp"], last.seq),
+                )
+                stored += 1
+            if last is not None:
+                self._maybe_checkpoint(tx, last)
         return FeedbackResult(stored, duplicates, tuple(unknown))
 
+    def record_auditor_read(self, read: AuditorRead) -> StoredAuditRecord:
+        """Append one auditor read (the auditor API calls this before answering)."""
+        patient = read.query.get("patient_id")
+        with self._write() as tx:
+            rec = self._append(
+                tx,
+                "auditor-read",
+                read.to_json(),
+                {
+                    "patient_id": patient if isinstance(patient, str) else None,
+                    "status": read.action,
+                },
+            )
+            self._maybe_checkpoint(tx, rec)
+        return rec
+
+    def checkpoint(self) -> StoredAuditRecord:
+        """Sign the chain as it is now (on demand)."""
+        if self._signer is None:
+            raise AuditConfigError(
+                "no audit signing key configured (TWIN_CDS_AUDIT_SIGNING_KEY_FILE); "
+                "checkpoints cannot be signed"
+            )
+        with self._write() as tx:
+            return self._append_checkpoint(tx, self._signer)
+
+    # -- reading
+
     def feedback_for(self, card_uuid: str) -> list[dict[str, Any]]:
-        with self._connect() as db:
-            rows = db.execute(
-                "SELECT body FROM feedback WHERE card_uuid = ? ORDER BY seq", (card_uuid,)
-            ).fetchall()
-        return [orjson.loads(r[0]) for r in rows]
+        with self._read() as tx:
+            rows = tx.rows(
+                "SELECT c.body FROM audit_feedback f JOIN audit_chain c ON c.seq = f.seq "
+                "WHERE f.card_uuid = ? ORDER BY f.seq",
+                (card_uuid,),
+            )
+        return [orjson.loads(r[0])["feedback"] for r in rows]
 
     def records(
-        self, *, patient_id: str | None = None, hook_instance: str | None = None
+        self,
+        *,
+        patient_id: str | None = None,
+        hook_instance: str | None = None,
+        kind: RecordKind | None = "hook",
     ) -> list[StoredAuditRecord]:
-        query = "SELECT seq, recorded_at, body, prev_hash, record_hash FROM audit_record"
-        clauses: list[str] = []
-        params: list[str] = []
-        if patient_id is not None:
-            clauses.append("patient_id = ?")
-            params.append(patient_id)
-        if hook_instance is not None:
-            clauses.append("hook_instance = ?")
-            params.append(hook_instance)
-        if clauses:
-            query += " WHERE " + " AND ".join(clauses)
-        with self._connect() as db:
-            rows = db.execute(query + " ORDER BY seq", params).fetchall()
-        return [StoredAuditRecord(r[0], r[1], orjson.loads(r[2]), r[3], r[4]) for r in rows]
+        """Records in chain order; by default the hook calls only (``kind=None``: all)."""
+        return list(
+            self._select(
+                AuditQuery(patient_id=patient_id, hook_instance=hook_instance, kind=kind, limit=0)
+            )
+        )
+
+    def query(self, q: AuditQuery) -> list[StoredAuditRecord]:
+        return list(self._select(q))
+
+    def get(self, seq: int) -> StoredAuditRecord | None:
+        with self._read() as tx:
+            rows = tx.rows(f"SELECT {_COLUMNS} FROM audit_chain WHERE seq = ?", (seq,))  # noqa: S608 - fixed column list
+        return _record(rows[0]) if rows else None
+
+    def cards_of(self, seq: int) -> list[str]:
+        with self._read() as tx:
+            rows = tx.rows(
+                "SELECT card_uuid FROM audit_card WHERE seq = ? ORDER BY card_uuid", (seq,)
+            )
+        return [str(r[0]) for r in rows]
+
+    def _select(self, q: AuditQuery) -> Iterator[StoredAuditRecord]:
+        clauses = ["seq > ?"]
+        params: list[Any] = [q.after_seq]
+        simple = (
+            ("patient_id", q.patient_id),
+            ("service_id", q.service_id),
+            ("model_id", q.model_id),
+            ("model_version", q.model_version),
+            ("status", q.status),
+            ("kind", q.kind),
+            ("hook_instance", q.hook_instance),
+        )
+        for column, value in simple:
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if q.since is not None:
+            clauses.append("recorded_at >= ?")
+            params.append(_utc_text(q.since))
+        if q.until is not None:
+            clauses.append("recorded_at < ?")
+            params.append(_utc_text(q.until))
+        if q.outcome is not None:
+            clauses.append(
+                "seq IN (SELECT c.seq FROM audit_card c JOIN audit_feedback f "
+                "ON f.card_uuid = c.card_uuid WHERE f.outcome = ?)"
+            )
+            params.append(q.outcome)
+        # Clauses are fixed strings chosen above; every value is a bound parameter.
+        sql = f"SELECT {_COLUMNS} FROM audit_chain WHERE {' AND '.join(clauses)} ORDER BY seq"  # noqa: S608
+        if q.limit > 0:
+            sql += f" LIMIT {int(q.limit)}"
+        with self._read() as tx:
+            rows = tx.rows(sql, params)
+        return (_record(r) for r in rows)
+
+    def iter_chain(self, batch: int = 2000) -> Iterator[StoredAuditRecord]:
+        """Every record in seq order, read in batches so a long chain is not held in memory."""
+        after = 0
+        while True:
+            with self._read() as tx:
+                rows = tx.rows(
+                    f"SELECT {_COLUMNS} FROM audit_chain WHERE seq > ? ORDER BY seq LIMIT {batch}",  # noqa: S608
+                    (after,),
+                )
+            if not rows:
+                return
+            for row in rows:
+                yield _record(row)
+            after = int(rows[-1][0])
+
+    def verify(self, verify_key: Ed25519PublicKey | None = None) -> ChainReport:
+        """Walk the whole chain; name the first bad record and why."""
+        v = _Verifier(verify_key if verify_key is not None else self._public_key())
+        bad: BadRecord | None = None
+        for rec in self.iter_chain():
+            bad = v.step(rec)
+            if bad is not None:
+                break
+        if bad is None:
+            bad = self._check_head(v) or self._check_indexes()
+        warnings = list(v.warnings)
+        if v.unchecked:
+            warnings.append(
+                f"{v.unchecked} checkpoint signature(s) not checked: no verify key configured "
+                "(TWIN_CDS_AUDIT_VERIFY_KEY_FILE or TWIN_CDS_AUDIT_SIGNING_KEY_FILE)"
+            )
+        if v.checkpoints == 0:
+            warnings.append(
+                "no signed checkpoints: the chain proves order and integrity, but whoever "
+                "can write the store could recompute it (configure an audit signing key)"
+            )
+        elif v.signed_through < v.prev_seq:
+            warnings.append(
+                f"records after seq {v.signed_through} are not yet covered by a signature"
+            )
+        return ChainReport(
+            records=v.count,
+            last_seq=v.prev_seq,
+            checkpoints=v.checkpoints,
+            signatures_checked=v.checked,
+            signed_through=v.signed_through,
+            first_bad=bad,
+            warnings=tuple(warnings),
+        )
 
     def verify_chain(self) -> int | None:
         """The seq of the first record whose hash or link is wrong, or None when intact."""
-        prev = GENESIS
-        for rec in self.records():
-            if rec.prev_hash != prev or record_hash(prev, rec.recorded_at, rec.body) != (
-                rec.record_hash
-            ):
-                return rec.seq
-            prev = rec.record_hash
+        report = self.verify()
+        return report.first_bad.seq if report.first_bad else None
+
+    def _public_key(self) -> Ed25519PublicKey | None:
+        return self._signer.public_key if self._signer else None
+
+    def _check_head(self, v: _Verifier) -> BadRecord | None:
+        with self._read() as tx:
+            ((seq, digest),) = tx.rows("SELECT seq, record_hash FROM audit_head WHERE id = 1")
+        if int(seq) != v.prev_seq or str(digest) != v.prev_hash:
+            return BadRecord(
+                v.prev_seq + 1,
+                f"the chain ends at seq {v.prev_seq} but its head says {seq}: records at the "
+                "end were deleted, or the head was changed",
+            )
         return None
+
+    def _check_indexes(self) -> BadRecord | None:
+        """The query columns and card index must say what the hashed bodies say."""
+        with self._read() as tx:
+            rows = tx.rows(
+                "SELECT seq, kind, hook_instance, service_id, patient_id, status, model_id, "
+                "model_version, body FROM audit_chain ORDER BY seq"
+            )
+            cards = dict(tx.rows("SELECT card_uuid, seq FROM audit_card"))
+        for seq, kind, hook_instance, service_id, patient_id, status, mid, mver, text in rows:
+            body = orjson.loads(text)
+            if kind == "hook":
+                model = body.get("model") or {}
+                want = (
+                    body.get("hookInstance"),
+                    body.get("service"),
+                    body.get("patient"),
+                    body.get("status"),
+                    model.get("id"),
+                    model.get("version"),
+                )
+                have = (hook_instance, service_id, patient_id, status, mid, mver)
+                if want != have:
+                    return BadRecord(
+                        int(seq), f"record {seq}: its query columns disagree with its hashed body"
+                    )
+                for card in body.get("cards", []):
+                    if card.get("uuid") and int(cards.get(card["uuid"], -1)) != int(seq):
+                        return BadRecord(
+                            int(seq), f"record {seq}: the card index does not point to it"
+                        )
+            elif kind == "feedback" and (patient_id, status) != (
+                body.get("patient"),
+                body["feedback"].get("outcome"),
+            ):
+                return BadRecord(
+                    int(seq), f"record {seq}: its query columns disagree with its hashed body"
+                )
+        return None
+
+
+# ---------------------------------------------------------------- SQLite
+
+
+class _SqliteTx:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._db.execute(sql, params).fetchall()
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return self._db.execute(sql, params).rowcount
+
+
+class SqliteAuditLog(ChainedAuditLog):
+    """The audit chain in one SQLite file (WAL, synchronous=FULL: a committed record
+    survives a crash or power loss)."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        signer: AuditSigner | None = None,
+        checkpoint_every: int = 100,
+        clock: Callable[[], str] = _utc_now_text,
+    ) -> None:
+        super().__init__(signer=signer, checkpoint_every=checkpoint_every, clock=clock)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._path = path
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in (*SCHEMA, *_SQLITE_APPEND_ONLY):
+                db.execute(statement)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def _db(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(
+                self._path, timeout=30, isolation_level=None, check_same_thread=False
+            )
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            self._local.db = db
+            with self._lock:
+                self._all.append(db)
+        return db
+
+    @contextmanager
+    def _write(self) -> Iterator[Tx]:
+        db = self._db()
+        # BEGIN IMMEDIATE takes the write lock before reading the chain's head, so two
+        # writers (threads or processes) cannot both link to the same previous record.
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield _SqliteTx(db)
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            db.execute("ROLLBACK")
+            raise AuditWriteError(f"audit record not written to {self._path}: {exc}") from exc
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    @contextmanager
+    def _read(self) -> Iterator[Tx]:
+        yield _SqliteTx(self._db())
+
+    def close(self) -> None:
+        with self._lock:
+            for db in self._all:
+                db.close()
+            self._all.clear()
+        self._local = threading.local()
+
+
+# ---------------------------------------------------------------- choosing a store
+
+
+def open_audit_log(settings: Settings) -> ChainedAuditLog:
+    """The audit log the settings name: PostgreSQL when a database URL is set, else
+    SQLite under the data directory; signing checkpoints when a key is configured."""
+    signer = (
+        load_signer(settings.audit_signing_key_file) if settings.audit_signing_key_file else None
+    )
+    if signer is None:
+        log.warning(
+            "no audit signing key configured (TWIN_CDS_AUDIT_SIGNING_KEY_FILE): audit "
+            "checkpoints are not signed"
+        )
+    url = settings.database_url
+    if url:
+        from cds_service.audit_store_pg import PostgresAuditLog
+
+        return PostgresAuditLog(
+            url, signer=signer, checkpoint_every=settings.audit_checkpoint_every
+        )
+    return SqliteAuditLog(
+        settings.audit_db, signer=signer, checkpoint_every=settings.audit_checkpoint_every
+    )
+
+
+def verify_key_from(settings: Settings) -> Ed25519PublicKey | None:
+    """The key that checks checkpoint signatures: the verify key, else the signing key's."""
+    if settings.audit_verify_key_file:
+        return load_verify_key(settings.audit_verify_key_file)
+    if settings.audit_signing_key_file:
+        return load_signer(settings.audit_signing_key_file).public_key
+    return None
+
+
+AuditLog = ChainedAuditLog
+
+__all__ = [
+    "GENESIS",
+    "RECORD_KINDS",
+    "AuditConfigError",
+    "AuditEntry",
+    "AuditError",
+    "AuditLog",
+    "AuditQuery",
+    "AuditSigner",
+    "AuditStatus",
+    "AuditWriteError",
+    "AuditorRead",
+    "BadRecord",
+    "ChainReport",
+    "ChainedAuditLog",
+    "FeedbackResult",
+    "ModelUse",
+    "RecordKind",
+    "SqliteAuditLog",
+    "StoredAuditRecord",
+    "canonical_json",
+    "explanation_for_audit",
+    "generate_demo_signing_key",
+    "key_id",
+    "load_signer",
+    "load_verify_key",
+    "open_audit_log",
+    "record_hash",
+    "verify_key_from",
+]

@@ -70,6 +70,20 @@ class CardioRenalResult:
     assessments: tuple[Assessment, ...]
 
 
+def _why_not(a: Assessment, labs: tuple[str, ...]) -> str:
+    """'missing X, Y; stale Z' in clinicians' words, or the range problem."""
+    if a.status == "out-of-range":
+        return "; ".join(a.problems)
+    missing = [label(n.name, n.description) for n in a.not_used]
+    stale = [label(i.name, i.description) for i in a.stale if i.name in labs]
+    parts = []
+    if missing:
+        parts.append("missing " + ", ".join(missing))
+    if stale:
+        parts.append("stale " + ", ".join(stale))
+    return "; ".join(parts) or "; ".join(a.problems)
+
+
 def _lab_blockers(a: Assessment, names: tuple[str, ...]) -> tuple[str, ...]:
     """Laboratory inputs that are missing, unusable or stale: order them, no number."""
     blocked = {n.name for n in a.not_used if n.name in names}
@@ -151,16 +165,24 @@ def cardio_renal_cards(
     patient_id: str,
     deceased: bool,
     link: Link,
-    source_label: str = "twin-cds",
+    kfre_model: str = "kfre",
 ) -> CardioRenalResult:
-    """Cards for one patient: PREVENT (+PCE), KFRE where it applies, and orders."""
-    exclusions = ("clinical_ascvd",)
-    prevent = assess(registry.get("prevent"), features, excluded_by=exclusions, deceased=deceased)
-    pce = assess(registry.get("pce"), features, excluded_by=exclusions, deceased=deceased)
-    cards: list[Card] = []
-    assessments = [prevent, pce]
+    """Cards for one patient: PREVENT (+PCE), KFRE where it applies, and orders.
 
-    cvd = _prevent_card(prevent, pce, features, patient_id, link)
+    ``kfre_model`` is the deployment's calibration: ``kfre`` (North America, Tangri 2011)
+    or ``kfre_non_na`` (recalibrated outside North America, Tangri 2016).
+    """
+    exclusions = ("clinical_ascvd",)
+
+    def run(model_id: str) -> Assessment:
+        return assess(registry.get(model_id), features, excluded_by=exclusions, deceased=deceased)
+
+    # PREVENT publishes 30-year risk for ages 30-59 only: a second model with that range.
+    prevent, prevent_30y, pce = run("prevent"), run("prevent_30y"), run("pce")
+    cards: list[Card] = []
+    assessments = [prevent, prevent_30y, pce]
+
+    cvd = _prevent_card(prevent, prevent_30y, pce, features, patient_id, link)
     if cvd is not None:
         cards.append(cvd)
 
@@ -170,7 +192,12 @@ def cardio_renal_cards(
         uacr.usable and uacr.value is not None and uacr.value >= KFRE_ACR_AT_LEAST_MG_G
     )
     if ckd and not deceased:
-        kfre = assess(registry.get("kfre"), features)
+        # eGFR >= 60 with albuminuria is CKD, but outside the KFRE's derivation population.
+        kfre = assess(
+            registry.get(kfre_model),
+            features,
+            population_inputs=frozenset({"age_years", "egfr_ml_min_1_73m2"}),
+        )
         assessments.append(kfre)
         kidney = _kfre_card(kfre, patient_id, link)
         if kidney is not None:
@@ -183,14 +210,18 @@ def _source(a: Assessment) -> Source:
 
 
 def _prevent_card(
-    prevent: Assessment, pce: Assessment, features: FeatureSet, patient_id: str, link: Link
+    prevent: Assessment,
+    prevent_30y: Assessment,
+    pce: Assessment,
+    features: FeatureSet,
+    patient_id: str,
+    link: Link,
 ) -> Card | None:
     if prevent.status == "not-applicable":
         return None
     labs = ("total_cholesterol_mg_dl", "hdl_cholesterol_mg_dl", "egfr_ml_min_1_73m2")
     blockers = _lab_blockers(prevent, labs)
     if blockers or prevent.status != "computed":
-        names = ", ".join(label(n, n) for n in blockers) or "; ".join(prevent.problems)
         orderable = tuple(n for n in blockers if n in ORDERABLE)
         suggestions = (
             [_order_suggestion(patient_id, orderable, "Inputs for cardiovascular risk (PREVENT)")]
@@ -199,7 +230,7 @@ def _prevent_card(
         )
         return Card(
             uuid=str(uuid.uuid4()),
-            summary=f"Cardiovascular risk not computed: {names} missing or stale"[:139],
+            summary=f"Cardiovascular risk not computed: {_why_not(prevent, labs)}"[:139],
             detail="\n".join(
                 [
                     "PREVENT needs current values; a risk from missing or stale inputs would "
@@ -220,9 +251,16 @@ def _prevent_card(
         )
 
     o = prevent.outputs
+    o30 = prevent_30y.outputs if prevent_30y.status == "computed" else {}
     summary = (
         f"PREVENT 10-y CVD {pct(o['risk_10y_cvd'])} (ASCVD {pct(o['risk_10y_ascvd'])}, "
-        f"HF {pct(o['risk_10y_hf'])}); 30-y CVD {pct(o['risk_30y_cvd'])}"
+        f"HF {pct(o['risk_10y_hf'])})" + (f"; 30-y CVD {pct(o30['risk_30y_cvd'])}" if o30 else "")
+    )
+    thirty = (
+        f"**30-year risk**: CVD {pct(o30['risk_30y_cvd'])}, ASCVD {pct(o30['risk_30y_ascvd'])}, "
+        f"heart failure {pct(o30['risk_30y_hf'])}."
+        if o30
+        else "30-year risk: PREVENT publishes it for ages 30-59 only."
     )
     pce_lines: list[str] = []
     if pce.status == "computed":
@@ -230,12 +268,13 @@ def _prevent_card(
             f"**Pooled Cohort Equations** 10-year ASCVD: {pct(pce.outputs['risk_10y_ascvd'])}. "
             + PCE_VS_PREVENT
         ]
+    elif pce.status != "not-applicable":
+        pce_lines = ["Pooled Cohort Equations not shown: " + "; ".join(pce.problems)]
     effects = _what_ifs(features, o["risk_10y_ascvd"])
     detail = [
         f"**PREVENT 10-year risk**: CVD {pct(o['risk_10y_cvd'])}, ASCVD "
         f"{pct(o['risk_10y_ascvd'])}, heart failure {pct(o['risk_10y_hf'])}.",
-        f"**30-year risk**: CVD {pct(o['risk_30y_cvd'])}, ASCVD {pct(o['risk_30y_ascvd'])}, "
-        f"heart failure {pct(o['risk_30y_hf'])}.",
+        thirty,
         "",
         *pce_lines,
         "",
@@ -272,10 +311,10 @@ def _kfre_card(kfre: Assessment, patient_id: str, link: Link) -> Card | None:
             if orderable
             else None
         )
-        names = ", ".join(label(n, n) for n in blockers) or "; ".join(kfre.problems)
+        why = _why_not(kfre, ("egfr_ml_min_1_73m2", "uacr_mg_g"))
         return Card(
             uuid=str(uuid.uuid4()),
-            summary=f"Kidney failure risk not computed: {names} missing or stale"[:139],
+            summary=f"Kidney failure risk not computed: {why}"[:139],
             detail="\n".join(
                 [
                     *(f"- {p}" for p in kfre.problems),

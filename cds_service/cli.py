@@ -124,8 +124,18 @@ def cmd_models(args: argparse.Namespace) -> None:
     from onnx_models.builder import ARTIFACTS_DIR, build_all
 
     if args.models_command == "build":
-        built = build_all(Path(args.out) if args.out else ARTIFACTS_DIR)
-        _print_json([{"id": b.model_id, "path": str(b.path), "sha256": b.sha256} for b in built])
+        from onnx_models.pk.artifact import build_pk_artifacts
+
+        out = Path(args.out) if args.out else ARTIFACTS_DIR
+        built = [
+            {"id": b.model_id, "path": str(b.path), "sha256": b.sha256} for b in build_all(out)
+        ]
+        # The vancomycin PK graphs live in their own folder (they are not risk models).
+        built += [
+            {"id": p["id"], "path": p["path"], "sha256": p["sha256"]}
+            for p in build_pk_artifacts(out / "pk")
+        ]
+        _print_json(built)
         return
     registry = ModelRegistry.load(args.model_dir)
     if args.models_command == "list":
@@ -197,6 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     mbuild = models_sub.add_parser("build", help="rebuild the .onnx files reproducibly")
     mbuild.add_argument("--out", default=None, help="directory (default: the package's)")
     mbuild.set_defaults(func=cmd_models)
+
+    from cds_service.audit_cli import add_audit_parser
+
+    add_audit_parser(sub)
     return p
 
 

@@ -12,7 +12,13 @@ from datetime import UTC, date, datetime
 import httpx
 
 from cds_service.assess import Assessment, assess
-from cds_service.audit import AuditEntry, AuditStatus, ModelUse, SqliteAuditLog
+from cds_service.audit import (
+    AuditEntry,
+    AuditLog,
+    AuditStatus,
+    ModelUse,
+    explanation_for_audit,
+)
 from cds_service.auth import VerifiedClient
 from cds_service.cardio_renal import cardio_renal_cards
 from cds_service.cards import Card, CdsResponse
@@ -22,6 +28,7 @@ from cds_service.prefetch import GatheredData, gather
 from cds_service.render import app_link, render_cards
 from cds_service.services import ServiceDefinition
 from cds_service.settings import Settings
+from cds_service.vancomycin import DosingOutcome, dosing_cards, simulator_for
 from onnx_models.registry import ModelRegistry
 from twin_engine import FeatureSet, Twin, build_twin_from_fhir, derive_features
 from twin_engine.errors import IngestError
@@ -39,7 +46,7 @@ class Runtime:
     settings: Settings
     registry: ModelRegistry
     twins: SqliteTwinStore
-    audit: SqliteAuditLog
+    audit: AuditLog
     http: httpx.AsyncClient
     today: Callable[[], date] = _today
 
@@ -64,6 +71,7 @@ class Outcome:
 
     cards: tuple[Card, ...]
     assessments: tuple[Assessment, ...]
+    dosing: DosingOutcome | None = None
 
 
 def _outputs_for_audit(assessments: tuple[Assessment, ...]) -> dict[str, float] | None:
@@ -83,12 +91,28 @@ def _run_models(
     twin_version: int,
     features: FeatureSet,
     twin: Twin,
+    request: HookRequest,
+    data: GatheredData,
 ) -> Outcome:
     link = app_link(service, rt.settings.app_launch_url, patient_id, twin_version)
     deceased = twin.demographics.deceased
+    if service.kind == "vancomycin":
+        dosing = dosing_cards(
+            list(data.resources),
+            request.context.model_dump(),
+            as_of=datetime.now(UTC),
+            model_id=rt.settings.vancomycin_model,
+            link=link,
+        )
+        return Outcome(dosing.cards, (), dosing=dosing)
     if service.kind == "cardio-renal":
         result = cardio_renal_cards(
-            rt.registry, features, patient_id=patient_id, deceased=deceased, link=link
+            rt.registry,
+            features,
+            patient_id=patient_id,
+            deceased=deceased,
+            link=link,
+            kfre_model=rt.settings.kfre_model,
         )
         return Outcome(result.cards, result.assessments)
     model = rt.registry.get(service.model_id)
@@ -101,6 +125,30 @@ def _run_models(
         launch_url=rt.settings.app_launch_url,
     )
     return Outcome(tuple(cards), (assessment,))
+
+
+def _pk_model_use(model_id: str) -> ModelUse:
+    simulator = simulator_for(model_id)
+    return ModelUse(model_id, str(simulator.card.get("version", "")), simulator.sha256)
+
+
+def _dosing_outputs(dosing: DosingOutcome) -> dict[str, float] | None:
+    result = dosing.result
+    if result is None:
+        return None
+    out = {
+        "cl_l_h": result.individual_parameters.cl_l_h,
+        "vc_l": result.individual_parameters.vc_l,
+        "crcl_ml_min": result.covariates.crcl_ml_min,
+    }
+    if result.current_regimen is not None:
+        out["draft_auc24_mg_h_l"] = result.current_regimen.auc24_ss_mg_h_l
+        out["draft_probability_in_target"] = result.current_regimen.probability_in_target
+    if result.recommendations:
+        best = result.recommendations[0]
+        out["recommended_dose_mg"] = best.regimen.dose_mg
+        out["recommended_interval_h"] = best.regimen.interval_h
+    return out
 
 
 async def run_risk_service(
@@ -155,10 +203,28 @@ async def run_risk_service(
 
     version = rt.twins.save(twin)
     features = derive_features(twin, rt.today())
-    outcome = _run_models(service, rt, twin.patient_id, version.version, features, twin)
+    outcome = _run_models(
+        service, rt, twin.patient_id, version.version, features, twin, request, data
+    )
     cards = list(outcome.cards)
-    primary = outcome.assessments[0]
     response = CdsResponse(cards=cards)
+    if outcome.dosing is not None:
+        rt.audit.record(
+            replace(
+                call,
+                status="ok" if cards else "no-card",
+                duration_ms=1000 * (time.perf_counter() - started),
+                twin_version=version.version,
+                twin_hash=version.content_hash,
+                model=_pk_model_use(rt.settings.vancomycin_model),
+                outputs=_dosing_outputs(outcome.dosing),
+                data_problems=data.problems
+                + ((outcome.dosing.problem,) if outcome.dosing.problem else ()),
+                cards=tuple(c.model_dump(mode="json", exclude_none=True) for c in cards),
+            )
+        )
+        return response
+    primary = outcome.assessments[0]
     rt.audit.record(
         replace(
             call,
@@ -169,6 +235,7 @@ async def run_risk_service(
             model=ModelUse(primary.model.card.id, primary.model.card.version, primary.model.sha256),
             inputs=_inputs_for_audit(primary),
             outputs=_outputs_for_audit(outcome.assessments),
+            explanation=explanation_for_audit(primary.factors),
             missing=tuple(n.name for n in primary.not_used),
             data_problems=data.problems + tuple(p for a in outcome.assessments for p in a.problems),
             cards=tuple(c.model_dump(mode="json", exclude_none=True) for c in cards),

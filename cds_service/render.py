@@ -137,6 +137,16 @@ def _factor_line(f: Factor) -> str:
     )
 
 
+def output_label(name: str) -> str:
+    """``risk_10y_cvd`` → ``10-year CVD risk``; other names are shown as they are."""
+    parts = name.split("_")
+    if len(parts) >= 3 and parts[0] == "risk" and parts[1].endswith("y"):
+        what = " ".join(parts[2:])
+        what = {"cvd": "CVD", "ascvd": "ASCVD", "hf": "heart failure"}.get(what, what)
+        return f"{parts[1][:-1]}-year {what} risk"
+    return name.replace("_", " ")
+
+
 def factor_lines(a: Assessment, output: str) -> list[str]:
     """The top factors for one output, against the card's stated reference profile."""
     factors = a.factors_by_output.get(output, ())[:TOP_FACTORS]
@@ -144,7 +154,7 @@ def factor_lines(a: Assessment, output: str) -> list[str]:
         return []
     baseline = a.model.card.baseline.description
     return [
-        f"**What moved the {output.replace('_', ' ')}** (exact Shapley values, percentage "
+        f"**What moved the {output_label(output)}** (exact Shapley values, percentage "
         f"points, against {baseline}: {pct(a.baseline_outputs[output])})",
         *(_factor_line(f) for f in factors),
     ]

@@ -47,13 +47,15 @@ class ServiceDefinition:
     #: Twin features that, when 1.0, put the patient outside the model's population.
     excluded_by: tuple[str, ...] = ()
     #: Which card builder answers: one risk model, or the cardio-renal suite.
-    kind: Literal["single-risk", "cardio-renal"] = "single-risk"
+    kind: Literal["single-risk", "cardio-renal", "vancomycin"] = "single-risk"
 
     @property
     def required_models(self) -> tuple[str, ...]:
         """Every model this service runs; it is offered only when all are loaded."""
         if self.kind == "cardio-renal":
-            return ("prevent", "pce", "kfre")
+            return ("prevent", "prevent_30y", "pce", "kfre", "kfre_non_na")
+        if self.kind == "vancomycin":
+            return ()  # PK models load through onnx_models.pk, checked at start
         return (self.model_id,)
 
     def discovery(self) -> dict[str, Any]:
@@ -104,4 +106,89 @@ ASCVD_RISK_AT_DISCHARGE = replace(
     prefetch={**ASCVD_RISK.prefetch, "encounter": "Encounter/{{context.encounterId}}"},
 )
 
-SERVICES: dict[str, ServiceDefinition] = {s.id: s for s in (ASCVD_RISK, ASCVD_RISK_AT_DISCHARGE)}
+_CARDIO_RENAL_LOINC = (
+    *_CARDIO_LOINC,
+    "13457-7",  # LDL cholesterol, calculated (for the statin what-if)
+    "18262-6",  # LDL cholesterol, direct
+    "9318-7",  # albumin/creatinine ratio, urine
+    "14959-1",  # microalbumin/creatinine ratio, urine
+    "39156-5",  # BMI (PREVENT heart-failure equations)
+)
+
+CARDIO_RENAL_RISK = ServiceDefinition(
+    id="cardio-renal-risk",
+    hook="patient-view",
+    title="Cardiovascular and kidney failure risk (PREVENT, PCE, KFRE)",
+    description=(
+        "AHA PREVENT 10-year (and, under 60, 30-year) CVD, ASCVD and heart failure risk, "
+        "with the Pooled Cohort Equations beside it; the Kidney Failure Risk Equation when "
+        "eGFR < 60 or ACR >= 30 mg/g; the absolute risk reduction of a statin or a lower "
+        "blood pressure; and an order suggestion instead of a number when a laboratory "
+        "input is missing or stale."
+    ),
+    model_id="prevent",
+    prefetch={
+        **ASCVD_RISK.prefetch,
+        "observations": (
+            "Observation?patient={{context.patientId}}&code=" + _codes(_CARDIO_RENAL_LOINC)
+        ),
+    },
+    usage_requirements=ASCVD_RISK.usage_requirements,
+    excluded_by=("clinical_ascvd",),
+    kind="cardio-renal",
+)
+
+_VANCOMYCIN_LOINC = (
+    "20578-1",  # vancomycin [mass/volume] in serum or plasma
+    "4092-3",  # vancomycin trough
+    "4090-7",  # vancomycin peak
+    "29463-7",  # body weight
+    "2160-0",  # creatinine, serum/plasma
+    "38483-4",  # creatinine, blood
+)
+
+VANCOMYCIN_DOSING = ServiceDefinition(
+    id="vancomycin-dosing",
+    hook="order-select",
+    title="Vancomycin AUC-guided dosing (Bayesian, Goti 2018)",
+    description=(
+        "For a drafted vancomycin order: the patient's own pharmacokinetics fitted to "
+        "their measured levels (Bayesian MAP), the drafted regimen's predicted AUC24 with "
+        "its 90% interval and probability of reaching 400-600 mg·h/L, and a recommended "
+        "regimen as an update to the draft when it is off target."
+    ),
+    model_id="vancomycin_goti2018",
+    prefetch={
+        "patient": "Patient/{{context.patientId}}",
+        "observations": (
+            "Observation?patient={{context.patientId}}&code=" + _codes(_VANCOMYCIN_LOINC)
+        ),
+        "administrations": "MedicationAdministration?patient={{context.patientId}}",
+        "medications": "MedicationRequest?patient={{context.patientId}}",
+        "conditions": "Condition?patient={{context.patientId}}",
+        "procedures": "Procedure?patient={{context.patientId}}",
+    },
+    usage_requirements=(
+        "Send the prefetch, or fhirServer with fhirAuthorization scoped to read the "
+        "patient's Observations, MedicationAdministrations, MedicationRequests, "
+        "Conditions and Procedures. Dialysis status must be recorded or the dose is refused."
+    ),
+    kind="vancomycin",
+)
+VANCOMYCIN_DOSING_AT_SIGN = replace(
+    VANCOMYCIN_DOSING,
+    id="vancomycin-dosing-sign",
+    hook="order-sign",
+    title="Vancomycin AUC check at signing (Bayesian, Goti 2018)",
+)
+
+SERVICES: dict[str, ServiceDefinition] = {
+    s.id: s
+    for s in (
+        ASCVD_RISK,
+        ASCVD_RISK_AT_DISCHARGE,
+        CARDIO_RENAL_RISK,
+        VANCOMYCIN_DOSING,
+        VANCOMYCIN_DOSING_AT_SIGN,
+    )
+}

@@ -8,10 +8,12 @@ The core packages never read the environment; they receive what they need.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from cds_service.audit_auth import AuditorIssuerConfig
 from cds_service.auth import CdsClientConfig
 
 
@@ -67,9 +69,56 @@ class Settings(BaseSettings):
         description="CDS clients (JSON list): iss, jwks or jku_allowlist, fhir_servers, tenant.",
     )
     jwt_leeway_s: float = Field(default=30.0, ge=0, le=300)
+    kfre_calibration: Literal["north_america", "non_north_america"] = Field(
+        default="north_america",
+        description=(
+            "KFRE baseline survival: North America (Tangri 2011) or the recalibration for "
+            "elsewhere (Tangri 2016). A property of the deployment, not of the patient."
+        ),
+    )
+    vancomycin_model: str = Field(
+        default="vancomycin_goti2018",
+        description=(
+            "Population PK model for vancomycin: vancomycin_goti2018 (default), "
+            "vancomycin_buelga2005, vancomycin_thomson2009. Model choice changes predictions."
+        ),
+    )
     model_dir: Path | None = Field(
         default=None, description="Directory of .onnx models; default: the packaged models."
     )
+
+    database_url: str | None = Field(
+        default=None,
+        description=(
+            "postgresql://... to keep the audit trail in PostgreSQL (several replicas); "
+            "unset: SQLite under data_dir. A search_path in the URL's options picks the schema."
+        ),
+    )
+    audit_signing_key_file: Path | None = Field(
+        default=None,
+        description=(
+            "Ed25519 private key (PEM, PKCS#8) that signs audit checkpoints. Unset: "
+            "checkpoints are not signed, and `twin-cds audit verify` says so."
+        ),
+    )
+    audit_verify_key_file: Path | None = Field(
+        default=None,
+        description="Ed25519 public key (PEM) that checks checkpoint signatures (auditors).",
+    )
+    audit_checkpoint_every: int = Field(
+        default=100, ge=0, description="Sign a checkpoint every this many records (0: never)."
+    )
+    auditors: tuple[AuditorIssuerConfig, ...] = Field(
+        default=(),
+        description=(
+            "Issuers of auditor tokens (JSON list of {iss, jwks, algorithms}); tokens need "
+            "role auditor and aud <public_base_url>/audit. None: the auditor API refuses all."
+        ),
+    )
+
+    @property
+    def kfre_model(self) -> str:
+        return "kfre" if self.kfre_calibration == "north_america" else "kfre_non_na"
 
     @property
     def twin_db(self) -> Path:
@@ -78,6 +127,10 @@ class Settings(BaseSettings):
     @property
     def audit_db(self) -> Path:
         return self.data_dir / "audit.sqlite"
+
+    @property
+    def audit_audience(self) -> str:
+        return self.public_base_url.rstrip("/") + "/audit"
 
     @property
     def app_launch_url(self) -> str:

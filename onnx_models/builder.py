@@ -9,7 +9,7 @@ from pathlib import Path
 
 import onnx
 
-from onnx_models import pce
+from onnx_models import kfre, pce, prevent, whas500
 from onnx_models._graph import make_model
 from onnx_models.card import ModelCard
 
@@ -24,8 +24,15 @@ class ModelDefinition:
     graph: Callable[[ModelCard], onnx.GraphProto]
 
 
-# One entry per model module; PREVENT and KFRE join here.
-DEFINITIONS: tuple[ModelDefinition, ...] = (ModelDefinition(card=pce.card, graph=pce.graph),)
+# One entry per artifact.
+DEFINITIONS: tuple[ModelDefinition, ...] = (
+    ModelDefinition(card=pce.card, graph=pce.graph),
+    ModelDefinition(card=prevent.card_10y, graph=prevent.graph_10y),
+    ModelDefinition(card=prevent.card_30y, graph=prevent.graph_30y),
+    ModelDefinition(card=kfre.card_north_america, graph=kfre.graph_north_america),
+    ModelDefinition(card=kfre.card_non_north_america, graph=kfre.graph_non_north_america),
+    ModelDefinition(card=whas500.card, graph=whas500.graph),
+)
 
 
 @dataclass(frozen=True, slots=True)

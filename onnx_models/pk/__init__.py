@@ -5,7 +5,7 @@ Never imports `twin_engine` or `cds_service`; `OnnxPkSimulator` satisfies
 structurally.
 """
 
-from onnx_models.pk.build import build_pk_artifacts, pk_card, pk_model_bytes
+from onnx_models.pk.artifact import build_pk_artifacts, pk_card, pk_model_bytes
 from onnx_models.pk.graph import structural_graph
 from onnx_models.pk.models import (
     BUELGA_2005,

@@ -192,9 +192,7 @@ GOTI_2018_V2_WEIGHT = replace(
     id="vancomycin_goti2018_v2wt",
     name="Vancomycin two-compartment population PK (Goti 2018, nlmixr2lib reading)",
     thetas=tuple((k, 1.0 if k == "v2_weight" else v) for k, v in GOTI_2018.thetas),
-    equations=tuple(
-        e.replace("V2 = 38.4 x", "V2 = 38.4 x (WT/70) x") for e in GOTI_2018.equations
-    ),
+    equations=tuple(e.replace("V2 = 38.4 x", "V2 = 38.4 x (WT/70) x") for e in GOTI_2018.equations),
     residual_form="root_sum_square",
     notes=("nlmixr2lib Goti_2018_vancomycin.R: V2 scaled by WT/70; add() + prop() error.",),
 )

@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 
 from onnx_models.card import CARD_KEY
 from onnx_models.errors import ModelFileError
-from onnx_models.pk.build import ARTIFACTS_DIR, pk_model_bytes
+from onnx_models.pk.artifact import ARTIFACTS_DIR
 from onnx_models.pk.graph import AUC, CONC, DOSES, PARAMS, TIMES
 from onnx_models.pk.models import DEFAULT_MODEL, MODELS, PopulationPkModel
 
@@ -38,10 +38,15 @@ class OnnxPkSimulator:
         self.sha256 = hashlib.sha256(data).hexdigest()
 
     @classmethod
-    def load(cls, model: PopulationPkModel = DEFAULT_MODEL, path: Path | None = None) -> OnnxPkSimulator:
-        """From the built artifact if present, else built in memory (same bytes)."""
+    def load(
+        cls, model: PopulationPkModel = DEFAULT_MODEL, path: Path | None = None
+    ) -> OnnxPkSimulator:
+        """From the built artifact (`python -m onnx_models.pk.build` writes it)."""
         file = path or ARTIFACTS_DIR / f"{model.id}.onnx"
-        data = file.read_bytes() if file.exists() else pk_model_bytes(model)
+        try:
+            data = file.read_bytes()
+        except OSError as exc:
+            raise ModelFileError(f"{file}: cannot read the PK model: {exc.strerror}") from exc
         return cls(data)
 
     def simulate(

@@ -31,7 +31,9 @@ from onnx_models import (
 from onnx_models import build as build_cli
 from onnx_models import pce as pce_module
 
-ARTIFACT = Path(onnx_models.__file__).parent / "artifacts" / "pce.onnx"
+ARTIFACTS = Path(onnx_models.__file__).parent / "artifacts"
+ARTIFACT = ARTIFACTS / "pce.onnx"
+MODEL_IDS = ["pce", "prevent", "prevent_30y", "kfre", "kfre_non_na", "whas500_mortality"]
 GOOD = {
     "age_years": 61.0,
     "female": 0.0,
@@ -57,7 +59,7 @@ def pce(registry: ModelRegistry) -> LoadedModel:
 
 def test_registry_loads_committed_artifacts(registry: ModelRegistry, pce: LoadedModel) -> None:
     """The default registry serves pce from the package's artifacts, hashed from its bytes."""
-    assert registry.ids() == ["pce"]
+    assert registry.ids() == sorted(MODEL_IDS)
     assert pce.path == ARTIFACT
     assert pce.sha256 == hashlib.sha256(ARTIFACT.read_bytes()).hexdigest()
     assert pce.version == "1.0.0"
@@ -65,8 +67,9 @@ def test_registry_loads_committed_artifacts(registry: ModelRegistry, pce: Loaded
 
 def test_unknown_model(registry: ModelRegistry) -> None:
     """An unknown id names itself and the known ones."""
-    with pytest.raises(UnknownModelError, match=r"no model 'prevent'; known models: pce"):
-        registry.get("prevent")
+    known = ", ".join(sorted(MODEL_IDS))
+    with pytest.raises(UnknownModelError, match=rf"no model 'score2'; known models: {known}$"):
+        registry.get("score2")
 
 
 def test_missing_inputs_are_named(pce: LoadedModel) -> None:
@@ -160,12 +163,17 @@ def test_graph_is_float64_throughout() -> None:
 
 
 def test_rebuild_is_byte_identical(tmp_path: Path) -> None:
-    """Two builds and the committed artifact have one sha256."""
+    """Two builds and every committed artifact have one sha256 per model."""
     first = build_all(tmp_path / "one")
     second = build_all(tmp_path / "two")
-    committed = hashlib.sha256(ARTIFACT.read_bytes()).hexdigest()
-    assert [b.sha256 for b in first] == [b.sha256 for b in second] == [committed]
-    assert (tmp_path / "one" / "pce.onnx").read_bytes() == ARTIFACT.read_bytes()
+    assert [b.model_id for b in first] == MODEL_IDS
+    committed = [
+        hashlib.sha256((ARTIFACTS / f"{m}.onnx").read_bytes()).hexdigest() for m in MODEL_IDS
+    ]
+    assert [b.sha256 for b in first] == [b.sha256 for b in second] == committed
+    for model_id in MODEL_IDS:
+        built = (tmp_path / "one" / f"{model_id}.onnx").read_bytes()
+        assert built == (ARTIFACTS / f"{model_id}.onnx").read_bytes(), model_id
 
 
 def test_build_cli_prints_json(tmp_path: Path) -> None:
@@ -176,11 +184,12 @@ def test_build_cli_prints_json(tmp_path: Path) -> None:
     printed = json.loads(out.getvalue())
     assert printed == [
         {
-            "id": "pce",
+            "id": model_id,
             "version": "1.0.0",
-            "path": str(tmp_path / "pce.onnx"),
-            "sha256": hashlib.sha256((tmp_path / "pce.onnx").read_bytes()).hexdigest(),
+            "path": str(tmp_path / f"{model_id}.onnx"),
+            "sha256": hashlib.sha256((tmp_path / f"{model_id}.onnx").read_bytes()).hexdigest(),
         }
+        for model_id in MODEL_IDS
     ]
 
 
@@ -190,15 +199,15 @@ def test_describe_and_list_are_json(registry: ModelRegistry, pce: LoadedModel) -
     assert described["sha256"] == pce.sha256
     assert described["card"]["inputs"][0]["name"] == "age_years"
     assert described["card"]["baseline"]["values"]["age_years"] == 55.0
-    assert json.loads(json.dumps(list_models(registry))) == [
-        {
-            "id": "pce",
-            "name": pce.card.name,
-            "version": "1.0.0",
-            "sha256": pce.sha256,
-            "outputs": ["risk_10y_ascvd"],
-        }
-    ]
+    listed = json.loads(json.dumps(list_models(registry)))
+    assert [m["id"] for m in listed] == sorted(MODEL_IDS)
+    assert listed[sorted(MODEL_IDS).index("pce")] == {
+        "id": "pce",
+        "name": pce.card.name,
+        "version": "1.0.0",
+        "sha256": pce.sha256,
+        "outputs": ["risk_10y_ascvd"],
+    }
 
 
 def test_registry_refuses_file_without_card(tmp_path: Path) -> None:

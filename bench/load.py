@@ -1,0 +1,407 @@
+"""A bounded load run on 127.0.0.1: our patient-view service beside the healthchain peer.
+
+Scenarios, one after the other (the machine is shared; never two services at once):
+  ours / prefetch   twin-cds under uvicorn (workers = cores), hook bodies carrying the
+                    ascvd-risk prefetch of generated patients (tests.conftest helpers)
+  ours / fetch      the same service, bodies carrying fhirServer + fhirAuthorization only,
+                    so every call fetches from a real FHIR server (sekmet, SQLite)
+  peer / prefetch   healthchain's CDSHooksService (bench/peers/healthchain_service.py) in
+                    its own virtual environment, same workers, the same prefetch bodies
+
+Authentication of CDS clients is OFF in our service for this run
+(TWIN_CDS_AUTH_REQUIRED=false); the peer has none either. Load: a bounded async httpx
+client in this process (fixed request count, fixed concurrency, a hard time cap per
+scenario) after a warm-up; latency is client-side, from send to the last byte. Prints a
+table and writes bench/results/load.json with the ratios ours/peer for the prefetch
+scenario (goal: throughput ≥ 2x, p99 ≤ 1/2).
+
+    python bench/load.py [--requests 2000] [--concurrency 32] [--workers N] [--no-peer]
+
+The peer's virtual environment is bench/.venvs/healthchain; when absent it is created
+with ``python3 -m venv`` and ``pip install healthchain`` (from the package registry).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from cds_service.demo import (  # noqa: E402
+    example_request,
+    free_port,
+    generate_patients,
+    load_patients,
+    start_fhir_server,
+)
+from tests.conftest import hook_request, prefetch_from_bundle  # noqa: E402
+
+PEER_VENV = REPO / "bench" / ".venvs" / "healthchain"
+PEER_DIR = REPO / "bench" / "peers"
+OUR_PATH = "/cds-services/ascvd-risk"
+PEER_PATH = "/cds/cds-services/lipids-summary"
+
+
+@dataclass(slots=True)
+class Result:
+    service: str
+    scenario: str
+    workers: int
+    concurrency: int
+    requested: int
+    completed: int = 0
+    errors: int = 0
+    elapsed_s: float = 0.0
+    throughput_rps: float = 0.0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    max_ms: float = 0.0
+    server_p50_ms: float | None = None
+    capped: bool = False
+    error_samples: list[str] = field(default_factory=list)
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    name: str
+    base_url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+
+@contextlib.contextmanager
+def running(
+    name: str,
+    cmd: list[str],
+    env: dict[str, str],
+    cwd: Path,
+    port: int,
+    ready_path: str,
+    log_dir: Path,
+) -> Iterator[Server]:
+    """Start a uvicorn server in its own process group; stop the whole group after."""
+    log_path = log_dir / f"{name}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(  # noqa: S603 - our own interpreters and modules
+            cmd, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited at start; see {log_path}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(base + ready_path, timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not start in 120 s; see {log_path}")
+            time.sleep(0.3)
+        yield Server(name, base, process, log_path)
+    finally:
+        # uvicorn's supervisor stops its workers on SIGTERM; the group kill is the backstop.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def our_server(port: int, workers: int, data_dir: Path, fhir_base: str, log_dir: Path) -> Any:
+    env = {
+        **os.environ,
+        "TWIN_CDS_DATA_DIR": str(data_dir),
+        "TWIN_CDS_AUTH_REQUIRED": "false",
+        "TWIN_CDS_FHIR_SERVER_ALLOWLIST": json.dumps([fhir_base]),
+        "TWIN_CDS_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "cds_service.app:create_app",
+        "--factory",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+    return running("twin-cds", cmd, env, REPO, port, "/healthz", log_dir)
+
+
+def peer_server(python: Path, port: int, workers: int, log_dir: Path) -> Any:
+    cmd = [
+        str(python),
+        "-m",
+        "uvicorn",
+        "healthchain_service:app",
+        "--app-dir",
+        str(PEER_DIR),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    return running("healthchain", cmd, env, PEER_DIR, port, "/health", log_dir)
+
+
+def ensure_peer_venv() -> Path:
+    python = PEER_VENV / "bin" / "python"
+    if not python.exists():
+        print(f"creating {PEER_VENV} and installing healthchain from the registry", flush=True)
+        subprocess.run(["python3", "-m", "venv", str(PEER_VENV)], check=True)  # noqa: S603,S607
+        subprocess.run(  # noqa: S603
+            [str(python), "-m", "pip", "install", "-q", "healthchain"], check=True
+        )
+    return python
+
+
+def peer_version(python: Path) -> str:
+    out = subprocess.run(  # noqa: S603
+        [str(python), "-c", "import importlib.metadata as m; print(m.version('healthchain'))"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.strip()
+
+
+async def _load(
+    url: str,
+    bodies: list[bytes],
+    cards: list[int],
+    total: int,
+    concurrency: int,
+    cap_s: float,
+    result: Result,
+) -> None:
+    """``cards[i]``: how many cards body i got in the warm-up; any other answer is an error
+    (healthchain answers a failed handler with 200 and no cards)."""
+    latencies: list[float] = []
+    server_ms: list[float] = []
+    next_index = 0
+    deadline = time.monotonic() + cap_s
+    headers = {"Content-Type": "application/json"}
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal next_index
+        while next_index < total:
+            if time.monotonic() > deadline:
+                result.capped = True
+                return
+            i = next_index
+            next_index += 1
+            started = time.perf_counter()
+            try:
+                r = await client.post(url, content=bodies[i % len(bodies)], headers=headers)
+                ok = r.status_code == 200 and len(r.json()["cards"]) == cards[i % len(bodies)]
+                sample = f"{r.status_code}: {r.text[:200]}"
+            except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+                ok, r, sample = False, None, f"{type(exc).__name__}: {exc}"
+            latencies.append(1000 * (time.perf_counter() - started))
+            if not ok:
+                result.errors += 1
+                if len(result.error_samples) < 5:
+                    result.error_samples.append(sample)
+            elif r is not None and "server-timing" in r.headers:
+                server_ms.append(float(r.headers["server-timing"].split("dur=")[1]))
+
+    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        result.elapsed_s = time.perf_counter() - t0
+    result.completed = len(latencies)
+    result.throughput_rps = (result.completed - result.errors) / result.elapsed_s
+    result.p50_ms = _pct(latencies, 0.50)
+    result.p99_ms = _pct(latencies, 0.99)
+    result.max_ms = max(latencies, default=float("nan"))
+    result.server_p50_ms = statistics.median(server_ms) if server_ms else None
+
+
+def run_scenario(
+    service: str, scenario: str, url: str, bodies: list[bytes], args: argparse.Namespace
+) -> Result:
+    # Warm-up: every body once in sequence (first twin versions, imports, caches), then a
+    # short concurrent burst so every worker process has served.
+    # Every body was chosen because our service answers it with a card; so does the peer.
+    cards = []
+    with httpx.Client(timeout=30) as client:
+        for body in bodies:
+            r = client.post(url, content=body, headers={"Content-Type": "application/json"})
+            if r.status_code != 200 or len(r.json()["cards"]) != 1:
+                raise RuntimeError(f"{service}/{scenario} warm-up: {r.status_code} {r.text[:300]}")
+            cards.append(1)
+    warm = Result(service, scenario, args.workers, args.concurrency, args.warmup)
+    asyncio.run(_load(url, bodies, cards, args.warmup, args.concurrency, args.time_cap, warm))
+    result = Result(service, scenario, args.workers, args.concurrency, args.requests)
+    print(f"  {service} / {scenario}: {args.requests} requests...", flush=True)
+    asyncio.run(_load(url, bodies, cards, args.requests, args.concurrency, args.time_cap, result))
+    return result
+
+
+def carded_patients(count: int, seed: int) -> tuple[list[dict[str, Any]], list[bytes]]:
+    """Generated patients whose prefetch our service answers with a card, so every call
+    takes the whole path (twin, model, explanation, card, audit), not the early exit of a
+    patient outside the model's population."""
+    from fastapi.testclient import TestClient
+
+    from cds_service.app import create_app
+    from cds_service.settings import Settings
+
+    bundles, bodies = [], []
+    candidates = generate_patients(4 * count, seed=seed)
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        TestClient(create_app(Settings(data_dir=Path(tmp), auth_required=False))) as client,
+    ):
+        for bundle in candidates:
+            pf = prefetch_from_bundle(bundle)
+            body = json.dumps(hook_request(pf["patient"]["id"], pf)).encode()
+            r = client.post(OUR_PATH, content=body, headers={"Content-Type": "application/json"})
+            if r.status_code == 200 and r.json()["cards"]:
+                bundles.append(bundle)
+                bodies.append(body)
+            if len(bodies) == count:
+                return bundles, bodies
+    raise RuntimeError(f"only {len(bodies)} of {len(candidates)} generated patients get a card")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=2000, help="per scenario")
+    parser.add_argument("--warmup", type=int, default=200, help="per scenario, not measured")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--patients", type=int, default=8, help="distinct bodies, cycled")
+    parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--time-cap", type=float, default=180.0, help="seconds per scenario")
+    parser.add_argument("--no-peer", action="store_true", help="skip the healthchain peer")
+    parser.add_argument("--no-fetch", action="store_true", help="skip the FHIR fetch scenario")
+    args = parser.parse_args()
+
+    bundles, prefetch_bodies = carded_patients(args.patients, args.seed)
+    mean_bytes = statistics.mean(len(b) for b in prefetch_bodies)
+    print(
+        f"{args.workers} uvicorn workers each, {os.cpu_count()} cores, concurrency "
+        f"{args.concurrency}, {args.requests} requests per scenario after {args.warmup} warm-up, "
+        f"{len(prefetch_bodies)} patients' prefetch bodies (mean {mean_bytes / 1024:.0f} KiB). "
+        "Authentication of CDS clients is OFF in our service for this run.",
+        flush=True,
+    )
+    results: list[Result] = []
+    peer_hc: str | None = None
+    with tempfile.TemporaryDirectory(prefix="twin-cds-load-") as tmp_name:
+        tmp = Path(tmp_name)
+        fhir = start_fhir_server(tmp / "fhir")
+        try:
+            ids = load_patients(fhir.base_url, bundles)
+            fetch_bodies = [json.dumps(example_request(fhir.base_url, i)).encode() for i in ids]
+            port = free_port()
+            with our_server(port, args.workers, tmp / "service-data", fhir.base_url, tmp) as srv:
+                url = srv.base_url + OUR_PATH
+                results.append(run_scenario("twin-cds", "prefetch", url, prefetch_bodies, args))
+                if not args.no_fetch:
+                    results.append(run_scenario("twin-cds", "fetch", url, fetch_bodies, args))
+        finally:
+            fhir.stop()
+        if not args.no_peer:
+            python = ensure_peer_venv()
+            peer_hc = peer_version(python)
+            port = free_port()
+            with peer_server(python, port, args.workers, tmp) as srv:
+                url = srv.base_url + PEER_PATH
+                results.append(
+                    run_scenario(f"healthchain {peer_hc}", "prefetch", url, prefetch_bodies, args)
+                )
+
+    print(
+        f"\n{'service':<20} {'scenario':<9} {'ok':>6} {'err':>4} {'req/s':>8} "
+        f"{'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'srv p50':>8}"
+    )
+    for r in results:
+        srv50 = f"{r.server_p50_ms:8.2f}" if r.server_p50_ms is not None else f"{'-':>8}"
+        print(
+            f"{r.service:<20} {r.scenario:<9} {r.completed - r.errors:>6} {r.errors:>4} "
+            f"{r.throughput_rps:>8.1f} {r.p50_ms:>8.1f} {r.p99_ms:>8.1f} {r.max_ms:>8.1f} {srv50}"
+            + ("  (time cap hit)" if r.capped else "")
+        )
+        for sample in r.error_samples:
+            print(f"    error: {sample}")
+    ratios: dict[str, Any] = {}
+    ours = next(r for r in results if r.service == "twin-cds" and r.scenario == "prefetch")
+    peer = next((r for r in results if r.service.startswith("healthchain")), None)
+    if peer is not None and peer.throughput_rps > 0:
+        ratios = {
+            "throughput_ours_over_peer": round(ours.throughput_rps / peer.throughput_rps, 2),
+            "p50_ours_over_peer": round(ours.p50_ms / peer.p50_ms, 2),
+            "p99_ours_over_peer": round(ours.p99_ms / peer.p99_ms, 2),
+        }
+        ratios["goal_throughput_2x_met"] = ratios["throughput_ours_over_peer"] >= 2
+        ratios["goal_p99_half_met"] = ratios["p99_ours_over_peer"] <= 0.5
+        print(
+            f"\nours/peer, prefetch: throughput x{ratios['throughput_ours_over_peer']} "
+            f"(goal >= 2), p50 x{ratios['p50_ours_over_peer']}, "
+            f"p99 x{ratios['p99_ours_over_peer']} (goal <= 0.5)"
+        )
+    out = REPO / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    report = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "workers": args.workers,
+        "concurrency": args.concurrency,
+        "requests_per_scenario": args.requests,
+        "warmup_per_scenario": args.warmup,
+        "prefetch_bodies": len(prefetch_bodies),
+        "prefetch_mean_bytes": round(mean_bytes),
+        "auth_required": False,
+        "peer": {"package": "healthchain", "version": peer_hc} if peer_hc else None,
+        "results": [
+            {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(r).items()}
+            for r in results
+        ],
+        "ratios_prefetch": ratios,
+    }
+    (out / "load.json").write_text(json.dumps(report, indent=2))
+    print(f"wrote {out / 'load.json'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,311 @@
+"""The vancomycin-dosing service: the drafted regimen against the patient's own PK twin.
+
+On order-select and order-sign, when a draft MedicationRequest for vancomycin is in
+context, the card gives the drafted regimen's predicted AUC24 (steady state) with its
+90% interval and the probability that it lies in the target range, the fit of the
+model to the patient's measured levels, and, when off target, a suggestion whose
+``update`` action carries the recommended regimen as a full MedicationRequest.
+
+Target AUC24 400-600 mg·h/L (MIC 1 mg/L): 2020 ASHP/IDSA/PIDS/SIDP consensus
+(Rybak et al., Am J Health Syst Pharm 2020;77:835-64).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from typing import Any
+
+from cds_service.cards import Action, Card, Link, Source, Suggestion
+from cds_service.render import OVERRIDE_REASONS
+from onnx_models.pk.models import MODELS
+from onnx_models.pk.simulator import OnnxPkSimulator, load_simulator
+from twin_engine.medications import classify_medication
+from twin_engine.pk.errors import DosingError
+from twin_engine.pk.recommend import DosingResult, recommend
+from twin_engine.pk.regimen import infusion_hours
+from twin_engine.pk.types import Regimen
+
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+#: Probability of target attainment below which the drafted regimen is called off target.
+PTA_OFF_TARGET = 0.5
+_HOURS = {"h": 1.0, "d": 24.0, "min": 1.0 / 60.0}
+
+
+class DraftOrderError(ValueError):
+    """The drafted vancomycin order cannot be read as a regimen (named field missing)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DraftVancomycin:
+    """The drafted MedicationRequest and the regimen it orders."""
+
+    resource: dict[str, Any]
+    regimen: Regimen
+
+
+@dataclass(frozen=True, slots=True)
+class DosingOutcome:
+    cards: tuple[Card, ...]
+    result: DosingResult | None
+    problem: str | None
+
+
+@cache
+def simulator_for(model_id: str) -> OnnxPkSimulator:
+    """One ONNX session per PK model per process."""
+    return load_simulator(model_id)
+
+
+def _codes_and_texts(concept: object) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    if not isinstance(concept, dict):
+        return (), ()
+    codings = [c for c in concept.get("coding") or () if isinstance(c, dict)]
+    codes = tuple(str(c["code"]) for c in codings if c.get("system") == RXNORM and c.get("code"))
+    texts = tuple(str(t) for t in [concept.get("text"), *(c.get("display") for c in codings)] if t)
+    return codes, texts
+
+
+def is_vancomycin(request: dict[str, Any]) -> bool:
+    codes, texts = _codes_and_texts(request.get("medicationCodeableConcept"))
+    return any(m.medication_class == "vancomycin" for m in classify_medication(codes, texts))
+
+
+def _hours(value: object, unit: object, where: str) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+        raise DraftOrderError(f"{where} has no positive number")
+    factor = _HOURS.get(str(unit))
+    if factor is None:
+        raise DraftOrderError(f"{where} unit {unit!r} is not h, d or min")
+    return float(value) * factor
+
+
+def _dose_mg(quantity: object, where: str) -> float:
+    if not isinstance(quantity, dict) or not isinstance(quantity.get("value"), int | float):
+        raise DraftOrderError(f"{where} has no doseQuantity value")
+    unit = str(quantity.get("code") or quantity.get("unit") or "")
+    # UCUM: mg and g only; an unknown unit is refused, never guessed.
+    factor = {"mg": 1.0, "g": 1000.0}.get(unit)
+    if factor is None:
+        raise DraftOrderError(f"{where} dose unit {unit!r} is not mg or g")
+    return float(quantity["value"]) * factor
+
+
+def read_draft(request: dict[str, Any]) -> DraftVancomycin:
+    """The regimen a drafted vancomycin MedicationRequest orders."""
+    where = f"MedicationRequest/{request.get('id', '?')}"
+    instructions = request.get("dosageInstruction") or []
+    if not instructions or not isinstance(instructions[0], dict):
+        raise DraftOrderError(f"{where} has no dosageInstruction")
+    dosage = instructions[0]
+    dose_and_rate = (dosage.get("doseAndRate") or [{}])[0]
+    dose = _dose_mg(dose_and_rate.get("doseQuantity"), where)
+    repeat = ((dosage.get("timing") or {}).get("repeat")) or {}
+    interval = _hours(repeat.get("period"), repeat.get("periodUnit"), f"{where} timing period")
+    if repeat.get("duration") is not None:
+        infusion = _hours(repeat.get("duration"), repeat.get("durationUnit"), f"{where} duration")
+    else:
+        infusion = infusion_hours(dose)
+    return DraftVancomycin(request, Regimen(dose_mg=dose, interval_h=interval, infusion_h=infusion))
+
+
+def find_draft(context: dict[str, Any]) -> DraftVancomycin | None:
+    """The first drafted vancomycin MedicationRequest in context.draftOrders, if any."""
+    draft_orders = context.get("draftOrders")
+    if not isinstance(draft_orders, dict):
+        return None
+    selections = set(context.get("selections") or ())
+    for entry in draft_orders.get("entry") or ():
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(resource, dict) or resource.get("resourceType") != "MedicationRequest":
+            continue
+        # On order-select only the selected orders are the clinician's focus.
+        if selections and f"MedicationRequest/{resource.get('id')}" not in selections:
+            continue
+        if is_vancomycin(resource):
+            return read_draft(resource)
+    return None
+
+
+def recommended_request(draft: dict[str, Any], regimen: Regimen) -> dict[str, Any]:
+    """The draft MedicationRequest rewritten to the recommended regimen (same id)."""
+    updated = copy.deepcopy(draft)
+    dosage = {
+        "text": regimen.describe(),
+        "timing": {
+            "repeat": {
+                "frequency": 1,
+                "period": regimen.interval_h,
+                "periodUnit": "h",
+                "duration": regimen.infusion_h,
+                "durationUnit": "h",
+            }
+        },
+        "route": {
+            "coding": [
+                {
+                    "system": "http://snomed.info/sct",
+                    "code": "47625008",
+                    "display": "Intravenous route",
+                }
+            ]
+        },
+        "doseAndRate": [
+            {
+                "doseQuantity": {
+                    "value": regimen.dose_mg,
+                    "unit": "mg",
+                    "system": "http://unitsofmeasure.org",
+                    "code": "mg",
+                }
+            }
+        ],
+    }
+    updated["dosageInstruction"] = [dosage]
+    return updated
+
+
+def dosing_cards(
+    resources: list[dict[str, Any]],
+    context: dict[str, Any],
+    *,
+    as_of: datetime,
+    model_id: str,
+    link: Link,
+) -> DosingOutcome:
+    """Cards for a drafted vancomycin order, or none when no vancomycin is drafted."""
+    model = MODELS[model_id]
+    source = Source(label=f"twin-cds · {model.name} v{model.version}")
+    try:
+        draft = find_draft(context)
+    except DraftOrderError as exc:
+        return DosingOutcome((_problem_card(str(exc), source, link),), None, str(exc))
+    if draft is None:
+        return DosingOutcome((), None, None)
+    try:
+        result = recommend(
+            resources,
+            as_of=as_of,
+            model=model,
+            simulator=simulator_for(model_id),
+            draft_regimen=draft.regimen,
+        )
+    except DosingError as exc:
+        return DosingOutcome((_problem_card(str(exc), source, link),), None, str(exc))
+    return DosingOutcome((_result_card(draft, result, source, link),), result, None)
+
+
+def _problem_card(message: str, source: Source, link: Link) -> Card:
+    return Card(
+        uuid=str(uuid.uuid4()),
+        summary="Vancomycin AUC not predicted: the data do not allow it"[:139],
+        detail=(
+            "No AUC is given, because a number from these data would not be the patient's:\n\n"
+            f"- {message}"
+        ),
+        indicator="warning",
+        source=source,
+        links=[link],
+    )
+
+
+def _result_card(draft: DraftVancomycin, r: DosingResult, source: Source, link: Link) -> Card:
+    low, high = r.target_auc
+    current = r.current_regimen
+    if current is None:  # recommend() always predicts a drafted regimen
+        raise DosingError("the drafted regimen was not predicted")
+    on_target = current.probability_in_target >= PTA_OFF_TARGET and (
+        low <= current.auc24_ss_mg_h_l <= high
+    )
+    summary = (
+        f"Vancomycin {draft.regimen.describe()}: AUC24 {current.auc24_ss_mg_h_l:.0f} "
+        f"mg·h/L, {100 * current.probability_in_target:.0f}% in {low:.0f}-{high:.0f}"
+    )
+    fit = [
+        f"| {lv.time.isoformat(timespec='minutes')} | {lv.kind} | {lv.observed_mg_l:.1f} | "
+        f"{lv.predicted_mg_l:.1f} | {lv.source} |"
+        for lv in r.levels
+    ]
+    cov = r.covariates
+    ip = r.individual_parameters
+    detail = [
+        f"**Drafted regimen**: {draft.regimen.describe()}. Predicted steady-state AUC24 "
+        f"**{current.auc24_ss_mg_h_l:.0f} mg·h/L** (90% interval {current.auc24_ss_low:.0f}-"
+        f"{current.auc24_ss_high:.0f}); probability in {low:.0f}-{high:.0f}: "
+        f"**{100 * current.probability_in_target:.0f}%** (target: Rybak et al., AJHP 2020).",
+        "",
+        "**The patient's PK twin**"
+        + (" (a priori: no measured levels)" if r.a_priori else " (fitted to measured levels)"),
+        f"- Weight {cov.weight_kg:.1f} kg ({cov.weight_source}); creatinine "
+        f"{cov.creatinine_mg_dl:.2f} mg/dL ({cov.creatinine_source}); CrCl "
+        f"{cov.crcl_ml_min:.0f} mL/min (Cockcroft-Gault, the model's rules); dialysis: "
+        f"{'yes' if cov.dialysis else 'no'} ({cov.dialysis_source})",
+        f"- Individual CL {ip.cl_l_h:.2f} L/h, Vc {ip.vc_l:.1f} L, Q {ip.q_l_h:.2f} L/h, "
+        f"Vp {ip.vp_l:.1f} L",
+    ]
+    if fit:
+        detail += [
+            "",
+            "| Time | Kind | Observed mg/L | Fitted mg/L | Source |",
+            "|---|---|---|---|---|",
+            *fit,
+        ]
+    best = r.recommendations[0] if r.recommendations else None
+    if best is not None:
+        detail += [
+            "",
+            f"**Recommended**: {best.regimen.describe()}: AUC24 {best.auc24_ss_mg_h_l:.0f} "
+            f"(90% {best.auc24_ss_low:.0f}-{best.auc24_ss_high:.0f}), "
+            f"{100 * best.probability_in_target:.0f}% in target.",
+            # Regimens of equal attainment differ in interval and single dose; the
+            # clinician chooses, so the next best are shown too.
+            *(
+                f"- or {alt.regimen.describe()}: AUC24 {alt.auc24_ss_mg_h_l:.0f}, "
+                f"{100 * alt.probability_in_target:.0f}% in target"
+                for alt in r.recommendations[1:4]
+            ),
+        ]
+    detail += [
+        "",
+        *(f"- {n}" for n in r.notes),
+        "",
+        f"**Model**: {r.model_name} v{r.model_version}.",
+    ]
+    suggestions = None
+    if not on_target and best is not None:
+        suggestions = [
+            Suggestion(
+                label=f"Change to {best.regimen.describe()}"[:200],
+                uuid=str(uuid.uuid4()),
+                isRecommended=True,
+                actions=[
+                    Action(
+                        type="update",
+                        description=f"Vancomycin {best.regimen.describe()}",
+                        resource=recommended_request(draft.resource, best.regimen),
+                    )
+                ],
+            )
+        ]
+    return Card(
+        uuid=str(uuid.uuid4()),
+        summary=summary[:139],
+        detail="\n".join(detail),
+        indicator="info" if on_target else "warning",
+        source=source,
+        suggestions=suggestions,
+        selectionBehavior="at-most-one" if suggestions else None,
+        overrideReasons=list(OVERRIDE_REASONS),
+        links=[link],
+    )
+
+
+def app_context(patient_id: str, twin_version: int) -> str:
+    return json.dumps(
+        {"patient": patient_id, "twinVersion": twin_version, "view": "dose-simulator"},
+        separators=(",", ":"),
+    )

@@ -1,0 +1,147 @@
+"""The cardio-renal-risk service: PREVENT beside PCE, KFRE where it applies, orders when
+inputs are missing or stale, and the absolute risk reduction of a what-if therapy."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from fhir.resources.R4B.servicerequest import ServiceRequest
+
+from cds_service.app import create_app
+from cds_service.settings import Settings
+from tests.conftest import hook_request
+from tests.twin_engine.fhir import bp, obs, patient, smoking
+
+TODAY = date(2026, 6, 1)
+FRESH = "2026-05-01T09:00:00Z"
+
+
+def _client(tmp_path: Path, **settings: Any) -> Iterator[TestClient]:
+    app = create_app(Settings(data_dir=tmp_path, auth_required=False, **settings))
+    with TestClient(app) as c:
+        # A fixed "today" so staleness does not depend on when the suite runs.
+        c.app.state.runtime = dataclasses.replace(c.app.state.runtime, today=lambda: TODAY)  # type: ignore[attr-defined]
+        yield c
+
+
+@pytest.fixture()
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    yield from _client(tmp_path)
+
+
+def _record(
+    *, lipids_when: str | None = FRESH, egfr: float = 75, uacr: float | None = None
+) -> list[dict[str, Any]]:
+    res = [
+        patient(gender="male", birth="1971-03-01", race=["2106-3"]),
+        bp("bp1", 148, 88, FRESH),
+        smoking("s1", "8517006", FRESH),  # former smoker
+        obs("bmi", "39156-5", 28.0, "kg/m2", FRESH),
+        obs("egfr", "98979-8", egfr, "mL/min/{1.73_m2}", FRESH),
+        obs("ldl", "13457-7", 130, "mg/dL", FRESH),
+    ]
+    if lipids_when is not None:
+        res += [
+            obs("tc", "2093-3", 210, "mg/dL", lipids_when),
+            obs("hdl", "2085-9", 45, "mg/dL", lipids_when),
+        ]
+    if uacr is not None:
+        res.append(obs("acr", "9318-7", uacr, "mg/g", FRESH))
+    return res
+
+
+def _call(client: TestClient, resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    prefetch: dict[str, Any] = {
+        "patient": resources[0],
+        "observations": {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "entry": [{"resource": r} for r in resources[1:]],
+        },
+        "conditions": None,
+        "medications": None,
+    }
+    response = client.post("/cds-services/cardio-renal-risk", json=hook_request("p1", prefetch))
+    assert response.status_code == 200, response.text
+    return response.json()["cards"]  # type: ignore[no-any-return]
+
+
+def test_prevent_with_pce_beside_it_and_treatment_response(client: TestClient) -> None:
+    """A 55-year-old: PREVENT 10- and 30-year, the PCE with the one-sentence difference,
+    and the ARR of a statin and of SBP 130."""
+    (card,) = _call(client, _record())
+    assert card["summary"].startswith("PREVENT 10-y CVD ")
+    assert "30-y CVD" in card["summary"]  # age 55: 30-year risk is published
+    assert "**Pooled Cohort Equations** 10-year ASCVD" in card["detail"]
+    assert "estimates about half" in card["detail"]
+    assert "moderate-intensity statin" in card["detail"]
+    assert "SBP lowered to 130 mm Hg" in card["detail"]
+    assert "absolute risk reduction" in card["detail"]
+    assert "What moved the 10-year CVD risk" in card["detail"]
+
+
+def test_without_race_the_pce_says_why_it_is_not_shown(client: TestClient) -> None:
+    """PREVENT is race-free; the PCE needs race, and the card says so instead of guessing."""
+    record = _record()
+    del record[0]["extension"]
+    (card,) = _call(client, record)
+    assert card["summary"].startswith("PREVENT 10-y CVD ")
+    assert "Pooled Cohort Equations not shown: pce needs african_american" in card["detail"]
+
+
+def test_missing_lipids_give_an_order_not_a_number(client: TestClient) -> None:
+    """No lipid panel: no risk number, a create action with a valid draft ServiceRequest."""
+    cards = _call(client, _record(lipids_when=None))
+    (card,) = cards
+    assert "%" not in card["summary"]
+    assert "Total cholesterol" in card["summary"]
+    assert card["selectionBehavior"] == "at-most-one"
+    (suggestion,) = card["suggestions"]
+    (action,) = suggestion["actions"]  # one lipid panel for both TC and HDL
+    assert action["type"] == "create"
+    request = ServiceRequest.model_validate(action["resource"])
+    assert request.code.coding[0].code == "57698-3"
+    assert request.subject.reference == "Patient/p1"
+
+
+def test_stale_lipids_give_an_order_not_a_number(client: TestClient) -> None:
+    """Lipids older than five years are stale: the card orders a new panel instead."""
+    (card,) = _call(client, _record(lipids_when="2019-01-01T09:00:00Z"))
+    assert "stale" in card["summary"]
+    assert "%" not in card["summary"]
+    assert (
+        card["suggestions"][0]["actions"][0]["resource"]["code"]["coding"][0]["code"] == "57698-3"
+    )
+
+
+def test_ckd_gets_kfre_and_calibration_is_a_setting(tmp_path: Path) -> None:
+    """eGFR 40 with ACR 300 mg/g: a KFRE card; the non-North-American calibration is lower."""
+    risks = {}
+    for calibration in ("north_america", "non_north_america"):
+        for client in _client(tmp_path / calibration, kfre_calibration=calibration):
+            cards = _call(client, _record(egfr=40, uacr=300))
+            kfre = next(c for c in cards if "Kidney failure risk" in c["summary"])
+            assert "KDIGO 2024" in kfre["detail"]
+            risks[calibration] = kfre["summary"]
+    assert risks["north_america"] != risks["non_north_america"]
+
+
+def test_ckd_without_acr_orders_it(client: TestClient) -> None:
+    """eGFR 40 and no urine ACR: the KFRE card orders a UACR instead of a number."""
+    cards = _call(client, _record(egfr=40))
+    kfre = next(c for c in cards if "Kidney failure risk" in c["summary"])
+    assert "%" not in kfre["summary"]
+    code = kfre["suggestions"][0]["actions"][0]["resource"]["code"]["coding"][0]["code"]
+    assert code == "14959-1"
+
+
+def test_albuminuria_with_normal_egfr_gets_no_kfre_card(client: TestClient) -> None:
+    """ACR 45 with eGFR 75 is CKD, but outside the KFRE population: no kidney card."""
+    cards = _call(client, _record(uacr=45))
+    assert not any("Kidney failure" in c["summary"] for c in cards)

@@ -1,0 +1,135 @@
+"""The vancomycin-dosing service on order-select / order-sign, end to end in-process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from cds_service.app import create_app
+from cds_service.cards import CdsResponse
+from cds_service.settings import Settings
+from tests.pk.fhir import base_record
+
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+
+
+@pytest.fixture()
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(Settings(data_dir=tmp_path, auth_required=False))) as c:
+        yield c
+
+
+def _searchset(resources: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "entry": [{"resource": r} for r in resources],
+    }
+
+
+def _draft(dose_mg: float, every_h: float, *, drug: str = "11124") -> dict[str, Any]:
+    return {
+        "resourceType": "MedicationRequest",
+        "id": "draft-1",
+        "status": "draft",
+        "intent": "order",
+        "subject": {"reference": "Patient/p1"},
+        "medicationCodeableConcept": {
+            "coding": [{"system": RXNORM, "code": drug, "display": "drug"}]
+        },
+        "dosageInstruction": [
+            {
+                "timing": {"repeat": {"frequency": 1, "period": every_h, "periodUnit": "h"}},
+                "doseAndRate": [{"doseQuantity": {"value": dose_mg, "unit": "mg", "code": "mg"}}],
+            }
+        ],
+    }
+
+
+def _body(hook: str, draft: dict[str, Any], *, dialysis: bool | None = False) -> dict[str, Any]:
+    record = base_record(dialysis=dialysis)
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for r in record:
+        by_type.setdefault(r["resourceType"], []).append(r)
+    context: dict[str, Any] = {
+        "userId": "Practitioner/1",
+        "patientId": "p1",
+        "draftOrders": _searchset([draft]) | {"type": "collection"},
+    }
+    if hook == "order-select":
+        context["selections"] = ["MedicationRequest/draft-1"]
+    return {
+        "hook": hook,
+        "hookInstance": f"v-{hook}",
+        "context": context,
+        "prefetch": {
+            "patient": by_type["Patient"][0],
+            "observations": _searchset(by_type.get("Observation", [])),
+            "administrations": _searchset(by_type.get("MedicationAdministration", [])),
+            "medications": _searchset([]),
+            "conditions": _searchset(by_type.get("Condition", [])),
+            "procedures": None,
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("service", "hook"),
+    [("vancomycin-dosing", "order-select"), ("vancomycin-dosing-sign", "order-sign")],
+)
+def test_an_off_target_draft_gets_an_update_suggestion(
+    client: TestClient, service: str, hook: str
+) -> None:
+    """500 mg every 24 h is far below 400 mg·h/L: a warning and a full MedicationRequest update."""
+    response = client.post(f"/cds-services/{service}", json=_body(hook, _draft(500, 24)))
+    assert response.status_code == 200, response.text
+    CdsResponse.model_validate(response.json())
+    (card,) = response.json()["cards"]
+    assert "AUC24" in card["summary"]
+    assert card["indicator"] == "warning"
+    assert "Observed mg/L" in card["detail"]  # the fit to the measured levels is shown
+    (suggestion,) = card["suggestions"]
+    (action,) = suggestion["actions"]
+    assert action["type"] == "update"
+    updated = action["resource"]
+    assert updated["resourceType"] == "MedicationRequest"
+    assert updated["id"] == "draft-1"
+    dose = updated["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"]
+    assert dose["unit"] == "mg" and dose["value"] % 250 == 0
+    from fhir.resources.R4B.medicationrequest import MedicationRequest
+
+    MedicationRequest.model_validate(updated)  # a valid FHIR R4 resource
+
+
+def test_no_vancomycin_draft_no_card(client: TestClient) -> None:
+    """A drafted order for another drug gets no vancomycin card."""
+    response = client.post(
+        "/cds-services/vancomycin-dosing", json=_body("order-select", _draft(500, 24, drug="29046"))
+    )
+    assert response.status_code == 200
+    assert response.json()["cards"] == []
+
+
+def test_unknown_dialysis_is_refused_without_a_number(client: TestClient) -> None:
+    """No dialysis status on record: a warning that says so, and no AUC number."""
+    body = _body("order-select", _draft(1000, 12), dialysis=None)
+    response = client.post("/cds-services/vancomycin-dosing", json=body)
+    assert response.status_code == 200
+    (card,) = response.json()["cards"]
+    assert "dialysis unknown" in card["detail"]
+    assert "mg·h/L" not in card["summary"]
+    assert "suggestions" not in card
+
+
+def test_an_unreadable_draft_is_named(client: TestClient) -> None:
+    """A draft without a dose is reported, never guessed."""
+    draft = _draft(1000, 12)
+    del draft["dosageInstruction"][0]["doseAndRate"]
+    response = client.post("/cds-services/vancomycin-dosing", json=_body("order-select", draft))
+    assert response.status_code == 200
+    (card,) = response.json()["cards"]
+    assert "doseQuantity" in card["detail"]

@@ -1,0 +1,111 @@
+"""FHIR R4 resources to dose events, levels and covariates."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from onnx_models.pk import GOTI_2018
+from twin_engine.pk import cockcroft_gault, extract_history, model_crcl
+
+from .fhir import ICD10, SNOMED, T0, administration, base_record, condition, observation, patient
+
+
+def test_doses_levels_and_covariates_are_read() -> None:
+    """mg and g doses, period durations, both level units, weight and creatinine."""
+    h = extract_history(base_record(), as_of=T0 + timedelta(hours=48))
+    assert [(d.amount_mg, d.duration_h) for d in h.doses] == [(2000.0, 2.0), (1000.0, 2.0)]
+    assert [(lv.value_mg_l, lv.kind) for lv in h.levels] == [(12.0, "random"), (9.5, "trough")]
+    assert h.weight is not None and h.weight.value == 70.0
+    assert h.creatinine is not None and h.creatinine.value == 1.0
+    assert h.sex == "male" and h.age == pytest.approx(60.0, abs=0.01)
+    assert h.dialysis.status is False
+
+
+def test_rate_gives_the_duration_and_oral_doses_are_skipped() -> None:
+    """effectiveDateTime + rateRatio 1000 mg/h -> 1.5 h; an oral dose is not absorbed."""
+    res = [
+        patient(),
+        administration("a", 0, 1500, duration_h=None, rate_mg_h=1000.0),
+        administration("b", 6, 125, route="26643006"),
+    ]
+    h = extract_history(res, as_of=T0 + timedelta(hours=24))
+    assert [(d.source, d.duration_h) for d in h.doses] == [("MedicationAdministration/a", 1.5)]
+
+
+def test_units_are_converted() -> None:
+    """Creatinine 88.4 umol/L = 1 mg/dL; 154.3 lb = 70 kg."""
+    res = [
+        patient(),
+        observation("w", "29463-7", 154.3236, "[lb_av]", -1),
+        observation("c", "38483-4", 88.4, "umol/L", -1),
+    ]
+    h = extract_history(res, as_of=T0)
+    assert h.weight is not None and h.weight.value == pytest.approx(70.0, rel=1e-4)
+    assert h.creatinine is not None and h.creatinine.value == pytest.approx(1.0)
+
+
+def test_medication_request_is_the_fallback() -> None:
+    """No administrations: q12h 1 g over 1 h from boundsPeriod.start up to the as-of time."""
+    req = {
+        "resourceType": "MedicationRequest",
+        "id": "rx",
+        "status": "active",
+        "medicationCodeableConcept": {"text": "Vancomycin 1 g IV"},
+        "dosageInstruction": [
+            {
+                "timing": {
+                    "repeat": {
+                        "boundsPeriod": {"start": T0.isoformat()},
+                        "period": 12,
+                        "periodUnit": "h",
+                        "duration": 1,
+                        "durationUnit": "h",
+                    }
+                },
+                "doseAndRate": [{"doseQuantity": {"value": 1, "unit": "g"}}],
+            }
+        ],
+    }
+    h = extract_history([patient(), req], as_of=T0 + timedelta(hours=30))
+    assert [d.amount_mg for d in h.doses] == [1000.0, 1000.0, 1000.0]
+    assert "assumed given" in h.doses[0].source
+    assert h.notes
+
+
+@pytest.mark.parametrize(
+    ("resources", "status"),
+    [
+        ([condition("c", ICD10, "Z99.2")], True),
+        ([condition("c", SNOMED, "302497006")], True),
+        ([condition("c", ICD10, "Z99.2", clinical="resolved")], False),
+        ([condition("c", ICD10, "N18.6")], None),
+        ([], None),
+        (
+            [
+                {
+                    "resourceType": "Procedure",
+                    "id": "hd",
+                    "status": "completed",
+                    "code": {"coding": [{"system": SNOMED, "code": "265764009"}]},
+                    "performedDateTime": (T0 - timedelta(days=2)).isoformat(),
+                }
+            ],
+            True,
+        ),
+    ],
+    ids=["z99.2", "snomed-hd", "resolved", "esrd-only", "nothing", "recent-procedure"],
+)
+def test_dialysis_status(resources: list[dict[str, object]], status: bool | None) -> None:
+    """Active codes say yes, resolved says no, ESRD alone and silence say unknown."""
+    h = extract_history([patient(), *resources], as_of=T0)
+    assert h.dialysis.status is status
+
+
+def test_cockcroft_gault_and_goti_rules() -> None:
+    """CG (Cockcroft 1976); Goti floors SCr at 1 mg/dL over 60 y and caps CrCl at 150."""
+    assert cockcroft_gault(age=60, weight_kg=72, creatinine_mg_dl=1.0, sex="male") == 80.0
+    assert cockcroft_gault(age=60, weight_kg=72, creatinine_mg_dl=1.0, sex="female") == 68.0
+    assert model_crcl(GOTI_2018, age=70, weight_kg=72, creatinine_mg_dl=0.5, sex="male") == 70.0
+    assert model_crcl(GOTI_2018, age=30, weight_kg=120, creatinine_mg_dl=0.5, sex="male") == 150.0

@@ -1,0 +1,401 @@
+"""The vancomycin dosing pipeline: FHIR resources -> covariates -> posterior -> regimens.
+
+`recommend` is what the service calls; `plan_dosing` is the same from already-typed inputs
+(the simulation study and the benchmark use it).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+from twin_engine.pk.covariates import model_crcl
+from twin_engine.pk.errors import DialysisUnknownError, DosingError
+from twin_engine.pk.estimate import (
+    DEFAULT_SAMPLES,
+    DEFAULT_SEED,
+    Posterior,
+    Timeline,
+    build_timeline,
+    estimate,
+)
+from twin_engine.pk.history import PatientHistory, extract_history, require_covariates
+from twin_engine.pk.regimen import (
+    DEFAULT_TARGET,
+    RegimenPrediction,
+    add_first_day,
+    infusion_hours,
+    next_dose_for_auc,
+    rank_regimens,
+    round_dose,
+    steady_state_auc24,
+    summarise,
+)
+from twin_engine.pk.types import (
+    Covariates,
+    DoseEvent,
+    FloatArray,
+    LevelObservation,
+    PkModelSpec,
+    PkSimulator,
+    Regimen,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class IndividualParameters:
+    """MAP individual PK parameters."""
+
+    cl_l_h: float
+    vc_l: float
+    q_l_h: float
+    vp_l: float
+
+
+@dataclass(frozen=True, slots=True)
+class FittedLevel:
+    """A measured level beside the MAP prediction at its time."""
+
+    time: datetime
+    observed_mg_l: float
+    predicted_mg_l: float
+    kind: str
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class NextDose:
+    """One infusion at `start` reaching `target_auc` over the following 24 h (MAP)."""
+
+    start: datetime
+    amount_mg: float
+    rounded_mg: float
+    duration_h: float
+    target_auc_mg_h_l: float
+
+
+@dataclass(frozen=True, slots=True)
+class DosingResult:
+    """Everything the card, the CLI and the audit need about one dosing decision."""
+
+    model_id: str
+    model_name: str
+    model_version: str
+    as_of: datetime
+    covariates: Covariates
+    individual_parameters: IndividualParameters
+    eta: tuple[tuple[str, float], ...]
+    a_priori: bool
+    levels: tuple[FittedLevel, ...]
+    current_regimen: RegimenPrediction | None
+    recommendations: tuple[RegimenPrediction, ...]
+    next_dose: NextDose | None
+    target_auc: tuple[float, float]
+    n_samples: int
+    notes: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": {"id": self.model_id, "name": self.model_name, "version": self.model_version},
+            "as_of": self.as_of.isoformat(),
+            "a_priori": self.a_priori,
+            "target_auc_mg_h_l": list(self.target_auc),
+            "covariates": {
+                "weight_kg": _r(self.covariates.weight_kg),
+                "crcl_ml_min": _r(self.covariates.crcl_ml_min),
+                "creatinine_mg_dl": _r(self.covariates.creatinine_mg_dl),
+                "age": _r(self.covariates.age),
+                "sex": self.covariates.sex,
+                "dialysis": self.covariates.dialysis,
+                "sources": {
+                    "weight": self.covariates.weight_source,
+                    "creatinine": self.covariates.creatinine_source,
+                    "dialysis": self.covariates.dialysis_source,
+                },
+            },
+            "individual_parameters": {
+                "cl_l_h": _r(self.individual_parameters.cl_l_h),
+                "vc_l": _r(self.individual_parameters.vc_l),
+                "q_l_h": _r(self.individual_parameters.q_l_h),
+                "vp_l": _r(self.individual_parameters.vp_l),
+            },
+            "eta": {name: _r(value, 5) for name, value in self.eta},
+            "levels": [
+                {
+                    "time": lv.time.isoformat(),
+                    "kind": lv.kind,
+                    "observed_mg_l": _r(lv.observed_mg_l),
+                    "fitted_mg_l": _r(lv.predicted_mg_l),
+                    "source": lv.source,
+                }
+                for lv in self.levels
+            ],
+            "current_regimen": None
+            if self.current_regimen is None
+            else _prediction(self.current_regimen),
+            "recommendation": [_prediction(p) for p in self.recommendations],
+            "next_dose": None
+            if self.next_dose is None
+            else {
+                "start": self.next_dose.start.isoformat(),
+                "amount_mg": _r(self.next_dose.amount_mg),
+                "rounded_mg": self.next_dose.rounded_mg,
+                "duration_h": self.next_dose.duration_h,
+                "target_auc_mg_h_l": self.next_dose.target_auc_mg_h_l,
+            },
+            "posterior_samples": self.n_samples,
+            "notes": list(self.notes),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False)
+
+
+def _r(value: float, digits: int = 2) -> float:
+    return round(float(value), digits)
+
+
+def _prediction(p: RegimenPrediction) -> dict[str, Any]:
+    reg = p.regimen
+    return {
+        "regimen": {
+            "dose_mg": reg.dose_mg,
+            "interval_h": reg.interval_h,
+            "infusion_h": reg.infusion_h,
+            "loading_dose_mg": reg.loading_dose_mg,
+            "description": reg.describe(),
+        },
+        "auc24_mg_h_l": _r(p.auc24_ss_mg_h_l, 1),
+        "auc24_90pct_interval": [_r(p.auc24_ss_low, 1), _r(p.auc24_ss_high, 1)],
+        "probability_in_target": _r(p.probability_in_target, 3),
+        "auc24_first_day_mg_h_l": None
+        if p.auc24_first_day_mg_h_l is None
+        else _r(p.auc24_first_day_mg_h_l, 1),
+        "probability_first_day_in_target": None
+        if p.probability_first_day_in_target is None
+        else _r(p.probability_first_day_in_target, 3),
+    }
+
+
+def resolve_dialysis(
+    model: PkModelSpec, recorded: bool | None, stated: bool | None, source: str, note: str
+) -> tuple[bool, str]:
+    """The dialysis status to use: the caller's statement wins, else the record; else refuse."""
+    if stated is not None:
+        status, why = stated, "stated by the caller"
+    elif recorded is not None:
+        status, why = recorded, source
+    else:
+        raise DialysisUnknownError(
+            f"dialysis unknown: {note}; vancomycin clearance differs markedly on dialysis "
+            "(Goti 2018), so no dose is computed until dialysis is stated (dialysis=False or True)"
+        )
+    if status and not model.supports_dialysis:
+        raise DosingError(
+            f"{model.name} was not developed in patients on dialysis ({why}); "
+            "use the Goti 2018 model"
+        )
+    return status, why
+
+
+def current_regimen_of(doses: Sequence[DoseEvent]) -> Regimen | None:
+    """The regimen the history shows: last amount and duration, last interval between doses."""
+    if len(doses) < 2:
+        return None
+    last, before = doses[-1], doses[-2]
+    interval = (last.start - before.start).total_seconds() / 3600.0
+    if interval <= 0:
+        return None
+    return Regimen(
+        dose_mg=last.amount_mg,
+        interval_h=round(interval, 1),
+        infusion_h=round(last.duration_h, 2),
+        start=last.start + timedelta(hours=interval),
+    )
+
+
+def plan_dosing(
+    *,
+    covariates: Covariates,
+    doses: Sequence[DoseEvent],
+    levels: Sequence[LevelObservation],
+    as_of: datetime,
+    model: PkModelSpec,
+    simulator: PkSimulator,
+    target_auc: tuple[float, float] = DEFAULT_TARGET,
+    draft_regimen: Regimen | None = None,
+    n_samples: int = DEFAULT_SAMPLES,
+    seed: int = DEFAULT_SEED,
+    top: int = 5,
+    offer_loading: bool | None = None,
+    notes: Sequence[str] = (),
+) -> DosingResult:
+    """Fit, quantify uncertainty, evaluate the current/draft regimen and rank alternatives."""
+    if covariates.dialysis is None:
+        raise DialysisUnknownError("dialysis unknown; no dose is computed until it is stated")
+    timeline = build_timeline(doses, levels, as_of)
+    posterior = estimate(
+        model,
+        covariates,
+        timeline,
+        simulator,
+        dialysis=covariates.dialysis,
+        n_samples=n_samples,
+        seed=seed,
+    )
+    cl = posterior.params_samples[:, 0]
+    start_h = timeline.hours(as_of)
+    fitted = _fitted_levels(simulator, posterior, timeline, levels)
+
+    current = draft_regimen or current_regimen_of(sorted(doses, key=lambda d: d.start))
+    current_pred = None
+    if current is not None:
+        auc = steady_state_auc24(cl, np.array([current.dose_mg]), np.array([current.interval_h]))
+        current_pred = summarise(current, auc[0], target_auc)
+
+    ranked = rank_regimens(cl, target_auc, top=top)
+    # A loading dose is offered when the patient has little drug on board: no doses yet.
+    loading = offer_loading if offer_loading is not None else not doses
+    ranked = add_first_day(
+        simulator,
+        posterior.params_samples,
+        timeline.doses,
+        start_h,
+        ranked,
+        target_auc,
+        weight_kg=covariates.weight_kg,
+        offer_loading=loading,
+    )
+    next_dose = None
+    if doses:
+        mid = 0.5 * (target_auc[0] + target_auc[1])
+        amount, _ = next_dose_for_auc(
+            simulator,
+            posterior.params_map[None, :],
+            timeline.doses,
+            start_h=start_h,
+            target_auc=mid,
+        )
+        next_dose = NextDose(
+            start=as_of,
+            amount_mg=amount,
+            rounded_mg=round_dose(amount),
+            duration_h=infusion_hours(round_dose(amount)),
+            target_auc_mg_h_l=mid,
+        )
+    p = posterior.params_map
+    return DosingResult(
+        model_id=model.id,
+        model_name=model.name,
+        model_version=model.version,
+        as_of=as_of,
+        covariates=covariates,
+        individual_parameters=IndividualParameters(
+            cl_l_h=float(p[0]), vc_l=float(p[1]), q_l_h=float(p[2]), vp_l=float(p[3])
+        ),
+        eta=tuple(zip(posterior.eta_names, (float(e) for e in posterior.eta_map), strict=True)),
+        a_priori=posterior.n_levels == 0,
+        levels=fitted,
+        current_regimen=current_pred,
+        recommendations=tuple(ranked),
+        next_dose=next_dose,
+        target_auc=target_auc,
+        n_samples=n_samples,
+        notes=tuple(notes) + (() if posterior.converged else ("MAP optimiser did not converge",)),
+    )
+
+
+def _fitted_levels(
+    simulator: PkSimulator,
+    posterior: Posterior,
+    timeline: Timeline,
+    levels: Sequence[LevelObservation],
+) -> tuple[FittedLevel, ...]:
+    if not levels:
+        return ()
+    conc, _ = simulator.simulate(
+        posterior.params_map[None, :], timeline.doses[None], timeline.level_times_h[None, :]
+    )
+    ordered = sorted(levels, key=lambda x: x.time)
+    return tuple(
+        FittedLevel(lv.time, lv.value_mg_l, float(c), lv.kind, lv.source)
+        for lv, c in zip(ordered, conc[0], strict=True)
+    )
+
+
+def covariates_from_history(
+    history: PatientHistory, model: PkModelSpec, *, as_of: datetime, dialysis: bool | None
+) -> Covariates:
+    """Model covariates from the record; refuses missing weight/creatinine/age/sex/dialysis."""
+    age, sex, weight, creatinine = require_covariates(history, as_of)
+    status, why = resolve_dialysis(
+        model, history.dialysis.status, dialysis, history.dialysis.source, history.dialysis.note
+    )
+    return Covariates(
+        weight_kg=weight.value,
+        crcl_ml_min=model_crcl(
+            model, age=age, weight_kg=weight.value, creatinine_mg_dl=creatinine.value, sex=sex
+        ),
+        dialysis=status,
+        age=age,
+        sex=sex,
+        creatinine_mg_dl=creatinine.value,
+        weight_source=weight.source,
+        creatinine_source=creatinine.source,
+        dialysis_source=why,
+    )
+
+
+def recommend(
+    resources: Sequence[Mapping[str, Any]],
+    *,
+    as_of: datetime,
+    model: PkModelSpec,
+    simulator: PkSimulator,
+    target_auc: tuple[float, float] = DEFAULT_TARGET,
+    draft_regimen: Regimen | None = None,
+    dialysis: bool | None = None,
+    n_samples: int = DEFAULT_SAMPLES,
+    seed: int = DEFAULT_SEED,
+) -> DosingResult:
+    """Vancomycin AUC-guided dosing for one patient's FHIR R4 resources as of `as_of`.
+
+    Raises a `DosingError` subclass (message names the resource and the missing fact) instead
+    of returning a number it cannot stand behind.
+    """
+    if not target_auc[0] < target_auc[1]:
+        raise DosingError(f"target AUC {target_auc} is not an interval low < high")
+    history = extract_history(resources, as_of=as_of)
+    covariates = covariates_from_history(history, model, as_of=as_of, dialysis=dialysis)
+    return plan_dosing(
+        covariates=covariates,
+        doses=history.doses,
+        levels=history.levels,
+        as_of=as_of,
+        model=model,
+        simulator=simulator,
+        target_auc=target_auc,
+        draft_regimen=draft_regimen,
+        n_samples=n_samples,
+        seed=seed,
+        notes=history.notes,
+    )
+
+
+__all__ = [
+    "DosingResult",
+    "FittedLevel",
+    "FloatArray",
+    "IndividualParameters",
+    "NextDose",
+    "covariates_from_history",
+    "current_regimen_of",
+    "plan_dosing",
+    "recommend",
+    "resolve_dialysis",
+]
