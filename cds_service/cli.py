@@ -119,6 +119,71 @@ def cmd_predict(args: argparse.Namespace) -> None:
     )
 
 
+def _target(text: str) -> tuple[float, float]:
+    low, sep, high = text.partition("-")
+    try:
+        target = (float(low), float(high))
+    except ValueError as exc:
+        raise CliInputError(f"--target-auc {text!r} is not LOW-HIGH, e.g. 400-600") from exc
+    if not sep or not 0 < target[0] < target[1]:
+        raise CliInputError(f"--target-auc {text!r} is not LOW-HIGH with 0 < LOW < HIGH")
+    return target
+
+
+def _resources(payload: Any) -> list[dict[str, Any]]:
+    if isinstance(payload, list):
+        return [r for r in payload if isinstance(r, dict)]
+    if isinstance(payload, dict) and payload.get("resourceType") == "Bundle":
+        return [
+            e["resource"]
+            for e in payload.get("entry") or ()
+            if isinstance(e, dict) and isinstance(e.get("resource"), dict)
+        ]
+    if isinstance(payload, dict) and "resourceType" in payload:
+        return [payload]
+    raise CliInputError("the bundle is not a FHIR Bundle, resource or list of resources")
+
+
+def cmd_dose(args: argparse.Namespace) -> None:
+    from cds_service.vancomycin import simulator_for
+    from onnx_models.pk.models import MODELS
+    from twin_engine.pk.errors import DosingError
+    from twin_engine.pk.recommend import recommend
+
+    model_id = args.model if args.model.startswith("vancomycin_") else f"vancomycin_{args.model}"
+    if model_id not in MODELS:
+        known = ", ".join(m.removeprefix("vancomycin_") for m in MODELS)
+        raise CliInputError(f"no vancomycin model {args.model!r}; known: {known}")
+    as_of = (
+        datetime.combine(_as_of(args.as_of), datetime.max.time(), tzinfo=UTC)
+        if args.as_of and "T" not in args.as_of
+        else _as_of_instant(args.as_of)
+    )
+    dialysis = {"yes": True, "no": False, None: None}[args.dialysis]
+    try:
+        result = recommend(
+            _resources(_read_bundle(args.bundle)),
+            as_of=as_of,
+            model=MODELS[model_id],
+            simulator=simulator_for(model_id),
+            target_auc=_target(args.target_auc),
+            dialysis=dialysis,
+        )
+    except DosingError as exc:
+        raise CliInputError(str(exc)) from exc
+    _print_json(result.to_dict())
+
+
+def _as_of_instant(text: str | None) -> datetime:
+    if text is None:
+        return datetime.now(UTC)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise CliInputError(f"--as-of {text!r} is not a date or date-time") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def cmd_models(args: argparse.Namespace) -> None:
     from onnx_models import describe, list_models
     from onnx_models.builder import ARTIFACTS_DIR, build_all
@@ -194,6 +259,21 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--as-of")
     predict.add_argument("--model-dir", type=Path, default=None)
     predict.set_defaults(func=cmd_predict)
+
+    dose = sub.add_parser("dose", help="model-informed precision dosing")
+    dose_sub = dose.add_subparsers(dest="drug", required=True)
+    vanco = dose_sub.add_parser("vancomycin", help="AUC-guided vancomycin dosing (Bayesian)")
+    vanco.add_argument("--bundle", required=True)
+    vanco.add_argument("--as-of", help="date (end of that day, UTC) or ISO date-time")
+    vanco.add_argument("--model", default="goti2018", help="goti2018 | buelga2005 | thomson2009")
+    vanco.add_argument("--target-auc", default="400-600", help="mg·h/L, LOW-HIGH")
+    vanco.add_argument(
+        "--dialysis",
+        choices=("yes", "no"),
+        default=None,
+        help="state dialysis status when the record does not (otherwise it is refused)",
+    )
+    vanco.set_defaults(func=cmd_dose)
 
     models = sub.add_parser("models", help="the model registry")
     models.add_argument("--model-dir", type=Path, default=None)

@@ -150,3 +150,56 @@ def test_models_build_is_reproducible(tmp_path: Path) -> None:
         rebuilt = Path(b["path"])
         packaged = ARTIFACTS_DIR / rebuilt.relative_to(tmp_path)
         assert hashlib.sha256(packaged.read_bytes()).hexdigest() == b["sha256"], b["id"]
+
+
+def _vanco_bundle(tmp_path: Path, *, dialysis: bool | None = False) -> Path:
+    from tests.pk.fhir import base_record
+
+    entries = [{"resource": r} for r in base_record(dialysis=dialysis)]
+    return _write(tmp_path, {"resourceType": "Bundle", "type": "collection", "entry": entries})
+
+
+def test_dose_vancomycin_prints_the_dosing_contract(tmp_path: Path) -> None:
+    """dose vancomycin prints covariates, individual parameters, levels, AUC and advice."""
+    bundle = _vanco_bundle(tmp_path)
+    result = _run("dose", "vancomycin", "--bundle", str(bundle), "--as-of", "2024-03-03T09:00:00Z")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["covariates"]["weight_kg"] == 70.0
+    assert out["covariates"]["crcl_ml_min"] > 0
+    assert out["individual_parameters"]["cl_l_h"] > 0 and out["individual_parameters"]["vc_l"] > 0
+    assert [lv["observed_mg_l"] for lv in out["levels"]] == [12.0, 9.5]
+    assert all("fitted_mg_l" in lv for lv in out["levels"])
+    assert out["current_regimen"]["auc24_mg_h_l"] > 0
+    assert out["recommendation"]
+    assert out["model"]["id"] == "vancomycin_goti2018"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--model", "nope"), "no vancomycin model"),
+        (("--target-auc", "600-400"), "--target-auc"),
+        (("--target-auc", "lots"), "--target-auc"),
+    ],
+)
+def test_dose_bad_arguments_exit_2(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
+    """Unknown model or a malformed target: exit 2 with a message, no JSON."""
+    bundle = _vanco_bundle(tmp_path)
+    result = _run("dose", "vancomycin", "--bundle", str(bundle), *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert result.stdout == ""
+
+
+def test_dose_refuses_unknown_dialysis_unless_stated(tmp_path: Path) -> None:
+    """No dialysis record: exit 2 naming it; --dialysis no supplies the fact and it doses."""
+    bundle = _vanco_bundle(tmp_path, dialysis=None)
+    refused = _run("dose", "vancomycin", "--bundle", str(bundle), "--as-of", "2024-03-03")
+    assert refused.returncode == 2
+    assert "dialysis unknown" in refused.stderr
+    stated = _run(
+        "dose", "vancomycin", "--bundle", str(bundle), "--as-of", "2024-03-03", "--dialysis", "no"
+    )
+    assert stated.returncode == 0, stated.stderr
+    assert json.loads(stated.stdout)["covariates"]["dialysis"] is False
