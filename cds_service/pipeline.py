@@ -21,14 +21,19 @@ from cds_service.audit import (
 )
 from cds_service.auth import VerifiedClient
 from cds_service.cardio_renal import cardio_renal_cards
-from cds_service.cards import Card, CdsResponse
+from cds_service.cards import Card, CdsResponse, Link
 from cds_service.errors import BadHookRequest, DataUnavailable
 from cds_service.hooks import HookRequest
 from cds_service.prefetch import GatheredData, gather
 from cds_service.render import app_link, render_cards
 from cds_service.services import ServiceDefinition
 from cds_service.settings import Settings
-from cds_service.vancomycin import DosingOutcome, dosing_cards, simulator_for
+from cds_service.vancomycin import (
+    DosingOutcome,
+    dose_simulator_context,
+    dosing_cards,
+    simulator_for,
+)
 from onnx_models.registry import ModelRegistry
 from twin_engine import FeatureSet, Twin, build_twin_from_fhir, derive_features
 from twin_engine.errors import IngestError
@@ -97,12 +102,18 @@ def _run_models(
     link = app_link(service, rt.settings.app_launch_url, patient_id, twin_version)
     deceased = twin.demographics.deceased
     if service.kind == "vancomycin":
+        simulator_link = Link(
+            label="Open the dose simulator",
+            url=rt.settings.app_launch_url,
+            type="smart",
+            appContext=dose_simulator_context(patient_id, twin_version),
+        )
         dosing = dosing_cards(
             list(data.resources),
             request.context.model_dump(),
             as_of=datetime.now(UTC),
             model_id=rt.settings.vancomycin_model,
-            link=link,
+            link=simulator_link,
         )
         return Outcome(dosing.cards, (), dosing=dosing)
     if service.kind == "cardio-renal":

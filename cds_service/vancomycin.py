@@ -304,7 +304,8 @@ def _result_card(draft: DraftVancomycin, r: DosingResult, source: Source, link: 
     )
 
 
-def app_context(patient_id: str, twin_version: int) -> str:
+def dose_simulator_context(patient_id: str, twin_version: int) -> str:
+    """appContext of the card's SMART link: the app opens on the dose simulator."""
     return json.dumps(
         {"patient": patient_id, "twinVersion": twin_version, "view": "dose-simulator"},
         separators=(",", ":"),

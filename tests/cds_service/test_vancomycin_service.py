@@ -92,6 +92,10 @@ def test_an_off_target_draft_gets_an_update_suggestion(
     assert "AUC24" in card["summary"]
     assert card["indicator"] == "warning"
     assert "Observed mg/L" in card["detail"]  # the fit to the measured levels is shown
+    assert "Goti 2018" in card["source"]["label"]
+    (link,) = card["links"]
+    assert link["type"] == "smart"
+    assert '"view":"dose-simulator"' in link["appContext"]
     (suggestion,) = card["suggestions"]
     (action,) = suggestion["actions"]
     assert action["type"] == "update"
