@@ -493,6 +493,7 @@ class _Verifier:
     checkpoints: int = 0
     checked: int = 0
     signed_through: int = 0
+    last_checkpoint: int = 0
     unchecked: int = 0
     warnings: list[str] = field(default_factory=list)
 
@@ -564,6 +565,7 @@ class _Verifier:
             return BadRecord(rec.seq, f"checkpoint {rec.seq}: the signature does not verify")
         self.checked += 1
         self.signed_through = self.prev_seq
+        self.last_checkpoint = rec.seq
         return None
 
 
@@ -915,7 +917,7 @@ class ChainedAuditLog(ABC):
                 "no signed checkpoints: the chain proves order and integrity, but whoever "
                 "can write the store could recompute it (configure an audit signing key)"
             )
-        elif v.signed_through < v.prev_seq:
+        elif v.prev_seq not in (v.signed_through, v.last_checkpoint):
             warnings.append(
                 f"records after seq {v.signed_through} are not yet covered by a signature"
             )
@@ -955,7 +957,8 @@ class ChainedAuditLog(ABC):
                 "SELECT seq, kind, hook_instance, service_id, patient_id, status, model_id, "
                 "model_version, body FROM audit_chain ORDER BY seq"
             )
-            cards = dict(tx.rows("SELECT card_uuid, seq FROM audit_card"))
+            index = {str(c): int(s) for c, s in tx.rows("SELECT card_uuid, seq FROM audit_card")}
+        sent: dict[str, set[int]] = {}
         for seq, kind, hook_instance, service_id, patient_id, status, mid, mver, text in rows:
             body = orjson.loads(text)
             if kind == "hook":
@@ -974,16 +977,28 @@ class ChainedAuditLog(ABC):
                         int(seq), f"record {seq}: its query columns disagree with its hashed body"
                     )
                 for card in body.get("cards", []):
-                    if card.get("uuid") and int(cards.get(card["uuid"], -1)) != int(seq):
-                        return BadRecord(
-                            int(seq), f"record {seq}: the card index does not point to it"
-                        )
+                    if card.get("uuid"):
+                        if card["uuid"] not in index:
+                            return BadRecord(
+                                int(seq), f"record {seq}: a card it sent is not in the card index"
+                            )
+                        sent.setdefault(card["uuid"], set()).add(int(seq))
             elif kind == "feedback" and (patient_id, status) != (
                 body.get("patient"),
                 body["feedback"].get("outcome"),
             ):
                 return BadRecord(
                     int(seq), f"record {seq}: its query columns disagree with its hashed body"
+                )
+        # Each index entry must point to a record that sent that card (feedback joins by it).
+        for card_uuid, seq in sorted(index.items(), key=lambda item: item[1]):
+            senders = sorted(sent.get(card_uuid, ()))
+            if seq not in senders:
+                bad = senders[0] if senders else seq
+                return BadRecord(
+                    bad,
+                    f"record {bad}: the card index points card {card_uuid} at record {seq}, "
+                    "which did not send it",
                 )
         return None
 

@@ -172,9 +172,9 @@ class ClientVerifier:
         alg = header.get("alg")
         # Refuse none and HMAC before anything else: with HS*, the "secret" would be
         # whatever key we hold for this issuer, which is public.
-        if alg not in ASYMMETRIC:
+        if not isinstance(alg, str) or alg not in ASYMMETRIC:
             raise Unauthorized(f"algorithm {alg!r} not accepted")
-        iss = claims.get("iss")
+        iss = claims.get("iss") if isinstance(claims, dict) else None
         client = self._clients.get(iss) if isinstance(iss, str) else None
         if client is None:
             raise Unauthorized("unknown issuer")
@@ -191,7 +191,9 @@ class ClientVerifier:
                 leeway=self._leeway,
                 options={"require": ["iss", "aud", "exp", "iat", "jti"], "strict_aud": False},
             )
-        except jwt.PyJWTError as exc:
+        except (jwt.PyJWTError, TypeError, ValueError) as exc:
+            # TypeError/ValueError: an allowed alg whose family does not fit the key (an
+            # RS384 header against an EC key), which PyJWT reports outside PyJWTError.
             raise Unauthorized(f"token rejected: {type(exc).__name__}") from exc
         if verified["aud"] != audience and not (
             isinstance(verified["aud"], list) and audience in verified["aud"]

@@ -115,16 +115,18 @@ class FhirClient:
                 if body.get("resourceType") not in (None, "OperationOutcome"):
                     resources.append(body)
                 break
+            entries = body.get("entry")
             resources.extend(
                 e["resource"]
-                for e in body.get("entry") or ()
+                for e in (entries if isinstance(entries, list) else ())
                 if isinstance(e, dict) and isinstance(e.get("resource"), dict)
             )
             url = self._next_link(body)
         return SearchResult(tuple(resources), pages, truncated=False)
 
     def _next_link(self, bundle: dict[str, Any]) -> str | None:
-        for link in bundle.get("link") or ():
+        links = bundle.get("link")
+        for link in links if isinstance(links, list) else ():
             if isinstance(link, dict) and link.get("relation") == "next":
                 target = str(link.get("url", ""))
                 # Follow only links on the server we were given (no SSRF via paging).

@@ -82,9 +82,13 @@ def render_template(template: str, request: HookRequest) -> str | None:
 
 def _resources_of(value: dict[str, Any]) -> list[dict[str, Any]]:
     if value.get("resourceType") == "Bundle":
+        entries = value.get("entry")
+        # A Bundle whose entry is not a list carries nothing we can read.
+        if not isinstance(entries, list):
+            return []
         return [
             e["resource"]
-            for e in value.get("entry") or ()
+            for e in entries
             if isinstance(e, dict) and isinstance(e.get("resource"), dict)
         ]
     return [value]

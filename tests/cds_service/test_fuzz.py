@@ -228,7 +228,7 @@ def bundles(pid: str) -> st.SearchStrategy[dict[str, Any]]:
         optional={
             "type": st.sampled_from(["searchset", "collection", "transaction"]) | scalars,
             "total": scalars,
-            "entry": st.lists(entry, max_size=6) | json_values,
+            "entry": st.lists(entry, max_size=6) | st.lists(json_values, max_size=3) | json_values,
             "link": json_values,
         },
     )
@@ -378,6 +378,18 @@ def test_random_feedback_never_gets_a_server_error(client: TestClient, body: Any
     assert response.status_code < 500, (response.status_code, response.text[:300], body)
 
 
+@pytest.mark.parametrize("entry", [True, 1, 2.5])
+@pytest.mark.parametrize("key", ["patient", "observations"])
+def test_a_bundle_whose_entry_is_not_a_list_gets_no_server_error(
+    client: TestClient, key: str, entry: Any
+) -> None:
+    """Minimal input found by the fuzz: prefetch {"patient": {"resourceType": "Bundle",
+    "entry": true}}."""
+    body = hook_request(PID, {key: {"resourceType": "Bundle", "entry": entry}})
+    response = client.post(SERVICE, content=json.dumps(body), headers=JSON_HEADERS)
+    assert response.status_code < 500
+
+
 # --- authentication on: random Authorization headers ----------------------------------
 
 ISS = "https://ehr.example"
@@ -409,9 +421,12 @@ def _b64(data: Any) -> str:
 
 header_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=80)
 jose_headers = st.fixed_dictionaries(
-    # alg stays a string here: a non-string alg is a known 500, pinned by the xfail below;
-    # when it is fixed, widen this to `| json_values`.
-    {"alg": st.sampled_from(["ES384", "RS384", "none", "HS256"]) | header_text},
+    # RS384 is configured but the issuer's only key is EC: a mismatch that must be a 401.
+    {
+        "alg": st.sampled_from(["ES384", "ES256", "RS256", "RS384", "none", "HS256"])
+        | header_text
+        | json_values
+    },
     optional={
         "kid": st.just("ec-1") | scalars,
         "typ": scalars,
@@ -442,7 +457,9 @@ def authorizations(draw: st.DrawFn) -> str:
     if kind == "unsigned":
         signature = draw(st.sampled_from(["", "AAAA", "x.y"]))
         return f"Bearer {_b64(draw(jose_headers))}.{_b64(draw(claims))}.{signature}"
-    token = jwt.encode(draw(claims), KEY, algorithm="ES384", headers={"kid": "ec-1"})
+    # Signed at the JWS level: jwt.encode refuses some ill-typed claims; a caller need not.
+    payload = json.dumps(draw(claims)).encode()
+    token = jwt.PyJWS().encode(payload, KEY, algorithm="ES384", headers={"kid": "ec-1"})
     return f"Bearer {token}"
 
 
@@ -463,17 +480,20 @@ def test_random_authorization_headers_get_only_401(
     assert response.status_code == 401, (response.status_code, authorization)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "known 500, reported to the lead: a JWT header whose alg is not a string "
-        "(e.g. a list) reaches `alg not in ASYMMETRIC` (a frozenset) in "
-        "cds_service/auth.py ClientVerifier.verify and raises TypeError: unhashable type"
-    ),
-)
 @pytest.mark.parametrize("alg", [[], ["ES384"], {"a": 1}])
 def test_a_non_string_alg_gets_a_401(auth_client: TestClient, alg: Any) -> None:
     """Minimal input found by the fuzz: header {"alg": []}, payload {}, empty signature."""
     token = f"{_b64({'alg': alg})}.{_b64({})}."
+    response = auth_client.get("/cds-services", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 401
+
+
+@pytest.mark.parametrize("header", [{"alg": "RS384"}, {"alg": "RS384", "kid": "ec-1"}])
+def test_an_alg_that_does_not_fit_the_key_gets_a_401(
+    auth_client: TestClient, header: dict[str, str]
+) -> None:
+    """Minimal input found by the fuzz: header {"alg": "RS384"}, payload {"iss": ISS},
+    empty signature, against an issuer configured with one EC key."""
+    token = f"{_b64(header)}.{_b64({'iss': ISS})}."
     response = auth_client.get("/cds-services", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 401
