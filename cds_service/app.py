@@ -89,6 +89,8 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
             # bench/hook_latency.py saw ~100 ms gen-2 pauses in p99 before this.
             gc.freeze()
             yield
+        # Release the audit store's connections (PostgreSQL) when the app stops.
+        audit.close()
 
     app = FastAPI(title="twin-cds", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
@@ -96,6 +98,13 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
         return operation_outcome(exc.status_code, str(exc))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Our fault, not the caller's: the trace goes to the operator's log (never the
+        # request body, which carries patient data), the caller gets an OperationOutcome.
+        log.error("unexpected %s on %s", type(exc).__name__, request.url.path, exc_info=exc)
+        return operation_outcome(500, "internal error; the call was recorded")
 
     @app.exception_handler(Unauthorized)
     async def _unauthorized(request: Request, exc: Unauthorized) -> Response:

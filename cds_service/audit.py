@@ -27,29 +27,43 @@ Kinds::
 The chain lives in a relational store; ``ChainedAuditLog`` holds everything that does
 not depend on which one, and ``SqliteAuditLog`` (here) and ``PostgresAuditLog``
 (``audit_store_pg``) add connections and the lock that serialises appends.
+The hashing, the checkpoint signatures and the chain walk live in ``audit_chain``.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import logging
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import orjson
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from cds_service.audit_chain import (
+    GENESIS,
+    RECORD_KINDS,
+    AuditConfigError,
+    AuditError,
+    AuditSigner,
+    AuditWriteError,
+    BadRecord,
+    ChainReport,
+    RecordKind,
+    StoredAuditRecord,
+    _Verifier,
+    canonical_json,
+    generate_demo_signing_key,
+    key_id,
+    load_signer,
+    load_verify_key,
+    record_hash,
 )
 
 if TYPE_CHECKING:
@@ -58,10 +72,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("twin_cds.audit")
 
 AuditStatus = Literal["ok", "no-card", "data-unavailable", "bad-request", "error"]
-RecordKind = Literal["hook", "feedback", "auditor-read", "checkpoint"]
-RECORD_KINDS: tuple[RecordKind, ...] = ("hook", "feedback", "auditor-read", "checkpoint")
-
-GENESIS = "0" * 64
 
 # One schema for SQLite and PostgreSQL. recorded_at is ISO 8601 UTC text with
 # microseconds, so text order is time order in both. The body is kept as the exact
@@ -121,23 +131,6 @@ _SQLITE_APPEND_ONLY = (
 )
 
 _COLUMNS = "seq, kind, recorded_at, body, prev_hash, record_hash"
-
-
-class AuditError(Exception):
-    """The audit trail cannot do what was asked.
-
-    AuditError
-     ├── AuditConfigError   settings name a key or store that cannot be used
-     └── AuditWriteError    a record could not be appended (nothing was written)
-    """
-
-
-class AuditConfigError(AuditError):
-    """A signing key, verify key or database URL in the settings cannot be used."""
-
-
-class AuditWriteError(AuditError):
-    """A record could not be appended; the transaction was rolled back."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,26 +262,6 @@ class FeedbackResult:
 
 
 @dataclass(frozen=True, slots=True)
-class StoredAuditRecord:
-    seq: int
-    recorded_at: str
-    body: dict[str, Any]
-    prev_hash: str
-    record_hash: str
-    kind: RecordKind = "hook"
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "seq": self.seq,
-            "kind": self.kind,
-            "recordedAt": self.recorded_at,
-            "body": self.body,
-            "prevHash": self.prev_hash,
-            "recordHash": self.record_hash,
-        }
-
-
-@dataclass(frozen=True, slots=True)
 class AuditQuery:
     """What an auditor may ask for; every field narrows the result (None: any)."""
 
@@ -317,256 +290,10 @@ class AuditQuery:
         return out
 
 
-# ---------------------------------------------------------------- hashing, signing
-
-
-def canonical_json(value: Any) -> bytes:
-    """The one byte form everything is hashed and signed over: sorted keys, no spaces."""
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-
-
-def record_hash(
-    prev_hash: str, recorded_at: str, body: dict[str, Any], *, seq: int, kind: RecordKind
-) -> str:
-    """sha256 over the previous hash and the record's canonical JSON envelope.
-
-    The seq and kind are inside the hash, so renumbering records (to hide a deletion
-    or an insertion) changes every renumbered hash.
-    """
-    envelope = {"seq": seq, "kind": kind, "recordedAt": recorded_at, "body": body}
-    return hashlib.sha256(prev_hash.encode() + canonical_json(envelope)).hexdigest()
-
-
 def _utc_text(moment: datetime) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def key_id(public_key: Ed25519PublicKey) -> str:
-    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()[:16]
-
-
-def _checkpoint_payload(through_seq: int, through_hash: str, kid: str, signed_at: str) -> bytes:
-    return canonical_json(
-        {
-            "throughSeq": through_seq,
-            "throughHash": through_hash,
-            "keyId": kid,
-            "signedAt": signed_at,
-        }
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class AuditSigner:
-    """Signs checkpoints with the operator's Ed25519 key."""
-
-    private_key: Ed25519PrivateKey
-
-    @property
-    def public_key(self) -> Ed25519PublicKey:
-        return self.private_key.public_key()
-
-    def sign_checkpoint(
-        self, through_seq: int, through_hash: str, signed_at: str
-    ) -> dict[str, Any]:
-        kid = key_id(self.public_key)
-        payload = _checkpoint_payload(through_seq, through_hash, kid, signed_at)
-        return {
-            "throughSeq": through_seq,
-            "throughHash": through_hash,
-            "keyId": kid,
-            "signedAt": signed_at,
-            "algorithm": "Ed25519",
-            "signature": _b64(self.private_key.sign(payload)),
-        }
-
-
-def load_signer(path: Path) -> AuditSigner:
-    """The Ed25519 private key in a PEM file (PKCS#8, unencrypted)."""
-    try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except (OSError, ValueError, TypeError) as exc:
-        raise AuditConfigError(f"audit signing key {path} cannot be read: {exc}") from exc
-    if not isinstance(key, Ed25519PrivateKey):
-        raise AuditConfigError(f"audit signing key {path} is not an Ed25519 key")
-    return AuditSigner(key)
-
-
-def load_verify_key(path: Path) -> Ed25519PublicKey:
-    """An Ed25519 public key (PEM); a private key file is accepted and its public half used."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise AuditConfigError(f"audit verify key {path} cannot be read: {exc}") from exc
-    if b"PRIVATE KEY" in data:
-        return load_signer(path).public_key
-    try:
-        key = serialization.load_pem_public_key(data)
-    except (ValueError, TypeError) as exc:
-        raise AuditConfigError(f"audit verify key {path} is not a PEM public key") from exc
-    if not isinstance(key, Ed25519PublicKey):
-        raise AuditConfigError(f"audit verify key {path} is not an Ed25519 key")
-    return key
-
-
-def generate_demo_signing_key(data_dir: Path) -> Path:
-    """Make (once) an Ed25519 key in the data directory, for the demo and tests only.
-
-    Production keys are the operator's; this function logs loudly that it made one.
-    """
-    path = data_dir / "audit-signing-key.pem"
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        pem = Ed25519PrivateKey.generate().private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        path.write_bytes(pem)
-        path.chmod(0o600)
-        log.warning("generated a DEMO audit signing key at %s; not for production", path)
-    return path
-
-
-# ---------------------------------------------------------------- verification
-
-
-@dataclass(frozen=True, slots=True)
-class BadRecord:
-    seq: int
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class ChainReport:
-    """What ``verify`` found: the first bad record (or none) and what was checked."""
-
-    records: int
-    last_seq: int
-    checkpoints: int
-    signatures_checked: int
-    signed_through: int
-    first_bad: BadRecord | None
-    warnings: tuple[str, ...] = ()
-
-    @property
-    def ok(self) -> bool:
-        return self.first_bad is None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "records": self.records,
-            "lastSeq": self.last_seq,
-            "checkpoints": self.checkpoints,
-            "signaturesChecked": self.signatures_checked,
-            "signedThroughSeq": self.signed_through,
-            "firstBad": (
-                {"seq": self.first_bad.seq, "reason": self.first_bad.reason}
-                if self.first_bad
-                else None
-            ),
-            "warnings": list(self.warnings),
-        }
-
-
-@dataclass
-class _Verifier:
-    """Walks the chain once, in seq order, keeping only the last two hashes."""
-
-    verify_key: Ed25519PublicKey | None
-    prev_seq: int = 0
-    prev_hash: str = GENESIS
-    prev_prev_hash: str = GENESIS
-    count: int = 0
-    checkpoints: int = 0
-    checked: int = 0
-    signed_through: int = 0
-    last_checkpoint: int = 0
-    unchecked: int = 0
-    warnings: list[str] = field(default_factory=list)
-
-    def step(self, rec: StoredAuditRecord) -> BadRecord | None:
-        expected = self.prev_seq + 1
-        recomputed = record_hash(
-            rec.prev_hash, rec.recorded_at, rec.body, seq=rec.seq, kind=rec.kind
-        )
-        if rec.seq != expected:
-            return BadRecord(
-                expected,
-                f"record {expected} is missing: the chain jumps from {self.prev_seq} to {rec.seq}",
-            )
-        if rec.prev_hash != self.prev_hash:
-            if rec.prev_hash == self.prev_prev_hash and self.prev_seq > 0:
-                return BadRecord(
-                    self.prev_seq,
-                    f"record {self.prev_seq} was inserted: record {rec.seq} links past it",
-                )
-            for moved in (rec.seq + 1, rec.seq - 1):
-                if moved > 0 and (
-                    record_hash(rec.prev_hash, rec.recorded_at, rec.body, seq=moved, kind=rec.kind)
-                    == rec.record_hash
-                ):
-                    how = "deleted before it" if moved > rec.seq else "inserted before it"
-                    return BadRecord(
-                        rec.seq,
-                        f"record {rec.seq} was written as seq {moved}: records were "
-                        f"{how} and the rest renumbered",
-                    )
-            return BadRecord(
-                rec.seq,
-                f"record {rec.seq} does not link to record {self.prev_seq}: records were "
-                "inserted, deleted or reordered here",
-            )
-        if recomputed != rec.record_hash:
-            return BadRecord(
-                rec.seq, f"record {rec.seq} was modified: its content does not match its hash"
-            )
-        if rec.kind == "checkpoint":
-            bad = self._checkpoint(rec)
-            if bad is not None:
-                return bad
-        self.count += 1
-        self.prev_seq = rec.seq
-        self.prev_prev_hash, self.prev_hash = self.prev_hash, rec.record_hash
-        return None
-
-    def _checkpoint(self, rec: StoredAuditRecord) -> BadRecord | None:
-        self.checkpoints += 1
-        b = rec.body
-        if b.get("throughSeq") != self.prev_seq or b.get("throughHash") != self.prev_hash:
-            return BadRecord(
-                rec.seq, f"checkpoint {rec.seq} does not sign the chain as it is before it"
-            )
-        if self.verify_key is None:
-            self.unchecked += 1
-            return None
-        if b.get("keyId") != key_id(self.verify_key):
-            return BadRecord(
-                rec.seq, f"checkpoint {rec.seq} is signed by key {b.get('keyId')}, not ours"
-            )
-        payload = _checkpoint_payload(
-            int(b["throughSeq"]), str(b["throughHash"]), str(b["keyId"]), str(b["signedAt"])
-        )
-        try:
-            self.verify_key.verify(_unb64(str(b.get("signature", ""))), payload)
-        except (InvalidSignature, ValueError):
-            return BadRecord(rec.seq, f"checkpoint {rec.seq}: the signature does not verify")
-        self.checked += 1
-        self.signed_through = self.prev_seq
-        self.last_checkpoint = rec.seq
-        return None
 
 
 # ---------------------------------------------------------------- the store-independent log
@@ -883,29 +610,35 @@ class ChainedAuditLog(ABC):
 
     def iter_chain(self, batch: int = 2000) -> Iterator[StoredAuditRecord]:
         """Every record in seq order, read in batches so a long chain is not held in memory."""
+        return (rec for rec, _ in self._walk(batch))
+
+    def _walk(self, batch: int = 2000) -> Iterator[tuple[StoredAuditRecord, tuple[Any, ...]]]:
+        """Records with their query columns, in seq order, in batches."""
         after = 0
         while True:
             with self._read() as tx:
                 rows = tx.rows(
-                    f"SELECT {_COLUMNS} FROM audit_chain WHERE seq > ? ORDER BY seq LIMIT {batch}",  # noqa: S608
+                    f"SELECT {_COLUMNS}, {_QUERY_COLUMNS} FROM audit_chain "  # noqa: S608
+                    f"WHERE seq > ? ORDER BY seq LIMIT {int(batch)}",
                     (after,),
                 )
             if not rows:
                 return
             for row in rows:
-                yield _record(row)
+                yield _record(row), tuple(row[6:])
             after = int(rows[-1][0])
 
     def verify(self, verify_key: Ed25519PublicKey | None = None) -> ChainReport:
         """Walk the whole chain; name the first bad record and why."""
         v = _Verifier(verify_key if verify_key is not None else self._public_key())
         bad: BadRecord | None = None
-        for rec in self.iter_chain():
-            bad = v.step(rec)
+        sent: dict[str, set[int]] = {}
+        for rec, columns in self._walk():
+            bad = v.step(rec) or _columns_disagree(rec, columns, sent)
             if bad is not None:
                 break
         if bad is None:
-            bad = self._check_head(v) or self._check_indexes()
+            bad = self._check_head(v) or self._check_card_index(sent, v.prev_seq)
         warnings = list(v.warnings)
         if v.unchecked:
             warnings.append(
@@ -940,67 +673,85 @@ class ChainedAuditLog(ABC):
         return self._signer.public_key if self._signer else None
 
     def _check_head(self, v: _Verifier) -> BadRecord | None:
+        """The head must name the last record. One statement, so one snapshot: records
+        appended while verify walked the chain do not look like tampering."""
         with self._read() as tx:
-            ((seq, digest),) = tx.rows("SELECT seq, record_hash FROM audit_head WHERE id = 1")
-        if int(seq) != v.prev_seq or str(digest) != v.prev_hash:
+            ((head, digest, last, last_hash),) = tx.rows(
+                "SELECT h.seq, h.record_hash, (SELECT MAX(seq) FROM audit_chain), "
+                "(SELECT record_hash FROM audit_chain WHERE seq = h.seq) "
+                "FROM audit_head h WHERE h.id = 1"
+            )
+        last = int(last or 0)
+        if int(head) < v.prev_seq or last != int(head) or (head and last_hash != digest):
             return BadRecord(
-                v.prev_seq + 1,
-                f"the chain ends at seq {v.prev_seq} but its head says {seq}: records at the "
+                min(int(head), last) + 1,
+                f"the chain ends at seq {last} but its head says {head}: records at the "
                 "end were deleted, or the head was changed",
             )
         return None
 
-    def _check_indexes(self) -> BadRecord | None:
-        """The query columns and card index must say what the hashed bodies say."""
+    def _check_card_index(self, sent: dict[str, set[int]], upto: int) -> BadRecord | None:
+        """Each card index entry must point to a record that sent that card: feedback
+        joins by it, so a repointed entry would attach feedback to the wrong record."""
         with self._read() as tx:
             rows = tx.rows(
-                "SELECT seq, kind, hook_instance, service_id, patient_id, status, model_id, "
-                "model_version, body FROM audit_chain ORDER BY seq"
+                "SELECT card_uuid, seq FROM audit_card WHERE seq <= ? ORDER BY seq", (upto,)
             )
-            index = {str(c): int(s) for c, s in tx.rows("SELECT card_uuid, seq FROM audit_card")}
-        sent: dict[str, set[int]] = {}
-        for seq, kind, hook_instance, service_id, patient_id, status, mid, mver, text in rows:
-            body = orjson.loads(text)
-            if kind == "hook":
-                model = body.get("model") or {}
-                want = (
-                    body.get("hookInstance"),
-                    body.get("service"),
-                    body.get("patient"),
-                    body.get("status"),
-                    model.get("id"),
-                    model.get("version"),
-                )
-                have = (hook_instance, service_id, patient_id, status, mid, mver)
-                if want != have:
-                    return BadRecord(
-                        int(seq), f"record {seq}: its query columns disagree with its hashed body"
-                    )
-                for card in body.get("cards", []):
-                    if card.get("uuid"):
-                        if card["uuid"] not in index:
-                            return BadRecord(
-                                int(seq), f"record {seq}: a card it sent is not in the card index"
-                            )
-                        sent.setdefault(card["uuid"], set()).add(int(seq))
-            elif kind == "feedback" and (patient_id, status) != (
-                body.get("patient"),
-                body["feedback"].get("outcome"),
-            ):
-                return BadRecord(
-                    int(seq), f"record {seq}: its query columns disagree with its hashed body"
-                )
-        # Each index entry must point to a record that sent that card (feedback joins by it).
-        for card_uuid, seq in sorted(index.items(), key=lambda item: item[1]):
-            senders = sorted(sent.get(card_uuid, ()))
-            if seq not in senders:
-                bad = senders[0] if senders else seq
+        indexed = {str(card) for card, _ in rows}
+        for card_uuid, seq in rows:
+            senders = sorted(sent.get(str(card_uuid), ()))
+            if int(seq) not in senders:
+                bad = senders[0] if senders else int(seq)
                 return BadRecord(
                     bad,
                     f"record {bad}: the card index points card {card_uuid} at record {seq}, "
                     "which did not send it",
                 )
+        for card_uuid, seqs in sent.items():
+            if card_uuid not in indexed:
+                bad = min(seqs)
+                return BadRecord(bad, f"record {bad}: a card it sent is not in the card index")
         return None
+
+
+_QUERY_COLUMNS = "hook_instance, service_id, patient_id, status, model_id, model_version"
+
+
+def _columns_disagree(
+    rec: StoredAuditRecord, columns: tuple[Any, ...], sent: dict[str, set[int]]
+) -> BadRecord | None:
+    """The query columns must say what the hashed body says (else a query by patient,
+    say, would silently miss or misattribute records). Collects the cards sent."""
+    body = rec.body
+    if rec.kind == "hook":
+        model = body.get("model") or {}
+        want: tuple[Any, ...] = (
+            body.get("hookInstance"),
+            body.get("service"),
+            body.get("patient"),
+            body.get("status"),
+            model.get("id"),
+            model.get("version"),
+        )
+        for card in body.get("cards") or []:
+            if card.get("uuid"):
+                sent.setdefault(card["uuid"], set()).add(rec.seq)
+    elif rec.kind == "feedback":
+        want = (
+            body.get("hookInstance"),
+            body.get("service"),
+            body.get("patient"),
+            body["feedback"].get("outcome"),
+            None,
+            None,
+        )
+    else:
+        return None
+    if want != columns:
+        return BadRecord(
+            rec.seq, f"record {rec.seq}: its query columns disagree with its hashed body"
+        )
+    return None
 
 
 # ---------------------------------------------------------------- SQLite

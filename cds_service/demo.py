@@ -27,6 +27,8 @@ from typing import Any
 
 import httpx
 
+from cds_service.audit import generate_demo_signing_key
+
 # US Core Race extension, OMB categories (CDC Race & Ethnicity code set, 2.16.840.1.113883.6.238).
 _US_CORE_RACE = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race"
 _OMB_SYSTEM = "urn:oid:2.16.840.1.113883.6.238"
@@ -205,6 +207,8 @@ def start_service(
         "TWIN_CDS_DATA_DIR": str(work_dir / "service-data"),
         "TWIN_CDS_FHIR_SERVER_ALLOWLIST": json.dumps([fhir_base]),
         "TWIN_CDS_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+        # A demo key signs the audit checkpoints (made once, logged as a DEMO key).
+        "TWIN_CDS_AUDIT_SIGNING_KEY_FILE": str(generate_demo_signing_key(work_dir / "keys")),
         **(extra_env or {}),
     }
     with log_path.open("wb") as log:

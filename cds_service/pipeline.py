@@ -211,12 +211,21 @@ async def run_risk_service(
     except BadHookRequest as exc:
         audit_failure("bad-request", str(exc), data)
         raise
+    except Exception as exc:
+        # A fault of ours: the call is still on the record (the type only; a message
+        # could carry patient data), then the HTTP edge answers it.
+        audit_failure("error", type(exc).__name__, data)
+        raise
 
-    version = rt.twins.save(twin)
-    features = derive_features(twin, rt.today())
-    outcome = _run_models(
-        service, rt, twin.patient_id, version.version, features, twin, request, data
-    )
+    try:
+        version = rt.twins.save(twin)
+        features = derive_features(twin, rt.today())
+        outcome = _run_models(
+            service, rt, twin.patient_id, version.version, features, twin, request, data
+        )
+    except Exception as exc:
+        audit_failure("error", type(exc).__name__, data)
+        raise
     cards = list(outcome.cards)
     response = CdsResponse(cards=cards)
     if outcome.dosing is not None:

@@ -99,7 +99,7 @@ class StoreSpec:
         with psycopg.connect(self.pg_url, autocommit=True) as conn:
             conn.execute("ALTER TABLE audit_chain DISABLE TRIGGER USER")
             for s in statements:
-                conn.execute(s)  # type: ignore[call-overload]
+                conn.execute(s)
             conn.execute("ALTER TABLE audit_chain ENABLE TRIGGER USER")
 
     def rows(self, query: str) -> list[tuple[Any, ...]]:
@@ -114,7 +114,7 @@ class StoreSpec:
 
         assert self.pg_url is not None
         with psycopg.connect(self.pg_url) as conn:
-            return conn.execute(query).fetchall()  # type: ignore[call-overload,no-any-return]
+            return conn.execute(query).fetchall()
 
     def dump_bytes(self) -> bytes:
         """Every stored byte (SQLite files incl. WAL) or every row's text (PostgreSQL)."""

@@ -250,7 +250,7 @@ def _run_with_triggers(store: StoreSpec, statement: str) -> None:
 
     assert store.pg_url is not None
     with psycopg.connect(store.pg_url, autocommit=True) as conn:
-        conn.execute(statement)  # type: ignore[call-overload]
+        conn.execute(statement)
 
 
 def test_feedback_joins_the_chain_once_without_free_text(store: StoreSpec) -> None:

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from cds_service.audit import AuditSigner, generate_demo_signing_key, load_signer
+from cds_service.audit import AuditSigner, ChainReport, generate_demo_signing_key, load_signer
 from tests.audit.stores import StoreSpec
 
 PROCESSES = 4
@@ -88,3 +88,26 @@ def test_a_killed_writer_leaves_a_valid_chain(store: StoreSpec, signer: AuditSig
     assert log.verify().ok
     assert len(log.records()) == written + 1
     log.close()
+
+
+def test_verify_while_workers_append_reports_no_false_tampering(store: StoreSpec) -> None:
+    """Records committed while verify walks the chain are not mistaken for tampering."""
+    log = store.open()
+    procs = [_start(store, ["0", "2", f"live{i}"]) for i in range(2)]
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    reports: list[ChainReport] = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(log.records()) < 50 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        while len(reports) < 20 and time.monotonic() < deadline:
+            reports.append(log.verify())
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGKILL)
+            _finish(proc, timeout=30)
+    assert [r.first_bad for r in reports] == [None] * len(reports)
+    assert reports[-1].last_seq > reports[0].last_seq, "the workers were appending meanwhile"

@@ -280,3 +280,22 @@ def test_the_service_is_offered_at_discharge_too(
     response = client.post("/cds-services/ascvd-risk-discharge", json=body)
     assert response.status_code == 200
     assert response.json()["cards"][0]["summary"].startswith("10-year ASCVD risk ")
+
+
+def test_an_internal_fault_is_still_audited(
+    client: TestClient, demo_bundles: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug of ours while computing: the call is recorded with status error and its type."""
+    import cds_service.pipeline as pipeline
+
+    def broken(*_: Any, **__: Any) -> Any:
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(pipeline, "derive_features", broken)
+    with TestClient(client.app, raise_server_exceptions=False) as c:
+        response = _call(c, _eligible(demo_bundles))
+        assert response.status_code == 500
+        assert response.json()["resourceType"] == "OperationOutcome"
+        record = c.app.state.runtime.audit.records()[-1]  # type: ignore[attr-defined]
+    assert record.body["status"] == "error"
+    assert record.body["error"] == "ZeroDivisionError"
