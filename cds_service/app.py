@@ -25,7 +25,9 @@ from cds_service.audit import open_audit_log
 from cds_service.audit_api import router as audit_router
 from cds_service.auth import (
     ClientVerifier,
+    JtiCache,
     JwksCache,
+    PostgresReplayCache,
     ReplayCache,
     Unauthorized,
     VerifiedClient,
@@ -64,7 +66,13 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     twins = SqliteTwinStore(settings.twin_db)
     audit = open_audit_log(settings)
-    replay = ReplayCache(settings.data_dir / "replay.sqlite")
+    # The jti replay cache lives where the other replicas can see it: PostgreSQL when
+    # configured, else a SQLite file shared by the workers of this host.
+    replay: JtiCache = (
+        PostgresReplayCache(settings.database_url)
+        if settings.database_url
+        else ReplayCache(settings.data_dir / "replay.sqlite")
+    )
     loaded = set(registry.ids())
     offered = {sid: s for sid, s in SERVICES.items() if set(s.required_models) <= loaded}
     for sid in SERVICES.keys() - offered.keys():
@@ -89,8 +97,9 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
             # bench/hook_latency.py saw ~100 ms gen-2 pauses in p99 before this.
             gc.freeze()
             yield
-        # Release the audit store's connections (PostgreSQL) when the app stops.
+        # Release the stores' connections (PostgreSQL) when the app stops.
         audit.close()
+        replay.close()
 
     app = FastAPI(title="twin-cds", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings

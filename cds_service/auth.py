@@ -21,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import jwt
@@ -95,6 +95,54 @@ class ReplayCache:
             return False
         return True
 
+    def close(self) -> None:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+
+class PostgresReplayCache:
+    """The same jti cache in PostgreSQL, so it holds across replicas sharing the database."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._lock = threading.Lock()
+        self._conn = self._connect()
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS twin_cds_used_jti (iss TEXT NOT NULL, jti TEXT NOT NULL, "
+            "expires_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (iss, jti))"
+        )
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        return psycopg.connect(self._url, autocommit=True)
+
+    def first_use(self, iss: str, jti: str, expires_at: float) -> bool:
+        """Record the jti; False when any replica already recorded it (a replay)."""
+        with self._lock:
+            if self._conn.closed:
+                self._conn = self._connect()
+            self._conn.execute(
+                "DELETE FROM twin_cds_used_jti WHERE expires_at < %s", (time.time() - 300,)
+            )
+            cur = self._conn.execute(
+                "INSERT INTO twin_cds_used_jti VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                (iss, jti, expires_at),
+            )
+            return bool(cur.rowcount == 1)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+class JtiCache(Protocol):
+    def first_use(self, iss: str, jti: str, expires_at: float) -> bool: ...
+
+    def close(self) -> None: ...
+
 
 @dataclass
 class _CachedJwks:
@@ -149,7 +197,7 @@ class ClientVerifier:
     def __init__(
         self,
         clients: tuple[CdsClientConfig, ...],
-        replay: ReplayCache,
+        replay: JtiCache,
         jwks: JwksCache,
         *,
         leeway_s: float = 30.0,

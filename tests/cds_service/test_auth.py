@@ -200,3 +200,23 @@ def test_neither_the_jwt_nor_the_access_token_is_stored(
             assert token.encode() not in data, path.name
             assert token.split(".")[2].encode() not in data, path.name
             assert access_token.encode() not in data, path.name
+
+
+def test_the_replay_cache_holds_across_replicas_sharing_postgresql() -> None:
+    """Two services on one database: a jti used on one is refused by the other."""
+    from cds_service.auth import PostgresReplayCache
+    from tests.audit.stores import pg_available, pg_schema, pg_url
+
+    if not pg_available():
+        pytest.skip("no PostgreSQL on 127.0.0.1:5432")
+    with pg_schema() as schema:
+        first, second = PostgresReplayCache(pg_url(schema)), PostgresReplayCache(pg_url(schema))
+        try:
+            expires = time.time() + 300
+            assert first.first_use(ISS, "jti-1", expires)
+            assert not second.first_use(ISS, "jti-1", expires)
+            assert second.first_use(ISS, "jti-2", expires)
+            assert second.first_use("https://other.example", "jti-1", expires)
+        finally:
+            first.close()
+            second.close()
