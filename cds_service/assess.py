@@ -81,6 +81,20 @@ class Assessment:
             return ()
         return self.factors_by_output[self.model.card.outputs[0].name]
 
+    def inputs_json(self) -> list[dict[str, object]]:
+        """The inputs used, as the CLI prints them and the audit trail stores them."""
+        return [
+            {
+                "name": i.name,
+                "value": i.value,
+                "unit": i.unit,
+                "time": i.time.isoformat() if i.time else None,
+                "sources": list(i.sources),
+                "quality": i.quality,
+            }
+            for i in self.inputs
+        ]
+
     @property
     def stale(self) -> tuple[InputUsed, ...]:
         return tuple(i for i in self.inputs if i.quality == "stale")

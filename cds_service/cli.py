@@ -96,17 +96,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
             "version": model.card.version,
             "sha256": model.sha256,
             "outputs": a.outputs,
-            "inputs": [
-                {
-                    "name": i.name,
-                    "value": i.value,
-                    "unit": i.unit,
-                    "time": i.time.isoformat() if i.time else None,
-                    "sources": list(i.sources),
-                    "quality": i.quality,
-                }
-                for i in a.inputs
-            ],
+            "inputs": a.inputs_json(),
             "explanation": [
                 {"feature": f.name, "value": f.value, "contribution": f.contribution}
                 for f in a.factors

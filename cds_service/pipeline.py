@@ -56,20 +56,6 @@ class Runtime:
     today: Callable[[], date] = _today
 
 
-def _inputs_for_audit(a: Assessment) -> tuple[dict[str, object], ...]:
-    return tuple(
-        {
-            "name": i.name,
-            "value": i.value,
-            "unit": i.unit,
-            "time": i.time.isoformat() if i.time else None,
-            "sources": list(i.sources),
-            "quality": i.quality,
-        }
-        for i in a.inputs
-    )
-
-
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """The cards of one call and the model runs behind them (the first is primary)."""
@@ -228,37 +214,35 @@ async def run_risk_service(
         raise
     cards = list(outcome.cards)
     response = CdsResponse(cards=cards)
+    answered = replace(
+        call,
+        status="ok" if cards else "no-card",
+        duration_ms=1000 * (time.perf_counter() - started),
+        twin_version=version.version,
+        twin_hash=version.content_hash,
+        cards=tuple(c.model_dump(mode="json", exclude_none=True) for c in cards),
+    )
     if outcome.dosing is not None:
         rt.audit.record(
             replace(
-                call,
-                status="ok" if cards else "no-card",
-                duration_ms=1000 * (time.perf_counter() - started),
-                twin_version=version.version,
-                twin_hash=version.content_hash,
+                answered,
                 model=_pk_model_use(rt.settings.vancomycin_model),
                 outputs=_dosing_outputs(outcome.dosing),
                 data_problems=data.problems
                 + ((outcome.dosing.problem,) if outcome.dosing.problem else ()),
-                cards=tuple(c.model_dump(mode="json", exclude_none=True) for c in cards),
             )
         )
         return response
     primary = outcome.assessments[0]
     rt.audit.record(
         replace(
-            call,
-            status="ok" if cards else "no-card",
-            duration_ms=1000 * (time.perf_counter() - started),
-            twin_version=version.version,
-            twin_hash=version.content_hash,
+            answered,
             model=ModelUse(primary.model.card.id, primary.model.card.version, primary.model.sha256),
-            inputs=_inputs_for_audit(primary),
+            inputs=tuple(primary.inputs_json()),
             outputs=_outputs_for_audit(outcome.assessments),
             explanation=explanation_for_audit(primary.factors),
             missing=tuple(n.name for n in primary.not_used),
             data_problems=data.problems + tuple(p for a in outcome.assessments for p in a.problems),
-            cards=tuple(c.model_dump(mode="json", exclude_none=True) for c in cards),
         )
     )
     return response
