@@ -205,6 +205,41 @@ def cardio_renal_cards(
     return CardioRenalResult(tuple(cards), tuple(assessments))
 
 
+def _not_computed_card(
+    a: Assessment,
+    what: str,
+    purpose: str,
+    labs: tuple[str, ...],
+    patient_id: str,
+    link: Link,
+) -> Card:
+    """No number: say what is missing or stale, and offer to order the labs."""
+    orderable = tuple(n for n in _lab_blockers(a, labs) if n in ORDERABLE)
+    suggestions = (
+        [_order_suggestion(patient_id, orderable, f"Inputs for {purpose}")] if orderable else None
+    )
+    return Card(
+        uuid=str(uuid.uuid4()),
+        summary=f"{what} not computed: {_why_not(a, labs)}"[:139],
+        detail="\n".join(
+            [
+                f"A {purpose} from missing or stale inputs would not be the patient's.",
+                "",
+                *(f"- {p}" for p in a.problems),
+                "",
+                *missing_section(a),
+                "",
+                *model_section(a),
+            ]
+        ),
+        indicator="info",
+        source=_source(a),
+        suggestions=suggestions,
+        selectionBehavior="at-most-one" if suggestions else None,
+        links=[link],
+    )
+
+
 def _source(a: Assessment) -> Source:
     return Source(label=f"twin-cds · {a.model.card.name} v{a.model.card.version}")
 
@@ -222,32 +257,8 @@ def _prevent_card(
     labs = ("total_cholesterol_mg_dl", "hdl_cholesterol_mg_dl", "egfr_ml_min_1_73m2")
     blockers = _lab_blockers(prevent, labs)
     if blockers or prevent.status != "computed":
-        orderable = tuple(n for n in blockers if n in ORDERABLE)
-        suggestions = (
-            [_order_suggestion(patient_id, orderable, "Inputs for cardiovascular risk (PREVENT)")]
-            if orderable
-            else None
-        )
-        return Card(
-            uuid=str(uuid.uuid4()),
-            summary=f"Cardiovascular risk not computed: {_why_not(prevent, labs)}"[:139],
-            detail="\n".join(
-                [
-                    "PREVENT needs current values; a risk from missing or stale inputs would "
-                    "not be the patient's.",
-                    "",
-                    *(f"- {p}" for p in prevent.problems),
-                    "",
-                    *missing_section(prevent),
-                    "",
-                    *model_section(prevent),
-                ]
-            ),
-            indicator="info",
-            source=_source(prevent),
-            suggestions=suggestions,
-            selectionBehavior="at-most-one" if suggestions else None,
-            links=[link],
+        return _not_computed_card(
+            prevent, "Cardiovascular risk", "cardiovascular risk (PREVENT)", labs, patient_id, link
         )
 
     o = prevent.outputs
@@ -303,32 +314,11 @@ def _prevent_card(
 def _kfre_card(kfre: Assessment, patient_id: str, link: Link) -> Card | None:
     if kfre.status == "not-applicable":
         return None
-    blockers = _lab_blockers(kfre, ("egfr_ml_min_1_73m2", "uacr_mg_g"))
+    kidney_labs = ("egfr_ml_min_1_73m2", "uacr_mg_g")
+    blockers = _lab_blockers(kfre, kidney_labs)
     if blockers or kfre.status != "computed":
-        orderable = tuple(n for n in blockers if n in ORDERABLE)
-        suggestions = (
-            [_order_suggestion(patient_id, orderable, "Inputs for kidney failure risk (KFRE)")]
-            if orderable
-            else None
-        )
-        why = _why_not(kfre, ("egfr_ml_min_1_73m2", "uacr_mg_g"))
-        return Card(
-            uuid=str(uuid.uuid4()),
-            summary=f"Kidney failure risk not computed: {why}"[:139],
-            detail="\n".join(
-                [
-                    *(f"- {p}" for p in kfre.problems),
-                    "",
-                    *missing_section(kfre),
-                    "",
-                    *model_section(kfre),
-                ]
-            ),
-            indicator="info",
-            source=_source(kfre),
-            suggestions=suggestions,
-            selectionBehavior="at-most-one" if suggestions else None,
-            links=[link],
+        return _not_computed_card(
+            kfre, "Kidney failure risk", "kidney failure risk (KFRE)", kidney_labs, patient_id, link
         )
     o: dict[str, Any] = kfre.outputs
     two, five = o["risk_2y_kidney_failure"], o["risk_5y_kidney_failure"]
