@@ -34,7 +34,7 @@ from cds_service.auth import (
 )
 from cds_service.errors import BadHookRequest, ServiceError, UnknownService
 from cds_service.hooks import FeedbackRequest, HookRequest, missing_context
-from cds_service.pipeline import Runtime, run_risk_service
+from cds_service.pipeline import Runtime, run_service
 from cds_service.services import SERVICES
 from cds_service.settings import Settings
 from onnx_models.registry import ModelRegistry
@@ -162,7 +162,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         if missing:
             raise BadHookRequest(f"{hook_request.hook} context needs {', '.join(missing)}")
         runtime: Runtime = request.app.state.runtime
-        response = await run_risk_service(hook_request, service, runtime, client)
+        response = await run_service(hook_request, service, runtime, client)
         return Response(orjson.dumps(response.to_json()), media_type="application/json")
 
     @app.post("/cds-services/{service_id}/feedback")

@@ -1,5 +1,6 @@
-"""One function per hook, reading like the flow:
-gather data → build twin → predict → explain → render cards → audit.
+"""One function for every hook call, reading like the flow:
+gather data → build twin → run the service's models (predict + explain, or fit a PK
+twin and search regimens) → render cards → audit.
 """
 
 from __future__ import annotations
@@ -148,13 +149,13 @@ def _dosing_outputs(dosing: DosingOutcome) -> dict[str, float] | None:
     return out
 
 
-async def run_risk_service(
+async def run_service(
     request: HookRequest,
     service: ServiceDefinition,
     rt: Runtime,
     client: VerifiedClient | None = None,
 ) -> CdsResponse:
-    """gather → twin → predict+explain → cards → audit, for one hook call."""
+    """gather → twin → models (risk with explanations, or PK dosing) → cards → audit."""
     started = time.perf_counter()
     call = AuditEntry(
         hook_instance=request.hookInstance,

@@ -206,7 +206,7 @@ def render_cards(
     twin_version: int,
     launch_url: str,
 ) -> list[Card]:
-    """Cards for one assessment: a result, or what kept us from one."""
+    """The ascvd-risk cards for one PCE assessment: a result, or what kept us from one."""
     card_meta = a.model.card
     source = Source(label=f"twin-cds · {card_meta.name} v{card_meta.version}")
     link = app_link(service, launch_url, patient_id, twin_version)
