@@ -220,3 +220,35 @@ def test_the_replay_cache_holds_across_replicas_sharing_postgresql() -> None:
         finally:
             first.close()
             second.close()
+
+
+def test_tokens_never_reach_the_log(
+    client: TestClient, caplog: pytest.LogCaptureFixture, demo_bundles: list[dict[str, Any]]
+) -> None:
+    """Refused and accepted calls log their reason, never the JWT or the access token."""
+    import logging
+
+    from tests.conftest import hook_request, prefetch_from_bundle
+
+    caplog.set_level(logging.DEBUG)
+    forged = _sign(_claims(aud="https://other.example"))
+    assert (
+        client.get("/cds-services", headers={"Authorization": f"Bearer {forged}"}).status_code
+        == 401
+    )
+    prefetch = prefetch_from_bundle(demo_bundles[0])
+    access_token = "access-token-that-must-not-be-logged"  # noqa: S105 - a test token
+    token = _sign(_claims(aud=f"{BASE}/cds-services/ascvd-risk"))
+    body = hook_request(
+        prefetch["patient"]["id"],
+        {"patient": prefetch["patient"]},
+        fhirServer="https://not-allowed.example/fhir",
+        fhirAuthorization={"access_token": access_token, "token_type": "Bearer"},
+    )
+    response = client.post(
+        "/cds-services/ascvd-risk", json=body, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.status_code == 412  # that client's FHIR server list is empty
+    assert "401 on /cds-services" in caplog.text
+    for secret in (forged, forged.split(".")[2], token, token.split(".")[2], access_token):
+        assert secret not in caplog.text
