@@ -13,9 +13,12 @@ Authentication of CDS clients is OFF in our service for this run
 client in this process (fixed request count, fixed concurrency, a hard time cap per
 scenario) after a warm-up; latency is client-side, from send to the last byte. Prints a
 table and writes bench/results/load.json with the ratios ours/peer for the prefetch
-scenario (goal: throughput ≥ 2x, p99 ≤ 1/2).
+scenario (goal: throughput ≥ 2x, p99 ≤ 1/2). With Debian's wrk installed
+(``apt-get install wrk``) it drives the load for a fixed time instead: a C client leaves
+the two cores to the servers, where a Python client competes with them.
 
-    python bench/load.py [--requests 2000] [--concurrency 32] [--workers N] [--no-peer]
+    python bench/load.py [--client wrk|httpx] [--seconds 20] [--requests 2000]
+                         [--concurrency 32] [--workers N] [--no-peer]
 
 The peer's virtual environment is bench/.venvs/healthchain; when absent it is created
 with ``python3 -m venv`` and ``pip install healthchain`` (from the package registry).
@@ -29,6 +32,7 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
@@ -256,6 +260,68 @@ async def _load(
     result.server_p50_ms = statistics.median(server_ms) if server_ms else None
 
 
+_WRK_SCRIPT = """
+local paths = {%s}
+local bodies = {}
+for i, path in ipairs(paths) do
+  local f = assert(io.open(path, "rb")); bodies[i] = f:read("*all"); f:close()
+end
+local n = 0
+request = function()
+  n = n + 1
+  local headers = {["Content-Type"] = "application/json"}
+  return wrk.format("POST", nil, headers, bodies[(n %% #bodies) + 1])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("WRK %%d %%d %%d %%d %%d %%d %%d\\n", summary.requests, e.status,
+    e.connect + e.read + e.write + e.timeout, summary.duration,
+    latency:percentile(50), latency:percentile(99), latency.max))
+end
+"""
+
+
+def _load_wrk(
+    url: str, bodies: list[bytes], seconds: float, concurrency: int, result: Result
+) -> None:
+    """wrk (C, one thread) drives the load, so the client does not eat the servers' CPU
+    the way a Python client does on a 2-core machine. Latency is wrk's, send to last byte."""
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for i, body in enumerate(bodies):
+            path = Path(tmp) / f"body{i}.json"
+            path.write_bytes(body)
+            paths.append(f'"{path}"')
+        script = Path(tmp) / "post.lua"
+        script.write_text(_WRK_SCRIPT % ", ".join(paths))
+        out = subprocess.run(  # noqa: S603 - wrk from Debian, our own arguments
+            [
+                shutil.which("wrk") or "wrk",
+                "-t1",
+                f"-c{concurrency}",
+                f"-d{seconds:.0f}s",
+                "--timeout",
+                "10s",
+                "-s",
+                str(script),
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=seconds + 60,
+        ).stdout
+    line = next(x for x in out.splitlines() if x.startswith("WRK "))
+    requests, status_errors, socket_errors, duration_us, p50_us, p99_us, max_us = map(
+        int, line.split()[1:]
+    )
+    result.completed = requests
+    result.errors = status_errors + socket_errors
+    result.elapsed_s = duration_us / 1e6
+    result.throughput_rps = (requests - result.errors) / result.elapsed_s
+    result.p50_ms, result.p99_ms, result.max_ms = p50_us / 1e3, p99_us / 1e3, max_us / 1e3
+
+
 def run_scenario(
     service: str, scenario: str, url: str, bodies: list[bytes], args: argparse.Namespace
 ) -> Result:
@@ -272,6 +338,18 @@ def run_scenario(
     warm = Result(service, scenario, args.workers, args.concurrency, args.warmup)
     asyncio.run(_load(url, bodies, cards, args.warmup, args.concurrency, args.time_cap, warm))
     result = Result(service, scenario, args.workers, args.concurrency, args.requests)
+    if args.client == "wrk":
+        print(f"  {service} / {scenario}: wrk for {args.seconds:.0f} s...", flush=True)
+        _load_wrk(url, bodies, args.seconds, args.concurrency, result)
+        # wrk counts only non-2xx as errors; a 200 without the expected card is checked
+        # here on every body after the run (the peer answers a failed handler with 200).
+        with httpx.Client(timeout=30) as client:
+            for body, expected in zip(bodies, cards, strict=True):
+                r = client.post(url, content=body, headers={"Content-Type": "application/json"})
+                if r.status_code != 200 or len(r.json()["cards"]) != expected:
+                    result.errors += 1
+                    result.error_samples.append(f"after the run: {r.status_code} {r.text[:200]}")
+        return result
     print(f"  {service} / {scenario}: {args.requests} requests...", flush=True)
     asyncio.run(_load(url, bodies, cards, args.requests, args.concurrency, args.time_cap, result))
     return result
@@ -314,6 +392,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--time-cap", type=float, default=180.0, help="seconds per scenario")
     parser.add_argument("--no-peer", action="store_true", help="skip the healthchain peer")
+    parser.add_argument(
+        "--client",
+        choices=["wrk", "httpx"],
+        default="wrk" if shutil.which("wrk") else "httpx",
+        help="load generator: wrk (Debian package; default when installed) or Python httpx",
+    )
+    parser.add_argument("--seconds", type=float, default=20.0, help="wrk: seconds per scenario")
     parser.add_argument("--no-fetch", action="store_true", help="skip the FHIR fetch scenario")
     args = parser.parse_args()
 
@@ -321,8 +406,15 @@ def main() -> None:
     mean_bytes = statistics.mean(len(b) for b in prefetch_bodies)
     print(
         f"{args.workers} uvicorn workers each, {os.cpu_count()} cores, concurrency "
-        f"{args.concurrency}, {args.requests} requests per scenario after {args.warmup} warm-up, "
-        f"{len(prefetch_bodies)} patients' prefetch bodies (mean {mean_bytes / 1024:.0f} KiB). "
+        f"{args.concurrency}, "
+        + (
+            f"{args.seconds:.0f} s per scenario"
+            if args.client == "wrk"
+            else f"{args.requests} requests per scenario"
+        )
+        + f" after {args.warmup} warm-up, "
+        f"{len(prefetch_bodies)} patients' prefetch bodies (mean {mean_bytes / 1024:.0f} KiB), "
+        f"load from {args.client}. "
         "Authentication of CDS clients is OFF in our service for this run.",
         flush=True,
     )
@@ -392,6 +484,7 @@ def main() -> None:
         "prefetch_bodies": len(prefetch_bodies),
         "prefetch_mean_bytes": round(mean_bytes),
         "auth_required": False,
+        "client": args.client,
         "peer": {"package": "healthchain", "version": peer_hc} if peer_hc else None,
         "results": [
             {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(r).items()}
