@@ -31,3 +31,18 @@ def test_a_changed_resource_is_parsed_again() -> None:
     after = build_twin_from_fhir(changed)
     assert before.observations["total_cholesterol"][-1].value == 180
     assert after.observations["total_cholesterol"][-1].value == 240
+
+
+def test_malformed_race_extensions_are_ignored_not_fatal() -> None:
+    """Race is read from raw extensions: ill-shaped ones are skipped, the patient ingests."""
+    from tests.twin_engine.fhir import RACE
+
+    bad = patient()
+    bad["extension"] = [
+        "not-an-object",
+        {"url": RACE, "extension": "not-a-list"},
+        {"url": RACE, "extension": [7, {"url": "ombCategory", "valueCoding": "x"}]},
+    ]
+    twin = build_twin_from_fhir(bundle(bad))
+    assert twin.demographics.race_omb == ()
+    assert twin.demographics.race_recorded
