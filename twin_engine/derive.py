@@ -89,6 +89,8 @@ OMB_BLACK_OR_AFRICAN_AMERICAN: Final = "2054-5"
 HBA1C_DIABETES_PERCENT: Final = 6.5
 
 _ACTIVE_STATEMENT_STATUS: Final = frozenset({"active"})
+#: LOINC of eGFR by the race-free CKD-EPI 2021 creatinine equation.
+EGFR_CKD_EPI_2021: Final = "98979-8"
 _EGFR_UNIT: Final = "mL/min/{1.73_m2}"
 
 
@@ -254,7 +256,12 @@ def _timed(
 def _egfr(ctx: _Context, creatinine: Feature) -> Feature:
     name = "egfr_ml_min_1_73m2"
     measured = _latest_point(ctx, "egfr")
-    measured_usable = measured is not None and measured.quality == "ok"
+    # Only a race-free CKD-EPI 2021 result (LOINC 98979-8) stands in for our own
+    # computation: MDRD and CKD-EPI 2009 values carry a race coefficient, and the
+    # equations downstream (PREVENT, KFRE use) expect CKD-EPI 2021 (Inker, NEJM 2021).
+    measured_usable = (
+        measured is not None and measured.quality == "ok" and measured.loinc == EGFR_CKD_EPI_2021
+    )
     if (
         measured is not None
         and measured_usable
@@ -266,7 +273,12 @@ def _egfr(ctx: _Context, creatinine: Feature) -> Feature:
         )
     skipped = ""
     if measured is not None and not measured_usable:
-        skipped = f"; latest measured eGFR not usable: {measured.note}"
+        why = (
+            measured.note
+            if measured.quality != "ok"
+            else f"LOINC {measured.loinc} is not CKD-EPI 2021 (98979-8)"
+        )
+        skipped = f"; latest measured eGFR not used: {why}"
     if not creatinine.usable or creatinine.value is None or creatinine.time is None:
         return _missing(
             name,
@@ -407,20 +419,32 @@ def _diabetes(ctx: _Context) -> Feature:
             continue
         note = f"active diabetes condition ({entry.system} {entry.code} {entry.display or ''})"
         return Feature(name, 1.0, None, onset, (entry.source,), "ok", note.replace(" )", ")"))
-    for point in ctx.twin.observations.get("hba1c", ()):
-        if point.time > ctx.instant:
-            break
-        if (
-            point.quality == "ok"
-            and point.value is not None
-            and point.value >= HBA1C_DIABETES_PERCENT
-        ):
-            note = (
-                f"HbA1c {point.value:g}% on {point.time.date().isoformat()} >= "
-                f"{HBA1C_DIABETES_PERCENT:g}% (ADA Standards of Care 2024, Table 2.1); "
-                "no diabetes condition recorded"
-            )
-            return Feature(name, 1.0, None, point.time, (point.source,), "ok", note)
+    # ADA Standards of Care 2024, section 2: without unequivocal hyperglycaemia the
+    # diagnosis needs two abnormal results, so one old HbA1c >= 6.5% is not enough.
+    high = [
+        point
+        for point in ctx.twin.observations.get("hba1c", ())
+        if point.time <= ctx.instant
+        and point.quality == "ok"
+        and point.value is not None
+        and point.value >= HBA1C_DIABETES_PERCENT
+    ]
+    if len(high) >= 2:
+        values = ", ".join(f"{p.value:g}% on {p.time.date().isoformat()}" for p in high[-2:])
+        note = (
+            f"two HbA1c >= {HBA1C_DIABETES_PERCENT:g}% ({values}; ADA Standards of Care "
+            "2024, section 2, Table 2.1); no diabetes condition recorded"
+        )
+        sources = tuple(p.source for p in high[-2:])
+        return Feature(name, 1.0, None, high[-1].time, sources, "ok", note)
+    if len(high) == 1:
+        only = high[0]
+        note = (
+            f"one HbA1c {only.value:g}% on {only.time.date().isoformat()} >= "
+            f"{HBA1C_DIABETES_PERCENT:g}% is not a diagnosis without a second result (ADA "
+            "2024); no diabetes condition recorded"
+        )
+        return Feature(name, 0.0, None, only.time, (only.source,), "ok", note)
     return Feature(
         name,
         0.0,

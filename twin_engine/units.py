@@ -125,13 +125,15 @@ def normalise(
 ) -> Normalised:
     """Convert `value` to the quantity's canonical unit, or report the unit unknown.
 
-    The UCUM `code` wins over the printed `unit` because the printed unit is free text.
+    The UCUM `code`, when present, decides alone: the printed `unit` is free text, and a
+    code we do not know is a unit we do not know, whatever the text beside it says (a
+    code "mL/min" printed "mL/min/1.73m2" is not an eGFR). The printed unit is read only
+    when there is no code.
     """
     rule = UNIT_TABLE[quantity]
-    for candidate in (ucum_code, unit):
-        if candidate is not None:
-            conversion = rule.accepted.get(candidate.strip())
-            if conversion is not None:
-                return Normalised(conversion.apply(value), rule.canonical, True)
-    raw_unit = ucum_code if ucum_code is not None else (unit if unit is not None else "")
-    return Normalised(value, raw_unit, False)
+    candidate = ucum_code if ucum_code is not None else unit
+    if candidate is not None:
+        conversion = rule.accepted.get(candidate.strip())
+        if conversion is not None:
+            return Normalised(conversion.apply(value), rule.canonical, True)
+    return Normalised(value, candidate if candidate is not None else "", False)

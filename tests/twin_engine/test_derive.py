@@ -247,13 +247,29 @@ def test_treated_hypertension(meds: list[dict[str, Any]], as_of: date, expected:
         ([condition("c", SNOMED, "44054006", status="resolved")], 0.0, "no diabetes"),
         ([condition("c", SNOMED, "44054006", abatement="2023-01-01")], 0.0, "no diabetes"),
         ([condition("c", SNOMED, "15777000")], 0.0, "no diabetes"),  # prediabetes
-        ([obs("a1c", "4548-4", 6.8, "%", "2023-06-01")], 1.0, "HbA1c 6.8%"),
+        ([obs("a1c", "4548-4", 6.8, "%", "2023-06-01")], 0.0, "one HbA1c 6.8%"),
+        (
+            [
+                obs("a1", "4548-4", 6.6, "%", "2010-06-01"),
+                obs("a2", "4548-4", 6.8, "%", "2023-06-01"),
+            ],
+            1.0,
+            "two HbA1c >= 6.5%",
+        ),
+        (  # an old high value and a recent normal one: not diabetes (review finding)
+            [
+                obs("a1", "4548-4", 6.6, "%", "2010-06-01"),
+                obs("a2", "4548-4", 5.2, "%", "2023-06-01"),
+            ],
+            0.0,
+            "one HbA1c 6.6%",
+        ),
         ([obs("a1c", "4548-4", 6.4, "%", "2023-06-01")], 0.0, "no diabetes"),
         ([], 0.0, "no diabetes condition recorded"),
     ],
 )
 def test_diabetes(resources: list[dict[str, Any]], value: float, note_start: str) -> None:
-    """Diabetes from an active condition by as_of, or HbA1c >= 6.5%, else 0.0."""
+    """Diabetes from an active condition by as_of, or two HbA1c >= 6.5%, else 0.0."""
     feature = _feature("diabetes", date(2024, 1, 1), *resources)
     assert (feature.value, feature.quality) == (value, "ok")
     assert feature.note.startswith(note_start)
