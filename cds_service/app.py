@@ -37,6 +37,7 @@ from cds_service.hooks import FeedbackRequest, HookRequest, missing_context
 from cds_service.pipeline import Runtime, run_service
 from cds_service.services import SERVICES
 from cds_service.settings import Settings
+from cds_service.vancomycin import simulator_for
 from onnx_models.registry import ModelRegistry
 from smart_app.routes import router as smart_router
 from twin_engine.store import SqliteTwinStore
@@ -73,6 +74,8 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         if settings.database_url
         else ReplayCache(settings.data_dir / "replay.sqlite")
     )
+    # The PK model the settings name is loaded now: a missing file fails the start.
+    simulator_for(settings.vancomycin_model)
     loaded = set(registry.ids())
     offered = {sid: s for sid, s in SERVICES.items() if set(s.required_models) <= loaded}
     for sid in SERVICES.keys() - offered.keys():
@@ -150,6 +153,10 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         service = offered.get(service_id)
         if service is None:
             raise UnknownService(f"no CDS service {service_id!r}")
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > MAX_BODY_BYTES:
+            # Refused before the body is read into memory.
+            return operation_outcome(413, f"request body over {MAX_BODY_BYTES} bytes")
         raw = await request.body()
         if len(raw) > MAX_BODY_BYTES:
             return operation_outcome(413, f"request body over {MAX_BODY_BYTES} bytes")

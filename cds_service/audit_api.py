@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import Response
 
 from cds_service.audit import (
@@ -89,7 +89,7 @@ def _query(
     since: datetime | None = None,
     until: datetime | None = None,
     kind: Literal["hook", "feedback", "auditor-read", "checkpoint", "any"] = "hook",
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_EXPORT)] = 100,
 ) -> AuditQuery:
     chosen: RecordKind | None = None if kind == "any" else kind
@@ -144,7 +144,9 @@ def query_records(who: AuditorDep, log: LogDep, q: QueryDep) -> dict[str, Any]:
 
 
 @router.get("/records/{seq}")
-def fetch_record(seq: int, who: AuditorDep, log: LogDep) -> dict[str, Any]:
+def fetch_record(
+    seq: Annotated[int, Path(ge=1, le=2**63 - 1)], who: AuditorDep, log: LogDep
+) -> dict[str, Any]:
     rec = log.get(seq)
     _audit_read(log, who, "record", {"seq": seq}, [rec] if rec else [])
     if rec is None:

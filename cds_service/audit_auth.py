@@ -84,9 +84,9 @@ class AuditorVerifier:
         except jwt.PyJWTError as exc:
             raise AuditorUnauthorized(f"malformed token: {type(exc).__name__}") from exc
         alg = header.get("alg")
-        if alg not in ASYMMETRIC:
+        if not isinstance(alg, str) or alg not in ASYMMETRIC:
             raise AuditorUnauthorized(f"algorithm {alg!r} not accepted")
-        iss = unverified.get("iss")
+        iss = unverified.get("iss") if isinstance(unverified, dict) else None
         issuer = self._issuers.get(iss) if isinstance(iss, str) else None
         if issuer is None:
             raise AuditorUnauthorized("not an auditor issuer")
@@ -103,7 +103,8 @@ class AuditorVerifier:
                 leeway=self._leeway,
                 options={"require": ["iss", "aud", "exp", "iat", "sub"]},
             )
-        except jwt.PyJWTError as exc:
+        except (jwt.PyJWTError, TypeError, ValueError) as exc:
+            # TypeError/ValueError: an allowed alg whose family does not fit the key.
             raise AuditorUnauthorized(f"token rejected: {type(exc).__name__}") from exc
         if float(claims["iat"]) > time.time() + self._leeway:
             raise AuditorUnauthorized("token issued in the future")

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import httpx
 
-from cds_service.errors import DataUnavailable
+from cds_service.errors import DataUnavailable, FhirServerNotAllowed
 from cds_service.fhir_client import FhirClient, SearchResult, check_fhir_server
 from cds_service.hooks import HookRequest
 from cds_service.services import ServiceDefinition
@@ -27,6 +27,8 @@ log = logging.getLogger("twin_cds.prefetch")
 KeyOrigin = Literal["prefetch", "fetched", "no-data", "unavailable"]
 
 _TOKEN = re.compile(r"\{\{\s*([A-Za-z.]+)\s*\}\}")
+#: FHIR R4 id: [A-Za-z0-9\-\.]{1,64} (https://hl7.org/fhir/R4/datatypes.html#id).
+_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +73,9 @@ def render_template(template: str, request: HookRequest) -> str | None:
             if name.startswith("context.")
             else user_tokens.get(name)
         )
-        if value is None:
+        if value is None or not _FHIR_ID.fullmatch(str(value)) or str(value) in {".", ".."}:
+            # Not a FHIR id: never put it in a URL that carries the EHR's token (no path
+            # traversal like "../admin", no injected search parameters).
             missing = True
             return ""
         return str(value)
@@ -121,7 +125,9 @@ async def gather(
             continue
         query = render_template(template, request)
         if query is None:
-            reports[key] = PrefetchKeyReport(key, "unavailable", 0, "template token had no value")
+            reports[key] = PrefetchKeyReport(
+                key, "unavailable", 0, "a template token had no value or was not a FHIR id"
+            )
             continue
         to_fetch[key] = query
 
@@ -159,11 +165,17 @@ async def _fetch_missing(
                 key, "unavailable", 0, "not in prefetch and no fhirServer/fhirAuthorization"
             )
         return
-    base = check_fhir_server(
-        str(request.fhirServer),
-        allowlist,
-        allow_insecure_loopback=settings.allow_insecure_loopback_fhir,
-    )
+    try:
+        base = check_fhir_server(
+            str(request.fhirServer),
+            allowlist,
+            allow_insecure_loopback=settings.allow_insecure_loopback_fhir,
+        )
+    except FhirServerNotAllowed as exc:
+        # Never contacted; what came in prefetch may still be enough for an answer.
+        for key in to_fetch:
+            reports[key] = PrefetchKeyReport(key, "unavailable", 0, str(exc))
+        return
     client = FhirClient(
         http, base, request.fhirAuthorization.access_token, max_pages=settings.fhir_max_pages
     )

@@ -55,7 +55,7 @@ class ServiceDefinition:
         if self.kind == "cardio-renal":
             return ("prevent", "prevent_30y", "pce", "kfre", "kfre_non_na")
         if self.kind == "vancomycin":
-            return ()  # PK models load through onnx_models.pk, checked at start
+            return ()  # PK models load through onnx_models.pk when the app starts
         return (self.model_id,)
 
     def discovery(self) -> dict[str, Any]:
@@ -150,12 +150,13 @@ _VANCOMYCIN_LOINC = (
 VANCOMYCIN_DOSING = ServiceDefinition(
     id="vancomycin-dosing",
     hook="order-select",
-    title="Vancomycin AUC-guided dosing (Bayesian, Goti 2018)",
+    title="Vancomycin AUC-guided dosing (Bayesian)",
     description=(
         "For a drafted vancomycin order: the patient's own pharmacokinetics fitted to "
         "their measured levels (Bayesian MAP), the drafted regimen's predicted AUC24 with "
         "its 90% interval and probability of reaching 400-600 mg·h/L, and a recommended "
-        "regimen as an update to the draft when it is off target."
+        "regimen as an update to the draft when it is off target. The population PK "
+        "model is a deployment setting (Goti 2018 by default) and each card names it."
     ),
     model_id="vancomycin_goti2018",
     prefetch={
@@ -179,7 +180,7 @@ VANCOMYCIN_DOSING_AT_SIGN = replace(
     VANCOMYCIN_DOSING,
     id="vancomycin-dosing-sign",
     hook="order-sign",
-    title="Vancomycin AUC check at signing (Bayesian, Goti 2018)",
+    title="Vancomycin AUC check at signing (Bayesian)",
 )
 
 SERVICES: dict[str, ServiceDefinition] = {

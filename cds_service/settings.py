@@ -76,7 +76,12 @@ class Settings(BaseSettings):
             "elsewhere (Tangri 2016). A property of the deployment, not of the patient."
         ),
     )
-    vancomycin_model: str = Field(
+    vancomycin_model: Literal[
+        "vancomycin_goti2018",
+        "vancomycin_buelga2005",
+        "vancomycin_thomson2009",
+        "vancomycin_goti2018_v2wt",
+    ] = Field(
         default="vancomycin_goti2018",
         description=(
             "Population PK model for vancomycin: vancomycin_goti2018 (default), "

@@ -61,50 +61,88 @@ def simulator_for(model_id: str) -> OnnxPkSimulator:
     return load_simulator(model_id)
 
 
-def _codes_and_texts(concept: object) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    if not isinstance(concept, dict):
-        return (), ()
-    codings = [c for c in concept.get("coding") or () if isinstance(c, dict)]
-    codes = tuple(str(c["code"]) for c in codings if c.get("system") == RXNORM and c.get("code"))
-    texts = tuple(str(t) for t in [concept.get("text"), *(c.get("display") for c in codings)] if t)
-    return codes, texts
+@dataclass(frozen=True, slots=True)
+class _Coded:
+    """RxNorm codes and display texts of a medication concept."""
+
+    codes: tuple[str, ...]
+    texts: tuple[str, ...]
+
+
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _dict(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _coded(concept: object) -> _Coded:
+    concept = _dict(concept)
+    codings = [c for c in _list(concept.get("coding")) if isinstance(c, dict)]
+    codes = tuple(
+        str(c["code"])
+        for c in codings
+        if c.get("system") == RXNORM and isinstance(c.get("code"), str)
+    )
+    texts = tuple(
+        t for t in [concept.get("text"), *(c.get("display") for c in codings)] if isinstance(t, str)
+    )
+    return _Coded(codes, texts)
 
 
 def is_vancomycin(request: dict[str, Any]) -> bool:
-    codes, texts = _codes_and_texts(request.get("medicationCodeableConcept"))
-    return any(m.medication_class == "vancomycin" for m in classify_medication(codes, texts))
+    coded = _coded(request.get("medicationCodeableConcept"))
+    matches = classify_medication(coded.codes, coded.texts)
+    return any(m.medication_class == "vancomycin" for m in matches)
+
+
+#: Largest single vancomycin dose read from a draft: 4 g, above the 3 g consensus
+#: loading-dose ceiling (Rybak 2020), so a real order is never refused but a typo of
+#: 1e308 g cannot reach the arithmetic.
+MAX_DRAFT_DOSE_MG = 4000.0
+#: Longest dosing interval read from a draft (a week); the regimens searched go to 48 h.
+MAX_DRAFT_INTERVAL_H = 168.0
 
 
 def _hours(value: object, unit: object, where: str) -> float:
-    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
         raise DraftOrderError(f"{where} has no positive number")
     factor = _HOURS.get(str(unit))
     if factor is None:
         raise DraftOrderError(f"{where} unit {unit!r} is not h, d or min")
-    return float(value) * factor
+    hours = float(value) * factor
+    if not hours <= MAX_DRAFT_INTERVAL_H:
+        raise DraftOrderError(f"{where} of {value} {unit} is longer than a week")
+    return hours
 
 
 def _dose_mg(quantity: object, where: str) -> float:
-    if not isinstance(quantity, dict) or not isinstance(quantity.get("value"), int | float):
+    quantity = _dict(quantity)
+    value = quantity.get("value")
+    if not isinstance(value, int | float) or isinstance(value, bool):
         raise DraftOrderError(f"{where} has no doseQuantity value")
     unit = str(quantity.get("code") or quantity.get("unit") or "")
     # UCUM: mg and g only; an unknown unit is refused, never guessed.
     factor = {"mg": 1.0, "g": 1000.0}.get(unit)
     if factor is None:
         raise DraftOrderError(f"{where} dose unit {unit!r} is not mg or g")
-    return float(quantity["value"]) * factor
+    dose = float(value) * factor
+    if not 0 < dose <= MAX_DRAFT_DOSE_MG:
+        raise DraftOrderError(f"{where} dose {value} {unit} is not between 0 and 4 g")
+    return dose
 
 
 def read_draft(request: dict[str, Any]) -> DraftVancomycin:
     """The regimen a drafted vancomycin MedicationRequest orders."""
     where = f"MedicationRequest/{request.get('id', '?')}"
-    instructions = request.get("dosageInstruction") or []
+    instructions = _list(request.get("dosageInstruction"))
     if not instructions or not isinstance(instructions[0], dict):
         raise DraftOrderError(f"{where} has no dosageInstruction")
     dosage = instructions[0]
-    dose_and_rate = (dosage.get("doseAndRate") or [{}])[0]
+    dose_and_rate = _dict((_list(dosage.get("doseAndRate")) or [{}])[0])
     dose = _dose_mg(dose_and_rate.get("doseQuantity"), where)
-    repeat = ((dosage.get("timing") or {}).get("repeat")) or {}
+    repeat = _dict(_dict(dosage.get("timing")).get("repeat"))
     interval = _hours(repeat.get("period"), repeat.get("periodUnit"), f"{where} timing period")
     if repeat.get("duration") is not None:
         infusion = _hours(repeat.get("duration"), repeat.get("durationUnit"), f"{where} duration")
@@ -118,8 +156,8 @@ def find_draft(context: dict[str, Any]) -> DraftVancomycin | None:
     draft_orders = context.get("draftOrders")
     if not isinstance(draft_orders, dict):
         return None
-    selections = set(context.get("selections") or ())
-    for entry in draft_orders.get("entry") or ():
+    selections = {s for s in _list(context.get("selections")) if isinstance(s, str)}
+    for entry in _list(draft_orders.get("entry")):
         resource = entry.get("resource") if isinstance(entry, dict) else None
         if not isinstance(resource, dict) or resource.get("resourceType") != "MedicationRequest":
             continue

@@ -311,3 +311,19 @@ def test_with_a_database_url_the_trail_lives_in_postgresql(
             assert secret.encode() not in stored
             assert secret.split(".")[-1].encode() not in stored
         spec.close_all()
+
+
+def test_malformed_auditor_tokens_and_huge_numbers_are_4xx_not_500(tmp_path: Path) -> None:
+    """Review finding: a list alg, a key of another family, and seq past int64 are refused."""
+    import base64
+
+    def b64(data: object) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    with TestClient(create_app(_settings(tmp_path)), raise_server_exceptions=False) as c:
+        for header in ({"alg": ["ES384"]}, {"alg": "RS384"}, {"alg": "ES384", "kid": 1}):
+            token = f"{b64(header)}.{b64({'iss': 'x'})}."
+            assert _get(c, "/audit/records", token).status_code == 401
+        huge = 10**25
+        assert _get(c, f"/audit/records/{huge}", auditor_token()).status_code == 422
+        assert _get(c, "/audit/records", auditor_token(), after=huge).status_code == 422

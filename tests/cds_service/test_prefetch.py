@@ -10,7 +10,7 @@ import httpx
 import pytest
 import respx
 
-from cds_service.errors import DataUnavailable, FhirServerNotAllowed
+from cds_service.errors import DataUnavailable
 from cds_service.hooks import HookRequest
 from cds_service.prefetch import gather, render_template
 from cds_service.services import ASCVD_RISK
@@ -126,15 +126,24 @@ async def test_a_failing_search_is_reported_not_fatal(tmp_path: Path) -> None:
 
 
 async def test_a_server_off_the_allowlist_is_never_contacted(tmp_path: Path) -> None:
-    """fhirServer not configured: refused before any request is made."""
+    """fhirServer not configured: never contacted; the prefetched Patient still answers."""
     request = _request({"patient": PATIENT}).model_copy(
         update={"fhirServer": "https://evil.example/fhir"}
     )
     with respx.mock(assert_all_called=False) as mock:
         route = mock.route().respond(json={})
-        with pytest.raises(FhirServerNotAllowed):
-            await _gather(request, tmp_path)
+        data = await _gather(request, tmp_path)
         assert route.call_count == 0
+    assert {r["resourceType"] for r in data.resources} == {"Patient"}
+    assert all("allowlist" in p for p in data.problems)
+    assert len(data.problems) == 3
+
+
+async def test_without_a_patient_a_disallowed_server_is_412(tmp_path: Path) -> None:
+    """Nothing in prefetch and the server not allowed: 412 naming the allowlist."""
+    request = _request(None).model_copy(update={"fhirServer": "https://evil.example/fhir"})
+    with pytest.raises(DataUnavailable, match="allowlist"):
+        await _gather(request, tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -150,3 +159,18 @@ async def test_a_server_off_the_allowlist_is_never_contacted(tmp_path: Path) -> 
 def test_templates_render_context_and_user_tokens(template: str, expected: str | None) -> None:
     """Tokens fill from context and userId; an unresolvable token gives no query."""
     assert render_template(template, _request(None)) == expected
+
+
+@pytest.mark.parametrize(
+    "patient_id", ["../../admin/x", "..", "p1&_include=*", "p1,p2", "p 1", "x" * 65]
+)
+def test_a_context_value_that_is_not_a_fhir_id_is_never_put_in_a_url(patient_id: str) -> None:
+    """Path traversal or injected search parameters: the template is not rendered."""
+    body = {
+        "hook": "patient-view",
+        "hookInstance": "h1",
+        "context": {"patientId": patient_id, "userId": "Practitioner/u7"},
+    }
+    request = HookRequest.model_validate(body)
+    assert render_template("Patient/{{context.patientId}}", request) is None
+    assert render_template("Observation?patient={{context.patientId}}", request) is None

@@ -137,3 +137,54 @@ def test_an_unreadable_draft_is_named(client: TestClient) -> None:
     assert response.status_code == 200
     (card,) = response.json()["cards"]
     assert "doseQuantity" in card["detail"]
+
+
+def _break(draft: dict[str, Any], how: str) -> dict[str, Any]:
+    if how == "dosage-dict":
+        draft["dosageInstruction"] = {"timing": {}}
+    elif how == "dose-and-rate-strings":
+        draft["dosageInstruction"][0]["doseAndRate"] = ["x"]
+    elif how == "timing-list":
+        draft["dosageInstruction"][0]["timing"] = [1]
+    elif how == "coding-int":
+        draft["medicationCodeableConcept"] = {"coding": 5}
+    elif how == "huge-dose":
+        draft["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"] = {
+            "value": 1e308,
+            "code": "g",
+        }
+    elif how == "negative-dose":
+        draft["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"]["value"] = -500
+    return draft
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        "dosage-dict",
+        "dose-and-rate-strings",
+        "timing-list",
+        "coding-int",
+        "huge-dose",
+        "negative-dose",
+    ],
+)
+def test_malformed_drafts_are_named_never_a_500(client: TestClient, how: str) -> None:
+    """Review finding: ill-typed draft orders answered 500; each is now a named refusal."""
+    body = _body("order-select", _break(_draft(1000, 12), how))
+    response = client.post("/cds-services/vancomycin-dosing", json=body)
+    assert response.status_code == 200, response.text
+    for card in response.json()["cards"]:
+        assert "mg·h/L" not in card["summary"]
+
+
+@pytest.mark.parametrize(
+    "context_patch",
+    [{"selections": 5}, {"selections": [{"a": 1}]}, {"draftOrders": {"entry": 3}}],
+)
+def test_malformed_context_is_not_a_500(client: TestClient, context_patch: dict[str, Any]) -> None:
+    """Ill-typed selections or draftOrders: no card, never a 500."""
+    body = _body("order-select", _draft(1000, 12))
+    body["context"].update(context_patch)
+    response = client.post("/cds-services/vancomycin-dosing", json=body)
+    assert response.status_code < 500

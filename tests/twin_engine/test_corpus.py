@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 from datetime import date
-from pathlib import Path
 
 import pytest
 
+from tests.conftest import SYNTHEA_DIR
 from twin_engine import build_twin_from_fhir, derive_features
 
-CORPUS = Path("/work/shared/data/synthea-r4")
+CORPUS = SYNTHEA_DIR
 BUNDLES = sorted(CORPUS.glob("*.json")) if CORPUS.is_dir() else []
 
 
