@@ -639,6 +639,17 @@ class ChainedAuditLog(ABC):
                 break
         if bad is None:
             bad = self._check_head(v) or self._check_card_index(sent, v.prev_seq)
+        if bad is None and v.verify_key is not None and self._checkpoint_every > 0:
+            # With a key, checkpoints are expected every N records; a longer unsigned run
+            # means checkpoints were dropped and the chain rebuilt without them.
+            uncovered = v.prev_seq - v.last_checkpoint
+            if uncovered > self._checkpoint_every + 1:
+                bad = BadRecord(
+                    v.last_checkpoint + self._checkpoint_every + 1,
+                    f"{uncovered} records follow the last signed checkpoint (seq "
+                    f"{v.last_checkpoint}) although one is written every "
+                    f"{self._checkpoint_every}: checkpoints were removed or never signed",
+                )
         warnings = list(v.warnings)
         if v.unchecked:
             warnings.append(

@@ -158,7 +158,10 @@ def card() -> ModelCard:
             "Demonstration and research only, NOT for clinical decisions: shows how a model "
             "trained on real cohort data is packaged, explained and audited. Estimates the "
             "1-year all-cause mortality of a patient hospitalised with acute myocardial "
-            "infarction from admission vitals and in-hospital conditions."
+            "infarction from admission vitals and in-hospital conditions. The FHIR sources "
+            "below say where each input would come from; the twin does not yet derive the "
+            "admission-specific inputs (heart rate at admission, shock, prior MI, CVD "
+            "history), so no CDS service runs this model: callers supply the inputs."
         ),
         population=(
             "500 patients admitted with acute MI to hospitals in Worcester, Massachusetts, "

@@ -494,7 +494,13 @@ def _as_datetime(value: object) -> datetime | None:
     time without an offset is taken as UTC.
     """
     if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            # e.g. 0001-01-01T00:00:00+14:00 has no UTC instant in Python's range.
+            return None
     if isinstance(value, date):
         return datetime(value.year, value.month, value.day, tzinfo=UTC)
     if isinstance(value, str):
@@ -738,7 +744,7 @@ def _resolve_medication(
     raw: Mapping[str, Any], ref: str, medications: Mapping[str, dict[str, Any]]
 ) -> dict[str, Any] | None:
     if ref.startswith("#"):
-        for contained in raw.get("contained") or []:
+        for contained in _dicts(raw.get("contained")):
             if isinstance(contained, dict) and contained.get("id") == ref[1:]:
                 return contained
         return None

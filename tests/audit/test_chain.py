@@ -327,3 +327,15 @@ def test_queries_filter_by_patient_model_time_status_and_outcome(store: StoreSpe
     )
     assert seqs(kind="auditor-read") == [13]
     log.close()
+
+
+def test_dropped_checkpoints_are_caught_when_a_verify_key_is_given(store: StoreSpec) -> None:
+    """Review finding: a chain rebuilt without its checkpoints verified as ok."""
+    key = Ed25519PrivateKey.generate()
+    unsigned = store.open(checkpoint_every=5)  # written without a signer: no checkpoints
+    for n in range(1, 3 * 5 + 1):
+        unsigned.record(entry(n))
+    report = unsigned.verify(key.public_key())
+    assert report.first_bad is not None
+    assert "checkpoint" in report.first_bad.reason
+    assert unsigned.verify().first_bad is None  # without a key: only a warning, as before

@@ -46,3 +46,23 @@ def test_malformed_race_extensions_are_ignored_not_fatal() -> None:
     twin = build_twin_from_fhir(bundle(bad))
     assert twin.demographics.race_omb == ()
     assert twin.demographics.race_recorded
+
+
+def test_an_instant_before_year_one_in_utc_is_reported_not_a_crash() -> None:
+    """Review finding: 0001-01-01T00:00:00+14:00 overflowed; the entry is now skipped."""
+    early = obs("o1", "2093-3", 180, "mg/dL", "0001-01-01T00:00:00+14:00")
+    twin = build_twin_from_fhir(bundle(patient(), early))
+    assert "total_cholesterol" not in twin.observations
+    assert any("Observation/o1" in i.reason for i in twin.issues)
+
+
+def test_contained_that_is_not_a_list_is_not_a_crash() -> None:
+    """Review finding: contained: 1 on a MedicationRequest raised TypeError."""
+    from tests.twin_engine.fhir import med_request
+
+    request = med_request("m1", None, "")
+    del request["medicationCodeableConcept"]
+    request["medicationReference"] = {"reference": "#med"}
+    request["contained"] = 1
+    twin = build_twin_from_fhir(bundle(patient(), request))
+    assert twin.medications == {} or all(not v for v in twin.medications.values())
