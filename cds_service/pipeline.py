@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 
+import anyio
 import httpx
 
 from cds_service.assess import Assessment, assess
@@ -23,7 +24,7 @@ from cds_service.audit import (
 from cds_service.auth import VerifiedClient
 from cds_service.cardio_renal import cardio_renal_cards
 from cds_service.cards import Card, CdsResponse, Link
-from cds_service.errors import BadHookRequest, DataUnavailable
+from cds_service.errors import DataUnavailable
 from cds_service.hooks import HookRequest
 from cds_service.prefetch import GatheredData, gather
 from cds_service.render import app_link, render_cards
@@ -149,6 +150,28 @@ def _dosing_outputs(dosing: DosingOutcome) -> dict[str, float] | None:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """One hook call being answered: what is audited whatever happens, and since when."""
+
+    request: HookRequest
+    service: ServiceDefinition
+    rt: Runtime
+    entry: AuditEntry
+    started: float
+
+    def fail(self, status: AuditStatus, error: str, data: GatheredData | None) -> None:
+        self.rt.audit.record(
+            replace(
+                self.entry,
+                status=status,
+                duration_ms=1000 * (time.perf_counter() - self.started),
+                data_problems=data.problems if data else (),
+                error=error,
+            )
+        )
+
+
 async def run_service(
     request: HookRequest,
     service: ServiceDefinition,
@@ -156,54 +179,50 @@ async def run_service(
     client: VerifiedClient | None = None,
 ) -> CdsResponse:
     """gather → twin → models (risk with explanations, or PK dosing) → cards → audit."""
-    started = time.perf_counter()
-    call = AuditEntry(
-        hook_instance=request.hookInstance,
-        hook=request.hook,
-        service_id=service.id,
-        patient_id=request.context.patientId,
-        status="error",
-        duration_ms=0.0,
-        client_iss=client.iss if client else None,
-        client_tenant=client.tenant if client else None,
-        client_jti=client.jti if client else None,
-        user_id=request.context.userId,
-        encounter_id=request.context.encounterId,
+    call = _Call(
+        request,
+        service,
+        rt,
+        AuditEntry(
+            hook_instance=request.hookInstance,
+            hook=request.hook,
+            service_id=service.id,
+            patient_id=request.context.patientId,
+            status="error",
+            duration_ms=0.0,
+            client_iss=client.iss if client else None,
+            client_tenant=client.tenant if client else None,
+            client_jti=client.jti if client else None,
+            user_id=request.context.userId,
+            encounter_id=request.context.encounterId,
+        ),
+        time.perf_counter(),
     )
-
-    def audit_failure(status: AuditStatus, error: str, data: GatheredData | None) -> None:
-        rt.audit.record(
-            replace(
-                call,
-                status=status,
-                duration_ms=1000 * (time.perf_counter() - started),
-                data_problems=data.problems if data else (),
-                error=error,
-            )
-        )
-
-    data: GatheredData | None = None
     try:
         # A verified client may only send us to its own FHIR servers; the global
         # list serves only when authentication is off (local development).
         allowlist = client.config.fhir_servers if client else rt.settings.fhir_server_allowlist
         data = await gather(request, service, rt.settings, rt.http, allowlist)
-        twin = build_twin_from_fhir(list(data.resources), patient_id=request.context.patientId)
-    except IngestError as exc:
-        audit_failure("data-unavailable", str(exc), data)
-        raise DataUnavailable(str(exc)) from exc
     except DataUnavailable as exc:
-        audit_failure("data-unavailable", str(exc), data)
-        raise
-    except BadHookRequest as exc:
-        audit_failure("bad-request", str(exc), data)
+        await anyio.to_thread.run_sync(call.fail, "data-unavailable", str(exc), None)
         raise
     except Exception as exc:
         # A fault of ours: the call is still on the record (the type only; a message
         # could carry patient data), then the HTTP edge answers it.
-        audit_failure("error", type(exc).__name__, data)
+        await anyio.to_thread.run_sync(call.fail, "error", type(exc).__name__, None)
         raise
+    # Parsing, models and the store writes are synchronous: run them off the event
+    # loop, so other calls' fetch budgets and timers keep running meanwhile.
+    return await anyio.to_thread.run_sync(_answer, call, data)
 
+
+def _answer(call: _Call, data: GatheredData) -> CdsResponse:
+    rt, request, service = call.rt, call.request, call.service
+    try:
+        twin = build_twin_from_fhir(list(data.resources), patient_id=request.context.patientId)
+    except IngestError as exc:
+        call.fail("data-unavailable", str(exc), data)
+        raise DataUnavailable(str(exc)) from exc
     try:
         version = rt.twins.save(twin)
         features = derive_features(twin, rt.today())
@@ -211,14 +230,14 @@ async def run_service(
             service, rt, twin.patient_id, version.version, features, twin, request, data
         )
     except Exception as exc:
-        audit_failure("error", type(exc).__name__, data)
+        call.fail("error", type(exc).__name__, data)
         raise
     cards = list(outcome.cards)
     response = CdsResponse(cards=cards)
     answered = replace(
-        call,
+        call.entry,
         status="ok" if cards else "no-card",
-        duration_ms=1000 * (time.perf_counter() - started),
+        duration_ms=1000 * (time.perf_counter() - call.started),
         twin_version=version.version,
         twin_hash=version.content_hash,
         cards=tuple(c.model_dump(mode="json", exclude_none=True) for c in cards),
