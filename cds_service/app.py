@@ -93,7 +93,11 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as http:
             app.state.runtime = Runtime(settings, registry, twins, audit, http)
             app.state.verifier = ClientVerifier(
-                settings.clients, replay, JwksCache(http), leeway_s=settings.jwt_leeway_s
+                settings.clients,
+                replay,
+                JwksCache(http),
+                leeway_s=settings.jwt_leeway_s,
+                max_lifetime_s=settings.jwt_max_lifetime_s,
             )
             # Everything loaded so far (FHIR models, pydantic schemas, ONNX sessions) lives
             # as long as the process. Freezing it keeps full collections from walking it:

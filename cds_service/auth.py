@@ -201,12 +201,14 @@ class ClientVerifier:
         jwks: JwksCache,
         *,
         leeway_s: float = 30.0,
+        max_lifetime_s: float = 600.0,
     ) -> None:
         self._clients = {c.iss: c for c in clients}
         self._static = {c.iss: _keys(c.jwks) for c in clients if c.jwks}
         self._replay = replay
         self._jwks = jwks
         self._leeway = leeway_s
+        self._max_lifetime = max_lifetime_s
 
     async def verify(self, authorization: str | None, audience: str) -> VerifiedClient:
         if not authorization or not authorization.startswith("Bearer "):
@@ -249,6 +251,10 @@ class ClientVerifier:
             raise Unauthorized("audience mismatch")
         if float(verified["iat"]) > time.time() + self._leeway:
             raise Unauthorized("token issued in the future")
+        # A per-call authentication JWT lives minutes; a token valid for days would
+        # outlive the jti replay cache's purpose. Our policy, a setting.
+        if float(verified["exp"]) - float(verified["iat"]) > self._max_lifetime:
+            raise Unauthorized(f"token lifetime over {self._max_lifetime:.0f} s")
         if client.tenant is not None and verified.get("tenant") != client.tenant:
             raise Unauthorized("tenant mismatch")
         jti = str(verified["jti"])

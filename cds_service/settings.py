@@ -69,6 +69,9 @@ class Settings(BaseSettings):
         description="CDS clients (JSON list): iss, jwks or jku_allowlist, fhir_servers, tenant.",
     )
     jwt_leeway_s: float = Field(default=30.0, ge=0, le=300)
+    jwt_max_lifetime_s: float = Field(
+        default=600.0, gt=0, description="Longest exp - iat accepted on a CDS client JWT."
+    )
     kfre_calibration: Literal["north_america", "non_north_america"] = Field(
         default="north_america",
         description=(

@@ -125,6 +125,7 @@ FORGED: list[tuple[str, Callable[[], str | None]]] = [
     ("RS256 not configured", lambda: _sign(_claims(), key=RSA_KEY, alg="RS256", kid="rsa-1")),
     ("wrong tenant", lambda: _sign(_claims(tenant="hospital-b"))),
     ("no tenant", lambda: _sign(_claims(tenant=None))),
+    ("valid for a week", lambda: _sign(_claims(exp=int(time.time()) + 7 * 86400))),
 ]
 
 
