@@ -22,7 +22,14 @@ from onnx import helper
 from onnx_models._graph import IR_VERSION, OPSET, PRODUCER_NAME, PRODUCER_VERSION
 from onnx_models.card import CARD_KEY, ID_KEY, VERSION_KEY
 from onnx_models.pk.graph import AUC, CONC, DOSES, PARAMS, TIMES, structural_graph
-from onnx_models.pk.models import GOTI_2018, MODELS, PopulationPkModel
+from onnx_models.pk.models import (
+    BUELGA_2005,
+    GOTI_2018,
+    GOTI_2018_V2_WEIGHT,
+    MODELS,
+    THOMSON_2009,
+    PopulationPkModel,
+)
 
 # A folder of their own: the risk-model registry loads every .onnx in artifacts/ itself.
 ARTIFACTS_DIR = Path(__file__).resolve().parents[1] / "artifacts" / "pk"
@@ -32,6 +39,30 @@ INTENDED_USE = (
     "selection (target 400-600 mg.h/L, MIC 1 mg/L; Rybak et al., Am J Health Syst Pharm "
     "2020;77:835-864). Decision support for a pharmacist or physician, not autonomous dosing."
 )
+
+_STRUCTURAL_CHECK = (
+    "Structural model (one graph shared by every vancomycin model) checked against scipy "
+    "solve_ivp of the ODEs (rel. error <= 1e-6) over random two- and one-compartment regimens "
+    "(tests/pk/test_structural.py)."
+)
+_NO_PATIENT_DATA = " Not validated by this project against measured patient levels."
+# Each model's own validation: what was checked, and what was not.
+VALIDATION: dict[str, str] = {
+    GOTI_2018.id: _STRUCTURAL_CHECK
+    + " MAP estimates and dose recommendations reproduce R posologyr's worked examples for "
+    "mod_vancomycin_Goti2018 within 2 % (tests/pk/test_posologyr.py)." + _NO_PATIENT_DATA,
+    GOTI_2018_V2_WEIGHT.id: _STRUCTURAL_CHECK
+    + " Covariate and residual model transcribed from nlmixr2lib Goti_2018_vancomycin.R; no "
+    "independent worked example was reproduced for this reading (the posologyr examples test "
+    "the posologyr reading only)." + _NO_PATIENT_DATA,
+    BUELGA_2005.id: _STRUCTURAL_CHECK
+    + " Parameters transcribed from nlmixr2lib Buelga_2005_vancomycin.R (Buelga 2005 Table 4); "
+    "no independent worked example was reproduced." + _NO_PATIENT_DATA,
+    THOMSON_2009.id: _STRUCTURAL_CHECK
+    + " Parameters transcribed from InsightRX PKPDsim pk_vanco_thomson / PKPDposterior; no "
+    "independent worked example was reproduced. The linear CrCl model gives CL <= 0 near "
+    "CrCl 1 mL/min; the dosing core refuses such patients." + _NO_PATIENT_DATA,
+}
 
 
 def pk_card(model: PopulationPkModel) -> dict[str, Any]:
@@ -58,11 +89,7 @@ def pk_card(model: PopulationPkModel) -> dict[str, Any]:
             AUC: "[N, T] cumulative AUC from time 0 (mg.h/L)",
         },
         **model.to_card(),
-        "validation": (
-            "Structural model checked against scipy solve_ivp of the ODEs (rel. error <= 1e-6) "
-            "over random regimens; Goti 2018 MAP and dose recommendations reproduce R posologyr "
-            "worked examples within 2 % (tests/pk)."
-        ),
+        "validation": VALIDATION[model.id],
         "license": "Apache-2.0 (code); model parameters from the cited publications",
     }
 

@@ -3,9 +3,12 @@
 ```
 TwinEngineError                      (twin_engine.errors)
 └── DosingError                      no dose is computed; the message says which fact is missing
-    ├── MissingCovariateError        no usable weight, serum creatinine, age or sex
+    │                                (also: not exactly one Patient; CL <= 0 for the model)
+    ├── MissingCovariateError        no usable weight, serum creatinine, age or sex, or one
+    │                                outside the plausible/adult range
     ├── DialysisUnknownError         nothing records dialysis status and the caller did not say
-    ├── DoseRecordError              a vancomycin administration lacks amount, time or duration
+    ├── DoseRecordError              a vancomycin dose or order lacks a positive amount, time
+    │                                or duration, or a relevant resource is malformed FHIR
     └── LevelError                   a measured level cannot be used
         ├── LevelsWithoutDosesError  levels but no dose times
         ├── LevelBeforeFirstDoseError a level drawn before the first recorded dose

@@ -72,6 +72,8 @@ class Posterior:
     converged: bool
     n_levels: int
     evaluations: int
+    # True when the Laplace precision was not positive definite and the prior's was used.
+    prior_covariance_fallback: bool = False
 
 
 def build_timeline(
@@ -181,15 +183,20 @@ class _Objective:
         return hess
 
 
-def _positive_definite(matrix: FloatArray, fallback: FloatArray) -> FloatArray:
+def _positive_definite(matrix: FloatArray, fallback: FloatArray) -> tuple[FloatArray, bool]:
+    """The symmetrised matrix, or (fallback, True) when it is not finite positive definite.
+
+    A flat or saddle direction (e.g. a level uninformative about V2) makes the Laplace
+    precision unusable; the whole prior precision is then used, which over-states the
+    uncertainty in the directions the levels did inform. The caller notes it on the result.
+    """
     sym = 0.5 * (matrix + matrix.T)
     if not np.all(np.isfinite(sym)):
-        return fallback
+        return fallback, True
     values = np.linalg.eigvalsh(sym)
     if values.min() <= 0:
-        # Flat or saddle direction (e.g. a level uninformative about V2): keep the prior there.
-        return fallback
-    return np.asarray(sym, dtype=np.float64)
+        return fallback, True
+    return np.asarray(sym, dtype=np.float64), False
 
 
 def estimate(
@@ -211,6 +218,7 @@ def estimate(
         eta_map = np.zeros(k)
         covariance = omega
         value, converged = 0.0, True
+        fell_back = False
     else:
         bound = _ETA_BOUND_SD * np.sqrt(np.diag(omega))
         result = minimize(
@@ -226,7 +234,7 @@ def estimate(
         hess = objective.hessian(eta_map)
         # OFV = -2 log p, so the posterior precision is H / 2.
         prior_precision = np.asarray(np.linalg.inv(omega), dtype=np.float64)
-        precision = _positive_definite(0.5 * hess, prior_precision)
+        precision, fell_back = _positive_definite(0.5 * hess, prior_precision)
         inverse = np.linalg.inv(precision)
         covariance = np.asarray(0.5 * (inverse + inverse.T), dtype=np.float64)
     chol = np.linalg.cholesky(covariance)
@@ -243,4 +251,5 @@ def estimate(
         converged=converged,
         n_levels=int(timeline.level_values.size),
         evaluations=objective.calls,
+        prior_covariance_fallback=fell_back,
     )

@@ -106,3 +106,706 @@ _TIME_UNITS_H: Final[Mapping[str, float]] = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class Measured:
+    """One covariate value with its source and time."""
+
+    value: float
+    time: datetime
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class DialysisEvidence:
+    """Recorded dialysis status: True, False, or None (unknown), and why."""
+
+    status: bool | None
+    source: str
+    note: str
+
+
+@dataclass(frozen=True, slots=True)
+class PatientHistory:
+    """Everything the dosing core reads from the resources, as of a time."""
+
+    patient: str
+    age: float | None
+    sex: Sex | None
+    weight: Measured | None
+    creatinine: Measured | None
+    dialysis: DialysisEvidence
+    doses: tuple[DoseEvent, ...]
+    levels: tuple[LevelObservation, ...]
+    notes: tuple[str, ...]
+
+
+def _ref(res: Mapping[str, Any]) -> str:
+    return f"{res.get('resourceType', 'Resource')}/{res.get('id', '?')}"
+
+
+def _obj(value: object, where: str, what: str) -> Mapping[str, Any]:
+    """A JSON object field (absent: empty); anything else is malformed."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise DoseRecordError(f"{where} has {what} as a {type(value).__name__}, not an object")
+    return value
+
+
+def _arr(value: object, where: str, what: str) -> list[Any]:
+    """A JSON array field (absent: empty); anything else is malformed."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise DoseRecordError(f"{where} has {what} as a {type(value).__name__}, not a list")
+    return value
+
+
+def _number(
+    value: object, where: str, what: str, error: type[DosingError] = DoseRecordError
+) -> float:
+    """A finite JSON number; strings, booleans and non-finite values are refused."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise error(f"{where} has {what} {value!r}, which is not a number")
+    number = float(value)
+    if not math.isfinite(number):
+        raise error(f"{where} has {what} {value!r}, which is not a finite number")
+    return number
+
+
+def parse_time(text: object, where: str) -> datetime:
+    """FHIR dateTime to an aware datetime (dates and naive times taken as UTC)."""
+    if not isinstance(text, str) or not text:
+        raise DoseRecordError(f"{where} has no time")
+    try:
+        if len(text) == 10:
+            value = datetime.combine(date.fromisoformat(text), datetime.min.time())
+        else:
+            value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise DoseRecordError(f"{where} has an unreadable time {text!r}") from exc
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def parse_birth_date(text: object, where: str) -> tuple[datetime, str | None]:
+    """FHIR `date` (YYYY, YYYY-MM or YYYY-MM-DD); a partial date is taken as its first day."""
+    if isinstance(text, str):
+        partial = _PARTIAL_DATE.match(text)
+        if partial:
+            year, month = int(partial.group(1)), int(partial.group(2) or 1)
+            try:
+                born = datetime(year, month, 1, tzinfo=UTC)
+            except ValueError as exc:
+                raise MissingCovariateError(
+                    f"{where} has an unreadable birthDate {text!r}"
+                ) from exc
+            return born, (
+                f"{where} birthDate {text!r} is a partial date; age computed from "
+                f"{born.date().isoformat()}"
+            )
+    try:
+        return parse_time(text, where), None
+    except DoseRecordError as exc:
+        raise MissingCovariateError(f"{where} has an unreadable birthDate {text!r}") from exc
+
+
+def _codings(concept: object, where: str = "resource") -> list[Mapping[str, Any]]:
+    if concept is None:
+        return []
+    concept = _obj(concept, where, "a CodeableConcept")
+    codings = _arr(concept.get("coding"), where, "coding")
+    for c in codings:
+        if not isinstance(c, Mapping):
+            raise DoseRecordError(f"{where} has a coding entry that is not an object")
+    return codings
+
+
+def _texts(concept: object, where: str = "resource") -> list[str]:
+    if concept is None:
+        return []
+    texts = [str(c.get("display", "")) for c in _codings(concept, where)]
+    return [*texts, str(_obj(concept, where, "a CodeableConcept").get("text", ""))]
+
+
+def _has_code(
+    concept: object, system: str, codes: Iterable[str], where: str = "resource"
+) -> str | None:
+    wanted = set(codes)
+    for c in _codings(concept, where):
+        if c.get("system") == system and str(c.get("code")) in wanted:
+            return str(c.get("code"))
+    return None
+
+
+def _is_vancomycin(concept: object, where: str = "resource") -> bool:
+    if _has_code(concept, RXNORM, {VANCOMYCIN_RXNORM}, where):
+        return True
+    return any("vancomycin" in t.lower() for t in _texts(concept, where))
+
+
+def _medication_concept(
+    res: Mapping[str, Any], medications: Mapping[str, Mapping[str, Any]]
+) -> object:
+    where = _ref(res)
+    if "medicationCodeableConcept" in res:
+        return res["medicationCodeableConcept"]
+    ref = str(
+        _obj(res.get("medicationReference"), where, "medicationReference").get("reference") or ""
+    )
+    if ref.startswith("#"):
+        for contained in _arr(res.get("contained"), where, "contained"):
+            if _obj(contained, where, "a contained resource").get("id") == ref[1:]:
+                return contained.get("code")
+    med = medications.get(ref) or medications.get(ref.split("/")[-1])
+    if med is None:
+        return None
+    # A product whose ingredient is vancomycin counts (e.g. a branded or mixed bag).
+    mref = _ref(med)
+    for ingredient in _arr(med.get("ingredient"), mref, "ingredient"):
+        item = _obj(ingredient, mref, "an ingredient").get("itemCodeableConcept")
+        if _is_vancomycin(item, mref):
+            return item
+    return med.get("code")
+
+
+def _time_factor(unit: object, where: str, what: str) -> float:
+    factor = _TIME_UNITS_H.get(str(unit).strip().lower())
+    if factor is None:
+        raise DoseRecordError(f"{where} gives {what} in {unit!r}, not min, h or d")
+    return factor
+
+
+def _amount_mg(quantity: object, where: str) -> float:
+    q = _obj(quantity, where, "the dose quantity")
+    if q.get("value") is None:
+        raise DoseRecordError(f"{where} has no dose amount; the dose history is incomplete")
+    unit = str(q.get("code") or q.get("unit") or "").strip().lower()
+    value = _number(q["value"], where, "dose amount")
+    if value <= 0:
+        raise DoseRecordError(f"{where} gives a dose of {value:g} {unit}; a dose must be positive")
+    if unit == "mg":
+        return value
+    if unit == "g":
+        return value * 1000.0
+    raise DoseRecordError(f"{where} gives the dose in {unit or 'no unit'!r}, not mg or g")
+
+
+def _rate_mg_h(dosage: Mapping[str, Any], where: str) -> float | None:
+    if dosage.get("rateRatio") is not None:
+        ratio = _obj(dosage.get("rateRatio"), where, "rateRatio")
+        mg = _amount_mg(ratio.get("numerator"), where)
+        den = _obj(ratio.get("denominator"), where, "rateRatio.denominator")
+        unit = den.get("code") or den.get("unit") or "h"
+        value = _number(den.get("value", 1.0), where, "rate denominator")
+        hours = value * _time_factor(unit, where, "the rate denominator")
+        return mg / hours if hours > 0 else None
+    if dosage.get("rateQuantity") is not None:
+        quantity = _obj(dosage.get("rateQuantity"), where, "rateQuantity")
+        unit = str(quantity.get("code") or quantity.get("unit") or "").lower()
+        factors = {"mg/h": 1.0, "mg/hr": 1.0, "mg/min": 60.0, "g/h": 1000.0}
+        if unit not in factors:
+            raise DoseRecordError(f"{where} gives the infusion rate in {unit!r}; mg/h needed")
+        rate = _number(quantity.get("value"), where, "infusion rate") * factors[unit]
+        if rate <= 0:
+            raise DoseRecordError(f"{where} gives an infusion rate of {rate:g} mg/h")
+        return rate
+    return None
+
+
+def _is_oral(dosage: Mapping[str, Any], where: str) -> bool:
+    route = dosage.get("route")
+    return bool(_has_code(route, SNOMED, {ORAL_ROUTE_SNOMED}, where)) or any(
+        t.strip().lower() in ("oral", "po", "by mouth") for t in _texts(route, where)
+    )
+
+
+def _administration(
+    res: Mapping[str, Any], medications: Mapping[str, Mapping[str, Any]]
+) -> DoseEvent | None:
+    where = _ref(res)
+    if res.get("status") in ("entered-in-error", "not-done"):
+        return None
+    if not _is_vancomycin(_medication_concept(res, medications), where):
+        return None
+    dosage = _obj(res.get("dosage"), where, "dosage")
+    if _is_oral(dosage, where):
+        return None
+    amount = _amount_mg(dosage.get("dose"), where)
+    period = _obj(res.get("effectivePeriod"), where, "effectivePeriod")
+    if period.get("start") and period.get("end"):
+        start = parse_time(period["start"], where)
+        hours = (parse_time(period["end"], where) - start).total_seconds() / 3600.0
+    else:
+        when = res.get("effectiveDateTime") or period.get("start")
+        start = parse_time(when, where)
+        rate = _rate_mg_h(dosage, where)
+        if rate is None:
+            raise DoseRecordError(
+                f"{where} has a start time but neither an end time nor an infusion rate; "
+                "the infusion duration is unknown"
+            )
+        hours = amount / rate
+    if not hours > 0:
+        raise DoseRecordError(f"{where} has an infusion duration of {hours:g} h")
+    return DoseEvent(start=start, duration_h=hours, amount_mg=amount, source=where)
+
+
+def _request_doses(res: Mapping[str, Any], as_of: datetime, notes: list[str]) -> list[DoseEvent]:
+    where = _ref(res)
+    out: list[DoseEvent] = []
+    for raw in _arr(res.get("dosageInstruction"), where, "dosageInstruction"):
+        instruction = _obj(raw, where, "a dosageInstruction")
+        if _is_oral(instruction, where):
+            continue
+        timing = _obj(instruction.get("timing"), where, "timing")
+        repeat = _obj(timing.get("repeat"), where, "timing.repeat")
+        bounds = _obj(repeat.get("boundsPeriod"), where, "boundsPeriod")
+        if not bounds.get("start") or repeat.get("period") is None:
+            raise DoseRecordError(
+                f"{where} has no timing.repeat.boundsPeriod.start or period; "
+                "planned dose times unknown"
+            )
+        unit = repeat.get("periodUnit", "h")
+        interval_h = _number(repeat["period"], where, "timing.repeat.period") * _time_factor(
+            unit, where, "the period"
+        )
+        if not interval_h >= MIN_REQUEST_PERIOD_H:
+            raise DoseRecordError(
+                f"{where} repeats every {interval_h:g} h; a vancomycin dosing period under "
+                f"{MIN_REQUEST_PERIOD_H:g} h is not plausible"
+            )
+        rates = _arr(instruction.get("doseAndRate"), where, "doseAndRate") or [{}]
+        dose_rate = _obj(rates[0], where, "a doseAndRate entry")
+        amount = _amount_mg(dose_rate.get("doseQuantity"), where)
+        if repeat.get("duration") is not None:
+            du = repeat.get("durationUnit", "h")
+            hours = _number(repeat["duration"], where, "timing.repeat.duration") * _time_factor(
+                du, where, "the duration"
+            )
+        else:
+            rate = _rate_mg_h(dose_rate, where)
+            if rate is None:
+                raise DoseRecordError(
+                    f"{where} has neither timing.repeat.duration nor a rate; "
+                    "the infusion duration is unknown"
+                )
+            hours = amount / rate
+        if not hours > 0:
+            raise DoseRecordError(f"{where} has an unusable infusion duration of {hours:g} h")
+        start = parse_time(bounds["start"], where)
+        end = min(as_of, parse_time(bounds["end"], where)) if bounds.get("end") else as_of
+        count = repeat.get("count")
+        limit = None if count is None else int(_number(count, where, "timing.repeat.count"))
+        # Only the last REQUEST_WINDOW (see its comment): index of the first dose in it.
+        window_start = as_of - REQUEST_WINDOW
+        first = 0
+        if start < window_start:
+            first = math.ceil((window_start - start).total_seconds() / 3600.0 / interval_h)
+        if limit is not None:
+            first = min(first, limit)
+        if first > 0:
+            notes.append(
+                f"{where}: {first} planned dose(s) more than "
+                f"{REQUEST_WINDOW.days} days before the as-of time not counted (negligible "
+                "now unless the patient is anuric)"
+            )
+        k = first
+        while (limit is None or k < limit) and (
+            dose_time := start + timedelta(hours=k * interval_h)
+        ) <= end:
+            out.append(
+                DoseEvent(
+                    start=dose_time,
+                    duration_h=hours,
+                    amount_mg=amount,
+                    source=f"{where} (planned dose {k + 1}, assumed given)",
+                )
+            )
+            k += 1
+    return out
+
+
+def _observation_time(res: Mapping[str, Any]) -> datetime | None:
+    where = _ref(res)
+    period = _obj(res.get("effectivePeriod"), where, "effectivePeriod")
+    when = res.get("effectiveDateTime") or period.get("start")
+    return parse_time(when, where) if when else None
+
+
+def _level(res: Mapping[str, Any], code: str) -> LevelObservation | None:
+    where = _ref(res)
+    try:
+        when = _observation_time(res)
+    except DoseRecordError as exc:
+        raise ImplausibleLevelError(f"{exc} (vancomycin level)") from exc
+    if when is None:
+        raise ImplausibleLevelError(f"{where} (vancomycin level) has no collection time")
+    q = res.get("valueQuantity")
+    if not isinstance(q, Mapping) or q.get("value") is None:
+        raise ImplausibleLevelError(f"{where} (vancomycin level) has no valueQuantity")
+    if q.get("comparator"):
+        raise ImplausibleLevelError(
+            f"{where} (vancomycin level) is censored ({q['comparator']}{q['value']}); "
+            "a censored level cannot be fitted"
+        )
+    unit = str(q.get("code") or q.get("unit") or "").strip().lower()
+    if unit not in LEVEL_UNITS:
+        raise ImplausibleLevelError(
+            f"{where} (vancomycin level) is in {unit or 'no unit'!r}, not mg/L or ug/mL"
+        )
+    value = _number(q["value"], f"{where} (vancomycin level)", "value", ImplausibleLevelError)
+    if not 0.0 < value <= MAX_LEVEL_MG_L:
+        raise ImplausibleLevelError(
+            f"{where} (vancomycin level) of {value:g} mg/L is outside the plausible range "
+            f"(0, {MAX_LEVEL_MG_L:g}] mg/L"
+        )
+    return LevelObservation(time=when, value_mg_l=value, kind=LEVEL_KINDS[code], source=where)
+
+
+def _weight_kg(q: Mapping[str, Any], where: str) -> float | None:
+    unit = str(q.get("code") or q.get("unit") or "").strip().lower()
+    value = _number(q["value"], f"{where} (body weight)", "value", MissingCovariateError)
+    return {"kg": value, "g": value / 1000.0, "[lb_av]": value * LB_KG, "lb": value * LB_KG}.get(
+        unit
+    )
+
+
+def _creatinine_mg_dl(q: Mapping[str, Any], where: str) -> float | None:
+    unit = str(q.get("code") or q.get("unit") or "").strip().lower()
+    value = _number(q["value"], f"{where} (serum creatinine)", "value", MissingCovariateError)
+    if unit == "mg/dl":
+        return value
+    if unit in ("umol/l", "µmol/l", "μmol/l"):
+        return value / CREATININE_UMOL_PER_MG_DL
+    return None
+
+
+def _latest(found: list[Measured]) -> Measured | None:
+    return max(found, key=lambda m: m.time) if found else None
+
+
+def _dialysis(
+    resources: Sequence[Mapping[str, Any]], as_of: datetime, notes: list[str]
+) -> DialysisEvidence:
+    yes: list[str] = []
+    no: list[str] = []
+    esrd: list[str] = []
+    for res in resources:
+        kind = res.get("resourceType")
+        if kind not in ("Condition", "Procedure"):
+            continue
+        where = _ref(res)
+        try:
+            code = res.get("code")
+            hit = _has_code(code, ICD10CM, DIALYSIS_ICD10, where) or _has_code(
+                code, SNOMED, DIALYSIS_SNOMED, where
+            )
+            esrd_hit = hit is None and _has_code(code, ICD10CM, {ESRD_ICD10}, where)
+        except DoseRecordError as exc:
+            notes.append(f"{exc}; its code is unreadable, so it is not read as dialysis evidence")
+            continue
+        if hit is None:
+            if esrd_hit:
+                esrd.append(where)
+            continue
+        # A dialysis record: malformed parts refuse (it decides the clearance model).
+        try:
+            if kind == "Condition":
+                verification = [
+                    c.get("code") for c in _codings(res.get("verificationStatus"), where)
+                ]
+                clinical = [c.get("code") for c in _codings(res.get("clinicalStatus"), where)]
+                if "entered-in-error" in verification:
+                    continue
+                if "refuted" in verification or set(clinical) & {
+                    "inactive",
+                    "resolved",
+                    "remission",
+                }:
+                    no.append(f"{where} ({hit}, not active)")
+                else:
+                    yes.append(f"{where} ({hit})")
+            else:
+                if res.get("status") in ("entered-in-error", "not-done"):
+                    continue
+                period = _obj(res.get("performedPeriod"), where, "performedPeriod")
+                when = res.get("performedDateTime") or period.get("start")
+                if when and as_of - RECENT_PROCEDURE <= parse_time(when, where) <= as_of:
+                    yes.append(f"{where} ({hit})")
+        except _MALFORMED as exc:
+            raise DoseRecordError(f"{where} (dialysis record) could not be read: {exc}") from exc
+    if yes:
+        return DialysisEvidence(True, ", ".join(yes), "dialysis recorded")
+    if no:
+        return DialysisEvidence(False, ", ".join(no), "dialysis recorded as not active")
+    note = "no Condition or Procedure records dialysis"
+    if esrd:
+        note += f"; {', '.join(esrd)} records ESRD (N18.6), which alone does not say dialysis"
+    return DialysisEvidence(None, "", note)
+
+
+_PATIENT_REF: Final = re.compile(r"(?:^|/)Patient/([^/]+)(?:/_history/[^/]+)?$")
+
+
+def _belongs(res: Mapping[str, Any], patient_id: str, notes: list[str]) -> bool:
+    """False when subject/patient names another patient; a missing subject is this patient's.
+
+    A reference that is not of the form [base/]Patient/<id> (e.g. a bundle's urn:uuid fullUrl)
+    cannot be checked; as the record holds exactly one Patient it is taken as that patient's,
+    with a note.
+    """
+    where = _ref(res)
+    for key in ("subject", "patient"):
+        if res.get(key) is None:
+            continue
+        ref = _obj(res.get(key), where, key).get("reference")
+        if ref is None:
+            continue
+        if not isinstance(ref, str):
+            raise DoseRecordError(f"{where} has a {key}.reference that is not a string")
+        found = _PATIENT_REF.search(ref)
+        if found:
+            return found.group(1) == patient_id
+        if ref != f"urn:uuid:{patient_id}":
+            notes.append(
+                f"{where} names its patient as {ref!r}, which cannot be checked against "
+                f"Patient/{patient_id}; taken as this patient's (the record holds one Patient)"
+            )
+        return True
+    return True
+
+
+def _loinc_codes(res: Mapping[str, Any]) -> list[str]:
+    where = _ref(res)
+    return [
+        str(c.get("code")) for c in _codings(res.get("code"), where) if c.get("system") == LOINC
+    ]
+
+
+def _relevant(res: Mapping[str, Any], medications: Mapping[str, Mapping[str, Any]]) -> bool:
+    """Whether the resource can change the dose: vancomycin doses and orders, levels, weight,
+    creatinine, dialysis or ESRD records. Raises DoseRecordError when its code is unreadable."""
+    kind = res.get("resourceType")
+    where = _ref(res)
+    if kind == "MedicationAdministration":
+        return res.get("status") not in ("entered-in-error", "not-done") and _is_vancomycin(
+            _medication_concept(res, medications), where
+        )
+    if kind == "MedicationRequest":
+        return res.get("status") in ("active", "completed") and _is_vancomycin(
+            _medication_concept(res, medications), where
+        )
+    if kind == "Observation":
+        if res.get("status") in ("entered-in-error", "cancelled"):
+            return False
+        wanted = set(LEVEL_KINDS) | WEIGHT_LOINC | CREATININE_LOINC
+        return bool(set(_loinc_codes(res)) & wanted)
+    if kind in ("Condition", "Procedure"):
+        code = res.get("code")
+        return bool(
+            _has_code(code, ICD10CM, DIALYSIS_ICD10 | {ESRD_ICD10}, where)
+            or _has_code(code, SNOMED, DIALYSIS_SNOMED, where)
+        )
+    return False
+
+
+def _read_patient(
+    patient: Mapping[str, Any], as_of: datetime, notes: list[str]
+) -> tuple[float | None, Sex | None]:
+    pid = _ref(patient)
+    age: float | None = None
+    if patient.get("birthDate"):
+        born, note = parse_birth_date(patient["birthDate"], pid)
+        if note:
+            notes.append(note)
+        age = (as_of - born).days / 365.25
+    gender = patient.get("gender")
+    sex: Sex | None = "female" if gender == "female" else "male" if gender == "male" else None
+    return age, sex
+
+
+def _age_note(what: str, m: Measured, as_of: datetime, limit: timedelta) -> str | None:
+    age = as_of - m.time
+    if age <= limit:
+        return None
+    return (
+        f"{what} {m.source} is from {m.time.isoformat(timespec='minutes')}, "
+        f"{age.total_seconds() / 86400.0:.1f} days before the as-of time (older than "
+        f"{limit.total_seconds() / 3600.0:g} h); it may no longer reflect the patient"
+    )
+
+
+def extract_history(resources: Sequence[Mapping[str, Any]], *, as_of: datetime) -> PatientHistory:
+    """Read doses, levels and covariates up to `as_of`; refuses unusable vancomycin records."""
+    for i, res in enumerate(resources):
+        if not isinstance(res, Mapping):
+            raise DoseRecordError(
+                f"resource {i} of the record is a {type(res).__name__}, not a FHIR resource "
+                "object; the record cannot be read"
+            )
+    patients = [r for r in resources if r.get("resourceType") == "Patient"]
+    if len(patients) != 1:
+        raise DosingError(
+            f"the record holds {len(patients)} patients; vancomycin dosing needs exactly one "
+            "Patient resource"
+        )
+    patient = patients[0]
+    pid = _ref(patient)
+    patient_id = str(patient.get("id"))
+    notes: list[str] = []
+    try:
+        age, sex = _read_patient(patient, as_of, notes)
+    except _MALFORMED as exc:
+        raise MissingCovariateError(f"{pid} could not be read: {exc}") from exc
+    medications = {
+        key: res
+        for res in resources
+        if res.get("resourceType") == "Medication"
+        for key in (_ref(res), str(res.get("id")))
+    }
+    administered: list[DoseEvent] = []
+    requested: list[DoseEvent] = []
+    levels: list[LevelObservation] = []
+    weights: list[Measured] = []
+    creatinines: list[Measured] = []
+    others: list[str] = []
+    mine: list[Mapping[str, Any]] = []
+    for res in resources:
+        kind = res.get("resourceType")
+        if kind not in (
+            "MedicationAdministration",
+            "MedicationRequest",
+            "Observation",
+            "Condition",
+            "Procedure",
+        ):
+            continue
+        where = _ref(res)
+        try:
+            # Relevance first: an unreadable or unrelated resource cannot matter.
+            try:
+                relevant = _relevant(res, medications)
+            except DoseRecordError as exc:
+                if kind in ("MedicationAdministration", "MedicationRequest"):
+                    raise  # might be a vancomycin dose: cannot be skipped
+                notes.append(f"{exc}; skipped (not recognisable as relevant to dosing)")
+                continue
+            if not relevant:
+                continue
+            if not _belongs(res, patient_id, notes):
+                others.append(where)
+                continue
+            mine.append(res)
+            if kind == "MedicationAdministration":
+                dose = _administration(res, medications)
+                if dose is not None and dose.start <= as_of:
+                    administered.append(dose)
+            elif kind == "MedicationRequest":
+                requested.extend(_request_doses(res, as_of, notes))
+            elif kind == "Observation":
+                loinc = _loinc_codes(res)
+                level_code = next((c for c in loinc if c in LEVEL_KINDS), None)
+                if level_code is not None:
+                    level = _level(res, level_code)
+                    if level is not None and level.time <= as_of:
+                        levels.append(level)
+                    continue
+                what = "body weight" if WEIGHT_LOINC & set(loinc) else "serum creatinine"
+                try:
+                    when = _observation_time(res)
+                except DoseRecordError as exc:
+                    raise MissingCovariateError(f"{exc} ({what})") from exc
+                q = res.get("valueQuantity")
+                if when is None or when > as_of or q is None:
+                    continue
+                q = _obj(q, where, "valueQuantity")
+                if q.get("value") is None:
+                    continue
+                if WEIGHT_LOINC & set(loinc):
+                    kg = _weight_kg(q, where)
+                    if kg is not None:
+                        weights.append(Measured(kg, when, where))
+                else:
+                    mg_dl = _creatinine_mg_dl(q, where)
+                    if mg_dl is not None:
+                        creatinines.append(Measured(mg_dl, when, where))
+        except DosingError:
+            raise
+        except _MALFORMED as exc:
+            raise DoseRecordError(
+                f"{where} could not be read ({type(exc).__name__}: {exc}); it may hold a "
+                "vancomycin dose, level or covariate, so no dose is computed"
+            ) from exc
+    if others:
+        notes.append(
+            f"ignored {len(others)} resource(s) of another patient than {pid}: "
+            + ", ".join(others[:5])
+            + (" ..." if len(others) > 5 else "")
+        )
+    doses = administered
+    if not administered and requested:
+        doses = [d for d in requested if d.start <= as_of]
+        notes.append("no MedicationAdministration; doses taken from MedicationRequest timing")
+    weight, creatinine = _latest(weights), _latest(creatinines)
+    if creatinine is not None:
+        note = _age_note("serum creatinine", creatinine, as_of, STALE_CREATININE)
+        if note:
+            notes.append(note)
+    if weight is not None:
+        note = _age_note("body weight", weight, as_of, STALE_WEIGHT)
+        if note:
+            notes.append(note)
+    return PatientHistory(
+        patient=pid,
+        age=age,
+        sex=sex,
+        weight=weight,
+        creatinine=creatinine,
+        dialysis=_dialysis(mine, as_of, notes),
+        doses=tuple(sorted(doses, key=lambda d: d.start)),
+        levels=tuple(sorted(levels, key=lambda lv: lv.time)),
+        notes=tuple(notes),
+    )
+
+
+def require_covariates(
+    history: PatientHistory, as_of: datetime
+) -> tuple[float, Sex, Measured, Measured]:
+    """Age, sex, weight and creatinine, or a MissingCovariateError naming what is missing."""
+    day = as_of.date().isoformat()
+    if history.weight is None:
+        raise MissingCovariateError(
+            f"{history.patient} has no body weight Observation (LOINC 29463-7 in kg or lb) on "
+            f"or before {day}; vancomycin dose not computed"
+        )
+    low, high = WEIGHT_RANGE_KG
+    if not low <= history.weight.value <= high:
+        raise MissingCovariateError(
+            f"{history.weight.source} gives body weight {history.weight.value:g} kg, outside "
+            f"the plausible {low:g}-{high:g} kg; vancomycin dose not computed"
+        )
+    if history.creatinine is None:
+        raise MissingCovariateError(
+            f"{history.patient} has no serum creatinine Observation (LOINC 2160-0 or 38483-4 "
+            f"in mg/dL or umol/L) on or before {day}; creatinine clearance not computed"
+        )
+    if history.creatinine.value <= 0:
+        raise MissingCovariateError(
+            f"{history.creatinine.source} gives serum creatinine "
+            f"{history.creatinine.value:g} mg/dL, which is not positive; CrCl not computed"
+        )
+    if history.age is None:
+        raise MissingCovariateError(
+            f"{history.patient} has no birthDate; age for Cockcroft-Gault not known"
+        )
+    youngest, oldest = AGE_RANGE_Y
+    if not youngest <= history.age <= oldest:
+        raise MissingCovariateError(
+            f"{history.patient} is {history.age:.1f} years old on {day} (from birthDate); the "
+            f"vancomycin models are adult models ({youngest:g}-{oldest:g} y)"
+        )
+    if history.sex is None:
+        raise MissingCovariateError(
+            f"{history.patient} has no gender male or female; Cockcroft-Gault not computed"
+        )
+    return history.age, history.sex, history.weight, history.creatinine

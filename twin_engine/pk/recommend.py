@@ -27,12 +27,13 @@ from twin_engine.pk.estimate import (
 from twin_engine.pk.history import PatientHistory, extract_history, require_covariates
 from twin_engine.pk.regimen import (
     DEFAULT_TARGET,
+    DOSE_STEP_MG,
     RegimenPrediction,
     add_first_day,
     infusion_hours,
     next_dose_for_auc,
     rank_regimens,
-    round_dose,
+    round_next_dose,
     steady_state_auc24,
     summarise,
 )
@@ -117,6 +118,10 @@ class DosingResult:
                     "creatinine": self.covariates.creatinine_source,
                     "dialysis": self.covariates.dialysis_source,
                 },
+                "measured_at": {
+                    "weight": _iso(self.covariates.weight_time),
+                    "creatinine": _iso(self.covariates.creatinine_time),
+                },
             },
             "individual_parameters": {
                 "cl_l_h": _r(self.individual_parameters.cl_l_h),
@@ -154,6 +159,10 @@ class DosingResult:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False)
+
+
+def _iso(when: datetime | None) -> str | None:
+    return None if when is None else when.isoformat()
 
 
 def _r(value: float, digits: int = 2) -> float:
@@ -238,6 +247,8 @@ def plan_dosing(
     """Fit, quantify uncertainty, evaluate the current/draft regimen and rank alternatives."""
     if covariates.dialysis is None:
         raise DialysisUnknownError("dialysis unknown; no dose is computed until it is stated")
+    require_positive_parameters(model, covariates)
+    notes = list(notes)
     timeline = build_timeline(doses, levels, as_of)
     posterior = estimate(
         model,
@@ -281,12 +292,24 @@ def plan_dosing(
             start_h=start_h,
             target_auc=mid,
         )
+        rounded = round_next_dose(amount)
         next_dose = NextDose(
             start=as_of,
             amount_mg=amount,
-            rounded_mg=round_dose(amount),
-            duration_h=infusion_hours(round_dose(amount)),
+            rounded_mg=rounded,
+            duration_h=infusion_hours(rounded) if rounded > 0 else 0.0,
             target_auc_mg_h_l=mid,
+        )
+        if rounded == 0.0:
+            notes.append(
+                f"no dose needed now (drug on board): the dose for AUC {mid:g} mg.h/L over the "
+                f"next 24 h is {amount:.0f} mg, below half a dose step ({0.5 * DOSE_STEP_MG:g} mg)"
+            )
+    if posterior.prior_covariance_fallback:
+        notes.append(
+            "the levels did not define every parameter direction (flat or saddle curvature at "
+            "the MAP estimate); the prior covariance is used, so the intervals are wider than "
+            "the levels alone would give"
         )
     p = posterior.params_map
     return DosingResult(
@@ -308,6 +331,32 @@ def plan_dosing(
         n_samples=n_samples,
         notes=tuple(notes) + (() if posterior.converged else ("MAP optimiser did not converge",)),
     )
+
+
+def require_positive_parameters(model: PkModelSpec, covariates: Covariates) -> None:
+    """Refuse covariates for which the model's typical CL, V1, Q or V2 is not positive.
+
+    Thomson 2009's linear CrCl model gives CL <= 0 for CrCl near 1 mL/min; a dose computed
+    from a non-positive clearance would be meaningless.
+    """
+    typical = model.individual_parameters(
+        weight_kg=covariates.weight_kg,
+        crcl_ml_min=covariates.crcl_ml_min,
+        dialysis=bool(covariates.dialysis),
+        eta=np.zeros((1, len(model.eta_names))),
+    )[0]
+    cl, vc, q, vp = (float(x) for x in typical)
+    if not (np.isfinite(typical).all() and cl > 0):
+        raise DosingError(
+            f"{model.name} gives a typical clearance of {cl:.3g} L/h at CrCl "
+            f"{covariates.crcl_ml_min:.1f} mL/min; CrCl below the range this model was "
+            "developed in"
+        )
+    if not (vc > 0 and q >= 0 and vp >= 0):
+        raise DosingError(
+            f"{model.name} gives non-positive volumes (V1 {vc:.3g} L, V2 {vp:.3g} L) at "
+            f"weight {covariates.weight_kg:g} kg; outside the range this model was developed in"
+        )
 
 
 def _fitted_levels(
@@ -348,6 +397,8 @@ def covariates_from_history(
         weight_source=weight.source,
         creatinine_source=creatinine.source,
         dialysis_source=why,
+        weight_time=weight.time,
+        creatinine_time=creatinine.time,
     )
 
 
@@ -397,5 +448,6 @@ __all__ = [
     "current_regimen_of",
     "plan_dosing",
     "recommend",
+    "require_positive_parameters",
     "resolve_dialysis",
 ]

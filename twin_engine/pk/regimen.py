@@ -18,7 +18,9 @@ import numpy as np
 
 from twin_engine.pk.types import FloatArray, PkSimulator, Regimen
 
-# The issue's practical regimens: doses in 250 mg steps, these intervals, rate <= 1 g/h.
+# Practical regimens (project choice): doses in 250 mg steps (the common vial sizes, 250 mg
+# to 1 g, give any such dose without partial vials), the usual intervals q8h-q48h, and an
+# infusion rate of at most 1 g/h (the label's <= 10 mg/min, with margin).
 DOSE_STEP_MG = 250.0
 INTERVALS_H: tuple[float, ...] = (8.0, 12.0, 24.0, 36.0, 48.0)
 MAX_RATE_MG_H = 1000.0
@@ -54,7 +56,18 @@ def infusion_hours(dose_mg: float) -> float:
 
 
 def round_dose(dose_mg: float) -> float:
+    """A regimen dose: the nearest 250 mg step within 250-3000 mg (never below one step).
+
+    For a single next dose, where "nothing now" is a valid answer, use `round_next_dose`.
+    """
     return float(min(MAX_DOSE_MG, max(DOSE_STEP_MG, round(dose_mg / DOSE_STEP_MG) * DOSE_STEP_MG)))
+
+
+def round_next_dose(dose_mg: float) -> float:
+    """A single next dose: 0 below half a step (125 mg, drug on board), else `round_dose`."""
+    if dose_mg < 0.5 * DOSE_STEP_MG:
+        return 0.0
+    return round_dose(dose_mg)
 
 
 def steady_state_auc24(

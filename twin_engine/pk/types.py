@@ -52,6 +52,9 @@ class Covariates:
     weight_source: str = ""
     creatinine_source: str = ""
     dialysis_source: str = ""
+    # When the weight and creatinine used were measured (None: not from a record).
+    weight_time: datetime | None = None
+    creatinine_time: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
