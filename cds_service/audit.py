@@ -322,6 +322,11 @@ def _utc_now_text() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
+def _json_object(text: object) -> dict[str, Any]:
+    value = orjson.loads(text) if isinstance(text, str | bytes) else text
+    return value if isinstance(value, dict) else {}
+
+
 def _sanitised_feedback(entry: dict[str, Any]) -> dict[str, Any]:
     """The feedback as kept: coded outcome and reason; the clinician's free-text comment
     is dropped (minimal PHI: nothing beyond what the card showed)."""
@@ -460,7 +465,7 @@ class ChainedAuditLog(ABC):
             last: StoredAuditRecord | None = None
             for e in entries:
                 card = tx.rows(
-                    "SELECT c.seq, h.hook_instance, h.patient_id FROM audit_card c "
+                    "SELECT c.seq, h.hook_instance, h.patient_id, h.body FROM audit_card c "
                     "JOIN audit_chain h ON h.seq = c.seq "
                     "WHERE c.card_uuid = ? AND c.service_id = ?",
                     (e["card"], service_id),
@@ -468,7 +473,12 @@ class ChainedAuditLog(ABC):
                 if not card:
                     unknown.append(e["card"])
                     continue
-                hook_seq, hook_instance, patient_id = card[0]
+                hook_seq, hook_instance, patient_id, hook_body = card[0]
+                # Only the client a card was sent to may report what its user did with it.
+                sent_to = (_json_object(hook_body).get("client") or {}).get("iss")
+                if sent_to != client_iss:
+                    unknown.append(e["card"])
+                    continue
                 seen = tx.rows(
                     "SELECT 1 FROM audit_feedback WHERE card_uuid = ? AND outcome = ? "
                     "AND outcome_timestamp = ?",

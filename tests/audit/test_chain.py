@@ -303,7 +303,7 @@ def test_queries_filter_by_patient_model_time_status_and_outcome(store: StoreSpe
     log.record_feedback(
         "ascvd-risk",
         [{"card": "card-4", "outcome": "accepted", "outcomeTimestamp": "2026-11-27T10:00:00Z"}],
-        None,
+        "https://ehr.example",  # the client the card was sent to
     )
     everything = log.records(kind=None)
     middle = everything[4].recorded_at

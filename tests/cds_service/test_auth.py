@@ -255,3 +255,53 @@ def test_tokens_never_reach_the_log(
     assert "401 on /cds-services" in caplog.text
     for secret in (forged, forged.split(".")[2], token, token.split(".")[2], access_token):
         assert secret not in caplog.text
+
+
+def test_feedback_comes_only_from_the_client_the_card_was_sent_to(
+    tmp_path: Path, demo_bundles: list[dict[str, Any]]
+) -> None:
+    """Review finding: another trusted client could report on a card it never received."""
+    from tests.conftest import hook_request, prefetch_from_bundle
+
+    other_key = ec.generate_private_key(ec.SECP384R1())
+    settings = Settings(
+        data_dir=tmp_path,
+        public_base_url=BASE,
+        clients=(
+            CdsClientConfig(iss=ISS, jwks=JWKS, tenant="hospital-a"),
+            CdsClientConfig(
+                iss="https://other-ehr.example", jwks={"keys": [_jwk(other_key, "o-1", "ES384")]}
+            ),
+        ),
+    )
+    with TestClient(create_app(settings)) as c:
+        for bundle in demo_bundles:
+            prefetch = prefetch_from_bundle(bundle)
+            token = _sign(_claims(aud=f"{BASE}/cds-services/ascvd-risk"))
+            cards = c.post(
+                "/cds-services/ascvd-risk",
+                json=hook_request(prefetch["patient"]["id"], prefetch),
+                headers={"Authorization": f"Bearer {token}"},
+            ).json()["cards"]
+            if cards:
+                break
+        feedback = {
+            "feedback": [
+                {
+                    "card": cards[0]["uuid"],
+                    "outcome": "accepted",
+                    "outcomeTimestamp": "2026-11-27T10:00:00Z",
+                }
+            ]
+        }
+        url = f"{BASE}/cds-services/ascvd-risk/feedback"
+        other = _sign(
+            _claims(iss="https://other-ehr.example", aud=url, tenant=None), key=other_key, kid="o-1"
+        )
+        refused = c.post(url, json=feedback, headers={"Authorization": f"Bearer {other}"})
+        assert refused.status_code == 400
+        mine = _sign(_claims(aud=url))
+        assert (
+            c.post(url, json=feedback, headers={"Authorization": f"Bearer {mine}"}).status_code
+            == 200
+        )
