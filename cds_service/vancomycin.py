@@ -91,8 +91,26 @@ def _coded(concept: object) -> _Coded:
     return _Coded(codes, texts)
 
 
-def is_vancomycin(request: dict[str, Any]) -> bool:
-    coded = _coded(request.get("medicationCodeableConcept"))
+def _medication_concept(request: dict[str, Any], bundled: dict[str, dict[str, Any]]) -> object:
+    """medicationCodeableConcept, or the code of the Medication a reference names
+    (contained ``#id``, or another entry of draftOrders as ``Medication/id``)."""
+    if "medicationCodeableConcept" in request:
+        return request["medicationCodeableConcept"]
+    ref = _dict(request.get("medicationReference")).get("reference")
+    if not isinstance(ref, str):
+        return None
+    if ref.startswith("#"):
+        for contained in _list(request.get("contained")):
+            if isinstance(contained, dict) and contained.get("id") == ref[1:]:
+                return contained.get("code")
+        return None
+    return _dict(bundled.get(ref)).get("code")
+
+
+def is_vancomycin(
+    request: dict[str, Any], bundled: dict[str, dict[str, Any]] | None = None
+) -> bool:
+    coded = _coded(_medication_concept(request, bundled or {}))
     matches = classify_medication(coded.codes, coded.texts)
     return any(m.medication_class == "vancomycin" for m in matches)
 
@@ -157,14 +175,20 @@ def find_draft(context: dict[str, Any]) -> DraftVancomycin | None:
     if not isinstance(draft_orders, dict):
         return None
     selections = {s for s in _list(context.get("selections")) if isinstance(s, str)}
-    for entry in _list(draft_orders.get("entry")):
+    entries = [e for e in _list(draft_orders.get("entry")) if isinstance(e, dict)]
+    bundled = {
+        f"Medication/{r.get('id')}": r
+        for r in (_dict(e.get("resource")) for e in entries)
+        if r.get("resourceType") == "Medication"
+    }
+    for entry in entries:
         resource = entry.get("resource") if isinstance(entry, dict) else None
         if not isinstance(resource, dict) or resource.get("resourceType") != "MedicationRequest":
             continue
         # On order-select only the selected orders are the clinician's focus.
         if selections and f"MedicationRequest/{resource.get('id')}" not in selections:
             continue
-        if is_vancomycin(resource):
+        if is_vancomycin(resource, bundled):
             return read_draft(resource)
     return None
 

@@ -188,3 +188,21 @@ def test_malformed_context_is_not_a_500(client: TestClient, context_patch: dict[
     body["context"].update(context_patch)
     response = client.post("/cds-services/vancomycin-dosing", json=body)
     assert response.status_code < 500
+
+
+@pytest.mark.parametrize("where", ["contained", "bundled"])
+def test_a_draft_by_medication_reference_is_recognised(client: TestClient, where: str) -> None:
+    """Review finding: drafts naming a Medication resource were silently ignored."""
+    draft = _draft(500, 24)
+    code = draft.pop("medicationCodeableConcept")
+    medication = {"resourceType": "Medication", "id": "vanco", "code": code}
+    body = _body("order-select", draft)
+    if where == "contained":
+        draft["contained"] = [medication]
+        draft["medicationReference"] = {"reference": "#vanco"}
+    else:
+        draft["medicationReference"] = {"reference": "Medication/vanco"}
+        body["context"]["draftOrders"]["entry"].append({"resource": medication})
+    response = client.post("/cds-services/vancomycin-dosing", json=body)
+    (card,) = response.json()["cards"]
+    assert "AUC24" in card["summary"]
