@@ -77,7 +77,8 @@ _FHIR: dict[str, tuple[str, str | None, str, str]] = {
     "prior_myocardial_infarction": (
         "Recurrent MI: a myocardial infarction before this one (1) or not (0)", None,
         "Condition: SNOMED 22298006 myocardial infarction or 399211009 history of MI, "
-        "ICD-10-CM I21-I22/I25.2, with onset before this admission",
+        "ICD-10-CM I21-I22/I25.2, with onset more than 28 days before the date (Fourth "
+        "Universal Definition of MI)",
         "1",
     ),
 }  # fmt: skip
@@ -158,10 +159,9 @@ def card() -> ModelCard:
             "Demonstration and research only, NOT for clinical decisions: shows how a model "
             "trained on real cohort data is packaged, explained and audited. Estimates the "
             "1-year all-cause mortality of a patient hospitalised with acute myocardial "
-            "infarction from admission vitals and in-hospital conditions. The FHIR sources "
-            "below say where each input would come from; the twin does not yet derive the "
-            "admission-specific inputs (heart rate at admission, shock, prior MI, CVD "
-            "history), so no CDS service runs this model: callers supply the inputs."
+            "infarction from admission vitals and in-hospital conditions. The twin derives "
+            "every input from FHIR as the sources below say (the latest vitals as of the "
+            "date stand in for admission values); no CDS service runs this model."
         ),
         population=(
             "500 patients admitted with acute MI to hospitals in Worcester, Massachusetts, "

@@ -14,7 +14,14 @@ from typing import Final, Literal
 from twin_engine.codes import ICD10CM_SYSTEM, SNOMED_SYSTEM
 
 Concept = Literal[
-    "diabetes", "hypertension", "ckd", "heart_failure", "atrial_fibrillation", "ascvd"
+    "diabetes",
+    "hypertension",
+    "ckd",
+    "heart_failure",
+    "atrial_fibrillation",
+    "ascvd",
+    "myocardial_infarction",
+    "cardiogenic_shock",
 ]
 
 CONCEPT_SNOMED: Final[Mapping[Concept, frozenset[str]]] = {
@@ -87,6 +94,16 @@ CONCEPT_SNOMED: Final[Mapping[Concept, frozenset[str]]] = {
             "840580004",  # Peripheral arterial disease
         }
     ),
+    # Myocardial infarction itself (a subset of ASCVD), for "prior MI" in WHAS500.
+    "myocardial_infarction": frozenset(
+        {
+            "22298006",  # Myocardial infarction
+            "399211009",  # History of myocardial infarction
+            "401303003",  # Acute ST segment elevation myocardial infarction
+            "401314000",  # Acute non-ST segment elevation myocardial infarction
+        }
+    ),
+    "cardiogenic_shock": frozenset({"89138009"}),  # Cardiogenic shock
 }
 
 CONCEPT_ICD10CM_PREFIXES: Final[Mapping[Concept, tuple[str, ...]]] = {
@@ -95,6 +112,10 @@ CONCEPT_ICD10CM_PREFIXES: Final[Mapping[Concept, tuple[str, ...]]] = {
     # I10-I16 hypertensive diseases (I14 does not exist in ICD-10-CM).
     "hypertension": ("I10", "I11", "I12", "I13", "I15", "I16"),
     "ckd": ("N18",),
+    # I21 acute MI, I22 subsequent MI within 4 weeks, I25.2 old MI.
+    "myocardial_infarction": ("I21", "I22", "I25.2"),
+    # R57.0 cardiogenic shock.
+    "cardiogenic_shock": ("R57.0",),
     # I50 heart failure; hypertensive heart (and kidney) disease *with* heart failure.
     "heart_failure": ("I50", "I11.0", "I13.0", "I13.2"),
     # I48.0 paroxysmal, I48.1x persistent, I48.2x chronic, I48.91 unspecified AF;
@@ -124,12 +145,14 @@ CONCEPT_ICD10CM_PREFIXES: Final[Mapping[Concept, tuple[str, ...]]] = {
 def concepts_for(system: str | None, code: str) -> tuple[Concept, ...]:
     """The concepts one coded condition belongs to (usually zero or one)."""
     if system == SNOMED_SYSTEM:
-        return tuple(c for c, codes in CONCEPT_SNOMED.items() if code in codes)
+        return tuple(sorted(c for c, codes in CONCEPT_SNOMED.items() if code in codes))
     if system == ICD10CM_SYSTEM:
         upper = code.strip().upper()
         return tuple(
-            c
-            for c, prefixes in CONCEPT_ICD10CM_PREFIXES.items()
-            if any(upper.startswith(p) for p in prefixes)
+            sorted(
+                c
+                for c, prefixes in CONCEPT_ICD10CM_PREFIXES.items()
+                if any(upper.startswith(p) for p in prefixes)
+            )
         )
     return ()

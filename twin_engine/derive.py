@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Final
 
 from twin_engine.codes import QUANTITY_LOINC, SMOKING_STATUS_LOINC, QuantityName
+from twin_engine.concepts import Concept
 from twin_engine.egfr import CKD_EPI_2021_MIN_AGE_YEARS, ckd_epi_2021
 from twin_engine.features import Feature, Quality
 from twin_engine.medications import MedicationClass
@@ -51,6 +52,8 @@ STALE_AFTER: Final[Mapping[str, timedelta]] = {
     "height": timedelta(days=10 * 365),
     # CMS138 / NQF 0028 (tobacco use screening): screened within the last 24 months.
     "smoking": timedelta(days=2 * 365),
+    # Heart rate is a vital sign of the moment; a week-old value is stale (project choice).
+    "heart_rate": timedelta(days=7),
 }
 
 #: Feature name -> the timeline it reads (latest value decides).
@@ -67,6 +70,7 @@ QUANTITY_FEATURES: Final[Mapping[str, QuantityName]] = {
     "bmi_kg_m2": "bmi",
     "weight_kg": "weight",
     "height_cm": "height",
+    "heart_rate_per_min": "heart_rate",
 }
 
 FEATURE_NAMES: Final[tuple[str, ...]] = (
@@ -80,6 +84,11 @@ FEATURE_NAMES: Final[tuple[str, ...]] = (
     "current_smoker",
     "diabetes",
     "clinical_ascvd",
+    "heart_failure",
+    "atrial_fibrillation",
+    "cardiogenic_shock",
+    "cardiovascular_disease_history",
+    "prior_myocardial_infarction",
 )
 
 #: OMB race category "Black or African American" (CDC Race & Ethnicity code set).
@@ -135,6 +144,22 @@ def derive_features(twin: Twin, as_of: date | datetime) -> FeatureSet:
     features["current_smoker"] = _current_smoker(ctx)
     features["diabetes"] = _diabetes(ctx)
     features["clinical_ascvd"] = _clinical_ascvd(ctx)
+    features["heart_failure"] = _active_condition(ctx, "heart_failure", "heart_failure")
+    features["atrial_fibrillation"] = _active_condition(
+        ctx, "atrial_fibrillation", "atrial_fibrillation"
+    )
+    features["cardiogenic_shock"] = _active_condition(ctx, "cardiogenic_shock", "cardiogenic_shock")
+    history = features["clinical_ascvd"]
+    features["cardiovascular_disease_history"] = Feature(
+        "cardiovascular_disease_history",
+        history.value,
+        None,
+        history.time,
+        history.sources,
+        history.quality,
+        history.note,
+    )
+    features["prior_myocardial_infarction"] = _prior_mi(ctx)
     return FeatureSet(as_of=ctx.instant, features=features)
 
 
@@ -361,6 +386,38 @@ def _on_class(ctx: _Context, name: str, medication_class: MedicationClass) -> Fe
     names = "; ".join(f"{m.display or m.rxnorm} ({m.source})" for m in active)
     sources = tuple(m.source for m in active)
     return Feature(name, 1.0, None, latest, sources, "ok", f"active {medication_class}: {names}")
+
+
+#: Fourth Universal Definition of MI (Thygesen et al., Circulation 2018;138:e618): an MI
+#: more than 28 days after an incident MI is a recurrent MI, so a prior MI is one whose
+#: onset lies more than 28 days before the date.
+RECURRENT_MI_AFTER: Final = timedelta(days=28)
+
+
+def _active_condition(ctx: _Context, name: str, concept: Concept) -> Feature:
+    """1.0 when a condition of the concept is active on the date (onset by then, not abated)."""
+    for entry in ctx.twin.conditions.get(concept, ()):
+        onset = entry.onset or entry.recorded
+        if not entry.active or (onset is not None and onset > ctx.instant):
+            continue
+        if entry.abatement is not None and entry.abatement <= ctx.instant:
+            continue
+        note = f"active {concept.replace('_', ' ')}: {entry.system} {entry.code}"
+        return Feature(name, 1.0, None, onset, (entry.source,), "ok", note)
+    note = f"no active {concept.replace('_', ' ')} condition recorded on {ctx.label}"
+    return Feature(name, 0.0, None, None, (), "ok", note)
+
+
+def _prior_mi(ctx: _Context) -> Feature:
+    name = "prior_myocardial_infarction"
+    cutoff = ctx.instant - RECURRENT_MI_AFTER
+    for entry in ctx.twin.conditions.get("myocardial_infarction", ()):
+        onset = entry.onset or entry.recorded
+        if onset is not None and onset <= cutoff:
+            note = f"MI recorded {onset.date().isoformat()}: {entry.system} {entry.code}"
+            return Feature(name, 1.0, None, onset, (entry.source,), "ok", note)
+    note = f"no MI with onset more than 28 days before {ctx.label}"
+    return Feature(name, 0.0, None, None, (), "ok", note)
 
 
 def _clinical_ascvd(ctx: _Context) -> Feature:
