@@ -21,7 +21,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
-from cds_service.audit import open_audit_log
+from cds_service.audit import AuditEntry, open_audit_log
 from cds_service.audit_api import router as audit_router
 from cds_service.auth import (
     ClientVerifier,
@@ -164,14 +164,20 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         raw = await request.body()
         if len(raw) > MAX_BODY_BYTES:
             return operation_outcome(413, f"request body over {MAX_BODY_BYTES} bytes")
-        hook_request = _parse_hook_request(raw)
-        if hook_request.hook != service.hook:
-            raise BadHookRequest(
-                f"service {service.id} answers {service.hook}, not {hook_request.hook}"
-            )
-        missing = missing_context(hook_request)
-        if missing:
-            raise BadHookRequest(f"{hook_request.hook} context needs {', '.join(missing)}")
+        try:
+            hook_request = _parse_hook_request(raw)
+            if hook_request.hook != service.hook:
+                raise BadHookRequest(
+                    f"service {service.id} answers {service.hook}, not {hook_request.hook}"
+                )
+            missing = missing_context(hook_request)
+            if missing:
+                raise BadHookRequest(f"{hook_request.hook} context needs {', '.join(missing)}")
+        except BadHookRequest as exc:
+            # An authenticated caller's malformed call is on the record too (what was
+            # wrong, not the body); unauthenticated noise never reaches the chain.
+            audit.record(_refused(service.id, raw, client, str(exc)))
+            raise
         runtime: Runtime = request.app.state.runtime
         response = await run_service(hook_request, service, runtime, client)
         return Response(orjson.dumps(response.to_json()), media_type="application/json")
@@ -214,6 +220,37 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         max_age=600,
     )
     return app
+
+
+def _refused(
+    service_id: str, raw: bytes, client: VerifiedClient | None, error: str
+) -> AuditEntry:
+    """The audit entry of a call refused before the pipeline: only ids, never the body."""
+    try:
+        parsed: object = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        parsed = None
+    body: dict[str, Any] = parsed if isinstance(parsed, dict) else {}
+    found = body.get("context")
+    context: dict[str, Any] = found if isinstance(found, dict) else {}
+
+    def text(value: object) -> str | None:
+        return value[:200] if isinstance(value, str) else None
+
+    return AuditEntry(
+        hook_instance=text(body.get("hookInstance")) or "",
+        hook=text(body.get("hook")) or "",
+        service_id=service_id,
+        patient_id=text(context.get("patientId")),
+        status="bad-request",
+        duration_ms=0.0,
+        error=error[:500],
+        client_iss=client.iss if client else None,
+        client_tenant=client.tenant if client else None,
+        client_jti=client.jti if client else None,
+        user_id=text(context.get("userId")),
+        encounter_id=text(context.get("encounterId")),
+    )
 
 
 def _parse_hook_request(raw: bytes) -> HookRequest:

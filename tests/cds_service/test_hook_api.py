@@ -299,3 +299,21 @@ def test_an_internal_fault_is_still_audited(
         record = c.app.state.runtime.audit.records()[-1]  # type: ignore[attr-defined]
     assert record.body["status"] == "error"
     assert record.body["error"] == "ZeroDivisionError"
+
+
+def test_a_refused_call_is_audited_without_its_body(client: TestClient) -> None:
+    """A malformed call is on the record with what was wrong, its ids, and nothing more."""
+    body = hook_request("p-9", {"patient": {"resourceType": "Patient", "id": "p-9"}})
+    body["hook"] = "order-sign"
+    response = client.post("/cds-services/ascvd-risk", json=body)
+    assert response.status_code == 400
+    (record,) = client.app.state.runtime.audit.records()  # type: ignore[attr-defined]
+    assert record.body["status"] == "bad-request"
+    assert record.body["patient"] == "p-9"
+    assert "answers patient-view" in record.body["error"]
+    assert "prefetch" not in json.dumps(record.body)
+    garbage = client.post(
+        "/cds-services/ascvd-risk", content=b"{oops", headers={"Content-Type": "application/json"}
+    )
+    assert garbage.status_code == 400
+    assert client.app.state.runtime.audit.records()[-1].body["status"] == "bad-request"  # type: ignore[attr-defined]
