@@ -160,16 +160,21 @@ class JwksCache:
     async def key(self, url: str, kid: str | None) -> PyJWK:
         cached = self._by_url.get(url)
         now = time.monotonic()
-        stale = cached is None or now - cached.fetched_at > JWKS_TTL_S
-        unknown_kid = cached is not None and _pick(cached.keys, kid) is None
-        if stale or (unknown_kid and now - cached.fetched_at > JWKS_REFETCH_MIN_INTERVAL_S):  # type: ignore[union-attr]
+        if cached is None or self._refetch(cached, kid, now):
             cached = _CachedJwks(await self._fetch(url), now)
             self._by_url[url] = cached
-        assert cached is not None  # noqa: S101 - set just above
         found = _pick(cached.keys, kid)
         if found is None:
             raise Unauthorized(f"no key {kid!r} at {url}")
         return found
+
+    @staticmethod
+    def _refetch(cached: _CachedJwks, kid: str | None, now: float) -> bool:
+        age = now - cached.fetched_at
+        if age > JWKS_TTL_S:
+            return True
+        # An unknown kid may mean the EHR rotated its keys: look again, but not often.
+        return _pick(cached.keys, kid) is None and age > JWKS_REFETCH_MIN_INTERVAL_S
 
     async def _fetch(self, url: str) -> dict[str, PyJWK]:
         try:

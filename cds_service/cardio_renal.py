@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cds_service.assess import Assessment, assess
-from cds_service.cards import Action, Card, Link, Source, Suggestion
+from cds_service.cards import Action, Card, Indicator, Link, Source, Suggestion
 from cds_service.render import (
     OVERRIDE_REASONS,
     factor_lines,
@@ -322,20 +322,19 @@ def _kfre_card(kfre: Assessment, patient_id: str, link: Link) -> Card | None:
         )
     o: dict[str, Any] = kfre.outputs
     two, five = o["risk_2y_kidney_failure"], o["risk_5y_kidney_failure"]
+    indicator: Indicator
     if two > KFRE_KRT_PREPARATION_2Y:
-        advice, indicator = (
-            "2-year risk > 40%: KDIGO 2024 advises preparing for kidney replacement therapy.",
-            "critical",
-        )
+        advice = "2-year risk > 40%: KDIGO 2024 advises preparing for kidney replacement therapy."
+        indicator = "critical"
     elif two > KFRE_MULTIDISCIPLINARY_2Y:
-        advice, indicator = (
-            "2-year risk > 10%: KDIGO 2024 advises multidisciplinary care.",
-            "warning",
-        )
+        advice = "2-year risk > 10%: KDIGO 2024 advises multidisciplinary care."
+        indicator = "warning"
     elif five >= KFRE_REFERRAL_5Y:
-        advice, indicator = "5-year risk >= 5%: KDIGO 2024 supports nephrology referral.", "warning"
+        advice = "5-year risk >= 5%: KDIGO 2024 supports nephrology referral."
+        indicator = "warning"
     else:
-        advice, indicator = "Below the KDIGO 2024 referral thresholds.", "info"
+        advice = "Below the KDIGO 2024 referral thresholds."
+        indicator = "info"
     return Card(
         uuid=str(uuid.uuid4()),
         summary=f"Kidney failure risk {pct(two)} at 2 years, {pct(five)} at 5 years (KFRE)"[:139],
@@ -354,7 +353,7 @@ def _kfre_card(kfre: Assessment, patient_id: str, link: Link) -> Card | None:
                 *model_section(kfre),
             ]
         ),
-        indicator=indicator,  # type: ignore[arg-type]
+        indicator=indicator,
         source=_source(kfre),
         overrideReasons=list(OVERRIDE_REASONS),
         links=[link],

@@ -196,9 +196,8 @@ async def _fetch_missing(
                 f"not fetched within the {settings.fhir_budget_ms:.0f} ms budget",
             )
             continue
-        result: SearchResult | BaseException = (
-            task.exception() if task.exception() is not None else task.result()  # type: ignore[assignment]
-        )
+        failure = task.exception()
+        result: SearchResult | BaseException = failure if failure is not None else task.result()
         if isinstance(result, DataUnavailable):
             reports[key] = PrefetchKeyReport(key, "unavailable", 0, str(result))
         elif isinstance(result, BaseException):

@@ -12,7 +12,7 @@ import uuid
 from datetime import datetime
 
 from cds_service.assess import Assessment, Factor, InputUsed
-from cds_service.cards import Card, Coding, Link, Source
+from cds_service.cards import Card, Coding, Indicator, Link, Source
 from cds_service.services import ServiceDefinition
 
 # Risk categories of the 2018 AHA/ACC Guideline on the Management of Blood
@@ -60,10 +60,11 @@ def risk_band(risk: float) -> str:
     return "high"
 
 
-def _indicator(band: str) -> str:
+def _indicator(band: str) -> Indicator:
     # Intermediate and high risk are when the guideline asks for a statin discussion;
     # high is marked critical so it is not lost among informational cards.
-    return {"intermediate": "warning", "high": "critical"}.get(band, "info")
+    indicators: dict[str, Indicator] = {"intermediate": "warning", "high": "critical"}
+    return indicators.get(band, "info")
 
 
 def pct(x: float) -> str:
@@ -277,7 +278,7 @@ def render_cards(
             uuid=str(uuid.uuid4()),
             summary=_clip(summary),
             detail="\n".join(line for line in detail),
-            indicator=_indicator(band),  # type: ignore[arg-type]
+            indicator=_indicator(band),
             source=source,
             overrideReasons=list(OVERRIDE_REASONS),
             links=[link],
