@@ -152,6 +152,8 @@ class AuditEntry:
     duration_ms: float
     twin_version: int | None = None
     twin_hash: str | None = None
+    #: The twin store key when it is not the patient id (several tenants).
+    twin_key: str | None = None
     model: ModelUse | None = None
     inputs: tuple[dict[str, Any], ...] = ()
     outputs: dict[str, float] | None = None
@@ -186,6 +188,7 @@ class AuditEntry:
             "durationMs": round(self.duration_ms, 3),
             "twin": (
                 {"version": self.twin_version, "contentHash": self.twin_hash}
+                | ({"storeKey": self.twin_key} if self.twin_key else {})
                 if self.twin_version is not None
                 else None
             ),

@@ -108,7 +108,8 @@ def _twin_state(settings: Settings, body: dict[str, Any]) -> dict[str, Any] | No
     if not settings.twin_db.is_file():
         return {"version": twin["version"], "error": f"no twin store at {settings.twin_db}"}
     try:
-        stored = SqliteTwinStore(settings.twin_db).load(body["patient"], int(twin["version"]))
+        key = twin.get("storeKey") or body["patient"]
+        stored = SqliteTwinStore(settings.twin_db).load(key, int(twin["version"]))
         content_hash = stored.twin().content_hash()
     except TwinEngineError as exc:
         return {"version": twin["version"], "error": str(exc)}

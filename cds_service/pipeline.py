@@ -226,7 +226,11 @@ def _answer(call: _Call, data: GatheredData) -> CdsResponse:
         call.fail("data-unavailable", str(exc), data)
         raise DataUnavailable(str(exc)) from exc
     try:
-        version = rt.twins.save(twin)
+        # Patient ids are unique only within one EHR: with authenticated clients the
+        # twin is keyed by tenant (or issuer) too, so two EHRs' patient "123" never mix.
+        scope = call.entry.client_tenant or call.entry.client_iss
+        twin_key = f"{scope}|{twin.patient_id}" if scope else None
+        version = rt.twins.save(twin, key=twin_key)
         features = derive_features(twin, rt.today())
         outcome = _run_models(
             service, rt, twin.patient_id, version.version, features, twin, request, data
@@ -242,6 +246,7 @@ def _answer(call: _Call, data: GatheredData) -> CdsResponse:
         duration_ms=1000 * (time.perf_counter() - call.started),
         twin_version=version.version,
         twin_hash=version.content_hash,
+        twin_key=twin_key,
         cards=tuple(c.model_dump(mode="json", exclude_none=True) for c in cards),
     )
     if outcome.dosing is not None:

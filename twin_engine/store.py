@@ -60,7 +60,9 @@ class StoredTwin:
 class TwinStore(Protocol):
     """Port: where twin versions live (SQLite by default, PostgreSQL when scaled out)."""
 
-    def save(self, twin: Twin, *, as_of: str | None = None) -> TwinVersion: ...
+    def save(
+        self, twin: Twin, *, as_of: str | None = None, key: str | None = None
+    ) -> TwinVersion: ...
 
     def load(self, patient_id: str, version: int | None = None) -> StoredTwin: ...
 
@@ -101,11 +103,16 @@ class SqliteTwinStore:
         finally:
             conn.close()
 
-    def save(self, twin: Twin, *, as_of: str | None = None) -> TwinVersion:
+    def save(
+        self, twin: Twin, *, as_of: str | None = None, key: str | None = None
+    ) -> TwinVersion:
         """Write a new version unless the latest has the same content hash.
 
         Same content: returns the latest version (created=False) and writes nothing.
+        ``key`` names whose twin this is when patient ids are not unique across the EHRs
+        a service answers (e.g. ``"<tenant>|<patient id>"``); default: the patient id.
         """
+        store_key = key if key is not None else twin.patient_id
         content_hash = twin.content_hash()
         with self._connect() as conn:
             conn.execute("BEGIN IMMEDIATE")
@@ -113,11 +120,11 @@ class SqliteTwinStore:
                 row = conn.execute(
                     "SELECT version, content_hash, created_at, as_of FROM twin_versions "
                     "WHERE patient_id = ? ORDER BY version DESC LIMIT 1",
-                    (twin.patient_id,),
+                    (store_key,),
                 ).fetchone()
                 if row is not None and row[1] == content_hash:
                     conn.execute("ROLLBACK")
-                    return _version(twin.patient_id, row)
+                    return _version(store_key, row)
                 number = 1 if row is None else int(row[0]) + 1
                 created_at = self._clock()
                 # Serialised only when a version is written: most refreshes change nothing.
@@ -126,14 +133,14 @@ class SqliteTwinStore:
                 )
                 conn.execute(
                     "INSERT INTO twin_versions VALUES (?, ?, ?, ?, ?, ?)",
-                    (twin.patient_id, number, content_hash, created_at.isoformat(), as_of, body),
+                    (store_key, number, content_hash, created_at.isoformat(), as_of, body),
                 )
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-        return TwinVersion(twin.patient_id, number, content_hash, created_at, as_of, created=True)
+        return TwinVersion(store_key, number, content_hash, created_at, as_of, created=True)
 
     def load(self, patient_id: str, version: int | None = None) -> StoredTwin:
         """The given version (default: the latest) of a patient's twin."""

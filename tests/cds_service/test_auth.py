@@ -305,3 +305,42 @@ def test_feedback_comes_only_from_the_client_the_card_was_sent_to(
             c.post(url, json=feedback, headers={"Authorization": f"Bearer {mine}"}).status_code
             == 200
         )
+
+
+def test_two_ehrs_with_the_same_patient_id_get_separate_twins(
+    tmp_path: Path, demo_bundles: list[dict[str, Any]]
+) -> None:
+    """Patient ids are unique only within one EHR: twins are keyed by tenant or issuer."""
+    import copy
+
+    from tests.conftest import hook_request, prefetch_from_bundle
+
+    other_key = ec.generate_private_key(ec.SECP384R1())
+    other_iss = "https://other-ehr.example"
+    settings = Settings(
+        data_dir=tmp_path,
+        public_base_url=BASE,
+        clients=(
+            CdsClientConfig(iss=ISS, jwks=JWKS, tenant="hospital-a"),
+            CdsClientConfig(iss=other_iss, jwks={"keys": [_jwk(other_key, "o-1", "ES384")]}),
+        ),
+    )
+    url = f"{BASE}/cds-services/ascvd-risk"
+    prefetch = prefetch_from_bundle(demo_bundles[0])
+    changed = copy.deepcopy(prefetch)
+    changed["patient"]["birthDate"] = "1960-01-01"
+    with TestClient(create_app(settings)) as c:
+        for pf, token in (
+            (prefetch, _sign(_claims(aud=url))),
+            (
+                changed,
+                _sign(_claims(iss=other_iss, aud=url, tenant=None), key=other_key, kid="o-1"),
+            ),
+        ):
+            body = hook_request(prefetch["patient"]["id"], pf)
+            response = c.post(url, json=body, headers={"Authorization": f"Bearer {token}"})
+            assert response.status_code == 200
+        records = c.app.state.runtime.audit.records()  # type: ignore[attr-defined]
+    twins = [r.body["twin"] for r in records]
+    assert [t["version"] for t in twins] == [1, 1]
+    assert {t["storeKey"].split("|")[0] for t in twins} == {"hospital-a", other_iss}
