@@ -15,17 +15,14 @@ Failures raise ``AuditorUnauthorized`` (401: we do not know who you are) or
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
-import jwt
 from jwt import PyJWK, PyJWKSet
 from pydantic import BaseModel, ConfigDict, Field
 
-ASYMMETRIC = frozenset(
-    {"ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "EdDSA"}
-)
+from cds_service.auth import TokenRejected, decode_verified, read_unverified
+
 AUDITOR_ROLE = "auditor"
 
 
@@ -45,6 +42,12 @@ class AuditorIssuerConfig(BaseModel):
     iss: str = Field(min_length=1)
     jwks: dict[str, Any]
     algorithms: tuple[str, ...] = ("ES384", "RS384", "EdDSA")
+
+
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    claims: dict[str, Any]
+    iss: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,35 +82,10 @@ class AuditorVerifier:
             raise AuditorUnauthorized("no bearer token")
         token = authorization.removeprefix("Bearer ").strip()
         try:
-            header = jwt.get_unverified_header(token)
-            unverified = jwt.decode(token, options={"verify_signature": False})
-        except jwt.PyJWTError as exc:
-            raise AuditorUnauthorized(f"malformed token: {type(exc).__name__}") from exc
-        alg = header.get("alg")
-        if not isinstance(alg, str) or alg not in ASYMMETRIC:
-            raise AuditorUnauthorized(f"algorithm {alg!r} not accepted")
-        iss = unverified.get("iss") if isinstance(unverified, dict) else None
-        issuer = self._issuers.get(iss) if isinstance(iss, str) else None
-        if issuer is None:
-            raise AuditorUnauthorized("not an auditor issuer")
-        if alg not in issuer.algorithms:
-            raise AuditorUnauthorized(f"algorithm {alg} not configured for this issuer")
-        key = self._key(issuer.iss, header.get("kid"))
-        try:
-            claims = jwt.decode(
-                token,
-                key=key.key,
-                algorithms=[alg],
-                audience=self._audience,
-                issuer=issuer.iss,
-                leeway=self._leeway,
-                options={"require": ["iss", "aud", "exp", "iat", "sub"]},
-            )
-        except (jwt.PyJWTError, TypeError, ValueError) as exc:
-            # TypeError/ValueError: an allowed alg whose family does not fit the key.
-            raise AuditorUnauthorized(f"token rejected: {type(exc).__name__}") from exc
-        if float(claims["iat"]) > time.time() + self._leeway:
-            raise AuditorUnauthorized("token issued in the future")
+            verified = self._verified_claims(token)
+        except TokenRejected as exc:
+            raise AuditorUnauthorized(str(exc)) from exc
+        claims, iss = verified.claims, verified.iss
         roles = claims.get("roles")
         has_role = claims.get("role") == AUDITOR_ROLE or (
             isinstance(roles, list) and AUDITOR_ROLE in roles
@@ -115,7 +93,29 @@ class AuditorVerifier:
         if not has_role:
             raise AuditorForbidden(f"{claims['sub']} does not have the auditor role")
         jti = claims.get("jti")
-        return Auditor(issuer.iss, str(claims["sub"]), str(jti) if jti is not None else None)
+        return Auditor(iss, str(claims["sub"]), str(jti) if jti is not None else None)
+
+    def _verified_claims(self, token: str) -> _Verified:
+        # The same checks as a CDS client's token (cds_service.auth), against the
+        # auditor issuers, the auditor audience, and with sub required.
+        unverified = read_unverified(token)
+        iss = unverified.claims.get("iss")
+        issuer = self._issuers.get(iss) if isinstance(iss, str) else None
+        if issuer is None:
+            raise TokenRejected("not an auditor issuer")
+        if unverified.alg not in issuer.algorithms:
+            raise TokenRejected(f"algorithm {unverified.alg} not configured for this issuer")
+        key = self._key(issuer.iss, unverified.header.get("kid"))
+        claims = decode_verified(
+            token,
+            key,
+            unverified.alg,
+            audience=self._audience,
+            issuer=issuer.iss,
+            leeway_s=self._leeway,
+            require=("iss", "aud", "exp", "iat", "sub"),
+        )
+        return _Verified(claims, issuer.iss)
 
     def _key(self, iss: str, kid: str | None) -> PyJWK:
         keys = self._keys[iss]

@@ -28,7 +28,9 @@ import jwt
 from jwt import PyJWK, PyJWKSet
 from pydantic import BaseModel, ConfigDict, Field
 
-ASYMMETRIC = frozenset({"ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384"})
+ASYMMETRIC = frozenset(
+    {"ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "EdDSA"}
+)
 DEFAULT_ALGORITHMS = ("ES384", "RS384")
 JWKS_TTL_S = 300.0
 # A kid we have not seen triggers at most one JWKS refetch per this many seconds,
@@ -38,6 +40,70 @@ JWKS_REFETCH_MIN_INTERVAL_S = 10.0
 
 class Unauthorized(Exception):
     """The call is not from a client we trust; answered with a bare 401."""
+
+
+class TokenRejected(Exception):
+    """A JWT that fails a check shared by CDS-client and auditor tokens; the caller maps
+    it to its own answer (401) and keeps the reason for the operator's log."""
+
+
+@dataclass(frozen=True, slots=True)
+class UnverifiedJwt:
+    """Header and claims read before the signature is checked: for choosing the key only."""
+
+    header: dict[str, Any]
+    claims: dict[str, Any]
+    alg: str
+
+
+def read_unverified(token: str, allowed_algorithms: frozenset[str] = ASYMMETRIC) -> UnverifiedJwt:
+    """Header and claims of a token whose algorithm is asymmetric, or TokenRejected.
+
+    ``none`` and every HMAC algorithm are refused before any key is looked at: with HS*
+    the "secret" would be whatever key we hold for the issuer, which is public.
+    """
+    try:
+        header = jwt.get_unverified_header(token)
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError as exc:
+        raise TokenRejected(f"malformed token: {type(exc).__name__}") from exc
+    alg = header.get("alg")
+    if not isinstance(alg, str) or alg not in allowed_algorithms:
+        raise TokenRejected(f"algorithm {alg!r} not accepted")
+    return UnverifiedJwt(header, claims if isinstance(claims, dict) else {}, alg)
+
+
+def decode_verified(
+    token: str,
+    key: PyJWK,
+    alg: str,
+    *,
+    audience: str,
+    issuer: str,
+    leeway_s: float,
+    require: tuple[str, ...],
+) -> dict[str, Any]:
+    """The verified claims, or TokenRejected: signature, aud, iss, exp, nbf, iat."""
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key=key.key,
+            algorithms=[alg],
+            audience=audience,
+            issuer=issuer,
+            leeway=leeway_s,
+            options={"require": list(require), "strict_aud": False},
+        )
+    except (jwt.PyJWTError, TypeError, ValueError) as exc:
+        # TypeError/ValueError: an allowed alg whose family does not fit the key (an
+        # RS384 header against an EC key), which PyJWT reports outside PyJWTError.
+        raise TokenRejected(f"token rejected: {type(exc).__name__}") from exc
+    aud = claims.get("aud")
+    if aud != audience and not (isinstance(aud, list) and audience in aud):
+        raise TokenRejected("audience mismatch")
+    if float(claims["iat"]) > time.time() + leeway_s:
+        raise TokenRejected("token issued in the future")
+    return claims
 
 
 class CdsClientConfig(BaseModel):
@@ -220,51 +286,37 @@ class ClientVerifier:
             raise Unauthorized("no bearer token")
         token = authorization.removeprefix("Bearer ").strip()
         try:
-            header = jwt.get_unverified_header(token)
-            claims = jwt.decode(token, options={"verify_signature": False})
-        except jwt.PyJWTError as exc:
-            raise Unauthorized(f"malformed token: {type(exc).__name__}") from exc
-        alg = header.get("alg")
-        # Refuse none and HMAC before anything else: with HS*, the "secret" would be
-        # whatever key we hold for this issuer, which is public.
-        if not isinstance(alg, str) or alg not in ASYMMETRIC:
-            raise Unauthorized(f"algorithm {alg!r} not accepted")
-        iss = claims.get("iss") if isinstance(claims, dict) else None
+            return await self._verify(token, audience)
+        except TokenRejected as exc:
+            raise Unauthorized(str(exc)) from exc
+
+    async def _verify(self, token: str, audience: str) -> VerifiedClient:
+        unverified = read_unverified(token)
+        iss = unverified.claims.get("iss")
         client = self._clients.get(iss) if isinstance(iss, str) else None
         if client is None:
-            raise Unauthorized("unknown issuer")
-        if alg not in client.algorithms:
-            raise Unauthorized(f"algorithm {alg} not configured for this issuer")
-        key = await self._key_for(client, header)
-        try:
-            verified = jwt.decode(
-                token,
-                key=key.key,
-                algorithms=[alg],
-                audience=audience,
-                issuer=client.iss,
-                leeway=self._leeway,
-                options={"require": ["iss", "aud", "exp", "iat", "jti"], "strict_aud": False},
-            )
-        except (jwt.PyJWTError, TypeError, ValueError) as exc:
-            # TypeError/ValueError: an allowed alg whose family does not fit the key (an
-            # RS384 header against an EC key), which PyJWT reports outside PyJWTError.
-            raise Unauthorized(f"token rejected: {type(exc).__name__}") from exc
-        if verified["aud"] != audience and not (
-            isinstance(verified["aud"], list) and audience in verified["aud"]
-        ):
-            raise Unauthorized("audience mismatch")
-        if float(verified["iat"]) > time.time() + self._leeway:
-            raise Unauthorized("token issued in the future")
+            raise TokenRejected("unknown issuer")
+        if unverified.alg not in client.algorithms:
+            raise TokenRejected(f"algorithm {unverified.alg} not configured for this issuer")
+        key = await self._key_for(client, unverified.header)
+        verified = decode_verified(
+            token,
+            key,
+            unverified.alg,
+            audience=audience,
+            issuer=client.iss,
+            leeway_s=self._leeway,
+            require=("iss", "aud", "exp", "iat", "jti"),
+        )
         # A per-call authentication JWT lives minutes; a token valid for days would
         # outlive the jti replay cache's purpose. Our policy, a setting.
         if float(verified["exp"]) - float(verified["iat"]) > self._max_lifetime:
-            raise Unauthorized(f"token lifetime over {self._max_lifetime:.0f} s")
+            raise TokenRejected(f"token lifetime over {self._max_lifetime:.0f} s")
         if client.tenant is not None and verified.get("tenant") != client.tenant:
-            raise Unauthorized("tenant mismatch")
+            raise TokenRejected("tenant mismatch")
         jti = str(verified["jti"])
         if not self._replay.first_use(client.iss, jti, float(verified["exp"])):
-            raise Unauthorized("jti replayed")
+            raise TokenRejected("jti replayed")
         return VerifiedClient(client.iss, jti, verified.get("tenant"), verified.get("sub"), client)
 
     async def _key_for(self, client: CdsClientConfig, header: dict[str, Any]) -> PyJWK:
