@@ -155,6 +155,8 @@ class AuditEntry:
     #: The twin store key when it is not the patient id (several tenants).
     twin_key: str | None = None
     model: ModelUse | None = None
+    #: Further models the same call ran (e.g. PCE and KFRE beside PREVENT).
+    other_models: tuple[ModelUse, ...] = ()
     inputs: tuple[dict[str, Any], ...] = ()
     outputs: dict[str, float] | None = None
     missing: tuple[str, ...] = ()
@@ -200,6 +202,16 @@ class AuditEntry:
                 }
                 if self.model
                 else None
+            ),
+            **(
+                {
+                    "otherModels": [
+                        {"id": m.model_id, "version": m.version, "sha256": m.sha256}
+                        for m in self.other_models
+                    ]
+                }
+                if self.other_models
+                else {}
             ),
             "inputs": list(self.inputs),
             "outputs": self.outputs,

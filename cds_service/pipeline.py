@@ -265,6 +265,10 @@ def _answer(call: _Call, data: GatheredData) -> CdsResponse:
         replace(
             answered,
             model=ModelUse(primary.model.card.id, primary.model.card.version, primary.model.sha256),
+            other_models=tuple(
+                ModelUse(a.model.card.id, a.model.card.version, a.model.sha256)
+                for a in outcome.assessments[1:]
+            ),
             inputs=tuple(primary.inputs_json()),
             outputs=_outputs_for_audit(outcome.assessments),
             explanation=explanation_for_audit(primary.factors),

@@ -145,3 +145,14 @@ def test_albuminuria_with_normal_egfr_gets_no_kfre_card(client: TestClient) -> N
     """ACR 45 with eGFR 75 is CKD, but outside the KFRE population: no kidney card."""
     cards = _call(client, _record(uacr=45))
     assert not any("Kidney failure" in c["summary"] for c in cards)
+
+
+def test_every_model_a_call_ran_is_in_its_audit_record(client: TestClient) -> None:
+    """PREVENT is the primary model; PCE, PREVENT 30-year and KFRE are named with their sha256."""
+    _call(client, _record(egfr=40, uacr=300))
+    (record,) = client.app.state.runtime.audit.records()  # type: ignore[attr-defined]
+    assert record.body["model"]["id"] == "prevent"
+    others = {m["id"]: m["sha256"] for m in record.body["otherModels"]}
+    assert set(others) == {"prevent_30y", "pce", "kfre"}
+    assert all(len(sha) == 64 for sha in others.values())
+    assert "kfre.risk_5y_kidney_failure" in record.body["outputs"]
