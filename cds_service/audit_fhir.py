@@ -436,10 +436,15 @@ def export_resources(records: Iterable[StoredAuditRecord]) -> Iterator[dict[str,
     """Every record's resources, each model version's Device before its first use."""
     devices: set[str] = set()
     for rec in records:
-        model = rec.body.get("model") if rec.kind == "hook" else None
-        if model and _model_device_id(model) not in devices:
-            devices.add(_model_device_id(model))
-            yield model_device(model)
+        used = (
+            [rec.body.get("model"), *(rec.body.get("otherModels") or [])]
+            if rec.kind == "hook"
+            else []
+        )
+        for model in used:
+            if model and _model_device_id(model) not in devices:
+                devices.add(_model_device_id(model))
+                yield model_device(model)
         yield from record_resources(rec)
 
 
