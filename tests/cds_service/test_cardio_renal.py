@@ -156,3 +156,17 @@ def test_every_model_a_call_ran_is_in_its_audit_record(client: TestClient) -> No
     assert set(others) == {"prevent_30y", "pce", "kfre"}
     assert all(len(sha) == 64 for sha in others.values())
     assert "kfre.risk_5y_kidney_failure" in record.body["outputs"]
+
+
+def test_the_fhir_export_has_a_device_for_every_model_used(client: TestClient) -> None:
+    """Each model a call ran is exported as a Device, valid FHIR R4."""
+    from fhir.resources.R4B.device import Device
+
+    from cds_service.audit_fhir import export_resources
+
+    _call(client, _record(egfr=40, uacr=300))
+    records = client.app.state.runtime.audit.records()  # type: ignore[attr-defined]
+    devices = [r for r in export_resources(records) if r["resourceType"] == "Device"]
+    for device in devices:
+        Device.model_validate(device)
+    assert len(devices) == 4
