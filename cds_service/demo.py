@@ -283,6 +283,11 @@ def run_demo(*, patients: int, seed: int, port: int, fhir_port: int, data_dir: P
             f"curl -s -X POST {service.base_url}/cds-services/ascvd-risk "
             f"-H 'Content-Type: application/json' -d '{body}' | python3 -m json.tool\n"
         )
+        print("The same body to the PREVENT / PCE / KFRE service:\n")
+        print(
+            f"curl -s -X POST {service.base_url}/cds-services/cardio-renal-risk "
+            f"-H 'Content-Type: application/json' -d '{body}' | python3 -m json.tool\n"
+        )
         print(
             "Authentication of CDS clients is OFF in this demo; production configures "
             "TWIN_CDS_CLIENTS and keeps TWIN_CDS_AUTH_REQUIRED=true."
