@@ -497,3 +497,115 @@ def test_an_alg_that_does_not_fit_the_key_gets_a_401(
     token = f"{_b64(header)}.{_b64({'iss': ISS})}."
     response = auth_client.get("/cds-services", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 401
+
+
+# --- order hooks: random drafts against the vancomycin service -------------------------
+
+
+def _vanco_prefetch() -> dict[str, Any]:
+    from tests.pk.fhir import base_record
+
+    record = base_record()
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for r in record:
+        by_type.setdefault(r["resourceType"], []).append(r)
+
+    def searchset(rs: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "entry": [{"resource": r} for r in rs],
+        }
+
+    return {
+        "patient": by_type["Patient"][0],
+        "observations": searchset(by_type["Observation"]),
+        "administrations": searchset(by_type["MedicationAdministration"]),
+        "medications": searchset([]),
+        "conditions": searchset(by_type["Condition"]),
+        "procedures": None,
+    }
+
+
+quantities = st.fixed_dictionaries(
+    {},
+    optional={
+        "value": scalars,
+        "unit": st.sampled_from(["mg", "g", "mL", "h"]) | scalars,
+        "code": st.sampled_from(["mg", "g", "kg"]) | scalars,
+    },
+)
+vanco_concept = st.just(
+    {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "11124"}]}
+)
+dosage_instructions = st.lists(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "doseAndRate": st.lists(
+                st.fixed_dictionaries({}, optional={"doseQuantity": quantities | json_values}),
+                max_size=2,
+            )
+            | json_values,
+            "timing": st.fixed_dictionaries(
+                {},
+                optional={
+                    "repeat": st.fixed_dictionaries(
+                        {},
+                        optional={
+                            "period": scalars,
+                            "periodUnit": st.sampled_from(["h", "d", "min", "wk"]) | scalars,
+                            "duration": scalars,
+                            "durationUnit": st.sampled_from(["h", "min"]) | scalars,
+                        },
+                    )
+                    | json_values
+                },
+            )
+            | json_values,
+        },
+    )
+    | json_values,
+    max_size=2,
+)
+drafts = st.fixed_dictionaries(
+    {"resourceType": st.just("MedicationRequest"), "id": st.just("d1")},
+    optional={
+        "medicationCodeableConcept": vanco_concept | json_values,
+        "medicationReference": json_values,
+        "contained": json_values,
+        "dosageInstruction": dosage_instructions | json_values,
+    },
+)
+
+
+@FUZZ
+@given(
+    draft=drafts,
+    selections=st.just(["MedicationRequest/d1"]) | json_values,
+    wrap=st.booleans(),
+)
+def test_random_vancomycin_drafts_never_get_a_server_error(
+    client: TestClient, draft: dict[str, Any], selections: Any, wrap: bool
+) -> None:
+    """Ill-typed drafts, doses, timings and selections: a named refusal or a card, never 5xx."""
+    draft_orders: Any = (
+        {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": draft}]}
+        if wrap
+        else draft
+    )
+    body = {
+        "hook": "order-select",
+        "hookInstance": "fuzz-order",
+        "context": {
+            "userId": "Practitioner/1",
+            "patientId": "p1",
+            "selections": selections,
+            "draftOrders": draft_orders,
+        },
+        "prefetch": _vanco_prefetch(),
+    }
+    response = client.post(
+        "/cds-services/vancomycin-dosing", content=json.dumps(body), headers=JSON_HEADERS
+    )
+    _assert_no_server_error(response, body)
