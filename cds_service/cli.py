@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from cds_service.assess import assess
+from cds_service.fhir_client import entry_resources
 from onnx_models.errors import ModelError, UnknownModelError
 from onnx_models.registry import ModelRegistry
 from twin_engine import build_twin_from_fhir, derive_features
@@ -124,11 +125,7 @@ def _resources(payload: Any) -> list[dict[str, Any]]:
     if isinstance(payload, list):
         return [r for r in payload if isinstance(r, dict)]
     if isinstance(payload, dict) and payload.get("resourceType") == "Bundle":
-        return [
-            e["resource"]
-            for e in payload.get("entry") or ()
-            if isinstance(e, dict) and isinstance(e.get("resource"), dict)
-        ]
+        return entry_resources(payload)
     if isinstance(payload, dict) and "resourceType" in payload:
         return [payload]
     raise CliInputError("the bundle is not a FHIR Bundle, resource or list of resources")

@@ -22,6 +22,18 @@ class FhirFetchError(DataUnavailable):
     """One read or search against the FHIR server failed."""
 
 
+def entry_resources(bundle: dict[str, Any]) -> list[dict[str, Any]]:
+    """The resources of a Bundle's entries; an entry that is not a list carries none."""
+    entries = bundle.get("entry")
+    if not isinstance(entries, list):
+        return []
+    return [
+        e["resource"]
+        for e in entries
+        if isinstance(e, dict) and isinstance(e.get("resource"), dict)
+    ]
+
+
 def _is_loopback(host: str | None) -> bool:
     if host is None:
         return False
@@ -115,12 +127,7 @@ class FhirClient:
                 if body.get("resourceType") not in (None, "OperationOutcome"):
                     resources.append(body)
                 break
-            entries = body.get("entry")
-            resources.extend(
-                e["resource"]
-                for e in (entries if isinstance(entries, list) else ())
-                if isinstance(e, dict) and isinstance(e.get("resource"), dict)
-            )
+            resources.extend(entry_resources(body))
             url = self._next_link(body)
         return SearchResult(tuple(resources), pages, truncated=False)
 

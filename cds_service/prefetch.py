@@ -17,7 +17,12 @@ from typing import Any, Literal
 import httpx
 
 from cds_service.errors import DataUnavailable, FhirServerNotAllowed
-from cds_service.fhir_client import FhirClient, SearchResult, check_fhir_server
+from cds_service.fhir_client import (
+    FhirClient,
+    SearchResult,
+    check_fhir_server,
+    entry_resources,
+)
 from cds_service.hooks import HookRequest
 from cds_service.services import ServiceDefinition
 from cds_service.settings import Settings
@@ -85,17 +90,7 @@ def render_template(template: str, request: HookRequest) -> str | None:
 
 
 def _resources_of(value: dict[str, Any]) -> list[dict[str, Any]]:
-    if value.get("resourceType") == "Bundle":
-        entries = value.get("entry")
-        # A Bundle whose entry is not a list carries nothing we can read.
-        if not isinstance(entries, list):
-            return []
-        return [
-            e["resource"]
-            for e in entries
-            if isinstance(e, dict) and isinstance(e.get("resource"), dict)
-        ]
-    return [value]
+    return entry_resources(value) if value.get("resourceType") == "Bundle" else [value]
 
 
 async def gather(
