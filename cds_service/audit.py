@@ -633,10 +633,6 @@ class ChainedAuditLog(ABC):
             rows = tx.rows(sql, params)
         return (_record(r) for r in rows)
 
-    def iter_chain(self, batch: int = 2000) -> Iterator[StoredAuditRecord]:
-        """Every record in seq order, read in batches so a long chain is not held in memory."""
-        return (rec for rec, _ in self._walk(batch))
-
     def _walk(self, batch: int = 2000) -> Iterator[tuple[StoredAuditRecord, tuple[Any, ...]]]:
         """Records with their query columns, in seq order, in batches."""
         after = 0

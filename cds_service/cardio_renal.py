@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cds_service.assess import Assessment, assess
-from cds_service.cards import Action, Card, Indicator, Link, Source, Suggestion
+from cds_service.cards import Action, Card, Indicator, Link, Suggestion
 from cds_service.render import (
     OVERRIDE_REASONS,
     factor_lines,
@@ -25,13 +25,13 @@ from cds_service.render import (
     label,
     missing_section,
     model_section,
+    model_source,
     pct,
 )
+from cds_service.services import LOINC
 from onnx_models.registry import ModelRegistry
 from twin_engine.derive import FeatureSet
 from twin_engine.therapy import TherapyEffect, apply_therapy
-
-LOINC = "http://loinc.org"
 
 #: What to order when a laboratory input is missing or stale: (LOINC, display).
 ORDERABLE: dict[str, tuple[str, str]] = {
@@ -166,16 +166,17 @@ def cardio_renal_cards(
     deceased: bool,
     link: Link,
     kfre_model: str = "kfre",
+    excluded_by: tuple[str, ...] = ("clinical_ascvd",),
 ) -> CardioRenalResult:
     """Cards for one patient: PREVENT (+PCE), KFRE where it applies, and orders.
 
     ``kfre_model`` is the deployment's calibration: ``kfre`` (North America, Tangri 2011)
-    or ``kfre_non_na`` (recalibrated outside North America, Tangri 2016).
+    or ``kfre_non_na`` (recalibrated outside North America, Tangri 2016). ``excluded_by``
+    (the service's) puts patients outside the primary-prevention models' population.
     """
-    exclusions = ("clinical_ascvd",)
 
     def run(model_id: str) -> Assessment:
-        return assess(registry.get(model_id), features, excluded_by=exclusions, deceased=deceased)
+        return assess(registry.get(model_id), features, excluded_by=excluded_by, deceased=deceased)
 
     # PREVENT publishes 30-year risk for ages 30-59 only: a second model with that range.
     prevent, prevent_30y, pce = run("prevent"), run("prevent_30y"), run("pce")
@@ -233,15 +234,11 @@ def _not_computed_card(
             ]
         ),
         indicator="info",
-        source=_source(a),
+        source=model_source(a),
         suggestions=suggestions,
         selectionBehavior="at-most-one" if suggestions else None,
         links=[link],
     )
-
-
-def _source(a: Assessment) -> Source:
-    return Source(label=f"twin-cds · {a.model.card.name} v{a.model.card.version}")
 
 
 def _prevent_card(
@@ -305,7 +302,7 @@ def _prevent_card(
         summary=summary[:139],
         detail="\n".join(detail),
         indicator="warning" if o["risk_10y_cvd"] >= 0.075 else "info",
-        source=_source(prevent),
+        source=model_source(prevent),
         overrideReasons=list(OVERRIDE_REASONS),
         links=[link],
     )
@@ -354,7 +351,7 @@ def _kfre_card(kfre: Assessment, patient_id: str, link: Link) -> Card | None:
             ]
         ),
         indicator=indicator,
-        source=_source(kfre),
+        source=model_source(kfre),
         overrideReasons=list(OVERRIDE_REASONS),
         links=[link],
     )

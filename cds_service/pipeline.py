@@ -111,6 +111,7 @@ def _run_models(
             deceased=deceased,
             link=link,
             kfre_model=rt.settings.kfre_model,
+            excluded_by=service.excluded_by,
         )
         return Outcome(result.cards, result.assessments)
     model = rt.registry.get(service.model_id)

@@ -185,6 +185,11 @@ def missing_section(a: Assessment) -> list[str]:
     return (["**Missing or stale**", *lines]) if lines else []
 
 
+def model_source(a: Assessment) -> Source:
+    """The card's source: the model's name and version, as every risk card names it."""
+    return Source(label=f"twin-cds · {a.model.card.name} v{a.model.card.version}")
+
+
 def app_link(
     service: ServiceDefinition, launch_url: str, patient_id: str, twin_version: int
 ) -> Link:
@@ -209,7 +214,7 @@ def render_cards(
 ) -> list[Card]:
     """The ascvd-risk cards for one PCE assessment: a result, or what kept us from one."""
     card_meta = a.model.card
-    source = Source(label=f"twin-cds · {card_meta.name} v{card_meta.version}")
+    source = model_source(a)
     link = app_link(service, launch_url, patient_id, twin_version)
 
     if a.status == "not-applicable":
@@ -277,7 +282,7 @@ def render_cards(
         Card(
             uuid=str(uuid.uuid4()),
             summary=_clip(summary),
-            detail="\n".join(line for line in detail),
+            detail="\n".join(detail),
             indicator=_indicator(band),
             source=source,
             overrideReasons=list(OVERRIDE_REASONS),
