@@ -41,14 +41,16 @@ ORDERABLE: dict[str, tuple[str, str]] = {
     "uacr_mg_g": ("14959-1", "Microalbumin/Creatinine [Mass ratio] in Urine"),
 }
 
-#: KFRE applies to CKD G3-G5 (eGFR < 60, Tangri 2011); KDIGO 2024 (Kidney Int
-#: 2024;105(4S):S117, section 1.3) also asks for albuminuria >= 30 mg/g as CKD evidence.
+#: KFRE was derived in CKD G3-G5 (eGFR < 60, Tangri 2011); albuminuria >= 30 mg/g (A2)
+#: is CKD too (KDIGO 2024, Kidney Int 2024;105(4S):S117, chapter 1), so it triggers the
+#: check, and an eGFR >= 60 then puts the patient outside the KFRE's population.
 KFRE_EGFR_BELOW = 60.0
 KFRE_ACR_AT_LEAST_MG_G = 30.0
 
-#: KDIGO 2024 CKD guideline, Practice Point 5.1.1 / Rec 5.1.1 thresholds on KFRE:
-#: 5-year risk >= 3-5% supports nephrology referral; 2-year risk > 10% multidisciplinary
-#: care; > 40% preparation for kidney replacement therapy.
+#: KDIGO 2024 CKD guideline, chapter 2, Recommendation 2.2.1 and Practice Points
+#: 2.2.1-2.2.3: a 5-year KFRE of 3%-5% can decide nephrology referral (we use the upper
+#: end, 5%); a 2-year risk > 10% multidisciplinary care; > 40% planning for kidney
+#: replacement therapy.
 KFRE_REFERRAL_5Y = 0.05
 KFRE_MULTIDISCIPLINARY_2Y = 0.10
 KFRE_KRT_PREPARATION_2Y = 0.40
