@@ -132,7 +132,7 @@ def _order_suggestion(patient_id: str, inputs: tuple[str, ...], why: str) -> Sug
     )
 
 
-def _what_ifs(features: FeatureSet, risk: float) -> list[TherapyEffect]:
+def what_ifs(features: FeatureSet, risk: float) -> list[TherapyEffect]:
     effects: list[TherapyEffect] = []
     ldl = features.get("ldl_cholesterol_mg_dl")
     sbp = features.get("systolic_bp_mm_hg")
@@ -160,17 +160,30 @@ def _therapy_lines(effects: list[TherapyEffect]) -> list[str]:
     return lines
 
 
-def cardio_renal_cards(
+@dataclass(frozen=True, slots=True)
+class CardioRenalAssessments:
+    """The model runs behind the cardio-renal cards (and the app's risk panel)."""
+
+    prevent: Assessment
+    prevent_30y: Assessment
+    pce: Assessment
+    #: Run only where KFRE's population is reached (CKD by eGFR or albuminuria).
+    kfre: Assessment | None
+
+    def all(self) -> tuple[Assessment, ...]:
+        runs = (self.prevent, self.prevent_30y, self.pce)
+        return runs + ((self.kfre,) if self.kfre is not None else ())
+
+
+def cardio_renal_assessments(
     registry: ModelRegistry,
     features: FeatureSet,
     *,
-    patient_id: str,
     deceased: bool,
-    link: Link,
     kfre_model: str = "kfre",
     excluded_by: tuple[str, ...] = ("clinical_ascvd",),
-) -> CardioRenalResult:
-    """Cards for one patient: PREVENT (+PCE), KFRE where it applies, and orders.
+) -> CardioRenalAssessments:
+    """PREVENT 10- and 30-year, PCE, and KFRE where it applies, on one twin's features.
 
     ``kfre_model`` is the deployment's calibration: ``kfre`` (North America, Tangri 2011)
     or ``kfre_non_na`` (recalibrated outside North America, Tangri 2016). ``excluded_by``
@@ -182,18 +195,12 @@ def cardio_renal_cards(
 
     # PREVENT publishes 30-year risk for ages 30-59 only: a second model with that range.
     prevent, prevent_30y, pce = run("prevent"), run("prevent_30y"), run("pce")
-    cards: list[Card] = []
-    assessments = [prevent, prevent_30y, pce]
-
-    cvd = _prevent_card(prevent, prevent_30y, pce, features, patient_id, link)
-    if cvd is not None:
-        cards.append(cvd)
-
     egfr = features.get("egfr_ml_min_1_73m2")
     uacr = features.get("uacr_mg_g")
     ckd = (egfr.usable and egfr.value is not None and egfr.value < KFRE_EGFR_BELOW) or (
         uacr.usable and uacr.value is not None and uacr.value >= KFRE_ACR_AT_LEAST_MG_G
     )
+    kfre = None
     if ckd and not deceased:
         # eGFR >= 60 with albuminuria is CKD, but outside the KFRE's derivation population.
         kfre = assess(
@@ -201,11 +208,32 @@ def cardio_renal_cards(
             features,
             population_inputs=frozenset({"age_years", "egfr_ml_min_1_73m2"}),
         )
-        assessments.append(kfre)
-        kidney = _kfre_card(kfre, patient_id, link)
+    return CardioRenalAssessments(prevent, prevent_30y, pce, kfre)
+
+
+def cardio_renal_cards(
+    registry: ModelRegistry,
+    features: FeatureSet,
+    *,
+    patient_id: str,
+    deceased: bool,
+    link: Link,
+    kfre_model: str = "kfre",
+    excluded_by: tuple[str, ...] = ("clinical_ascvd",),
+) -> CardioRenalResult:
+    """Cards for one patient: PREVENT (+PCE), KFRE where it applies, and orders."""
+    runs = cardio_renal_assessments(
+        registry, features, deceased=deceased, kfre_model=kfre_model, excluded_by=excluded_by
+    )
+    cards: list[Card] = []
+    cvd = _prevent_card(runs.prevent, runs.prevent_30y, runs.pce, features, patient_id, link)
+    if cvd is not None:
+        cards.append(cvd)
+    if runs.kfre is not None:
+        kidney = _kfre_card(runs.kfre, patient_id, link)
         if kidney is not None:
             cards.append(kidney)
-    return CardioRenalResult(tuple(cards), tuple(assessments))
+    return CardioRenalResult(tuple(cards), runs.all())
 
 
 def _not_computed_card(
@@ -280,7 +308,7 @@ def _prevent_card(
         ]
     elif pce.status != "not-applicable":
         pce_lines = ["Pooled Cohort Equations not shown: " + "; ".join(pce.problems)]
-    effects = _what_ifs(features, o["risk_10y_ascvd"])
+    effects = what_ifs(features, o["risk_10y_ascvd"])
     detail = [
         f"**PREVENT 10-year risk**: CVD {pct(o['risk_10y_cvd'])}, ASCVD "
         f"{pct(o['risk_10y_ascvd'])}, heart failure {pct(o['risk_10y_hf'])}.",

@@ -107,7 +107,7 @@ def label(name: str, description: str) -> str:
     return _LABELS.get(name, description)
 
 
-def _shown(name: str, value: float, unit: str) -> str:
+def shown_value(name: str, value: float, unit: str) -> str:
     words = _BINARY_WORDS.get(name)
     if words and value in (0.0, 1.0):
         return words[int(value)]
@@ -122,7 +122,7 @@ def input_rows(inputs: tuple[InputUsed, ...]) -> list[str]:
         # A "no" with no source is an absence on record; say what was looked for.
         basis = sources or (i.note if i.note else "none on record")
         rows.append(
-            f"| {label(i.name, i.description)} | {_shown(i.name, i.value, i.unit)}{flag} "
+            f"| {label(i.name, i.description)} | {shown_value(i.name, i.value, i.unit)}{flag} "
             f"| {_date(i.time)} | {basis} |"
         )
     return rows
@@ -133,8 +133,8 @@ def _factor_line(f: Factor) -> str:
     points = abs(100 * f.contribution)
     when = f" on {_date(f.time)}" if f.time and f.name != "age_years" else ""
     return (
-        f"- {label(f.name, f.description)} {_shown(f.name, f.value, f.unit)}{when} {verb} "
-        f"{points:.1f} points (reference {_shown(f.name, f.baseline_value, f.unit)})"
+        f"- {label(f.name, f.description)} {shown_value(f.name, f.value, f.unit)}{when} {verb} "
+        f"{points:.1f} points (reference {shown_value(f.name, f.baseline_value, f.unit)})"
     )
 
 
