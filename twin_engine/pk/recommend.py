@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -99,6 +99,9 @@ class DosingResult:
     target_auc: tuple[float, float]
     n_samples: int
     notes: tuple[str, ...]
+    # The fit itself, for simulating concentration curves (the app's dose simulator).
+    timeline: Timeline | None = field(default=None, repr=False, compare=False)
+    posterior: Posterior | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -330,6 +333,8 @@ def plan_dosing(
         target_auc=target_auc,
         n_samples=n_samples,
         notes=tuple(notes) + (() if posterior.converged else ("MAP optimiser did not converge",)),
+        timeline=timeline,
+        posterior=posterior,
     )
 
 

@@ -118,9 +118,10 @@ def rank_regimens(
     return best[:top]
 
 
-def _regimen_doses(
+def regimen_doses(
     regimen: Regimen, start_h: float, horizon_h: float, loading_mg: float | None
 ) -> list[tuple[float, float, float]]:
+    """(start h, duration h, mg) of each dose of the regimen from start_h until horizon_h."""
     rows = []
     k = 0
     while start_h + k * regimen.interval_h < horizon_h:
@@ -142,7 +143,7 @@ def first_day_auc(
     m = params_samples.shape[0]
     horizon = start_h + 24.0
     per_plan = [
-        np.vstack([history.reshape(-1, 3), np.array(_regimen_doses(reg, start_h, horizon, ld))])
+        np.vstack([history.reshape(-1, 3), np.array(regimen_doses(reg, start_h, horizon, ld))])
         for reg, ld in plans
     ]
     width = max(d.shape[0] for d in per_plan)
