@@ -10,11 +10,30 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cds_service.audit_auth import AuditorIssuerConfig
 from cds_service.auth import CdsClientConfig
+
+#: The SMART scopes the clinician app asks for (SMART App Launch 2.x, v2 scopes): the
+#: launch context, the user's identity, and read/search of what the twin and the dose
+#: simulator read. Procedure is there because dialysis may be recorded as one.
+SMART_APP_SCOPES = (
+    "launch openid fhirUser patient/Patient.rs patient/Observation.rs patient/Condition.rs "
+    "patient/MedicationRequest.rs patient/MedicationAdministration.rs patient/Procedure.rs "
+    "online_access"
+)
+
+
+class SmartServerConfig(BaseModel):
+    """An EHR's FHIR server the clinician app may be launched from, and our id there."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    iss: str = Field(description="The FHIR base URL the EHR sends as `iss` at launch.")
+    client_id: str = Field(description="The app's client_id registered with that EHR.")
+    scope: str = Field(default=SMART_APP_SCOPES, description="Scopes requested at EHR launch.")
 
 
 class Settings(BaseSettings):
@@ -91,6 +110,18 @@ class Settings(BaseSettings):
             "vancomycin_buelga2005, vancomycin_thomson2009. Model choice changes predictions."
         ),
     )
+    smart_servers: tuple[SmartServerConfig, ...] = Field(
+        default=(),
+        description=(
+            "EHRs the clinician app may be launched from (JSON list of {iss, client_id}). "
+            "A launch naming any other iss is refused before anything is fetched from it."
+        ),
+    )
+    app_session_max_s: int = Field(
+        default=8 * 3600,
+        gt=0,
+        description="Longest clinician app session; it also ends when the EHR's token expires.",
+    )
     model_dir: Path | None = Field(
         default=None, description="Directory of .onnx models; default: the packaged models."
     )
@@ -139,6 +170,14 @@ class Settings(BaseSettings):
     @property
     def audit_audience(self) -> str:
         return self.public_base_url.rstrip("/") + "/audit"
+
+    @property
+    def app_sessions_db(self) -> Path:
+        return self.data_dir / "app_sessions.sqlite"
+
+    @property
+    def app_redirect_uri(self) -> str:
+        return self.public_base_url.rstrip("/") + "/app/callback"
 
     @property
     def app_launch_url(self) -> str:

@@ -1,0 +1,144 @@
+"""Server-side sessions of the clinician app (the backend-for-frontend keeps the tokens).
+
+The browser holds only an opaque, random session id in an HttpOnly cookie. The store
+never holds that id: rows are keyed by its SHA-256, and each row's contents (the EHR's
+access token among them) are sealed with AES-256-GCM under a key derived from the id
+(HKDF-SHA256). A copy of the database alone therefore yields no usable token, and a
+session can be read only by the browser that holds its cookie.
+
+SQLite under the data directory, WAL mode, so the workers of one host share sessions.
+A ``pending`` session lives from launch to callback and is taken (read and deleted in
+one statement) at the callback, so a state, code verifier or nonce is used once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+SessionKind = Literal["pending", "active"]
+
+#: 256 bits of session id (OWASP Session Management: at least 64 bits of entropy).
+SESSION_ID_BYTES = 32
+_HKDF_INFO = b"twin-cds app session v1"
+_NONCE_BYTES = 12  # AES-GCM standard nonce (NIST SP 800-38D)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS app_session (
+    id_hash  TEXT PRIMARY KEY,
+    kind     TEXT NOT NULL,
+    expires  REAL NOT NULL,
+    sealed   BLOB NOT NULL
+)
+"""
+
+
+def new_session_id() -> str:
+    return secrets.token_urlsafe(SESSION_ID_BYTES)
+
+
+def _id_hash(session_id: str) -> str:
+    return hashlib.sha256(session_id.encode("utf-8")).hexdigest()
+
+
+def _cipher(session_id: str) -> AESGCM:
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_HKDF_INFO).derive(
+        session_id.encode("utf-8")
+    )
+    return AESGCM(key)
+
+
+class SessionStore:
+    """Sessions keyed by the hash of their id, sealed under a key derived from it."""
+
+    def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
+        self._path = path
+        self._clock = clock
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._db() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(_SCHEMA)
+
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self._path, timeout=30.0, isolation_level=None)
+        try:
+            yield db
+        finally:
+            db.close()
+
+    def create(self, kind: SessionKind, data: dict[str, Any], ttl_s: float) -> str:
+        """Store ``data`` under a new session id and return the id (for the cookie only)."""
+        session_id = new_session_id()
+        id_hash = _id_hash(session_id)
+        nonce = os.urandom(_NONCE_BYTES)
+        sealed = nonce + _cipher(session_id).encrypt(
+            nonce, json.dumps(data).encode("utf-8"), f"{id_hash}|{kind}".encode()
+        )
+        now = self._clock()
+        with self._db() as db:
+            db.execute("DELETE FROM app_session WHERE expires < ?", (now,))
+            db.execute(
+                "INSERT INTO app_session (id_hash, kind, expires, sealed) VALUES (?, ?, ?, ?)",
+                (id_hash, kind, now + ttl_s, sealed),
+            )
+        return session_id
+
+    def get(self, session_id: str | None, kind: SessionKind) -> dict[str, Any] | None:
+        """The session's data, or None when unknown, of another kind, or expired."""
+        if not session_id:
+            return None
+        id_hash = _id_hash(session_id)
+        with self._db() as db:
+            row = db.execute(
+                "SELECT sealed, expires FROM app_session WHERE id_hash = ? AND kind = ?",
+                (id_hash, kind),
+            ).fetchone()
+        return self._open(session_id, id_hash, kind, row)
+
+    def take(self, session_id: str | None, kind: SessionKind) -> dict[str, Any] | None:
+        """Read and delete in one statement: a pending launch is used at most once."""
+        if not session_id:
+            return None
+        id_hash = _id_hash(session_id)
+        with self._db() as db:
+            row = db.execute(
+                "DELETE FROM app_session WHERE id_hash = ? AND kind = ? RETURNING sealed, expires",
+                (id_hash, kind),
+            ).fetchone()
+        return self._open(session_id, id_hash, kind, row)
+
+    def delete(self, session_id: str | None) -> None:
+        if session_id:
+            with self._db() as db:
+                db.execute("DELETE FROM app_session WHERE id_hash = ?", (_id_hash(session_id),))
+
+    def _open(
+        self, session_id: str, id_hash: str, kind: str, row: tuple[Any, ...] | None
+    ) -> dict[str, Any] | None:
+        if row is None:
+            return None
+        sealed, expires = bytes(row[0]), float(row[1])
+        if expires < self._clock():
+            return None
+        try:
+            plain = _cipher(session_id).decrypt(
+                sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], f"{id_hash}|{kind}".encode()
+            )
+        except InvalidTag:
+            return None
+        data: dict[str, Any] = json.loads(plain)
+        return data
