@@ -1,0 +1,409 @@
+"""SMART App Launch 2.x for the clinician app, as a backend-for-frontend (BFF).
+
+EHR launch (``iss`` + ``launch``) and standalone launch (``launch/patient``), both by
+the authorization code grant with PKCE S256 only (SMART App Launch 2.x, "App
+Protection"; RFC 7636). The server does the whole OAuth dance and keeps the tokens:
+
+1. ``GET /app/launch``: ``iss`` must be a configured EHR (nothing is fetched from any
+   other); discovery at ``{iss}/.well-known/smart-configuration``; a pending session
+   holds a 256-bit ``state``, the PKCE verifier and an OpenID ``nonce``; the browser
+   gets only an opaque cookie and a redirect to the EHR's authorize endpoint.
+2. ``GET /app/callback``: the pending session is taken (used once), ``state`` must
+   match it (constant-time compare), the code is exchanged with the verifier at the
+   exact redirect URI, the ``id_token`` is verified (signature from the EHR's JWKS,
+   ``iss``, ``aud`` = our client id, expiry, ``nonce``), and a new session (a fresh
+   id: no fixation) holds the token and the launch context (``patient``,
+   ``encounter``, ``need_patient_banner``, ``smart_style_url``, ``appContext``).
+
+Tokens never reach the browser, its storage, our logs or any cookie but the opaque
+session id.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from html import escape
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import httpx
+import jwt
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from cds_service.errors import FhirServerNotAllowed
+from cds_service.fhir_client import check_fhir_server
+from cds_service.settings import Settings, SmartServerConfig
+from smart_app.sessions import SessionStore
+
+log = logging.getLogger("twin_cds.smart_app")
+
+router = APIRouter(prefix="/app")
+
+COOKIE = "twin_cds_session"
+#: A launch must come back within 10 minutes (the pending session's lifetime).
+PENDING_TTL_S = 600
+#: PKCE verifier: 64 random bytes, 86 base64url characters (RFC 7636 §4.1: 43-128).
+VERIFIER_BYTES = 64
+#: state and nonce: 256 bits each (the issue asks >= 128).
+STATE_BYTES = 32
+#: Clock skew allowed on id_token exp/iat.
+ID_TOKEN_LEEWAY_S = 30
+#: Signature algorithms accepted on an id_token (SMART 2.x: RS256 required; ES384 too).
+ID_TOKEN_ALGORITHMS = ["RS256", "RS384", "ES256", "ES384"]
+#: A FHIR resource id (FHIR R4 datatypes, id).
+_FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+
+
+class LaunchRefused(Exception):
+    """A launch or callback we refuse; the message is safe to show the clinician."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class SmartEndpoints:
+    authorize: str
+    token: str
+    issuer: str | None
+    jwks_uri: str | None
+
+
+def _page(title: str, message: str, status: int) -> HTMLResponse:
+    return HTMLResponse(
+        "<!doctype html><html lang=en><meta charset=utf-8>"
+        f"<title>{escape(title)} - twin-cds</title>"
+        '<link rel="stylesheet" href="/app/static/app.css">'
+        f'<main class="notice"><h1>{escape(title)}</h1><p>{escape(message)}</p></main></html>',
+        status_code=status,
+    )
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _store(request: Request) -> SessionStore:
+    store: SessionStore = request.app.state.app_sessions
+    return store
+
+
+def _http(request: Request) -> httpx.AsyncClient:
+    http: httpx.AsyncClient = request.app.state.runtime.http
+    return http
+
+
+def _same_base(a: str, b: str) -> bool:
+    return a.rstrip("/") == b.rstrip("/")
+
+
+def configured_server(settings: Settings, iss: str) -> SmartServerConfig | None:
+    return next((s for s in settings.smart_servers if _same_base(s.iss, iss)), None)
+
+
+def _checked_url(url: object, what: str, settings: Settings) -> str:
+    """An endpoint from discovery: absolute, https (http only on loopback in development)."""
+    if not isinstance(url, str) or not url:
+        raise LaunchRefused(f"the EHR's SMART configuration has no {what}", 502)
+    try:
+        check_fhir_server(
+            url, (url,), allow_insecure_loopback=settings.allow_insecure_loopback_fhir
+        )
+    except FhirServerNotAllowed as exc:
+        raise LaunchRefused(f"the EHR's {what} is not acceptable: {exc}", 502) from exc
+    return url
+
+
+async def discover(http: httpx.AsyncClient, iss: str, settings: Settings) -> SmartEndpoints:
+    """The EHR's endpoints from ``{iss}/.well-known/smart-configuration`` (SMART 2.x)."""
+    url = iss.rstrip("/") + "/.well-known/smart-configuration"
+    try:
+        response = await http.get(url, headers={"Accept": "application/json"})
+        config = response.json() if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError) as exc:
+        raise LaunchRefused(
+            f"the EHR's SMART configuration could not be read ({type(exc).__name__})", 502
+        ) from exc
+    if not isinstance(config, dict):
+        raise LaunchRefused("the EHR published no SMART configuration", 502)
+    methods = config.get("code_challenge_methods_supported")
+    if not isinstance(methods, list) or "S256" not in methods:
+        # SMART 2.x requires S256; without it the code could be replayed by whoever sees it.
+        raise LaunchRefused("the EHR does not support PKCE S256; the launch is refused", 502)
+    jwks_uri = config.get("jwks_uri")
+    issuer = config.get("issuer")
+    return SmartEndpoints(
+        authorize=_checked_url(
+            config.get("authorization_endpoint"), "authorize endpoint", settings
+        ),
+        token=_checked_url(config.get("token_endpoint"), "token endpoint", settings),
+        issuer=issuer if isinstance(issuer, str) else None,
+        jwks_uri=_checked_url(jwks_uri, "jwks_uri", settings) if jwks_uri else None,
+    )
+
+
+def pkce_challenge(verifier: str) -> str:
+    """BASE64URL(SHA256(verifier)) without padding (RFC 7636 §4.2, S256)."""
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def _secure_cookie(settings: Settings) -> bool:
+    """Secure everywhere but a loopback http address (development and the tests)."""
+    parts = urlsplit(settings.public_base_url)
+    loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
+    return not (parts.scheme == "http" and loopback)
+
+
+def set_session_cookie(
+    response: Response, settings: Settings, session_id: str, max_age: int
+) -> None:
+    # Lax, not Strict: the EHR's redirect back to /app/callback is a top-level navigation
+    # from another site, on which a Strict cookie would not be sent.
+    response.set_cookie(
+        COOKIE,
+        session_id,
+        max_age=max_age,
+        path="/app",
+        httponly=True,
+        secure=_secure_cookie(settings),
+        samesite="lax",
+    )
+
+
+def _choose_server_page(settings: Settings) -> HTMLResponse:
+    items = "".join(
+        f'<li><a href="/app/launch?{escape(urlencode({"iss": s.iss}))}">{escape(s.iss)}</a></li>'
+        for s in settings.smart_servers
+    )
+    return HTMLResponse(
+        "<!doctype html><html lang=en><meta charset=utf-8><title>Choose an EHR - twin-cds</title>"
+        '<link rel="stylesheet" href="/app/static/app.css">'
+        f'<main class="notice"><h1>Sign in through your EHR</h1><ul>{items}</ul></main></html>'
+    )
+
+
+@router.get("/launch", response_model=None)
+async def launch(request: Request, iss: str | None = None, launch: str | None = None) -> Response:
+    """EHR launch (iss + launch) or standalone launch (iss alone, or the only EHR)."""
+    settings = _settings(request)
+    if not settings.smart_servers:
+        return _page("Not configured", "No EHR is configured for this app.", 400)
+    if iss is None:
+        if launch is not None:
+            return _page("Launch refused", "An EHR launch must name its FHIR server (iss).", 400)
+        if len(settings.smart_servers) > 1:
+            return _choose_server_page(settings)
+        iss = settings.smart_servers[0].iss
+    server = configured_server(settings, iss)
+    if server is None:
+        # Never contacted: an unconfigured iss could point the app anywhere.
+        log.warning("SMART launch refused: iss not configured")
+        return _page("Launch refused", "This EHR is not one this app is configured for.", 400)
+    try:
+        endpoints = await discover(_http(request), server.iss, settings)
+    except LaunchRefused as exc:
+        return _page("Launch failed", str(exc), exc.status)
+    scopes = server.scope.split()
+    if launch is None:
+        # Standalone: ask the EHR to let the user pick the patient (SMART launch/patient).
+        scopes = ["launch/patient" if s == "launch" else s for s in scopes]
+    elif "launch" not in scopes:
+        scopes.append("launch")
+    state = secrets.token_urlsafe(STATE_BYTES)
+    verifier = secrets.token_urlsafe(VERIFIER_BYTES)
+    nonce = secrets.token_urlsafe(STATE_BYTES)
+    pending = {
+        "iss": server.iss,
+        "client_id": server.client_id,
+        "scope": " ".join(scopes),
+        "state": state,
+        "verifier": verifier,
+        "nonce": nonce,
+        "token_endpoint": endpoints.token,
+        "issuer": endpoints.issuer,
+        "jwks_uri": endpoints.jwks_uri,
+    }
+    session_id = _store(request).create("pending", pending, PENDING_TTL_S)
+    params = {
+        "response_type": "code",
+        "client_id": server.client_id,
+        "redirect_uri": settings.app_redirect_uri,
+        "scope": " ".join(scopes),
+        "state": state,
+        "aud": server.iss,
+        "code_challenge": pkce_challenge(verifier),
+        "code_challenge_method": "S256",
+        "nonce": nonce,
+    }
+    if launch is not None:
+        params["launch"] = launch
+    separator = "&" if urlsplit(endpoints.authorize).query else "?"
+    response = RedirectResponse(endpoints.authorize + separator + urlencode(params), 302)
+    set_session_cookie(response, settings, session_id, PENDING_TTL_S)
+    return response
+
+
+async def _exchange(
+    http: httpx.AsyncClient, pending: dict[str, Any], code: str, redirect_uri: str
+) -> dict[str, Any]:
+    try:
+        response = await http.post(
+            pending["token_endpoint"],
+            data={
+                "grant_type": "authorization_code",
+                "code": code,
+                "redirect_uri": redirect_uri,
+                "client_id": pending["client_id"],
+                "code_verifier": pending["verifier"],
+            },
+            headers={"Accept": "application/json"},
+        )
+    except httpx.HTTPError as exc:
+        raise LaunchRefused(f"the EHR's token endpoint failed ({type(exc).__name__})", 502) from exc
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.status_code != 200 or not isinstance(body, dict):
+        error = body.get("error") if isinstance(body, dict) else None
+        # The error code is OAuth's (invalid_grant, ...), never a token: safe to show and log.
+        log.warning("SMART token exchange refused: %s %s", response.status_code, error)
+        raise LaunchRefused(
+            f"the EHR refused the authorization code ({error or response.status_code})",
+            401,
+        )
+    return body
+
+
+async def _verify_id_token(
+    http: httpx.AsyncClient, pending: dict[str, Any], id_token: object
+) -> dict[str, Any]:
+    """OpenID Connect Core §3.1.3.7: signature, iss, aud, exp/iat and our nonce."""
+    if not isinstance(id_token, str):
+        raise LaunchRefused("the EHR sent no id_token for the openid scope", 401)
+    if not pending.get("jwks_uri") or not pending.get("issuer"):
+        raise LaunchRefused("the EHR publishes no issuer or jwks_uri to check the id_token", 502)
+    try:
+        response = await http.get(pending["jwks_uri"], headers={"Accept": "application/json"})
+        keys = jwt.PyJWKSet.from_dict(response.json())
+        kid = jwt.get_unverified_header(id_token).get("kid")
+        candidates = [k for k in keys.keys if kid is None or k.key_id == kid]
+        if not candidates:
+            raise LaunchRefused("the id_token's signing key is not in the EHR's JWKS", 401)
+        claims: dict[str, Any] = jwt.decode(
+            id_token,
+            candidates[0].key,
+            algorithms=ID_TOKEN_ALGORITHMS,
+            audience=pending["client_id"],
+            issuer=pending["issuer"],
+            leeway=ID_TOKEN_LEEWAY_S,
+            options={"require": ["exp", "iat", "iss", "aud", "sub"]},
+        )
+    except (httpx.HTTPError, ValueError, jwt.PyJWTError) as exc:
+        raise LaunchRefused(f"the id_token is not valid ({type(exc).__name__})", 401) from exc
+    if not hmac.compare_digest(str(claims.get("nonce", "")), pending["nonce"]):
+        raise LaunchRefused("the id_token's nonce is not this launch's", 401)
+    return claims
+
+
+def _app_context(value: object) -> dict[str, Any] | None:
+    """CDS Hooks 2.0 Link.appContext arrives as a string; ours is a JSON object."""
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            return {"text": value[:500]}
+        return parsed if isinstance(parsed, dict) else {"text": value[:500]}
+    return None
+
+
+@router.get("/callback", response_model=None)
+async def callback(
+    request: Request,
+    code: str | None = None,
+    state: str | None = None,
+    error: str | None = None,
+    error_description: str | None = None,
+) -> Response:
+    settings = _settings(request)
+    store = _store(request)
+    # Taken, not read: whatever happens next, this launch cannot be completed twice.
+    pending = store.take(request.cookies.get(COOKIE), "pending")
+    if pending is None:
+        return _page(
+            "Launch refused",
+            "This browser has no launch in progress (or it expired). Launch the app again "
+            "from the EHR.",
+            400,
+        )
+    if state is None or not hmac.compare_digest(state, pending["state"]):
+        log.warning("SMART callback refused: state does not match the launch")
+        return _page("Launch refused", "The state does not match this browser's launch.", 400)
+    if error is not None:
+        detail = f"{error}: {error_description}" if error_description else error
+        return _page("Authorization refused", f"The EHR refused the launch ({detail}).", 400)
+    if not code:
+        return _page("Launch refused", "The EHR sent no authorization code.", 400)
+    http = _http(request)
+    try:
+        tokens = await _exchange(http, pending, code, settings.app_redirect_uri)
+        if str(tokens.get("token_type", "")).lower() != "bearer" or not isinstance(
+            tokens.get("access_token"), str
+        ):
+            raise LaunchRefused("the EHR's token response has no bearer access token", 502)
+        patient = tokens.get("patient")
+        if not isinstance(patient, str) or not _FHIR_ID.match(patient):
+            raise LaunchRefused("the EHR gave no patient in the launch context", 400)
+        encounter = tokens.get("encounter")
+        user = None
+        if "openid" in pending["scope"].split():
+            claims = await _verify_id_token(http, pending, tokens.get("id_token"))
+            user = claims.get("fhirUser") or claims.get("sub")
+    except LaunchRefused as exc:
+        return _page("Launch refused", str(exc), exc.status)
+    expires_in = tokens.get("expires_in")
+    lifetime = settings.app_session_max_s
+    if isinstance(expires_in, int | float) and not isinstance(expires_in, bool) and expires_in > 0:
+        lifetime = min(lifetime, int(expires_in))
+    session = {
+        "iss": pending["iss"],
+        "client_id": pending["client_id"],
+        "access_token": tokens["access_token"],
+        "scope": tokens.get("scope") if isinstance(tokens.get("scope"), str) else pending["scope"],
+        "patient": patient,
+        "encounter": encounter if isinstance(encounter, str) else None,
+        "need_patient_banner": tokens.get("need_patient_banner") is not False,
+        "smart_style_url": tokens.get("smart_style_url")
+        if isinstance(tokens.get("smart_style_url"), str)
+        else None,
+        "user": user if isinstance(user, str) else None,
+        "app_context": _app_context(tokens.get("appContext")),
+        "expires_at": time.time() + lifetime,
+    }
+    session_id = store.create("active", session, lifetime)
+    log.info("SMART launch completed (iss %s)", pending["iss"])
+    response = RedirectResponse("/app/", 303)
+    set_session_cookie(response, settings, session_id, lifetime)
+    return response
+
+
+@router.post("/logout", response_model=None)
+async def logout(request: Request) -> Response:
+    _store(request).delete(request.cookies.get(COOKIE))
+    response = _page("Signed out", "The session has ended; its token is forgotten.", 200)
+    response.delete_cookie(COOKIE, path="/app")
+    return response
