@@ -39,7 +39,7 @@ from cds_service.services import SERVICES
 from cds_service.settings import Settings
 from cds_service.vancomycin import simulator_for
 from onnx_models.registry import ModelRegistry
-from smart_app.routes import router as smart_router
+from smart_app.routes import install as install_smart_app
 from twin_engine.store import SqliteTwinStore
 
 log = logging.getLogger("twin_cds")
@@ -208,7 +208,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     async def healthz() -> dict[str, Any]:
         return {"status": "ok", "models": registry.ids()}
 
-    app.include_router(smart_router)
+    install_smart_app(app, settings)
     app.include_router(audit_router)
     # Browser-based CDS clients call from their own origin and send Authorization, so
     # the preflight must allow that header.

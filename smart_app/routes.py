@@ -1,30 +1,56 @@
-"""The clinician app's routes.
+"""The clinician app inside the service: launch, its JSON API, the page and its assets.
 
-For now the app is only its launch entry point, so the link on every card lands on
-a page that says what the card came from. SMART App Launch (EHR launch with PKCE,
-the twin's timelines and the what-if simulator) comes with the SMART-app work; no
-patient data is served here until that launch, and its authorization, exist.
+``install`` adds them to the service's FastAPI app. Every ``/app`` answer carries a
+strict Content-Security-Policy (scripts, styles and data from our own origin only; no
+inline code; no framing, against clickjacking), no referrer (the callback URL carries
+the authorization code), and API answers are never cached.
 """
 
 from __future__ import annotations
 
-from html import escape
+from pathlib import Path
+from typing import Any
 
-from fastapi import APIRouter
-from fastapi.responses import HTMLResponse
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
 
-router = APIRouter(prefix="/app")
+from cds_service.settings import Settings
+from smart_app import api, launch
+from smart_app.sessions import SessionStore
+
+STATIC = Path(__file__).parent / "static"
+
+CSP = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
 
 
-@router.get("/launch", response_class=HTMLResponse)
-async def launch(iss: str | None = None, launch: str | None = None) -> HTMLResponse:
-    """The SMART launch URL the cards link to."""
-    detail = f"<p>Launch requested by <code>{escape(iss)}</code>.</p>" if iss else ""
-    return HTMLResponse(
-        "<!doctype html><html lang=en><meta charset=utf-8><title>twin-cds</title>"
-        "<h1>twin-cds</h1>"
-        f"{detail}"
-        "<p>The twin viewer is not available in this version: it needs SMART App Launch "
-        "authorization, which is not yet implemented. The card you came from carries "
-        "the patient's inputs, their dates and the model's explanation.</p></html>"
-    )
+def install(app: FastAPI, settings: Settings) -> None:
+    """Mount the app on the service: /app/launch, /app/callback, /app/, /app/api/..."""
+    app.state.app_sessions = SessionStore(settings.app_sessions_db)
+    app.state.app_fetch_cache = {}
+    app.include_router(launch.router)
+    app.include_router(api.router)
+
+    @app.get("/app", include_in_schema=False)
+    async def app_root() -> Response:
+        return RedirectResponse("/app/", 308)
+
+    @app.get("/app/", include_in_schema=False)
+    async def page() -> Response:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    app.mount("/app/static", StaticFiles(directory=STATIC), name="app-static")
+
+    @app.middleware("http")
+    async def app_headers(request: Request, call_next: Any) -> Response:
+        response: Response = await call_next(request)
+        if request.url.path.startswith("/app"):
+            response.headers["Content-Security-Policy"] = CSP
+            response.headers["X-Content-Type-Options"] = "nosniff"
+            response.headers["Referrer-Policy"] = "no-referrer"
+            if not request.url.path.startswith("/app/static"):
+                response.headers["Cache-Control"] = "no-store"
+        return response

@@ -1,0 +1,317 @@
+"""The clinician app's JSON API (``/app/api/...``), behind the server-side session.
+
+Every call needs the session cookie set at the end of the SMART launch; the data come
+from the EHR's FHIR server with the token that session holds (never sent to the
+browser), for the launch's patient only. The twin is built and stored exactly as a
+hook call builds and stores it (same store key: tenant or issuer, then patient), so a
+card's ``appContext.twinVersion`` names a version the app can open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from cds_service.fhir_client import FhirClient, FhirFetchError
+from cds_service.pipeline import Runtime
+from cds_service.settings import Settings
+from smart_app import views
+from smart_app.launch import COOKIE
+from smart_app.sessions import SessionStore
+from twin_engine import build_twin_from_fhir, derive_features
+from twin_engine.codes import RELEVANT_OBSERVATION_LOINC
+from twin_engine.errors import IngestError, TwinNotFoundError
+from twin_engine.pk.errors import DosingError
+from twin_engine.pk.regimen import MAX_RATE_MG_H
+from twin_engine.pk.types import Regimen
+from twin_engine.twin import Twin
+
+router = APIRouter(prefix="/app/api", tags=["clinician app"])
+
+#: Fetched FHIR is reused for a minute within one session: the what-if and dose
+#: simulator redraw many times on the same data without re-reading the EHR each time.
+FETCH_CACHE_S = 60.0
+_LOINC = "http://loinc.org"
+
+
+@dataclass(frozen=True, slots=True)
+class AppSession:
+    """The launch's context; the token stays here, on the server."""
+
+    session_id: str
+    iss: str
+    access_token: str
+    patient: str
+    encounter: str | None
+    need_patient_banner: bool
+    smart_style_url: str | None
+    user: str | None
+    app_context: dict[str, Any] | None
+    expires_at: float
+
+
+def require_session(request: Request) -> AppSession:
+    store: SessionStore = request.app.state.app_sessions
+    session_id = request.cookies.get(COOKIE)
+    data = store.get(session_id, "active")
+    if data is None or session_id is None:
+        raise HTTPException(401, "no app session; launch the app from the EHR")
+    return AppSession(
+        session_id=session_id,
+        iss=data["iss"],
+        access_token=data["access_token"],
+        patient=data["patient"],
+        encounter=data.get("encounter"),
+        need_patient_banner=bool(data.get("need_patient_banner", True)),
+        smart_style_url=data.get("smart_style_url"),
+        user=data.get("user"),
+        app_context=data.get("app_context"),
+        expires_at=float(data["expires_at"]),
+    )
+
+
+SessionDep = Annotated[AppSession, Depends(require_session)]
+
+
+def _runtime(request: Request) -> Runtime:
+    rt: Runtime = request.app.state.runtime
+    return rt
+
+
+def twin_scope(settings: Settings, iss: str) -> str | None:
+    """The twin store's tenant for this EHR, as hook calls from it are keyed.
+
+    Hooks key twins by the verified client's tenant (or issuer); the app knows the EHR
+    by its FHIR server, so it finds the client configured with that server. With
+    authentication off (local development) hooks use no tenant, and neither do we.
+    """
+    if not settings.auth_required:
+        return None
+    base = iss.rstrip("/")
+    for client in settings.clients:
+        if any(s.rstrip("/") == base for s in client.fhir_servers):
+            return client.tenant or client.iss
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class PatientData:
+    resources: tuple[dict[str, Any], ...]
+    patient: dict[str, Any] | None
+
+
+async def _fetch(request: Request, s: AppSession) -> PatientData:
+    cache: dict[str, tuple[float, PatientData]] = request.app.state.app_fetch_cache
+    now = time.monotonic()
+    hit = cache.get(s.session_id)
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    rt = _runtime(request)
+    client = FhirClient(rt.http, s.iss, s.access_token, max_pages=rt.settings.fhir_max_pages)
+    pid = s.patient
+    codes = ",".join(f"{_LOINC}|{c}" for c in sorted(RELEVANT_OBSERVATION_LOINC))
+    queries = (
+        f"Patient/{pid}",
+        f"Observation?patient={pid}&code={codes}",
+        f"Condition?patient={pid}",
+        f"MedicationRequest?patient={pid}",
+        f"MedicationAdministration?patient={pid}",
+        f"Procedure?patient={pid}",
+    )
+    try:
+        results = await asyncio.gather(*(client.query(q) for q in queries))
+    except FhirFetchError as exc:
+        raise HTTPException(502, f"the EHR's FHIR server: {exc}") from exc
+    resources = tuple(r for result in results for r in result.resources)
+    patient = next((r for r in results[0].resources if r.get("resourceType") == "Patient"), None)
+    data = PatientData(resources, patient)
+    for key in [k for k, (until, _) in cache.items() if until <= now]:
+        del cache[key]
+    cache[s.session_id] = (now + FETCH_CACHE_S, data)
+    return data
+
+
+@dataclass(frozen=True, slots=True)
+class TwinContext:
+    twin: Twin
+    version: int
+    content_hash: str
+    latest_version: int
+    requested_version: int | None
+    note: str | None
+    data: PatientData
+
+
+async def _twin(request: Request, s: AppSession) -> TwinContext:
+    """The launch's twin: the version the card named (appContext), else the latest."""
+    rt = _runtime(request)
+    data = await _fetch(request, s)
+    try:
+        fresh = build_twin_from_fhir(list(data.resources), patient_id=s.patient)
+    except IngestError as exc:
+        raise HTTPException(502, f"the patient's record could not be read: {exc}") from exc
+    scope = twin_scope(rt.settings, s.iss)
+    key = f"{scope}|{s.patient}" if scope else None
+    latest = rt.twins.save(fresh, key=key)
+    requested = None
+    ctx = s.app_context or {}
+    if isinstance(ctx.get("twinVersion"), int) and ctx.get("patient") in (None, s.patient):
+        requested = int(ctx["twinVersion"])
+    if requested is None or requested == latest.version:
+        return TwinContext(
+            fresh, latest.version, latest.content_hash, latest.version, requested, None, data
+        )
+    try:
+        stored = rt.twins.load(key or s.patient, requested)
+    except TwinNotFoundError:
+        note = f"The card's twin version {requested} is not stored; showing the latest."
+        return TwinContext(
+            fresh, latest.version, latest.content_hash, latest.version, requested, note, data
+        )
+    note = (
+        f"Showing twin version {requested}, the one the card was computed on; "
+        f"newer data make version {latest.version}."
+    )
+    return TwinContext(
+        stored.twin(),
+        requested,
+        stored.version.content_hash,
+        latest.version,
+        requested,
+        note,
+        data,
+    )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@router.get("/session")
+async def session_info(s: SessionDep) -> dict[str, Any]:
+    """The launch context, without the token."""
+    return {
+        "patient": s.patient,
+        "encounter": s.encounter,
+        "user": s.user,
+        "need_patient_banner": s.need_patient_banner,
+        "smart_style_url": s.smart_style_url,
+        "app_context": s.app_context,
+        "expires_at": datetime.fromtimestamp(s.expires_at, UTC).isoformat(),
+    }
+
+
+@router.get("/twin")
+async def twin_view(request: Request, s: SessionDep) -> dict[str, Any]:
+    ctx = await _twin(request, s)
+    rt = _runtime(request)
+    return {
+        "patient": views.banner(ctx.data.patient, ctx.twin, _now()),
+        "twin": {
+            "version": ctx.version,
+            "content_hash": ctx.content_hash,
+            "latest_version": ctx.latest_version,
+            "requested_version": ctx.requested_version,
+            "as_of": rt.today().isoformat(),
+            "note": ctx.note,
+        },
+        "timelines": views.timelines(ctx.twin),
+        "issues": views.issues(ctx.twin),
+    }
+
+
+async def _runs(request: Request, s: AppSession) -> tuple[TwinContext, Any, Any]:
+    rt = _runtime(request)
+    ctx = await _twin(request, s)
+    features = derive_features(ctx.twin, rt.today())
+    runs = views.risk_assessments(
+        rt.registry,
+        features,
+        deceased=ctx.twin.demographics.deceased,
+        kfre_model=rt.settings.kfre_model,
+    )
+    return ctx, features, runs
+
+
+@router.get("/risk")
+async def risk(request: Request, s: SessionDep) -> dict[str, Any]:
+    ctx, features, runs = await _runs(request, s)
+    return views.risk_view(runs, ctx.version, features.as_of)
+
+
+class WhatIfRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    statin: Literal["none", "moderate", "high"] = "none"
+    #: SBP targets within what trials tested: 120 (SPRINT) to 150 mm Hg.
+    sbp_target_mm_hg: float | None = Field(default=None, ge=110, le=150)
+
+
+def _json_only(request: Request) -> None:
+    # A form post from another site cannot send application/json without a preflight,
+    # which we do not allow for the app: with SameSite=Lax, this closes CSRF.
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        raise HTTPException(415, "send application/json")
+
+
+@router.get("/whatif")
+async def whatif_options(request: Request, s: SessionDep) -> dict[str, Any]:
+    _, features, runs = await _runs(request, s)
+    return views.whatif_options(runs, features)
+
+
+@router.post("/whatif", dependencies=[Depends(_json_only)])
+async def whatif(request: Request, s: SessionDep, body: WhatIfRequest) -> dict[str, Any]:
+    _, features, runs = await _runs(request, s)
+    try:
+        return views.whatif(runs, features, body.statin, body.sbp_target_mm_hg)
+    except views.WhatIfRefused as exc:
+        raise HTTPException(422, str(exc)) from exc
+
+
+@router.get("/vancomycin")
+async def vancomycin(request: Request, s: SessionDep) -> dict[str, Any]:
+    rt = _runtime(request)
+    data = await _fetch(request, s)
+    return views.vancomycin_view(data.resources, _now(), rt.settings.vancomycin_model)
+
+
+class SimulateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    #: Up to 4 g, the largest single dose the dosing service reads from a draft.
+    dose_mg: float = Field(gt=0, le=4000)
+    interval_h: float = Field(ge=4, le=168)
+    #: At least 1 h (vancomycin label: over >= 60 min).
+    infusion_h: float = Field(ge=1, le=24)
+
+
+@router.post("/vancomycin/simulate", dependencies=[Depends(_json_only)])
+async def vancomycin_simulate(
+    request: Request, s: SessionDep, body: SimulateRequest
+) -> dict[str, Any]:
+    if body.infusion_h >= body.interval_h:
+        raise HTTPException(422, "the infusion must end before the next dose starts")
+    if body.dose_mg / body.infusion_h > MAX_RATE_MG_H:
+        raise HTTPException(
+            422, f"infusion faster than {MAX_RATE_MG_H:.0f} mg/h (vancomycin label: 10 mg/min)"
+        )
+    rt = _runtime(request)
+    data = await _fetch(request, s)
+    regimen = Regimen(dose_mg=body.dose_mg, interval_h=body.interval_h, infusion_h=body.infusion_h)
+    try:
+        return views.simulate(data.resources, _now(), rt.settings.vancomycin_model, regimen)
+    except DosingError as exc:
+        raise HTTPException(422, str(exc)) from exc
+
+
+@router.get("/history")
+async def history(request: Request, s: SessionDep) -> dict[str, Any]:
+    rt = _runtime(request)
+    return views.history(rt.audit, s.patient, twin_scope(rt.settings, s.iss))
