@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +121,108 @@ def _uuid_from(rng: random.Random) -> str:
     import uuid
 
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+_RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+_LOINC = "http://loinc.org"
+
+
+def vancomycin_patient(now: datetime | None = None) -> dict[str, Any]:
+    """A transaction bundle: an inpatient on vancomycin 1000 mg every 12 h over 1 h for
+    two days, with weight, creatinine, a peak and a trough, and dialysis recorded as
+    not active (the dosing service refuses to guess dialysis status).
+
+    Times are relative to ``now`` so the demo's dose simulator always has recent doses.
+    """
+    now = (now or datetime.now(UTC)).replace(minute=0, second=0, microsecond=0)
+    first = now - timedelta(hours=48)
+    patient_ref = "urn:uuid:6f1c1a52-8d3e-4f8e-9d5a-000000000001"
+
+    def at(hours: float) -> str:
+        return (first + timedelta(hours=hours)).isoformat()
+
+    def quantity_obs(
+        code: str, display: str, value: float, unit: str, hours: float
+    ) -> dict[str, Any]:
+        return {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"coding": [{"system": _LOINC, "code": code, "display": display}]},
+            "subject": {"reference": patient_ref},
+            "effectiveDateTime": at(hours),
+            "valueQuantity": {
+                "value": value,
+                "unit": unit,
+                "system": "http://unitsofmeasure.org",
+                "code": unit,
+            },
+        }
+
+    vancomycin = {"coding": [{"system": _RXNORM, "code": "11124", "display": "vancomycin"}]}
+    resources: list[dict[str, Any]] = [
+        {
+            "resourceType": "Patient",
+            "name": [{"given": ["Victor"], "family": "Vanko"}],
+            "gender": "male",
+            "birthDate": (now.date() - timedelta(days=int(62 * 365.25))).isoformat(),
+        },
+        quantity_obs("29463-7", "Body weight", 82.0, "kg", -6),
+        quantity_obs("2160-0", "Creatinine [Mass/volume] in Serum or Plasma", 1.1, "mg/dL", -6),
+        quantity_obs("2160-0", "Creatinine [Mass/volume] in Serum or Plasma", 1.2, "mg/dL", 30),
+        {
+            "resourceType": "Condition",
+            "clinicalStatus": {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                        "code": "resolved",
+                    }
+                ]
+            },
+            "code": {
+                "coding": [
+                    {
+                        "system": "http://hl7.org/fhir/sid/icd-10-cm",
+                        "code": "Z99.2",
+                        "display": "Dependence on renal dialysis",
+                    }
+                ]
+            },
+            "subject": {"reference": patient_ref},
+        },
+        {
+            "resourceType": "MedicationRequest",
+            "status": "active",
+            "intent": "order",
+            "medicationCodeableConcept": vancomycin,
+            "subject": {"reference": patient_ref},
+            "authoredOn": at(-1),
+        },
+    ]
+    for k in range(4):  # 0, 12, 24, 36 h
+        resources.append(
+            {
+                "resourceType": "MedicationAdministration",
+                "status": "completed",
+                "medicationCodeableConcept": vancomycin,
+                "subject": {"reference": patient_ref},
+                "effectivePeriod": {"start": at(12 * k), "end": at(12 * k + 1)},
+                "dosage": {"dose": {"value": 1000, "unit": "mg"}},
+            }
+        )
+    resources.append(quantity_obs("4090-7", "Vancomycin [Mass/volume] peak", 27.5, "mg/L", 38))
+    resources.append(quantity_obs("4092-3", "Vancomycin [Mass/volume] trough", 12.5, "mg/L", 47.5))
+    entries = []
+    for i, res in enumerate(resources):
+        full_url = patient_ref if i == 0 else f"urn:uuid:6f1c1a52-8d3e-4f8e-9d5a-{i + 1:012d}"
+        entries.append(
+            {
+                "fullUrl": full_url,
+                "resource": res,
+                "request": {"method": "POST", "url": res["resourceType"]},
+            }
+        )
+    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
 
 
 @dataclass(frozen=True, slots=True)
