@@ -34,6 +34,7 @@ from cds_service.auth import (
 )
 from cds_service.errors import BadHookRequest, ServiceError, UnknownService
 from cds_service.hooks import FeedbackRequest, HookRequest, missing_context
+from cds_service.log_redaction import install_access_log_redaction
 from cds_service.pipeline import Runtime, run_service
 from cds_service.services import SERVICES
 from cds_service.settings import Settings
@@ -63,6 +64,7 @@ def operation_outcome(status: int, message: str) -> JSONResponse:
 def create_app(settings: Settings | None = None, registry: ModelRegistry | None = None) -> FastAPI:
     """Build the app. Models load once here, so a broken model fails the start, not a call."""
     settings = settings or Settings()
+    install_access_log_redaction()
     registry = registry or ModelRegistry.load(settings.model_dir)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     twins = SqliteTwinStore(settings.twin_db)
@@ -222,9 +224,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     return app
 
 
-def _refused(
-    service_id: str, raw: bytes, client: VerifiedClient | None, error: str
-) -> AuditEntry:
+def _refused(service_id: str, raw: bytes, client: VerifiedClient | None, error: str) -> AuditEntry:
     """The audit entry of a call refused before the pipeline: only ids, never the body."""
     try:
         parsed: object = orjson.loads(raw)
