@@ -370,15 +370,102 @@ def running_demo(
         fhir.stop()
 
 
+#: The clinician app's client id at the simulated EHR.
+APP_CLIENT_ID = "twin-cds"
+
+
+@dataclass(frozen=True, slots=True)
+class RunningProduct:
+    """Everything on 127.0.0.1: the FHIR server, the service (with the app), the EHR."""
+
+    fhir: RunningServer
+    service: RunningServer
+    ehr: RunningServer
+    patients: list[str]
+    vancomycin_patient: str
+
+    @property
+    def ehr_fhir_base(self) -> str:
+        return self.ehr.base_url + "/fhir"
+
+
+@contextlib.contextmanager
+def running_product(
+    work_dir: Path,
+    *,
+    patients: int,
+    seed: int,
+    port: int,
+    ehr_port: int = 0,
+    fhir_port: int = 0,
+    cds_key_file: Path | None = None,
+    cds_jwks: dict[str, Any] | None = None,
+) -> Iterator[RunningProduct]:
+    """The FHIR server with generated patients and the vancomycin inpatient, the service,
+    and the EHR launch simulator in front of the FHIR server, wired to each other.
+
+    With ``cds_key_file`` (ES384 PEM) and ``cds_jwks`` (its public JWKS) the simulated EHR
+    signs its hook calls and the service requires it, as in production; without them
+    the service's authentication of CDS clients is off (the demo).
+    """
+    from smart_app.simulator import SimulatedClient, start_simulator
+
+    fhir = start_fhir_server(work_dir, fhir_port)
+    running: list[RunningServer] = [fhir]
+    try:
+        ids = load_patients(fhir.base_url, generate_patients(patients, seed))
+        (vancomycin_id,) = load_patients(fhir.base_url, [vancomycin_patient()])
+        ehr_port = ehr_port or free_port()
+        ehr_base = f"http://127.0.0.1:{ehr_port}"
+        ehr_fhir = f"{ehr_base}/fhir"
+        env = {
+            "TWIN_CDS_FHIR_SERVER_ALLOWLIST": json.dumps([fhir.base_url, ehr_fhir]),
+            "TWIN_CDS_SMART_SERVERS": json.dumps([{"iss": ehr_fhir, "client_id": APP_CLIENT_ID}]),
+        }
+        if cds_jwks is not None:
+            client = {"iss": ehr_base, "jwks": cds_jwks, "fhir_servers": [ehr_fhir, fhir.base_url]}
+            env["TWIN_CDS_CLIENTS"] = json.dumps([client])
+        else:
+            env["TWIN_CDS_AUTH_REQUIRED"] = "false"
+        service = start_service(work_dir, port, fhir.base_url, env)
+        running.append(service)
+        ehr = start_simulator(
+            work_dir,
+            ehr_port,
+            fhir_upstream=fhir.base_url,
+            client=SimulatedClient(
+                APP_CLIENT_ID,
+                (f"{service.base_url}/app/callback",),
+                f"{service.base_url}/app/launch",
+            ),
+            cds_service_url=service.base_url,
+            cds_signing_key_file=cds_key_file,
+            cds_client_iss=ehr_base if cds_key_file else None,
+        )
+        running.append(ehr)
+        yield RunningProduct(fhir, service, ehr, ids, vancomycin_id)
+    finally:
+        for server in reversed(running):
+            server.stop()
+
+
 def run_demo(*, patients: int, seed: int, port: int, fhir_port: int, data_dir: Path) -> None:
-    with running_demo(data_dir, patients=patients, seed=seed, port=port, fhir_port=fhir_port) as (
-        fhir,
-        service,
-        ids,
-    ):
+    with running_product(
+        data_dir, patients=patients, seed=seed, port=port, fhir_port=fhir_port
+    ) as (product):
+        fhir, service = product.fhir, product.service
+        ids = product.patients
         body = json.dumps(example_request(fhir.base_url, ids[0]))
-        print(f"FHIR server (R4, {len(ids)} generated patients): {fhir.base_url}")
+        print(f"FHIR server (R4, {len(ids) + 1} generated patients): {fhir.base_url}")
         print(f"CDS Hooks discovery: {service.base_url}/cds-services")
+        print(
+            f"\nOpen the simulated EHR, pick a patient, launch the app: {product.ehr.base_url}/ehr"
+        )
+        print(
+            "  (the vancomycin inpatient, for the dose simulator: "
+            f"{product.ehr.base_url}/ehr/patient/{product.vancomycin_patient})"
+        )
+        print(f"Standalone launch of the app (patient picker): {service.base_url}/app/launch")
         print("Patients:", ", ".join(ids))
         print("\nTry a patient-view hook that fetches from the FHIR server:\n")
         print(
@@ -395,6 +482,7 @@ def run_demo(*, patients: int, seed: int, port: int, fhir_port: int, data_dir: P
             "TWIN_CDS_CLIENTS and keeps TWIN_CDS_AUTH_REQUIRED=true."
         )
         print("Press Ctrl-C to stop.", flush=True)
+        processes = (service.process, fhir.process, product.ehr.process)
         with contextlib.suppress(KeyboardInterrupt):
-            while service.process.poll() is None and fhir.process.poll() is None:
+            while all(p.poll() is None for p in processes):
                 time.sleep(1)

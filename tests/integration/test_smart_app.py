@@ -1,0 +1,557 @@
+"""The clinician app for real: a FHIR server (sekmet), the service under uvicorn, the EHR
+launch simulator, and Debian's Chromium driven headless by Playwright.
+
+The EHR signs its hook calls (authentication on, as in production). Every launch goes
+through the simulator's authorize and token endpoints; nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import secrets
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from cds_service.demo import APP_CLIENT_ID, RunningProduct, free_port, running_product
+from smart_app.launch import COOKIE
+from smart_app.sessions import SessionStore
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = Path(os.environ.get("TWIN_CDS_TEST_ARTIFACTS", REPO / "test-artifacts")) / "smart-app"
+CHROMIUM = Path("/usr/bin/chromium")
+# Flags for a closed network (no Google lookups, no component updates) and root in CI.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+KEY = ec.generate_private_key(ec.SECP384R1())
+JWT_PATTERN = re.compile(r"eyJ[\w-]{8,}\.[\w-]{8,}\.")
+UNREDACTED = re.compile(
+    r"/(?:callback|authorize|launch)\?[^ \"]*?\b(?:code|state|launch|nonce|code_challenge)="
+    r"(?!\[redacted\])"
+)
+
+
+def _jwks() -> dict[str, Any]:
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(KEY.public_key()))
+    return {"keys": [{**jwk, "kid": "simulator", "alg": "ES384"}]}
+
+
+@pytest.fixture(scope="module")
+def product(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProduct]:
+    work: Path = tmp_path_factory.mktemp("smart")
+    key_file = work / "ehr-cds-key.pem"
+    key_file.write_bytes(
+        KEY.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    with running_product(
+        work,
+        patients=6,
+        seed=11,
+        port=free_port(),
+        cds_key_file=key_file,
+        cds_jwks=_jwks(),
+    ) as running:
+        yield running
+
+
+def _chart(product: RunningProduct, patient: str) -> str:
+    response = httpx.get(f"{product.ehr.base_url}/ehr/patient/{patient}", timeout=60)
+    assert response.status_code == 200
+    return response.text
+
+
+@pytest.fixture(scope="module")
+def risk_patient(product: RunningProduct) -> str:
+    """A generated patient whose PREVENT and PCE cards both have numbers."""
+    for pid in product.patients:
+        chart = _chart(product, pid)
+        if "PREVENT 10-y CVD" in chart and re.search(r"<h3>10-year ASCVD risk \d", chart):
+            return pid
+    raise AssertionError("no generated patient has computed PREVENT and PCE cards")
+
+
+# --- the launch without a browser: what the EHR's authorization server refuses ---------
+
+
+def _launch_id(product: RunningProduct, patient: str) -> str:
+    """Ask the EHR for a launch of our app for this patient; return the launch id."""
+    response = httpx.post(
+        f"{product.ehr.base_url}/ehr/launch", data={"patient": patient}, timeout=30
+    )
+    assert response.status_code == 303
+    query = parse_qs(urlsplit(response.headers["location"]).query)
+    assert query["iss"] == [product.ehr_fhir_base]
+    return query["launch"][0]
+
+
+def _authorize(product: RunningProduct, **params: str | None) -> httpx.Response:
+    return httpx.get(
+        f"{product.ehr.base_url}/authorize",
+        params={k: v for k, v in params.items() if v is not None},
+        timeout=30,
+    )
+
+
+def _s256(verifier: str) -> str:
+    digest = hashlib.sha256(verifier.encode()).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def _code(product: RunningProduct, patient: str, verifier: str, **override: str | None) -> str:
+    """A client of our own through the real authorize endpoint; returns the code."""
+    params: dict[str, str | None] = {
+        "response_type": "code",
+        "client_id": APP_CLIENT_ID,
+        "redirect_uri": f"{product.service.base_url}/app/callback",
+        "scope": "launch openid fhirUser patient/Patient.rs patient/Observation.rs",
+        "state": secrets.token_urlsafe(32),
+        "aud": product.ehr_fhir_base,
+        "code_challenge": _s256(verifier),
+        "code_challenge_method": "S256",
+        "launch": _launch_id(product, patient),
+    }
+    params.update(override)
+    response = _authorize(product, **params)
+    assert response.status_code in (302, 303), response.text
+    return parse_qs(urlsplit(response.headers["location"]).query)["code"][0]
+
+
+def _exchange(product: RunningProduct, code: str, verifier: str, **override: str) -> httpx.Response:
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": f"{product.service.base_url}/app/callback",
+        "client_id": APP_CLIENT_ID,
+        "code_verifier": verifier,
+        **override,
+    }
+    return httpx.post(f"{product.ehr.base_url}/token", data=form, timeout=30)
+
+
+def test_a_replayed_code_is_refused_and_revokes_its_token(
+    product: RunningProduct, risk_patient: str
+) -> None:
+    verifier = secrets.token_urlsafe(48)
+    code = _code(product, risk_patient, verifier)
+    first = _exchange(product, code, verifier)
+    assert first.status_code == 200
+    token = first.json()["access_token"]
+    fhir = f"{product.ehr_fhir_base}/Patient/{risk_patient}"
+    headers = {"Authorization": f"Bearer {token}"}
+    assert httpx.get(fhir, headers=headers, timeout=30).status_code == 200
+    replay = _exchange(product, code, verifier)
+    assert replay.status_code == 400
+    assert replay.json()["error"] == "invalid_grant"
+    assert httpx.get(fhir, headers=headers, timeout=30).status_code == 401
+
+
+def test_a_wrong_code_verifier_is_refused(product: RunningProduct, risk_patient: str) -> None:
+    verifier = secrets.token_urlsafe(48)
+    code = _code(product, risk_patient, verifier)
+    response = _exchange(product, code, secrets.token_urlsafe(48))
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_grant"
+
+
+def test_a_wrong_redirect_uri_is_refused(product: RunningProduct, risk_patient: str) -> None:
+    """At authorize: an error page, never a redirect to the unregistered URI; at token:
+    a redirect_uri other than the code's is invalid_grant."""
+    verifier = secrets.token_urlsafe(48)
+    evil = "https://attacker.example/callback"
+    response = _authorize(
+        product,
+        response_type="code",
+        client_id=APP_CLIENT_ID,
+        redirect_uri=evil,
+        scope="launch openid",
+        state="s" * 43,
+        aud=product.ehr_fhir_base,
+        code_challenge=_s256(verifier),
+        code_challenge_method="S256",
+        launch=_launch_id(product, risk_patient),
+    )
+    assert response.status_code == 400
+    assert "location" not in response.headers
+    code = _code(product, risk_patient, verifier)
+    at_token = _exchange(product, code, verifier, redirect_uri=evil)
+    assert at_token.status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("fault", "override"),
+    [
+        ("no PKCE", {"code_challenge": None, "code_challenge_method": None}),
+        ("plain PKCE", {"code_challenge_method": "plain"}),
+    ],
+)
+def test_authorize_without_pkce_s256_is_refused(
+    product: RunningProduct, risk_patient: str, fault: str, override: dict[str, str | None]
+) -> None:
+    params: dict[str, str | None] = {
+        "response_type": "code",
+        "client_id": APP_CLIENT_ID,
+        "redirect_uri": f"{product.service.base_url}/app/callback",
+        "scope": "launch openid",
+        "state": "s" * 43,
+        "aud": product.ehr_fhir_base,
+        "code_challenge": _s256(secrets.token_urlsafe(48)),
+        "code_challenge_method": "S256",
+        "launch": _launch_id(product, risk_patient),
+        **override,
+    }
+    response = _authorize(product, **params)
+    assert response.status_code in (302, 303), fault
+    query = parse_qs(urlsplit(response.headers["location"]).query)
+    assert query["error"] == ["invalid_request"]
+    assert "code" not in query
+
+
+def test_a_callback_with_the_wrong_state_is_refused_by_the_app(
+    product: RunningProduct, risk_patient: str
+) -> None:
+    """The real app and the real EHR: a code delivered with another state is refused and
+    the launch is spent (the right state afterwards is refused too)."""
+    with httpx.Client(timeout=30) as browser:
+        launch = browser.get(
+            f"{product.service.base_url}/app/launch",
+            params={"iss": product.ehr_fhir_base, "launch": _launch_id(product, risk_patient)},
+        )
+        assert launch.status_code == 302
+        back = browser.get(launch.headers["location"])
+        assert back.status_code in (302, 303)
+        query = parse_qs(urlsplit(back.headers["location"]).query)
+        callback = f"{product.service.base_url}/app/callback"
+        wrong = browser.get(callback, params={"code": query["code"][0], "state": "forged"})
+        assert wrong.status_code == 400
+        right = browser.get(callback, params={"code": query["code"][0], "state": query["state"][0]})
+        assert right.status_code == 400
+        assert browser.get(f"{product.service.base_url}/app/api/session").status_code == 401
+
+
+# --- the browser ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        if os.environ.get("TWIN_CDS_REQUIRE_BROWSER"):
+            pytest.fail("Debian chromium is not installed at /usr/bin/chromium")
+        pytest.skip("Debian chromium is not installed (scripts/test.sh installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+class Visit:
+    """A browser context that remembers every response the app's origin sent it."""
+
+    def __init__(self, chromium: Any, product: RunningProduct) -> None:
+        self.context = chromium.new_context(viewport={"width": 1366, "height": 900})
+        self.page = self.context.new_page()
+        self.page.set_default_timeout(30_000)
+        self.bodies: list[str] = []
+        self.errors: list[str] = []
+        self.product = product
+        self.page.on("response", self._response)
+        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+
+    def _response(self, response: Any) -> None:
+        if response.url.startswith(self.product.service.base_url):
+            try:
+                self.bodies.append(response.text())
+            except Exception:
+                self.bodies.append("")
+            self.bodies.append(json.dumps(response.headers))
+
+    def screenshot(self, name: str) -> None:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+    def session_token(self, work_dir: Path) -> str:
+        """The EHR's access token the app holds, read as the server reads it (with the
+        browser's cookie), so the test can look for it everywhere else."""
+        cookies = [c for c in self.context.cookies() if c["name"] == COOKIE]
+        assert len(cookies) == 1
+        store = SessionStore(work_dir / "service-data" / "app_sessions.sqlite")
+        session = store.get(cookies[0]["value"], "active")
+        assert session is not None
+        token: str = session["access_token"]
+        return token
+
+
+def _text(page: Any, test_id: str) -> str:
+    return str(page.get_by_test_id(test_id).first.inner_text()).strip()
+
+
+def _percentages(text: str) -> list[str]:
+    return re.findall(r"\d+\.\d%", text)
+
+
+def test_ehr_launch_from_a_card_shows_the_cards_numbers(
+    product: RunningProduct, risk_patient: str, chromium: Any
+) -> None:
+    """EHR chart → the card's SMART link → authorize → the dashboard: the same numbers
+    as the card, on the twin version the card named; no token anywhere the browser sees,
+    in any cookie but the opaque session, or in the servers' logs."""
+    visit = Visit(chromium, product)
+    page = visit.page
+    page.goto(f"{product.ehr.base_url}/ehr/patient/{risk_patient}")
+    cards = page.locator("article.card")
+    prevent_card = cards.filter(has=page.locator("h3", has_text="PREVENT 10-y CVD")).first
+    pce_card = cards.filter(has=page.locator("h3", has_text="10-year ASCVD risk")).first
+    prevent_summary = prevent_card.locator("h3").inner_text()
+    pce_summary = pce_card.locator("h3").inner_text()
+    detail = prevent_card.inner_text()
+    context = json.loads(
+        prevent_card.locator("input[name=app_context]").first.get_attribute("value")
+    )
+    prevent_card.locator("button.card-launch").first.click()
+    page.wait_for_url(f"{product.service.base_url}/app/")
+    page.get_by_test_id("risk-prevent-risk_10y_cvd").first.wait_for()
+    page.get_by_test_id("waterfall-prevent").first.wait_for()
+
+    cvd, ascvd, hf = _percentages(prevent_summary)[:3]
+    assert _text(page, "risk-prevent-risk_10y_cvd") == cvd
+    assert _text(page, "risk-prevent-risk_10y_ascvd") == ascvd
+    assert _text(page, "risk-prevent-risk_10y_hf") == hf
+    assert _text(page, "risk-pce-risk_10y_ascvd") == _percentages(pce_summary)[0]
+    assert str(context["twinVersion"]) in _text(page, "twin-version")
+    # The banner names the patient the EHR launched with.
+    assert _text(page, "patient-name") not in ("", "Name not recorded")
+
+    # The what-if: a statin redraws the risk, to the card's own treatment-response line.
+    before = _text(page, "whatif-risk")
+    chart_before = page.get_by_test_id("whatif-chart").first.inner_html()
+    line = re.search(r"moderate-intensity statin: ([\d.]+%) → ([\d.]+%)", detail)
+    page.select_option("#statin", "moderate")
+    if line is not None:
+        page.wait_for_function(
+            "([id, v]) => document.querySelector(`[data-testid=${id}]`)?.textContent.trim() === v",
+            arg=["whatif-risk", line.group(2)],
+        )
+        assert before == line.group(1)
+        assert page.get_by_test_id("whatif-chart").first.inner_html() != chart_before
+    visit.screenshot("dashboard-risk")
+
+    # The recommendation history holds the calls the EHR page just made.
+    page.get_by_test_id("history").first.locator("li").first.wait_for()
+    assert "PREVENT" in page.get_by_test_id("history").first.inner_text()
+
+    # Every form control has a label; the keyboard reaches the what-if.
+    unlabeled = page.evaluate(
+        "() => [...document.querySelectorAll('input, select, textarea')]"
+        ".filter(e => e.type !== 'hidden' && e.labels.length === 0 && !e.ariaLabel)"
+        ".map(e => e.id || e.name)"
+    )
+    assert unlabeled == []
+    page.locator("body").focus()
+    reached = set()
+    for _ in range(80):
+        page.keyboard.press("Tab")
+        reached.add(page.evaluate("() => document.activeElement && document.activeElement.id"))
+        if {"statin", "sbp-target", "dose-mg"} <= reached:
+            break
+    assert {"statin", "sbp-target"} <= reached
+
+    # No token reached the browser, a cookie, or a log.
+    token = visit.session_token(product.service.log_path.parent)
+    seen = "\n".join(visit.bodies)
+    assert token not in seen
+    assert JWT_PATTERN.search(seen) is None
+    cookies = visit.context.cookies()
+    assert {c["name"] for c in cookies if "127.0.0.1" in c["domain"]} <= {COOKIE}
+    assert all(token not in c["value"] for c in cookies)
+    session_cookie = next(c for c in cookies if c["name"] == COOKIE)
+    assert session_cookie["httpOnly"] is True
+    assert session_cookie["sameSite"] == "Lax"
+    for log in (product.service.log_path, product.ehr.log_path):
+        text = log.read_text(errors="replace")
+        assert token not in text
+        assert JWT_PATTERN.search(text) is None
+        # Authorization codes, states and launch ids in URLs are redacted in access logs.
+        assert UNREDACTED.search(text) is None, UNREDACTED.search(text)
+    assert visit.errors == []
+    visit.context.close()
+
+
+def _order_select(
+    product: RunningProduct, patient: str, dose: float, tau: float, inf: float
+) -> str:
+    """The vancomycin card for a drafted order, as the EHR would get it (signed call)."""
+    url = f"{product.service.base_url}/cds-services/vancomycin-dosing"
+    now = int(time.time())
+    token = jwt.encode(
+        {
+            "iss": product.ehr.base_url,
+            "aud": url,
+            "iat": now,
+            "exp": now + 60,
+            "jti": str(uuid.uuid4()),
+        },
+        KEY,
+        algorithm="ES384",
+        headers={"kid": "simulator"},
+    )
+    draft = {
+        "resourceType": "MedicationRequest",
+        "id": "draft-1",
+        "status": "draft",
+        "intent": "order",
+        "medicationCodeableConcept": {
+            "coding": [
+                {
+                    "system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+                    "code": "11124",
+                    "display": "vancomycin",
+                }
+            ]
+        },
+        "subject": {"reference": f"Patient/{patient}"},
+        "dosageInstruction": [
+            {
+                "timing": {
+                    "repeat": {
+                        "frequency": 1,
+                        "period": tau,
+                        "periodUnit": "h",
+                        "duration": inf,
+                        "durationUnit": "h",
+                    }
+                },
+                "doseAndRate": [
+                    {
+                        "doseQuantity": {
+                            "value": dose,
+                            "unit": "mg",
+                            "system": "http://unitsofmeasure.org",
+                            "code": "mg",
+                        }
+                    }
+                ],
+            }
+        ],
+    }
+    body = {
+        "hook": "order-select",
+        "hookInstance": str(uuid.uuid4()),
+        "fhirServer": product.fhir.base_url,
+        "fhirAuthorization": {
+            "access_token": "sekmet-needs-none",
+            "token_type": "Bearer",
+            "expires_in": 300,
+            "scope": "patient/*.rs",
+            "subject": "twin-cds",
+        },
+        "context": {
+            "userId": "Practitioner/1",
+            "patientId": patient,
+            "selections": ["MedicationRequest/draft-1"],
+            "draftOrders": {
+                "resourceType": "Bundle",
+                "type": "collection",
+                "entry": [{"resource": draft}],
+            },
+        },
+    }
+    response = httpx.post(url, json=body, timeout=60, headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200, response.text
+    cards = response.json()["cards"]
+    assert len(cards) == 1
+    return str(cards[0]["summary"])
+
+
+def test_the_dose_simulator_redraws_the_curve_and_matches_the_dosing_card(
+    product: RunningProduct, chromium: Any
+) -> None:
+    """EHR launch for the vancomycin inpatient: a regimen change redraws the curve, and
+    the app's AUC24 and target probability for a regimen are the dosing card's."""
+    visit = Visit(chromium, product)
+    page = visit.page
+    page.goto(f"{product.ehr.base_url}/ehr/patient/{product.vancomycin_patient}")
+    page.locator("#launch-app").click()
+    page.wait_for_url(f"{product.service.base_url}/app/")
+    page.get_by_test_id("conc-median").first.wait_for()
+    page.get_by_test_id("sim-auc24").first.wait_for()
+    curve_before = page.get_by_test_id("conc-median").first.get_attribute("d")
+    auc_before = _text(page, "sim-auc24")
+
+    # Infusion first: 1500 mg over the current 1 h would be refused (faster than 1 g/h).
+    page.fill("#infusion-h", "1.5")
+    page.select_option("#interval-h", "12")
+    page.fill("#dose-mg", "1500")
+    page.locator("#simulate").click()
+    # Redrawn: a new number (not the "—" shown while waiting) and a band drawn again.
+    page.wait_for_function(
+        """(before) => {
+            const auc = document.querySelector('[data-testid="sim-auc24"]').textContent.trim();
+            const band = document.querySelector('[data-testid="conc-band"]');
+            return /^\\d+$/.test(auc) && auc !== before && band.getAttribute("points") !== "";
+        }""",
+        arg=auc_before,
+    )
+    assert page.get_by_test_id("conc-median").first.get_attribute("d") != curve_before
+    band = page.get_by_test_id("conc-band").first.get_attribute("points") or ""
+    assert len(band.split()) > 100  # the 90% band: upper and lower edges, ~240 points each
+    visit.screenshot("dashboard-dose-simulator")
+
+    summary = _order_select(product, product.vancomycin_patient, 1500, 12, 1.5)
+    match = re.search(r"AUC24 (\d+) mg·h/L, (\d+%) in", summary)
+    assert match is not None, summary
+    assert _text(page, "sim-auc24") == match.group(1)
+    assert _text(page, "sim-pta") == match.group(2)
+    assert visit.errors == []
+    visit.context.close()
+
+
+def test_standalone_launch_through_the_patient_picker(
+    product: RunningProduct, chromium: Any
+) -> None:
+    """Standalone launch: the app sends the clinician to the EHR's patient picker."""
+    visit = Visit(chromium, product)
+    page = visit.page
+    page.goto(f"{product.service.base_url}/app/launch")
+    page.locator(f"input[value='{product.vancomycin_patient}']").check()
+    page.locator("#pick-patient").click()
+    page.wait_for_url(f"{product.service.base_url}/app/")
+    page.get_by_test_id("patient-name").first.wait_for()
+    assert "Vanko" in _text(page, "patient-name")
+    visit.context.close()
+
+
+def test_the_app_refuses_a_launch_from_an_unconfigured_ehr(product: RunningProduct) -> None:
+    response = httpx.get(
+        f"{product.service.base_url}/app/launch?"
+        + urlencode({"iss": "http://127.0.0.1:9/fhir", "launch": "x"}),
+        timeout=30,
+    )
+    assert response.status_code == 400
