@@ -71,6 +71,21 @@ class ServiceDefinition:
         return entry
 
 
+#: The Observations every risk service asks for: the union of what PCE, PREVENT and
+#: KFRE read. One query for all patient-view services means the same data build the
+#: same twin, so two services' cards on one patient name one twin version (and the
+#: clinician app, which reads the same query, opens that version).
+RISK_OBSERVATION_LOINC = (
+    *_CARDIO_LOINC,
+    "13457-7",  # LDL cholesterol, calculated (for the statin what-if)
+    "18262-6",  # LDL cholesterol, direct
+    "9318-7",  # albumin/creatinine ratio, urine
+    "14959-1",  # microalbumin/creatinine ratio, urine
+    "39156-5",  # BMI (PREVENT heart-failure equations)
+    "8462-4",  # diastolic BP (the twin's blood-pressure timeline)
+)
+
+
 ASCVD_RISK = ServiceDefinition(
     id="ascvd-risk",
     hook="patient-view",
@@ -84,7 +99,9 @@ ASCVD_RISK = ServiceDefinition(
     model_id="pce",
     prefetch={
         "patient": "Patient/{{context.patientId}}",
-        "observations": ("Observation?patient={{context.patientId}}&code=" + _codes(_CARDIO_LOINC)),
+        "observations": (
+            "Observation?patient={{context.patientId}}&code=" + _codes(RISK_OBSERVATION_LOINC)
+        ),
         "conditions": "Condition?patient={{context.patientId}}",
         "medications": "MedicationRequest?patient={{context.patientId}}",
     },
@@ -106,15 +123,6 @@ ASCVD_RISK_AT_DISCHARGE = replace(
     prefetch={**ASCVD_RISK.prefetch, "encounter": "Encounter/{{context.encounterId}}"},
 )
 
-_CARDIO_RENAL_LOINC = (
-    *_CARDIO_LOINC,
-    "13457-7",  # LDL cholesterol, calculated (for the statin what-if)
-    "18262-6",  # LDL cholesterol, direct
-    "9318-7",  # albumin/creatinine ratio, urine
-    "14959-1",  # microalbumin/creatinine ratio, urine
-    "39156-5",  # BMI (PREVENT heart-failure equations)
-)
-
 CARDIO_RENAL_RISK = ServiceDefinition(
     id="cardio-renal-risk",
     hook="patient-view",
@@ -127,12 +135,7 @@ CARDIO_RENAL_RISK = ServiceDefinition(
         "input is missing or stale."
     ),
     model_id="prevent",
-    prefetch={
-        **ASCVD_RISK.prefetch,
-        "observations": (
-            "Observation?patient={{context.patientId}}&code=" + _codes(_CARDIO_RENAL_LOINC)
-        ),
-    },
+    prefetch=dict(ASCVD_RISK.prefetch),
     usage_requirements=ASCVD_RISK.usage_requirements,
     excluded_by=("clinical_ascvd",),
     kind="cardio-renal",

@@ -20,12 +20,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cds_service.fhir_client import FhirClient, FhirFetchError
 from cds_service.pipeline import Runtime
+from cds_service.services import LOINC, RISK_OBSERVATION_LOINC
 from cds_service.settings import Settings
 from smart_app import views
 from smart_app.launch import COOKIE
 from smart_app.sessions import SessionStore
 from twin_engine import build_twin_from_fhir, derive_features
-from twin_engine.codes import RELEVANT_OBSERVATION_LOINC
 from twin_engine.errors import IngestError, TwinNotFoundError
 from twin_engine.pk.errors import DosingError
 from twin_engine.pk.regimen import MAX_RATE_MG_H
@@ -37,7 +37,10 @@ router = APIRouter(prefix="/app/api", tags=["clinician app"])
 #: Fetched FHIR is reused for a minute within one session: the what-if and dose
 #: simulator redraw many times on the same data without re-reading the EHR each time.
 FETCH_CACHE_S = 60.0
-_LOINC = "http://loinc.org"
+#: What the dose simulator reads beyond the risk services' query: levels and weight.
+_VANCOMYCIN_LOINC = ("20578-1", "4092-3", "4090-7", "29463-7")
+#: Resource types the risk services' prefetch brings (Observations by code, below).
+_RISK_TYPES = frozenset({"Patient", "Condition", "MedicationRequest"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +118,8 @@ async def _fetch(request: Request, s: AppSession) -> PatientData:
     rt = _runtime(request)
     client = FhirClient(rt.http, s.iss, s.access_token, max_pages=rt.settings.fhir_max_pages)
     pid = s.patient
-    codes = ",".join(f"{_LOINC}|{c}" for c in sorted(RELEVANT_OBSERVATION_LOINC))
+    wanted = sorted({*RISK_OBSERVATION_LOINC, *_VANCOMYCIN_LOINC})
+    codes = ",".join(f"{LOINC}|{c}" for c in wanted)
     queries = (
         f"Patient/{pid}",
         f"Observation?patient={pid}&code={codes}",
@@ -148,12 +152,35 @@ class TwinContext:
     data: PatientData
 
 
+def _risk_query_resources(resources: tuple[dict[str, Any], ...]) -> list[dict[str, Any]]:
+    """What the risk services' prefetch would have brought: the twin they build.
+
+    The same data then make the same twin (and version) here as in a hook call; the
+    dose simulator's extra reads (levels, weight, administrations) stay out of it.
+    """
+    risk_codes = frozenset(RISK_OBSERVATION_LOINC)
+
+    def wanted(r: dict[str, Any]) -> bool:
+        kind = r.get("resourceType")
+        if kind in _RISK_TYPES:
+            return True
+        if kind != "Observation":
+            return False
+        codings = (r.get("code") or {}).get("coding") or []
+        return any(
+            isinstance(c, dict) and c.get("system") == LOINC and c.get("code") in risk_codes
+            for c in codings
+        )
+
+    return [r for r in resources if wanted(r)]
+
+
 async def _twin(request: Request, s: AppSession) -> TwinContext:
     """The launch's twin: the version the card named (appContext), else the latest."""
     rt = _runtime(request)
     data = await _fetch(request, s)
     try:
-        fresh = build_twin_from_fhir(list(data.resources), patient_id=s.patient)
+        fresh = build_twin_from_fhir(_risk_query_resources(data.resources), patient_id=s.patient)
     except IngestError as exc:
         raise HTTPException(502, f"the patient's record could not be read: {exc}") from exc
     scope = twin_scope(rt.settings, s.iss)

@@ -25,6 +25,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from playwright.sync_api import expect
 
 from cds_service.demo import APP_CLIENT_ID, RunningProduct, free_port, running_product
 from smart_app.launch import COOKIE
@@ -335,6 +336,11 @@ def test_ehr_launch_from_a_card_shows_the_cards_numbers(
     context = json.loads(
         prevent_card.locator("input[name=app_context]").first.get_attribute("value")
     )
+    pce_context = json.loads(
+        pce_card.locator("input[name=app_context]").first.get_attribute("value")
+    )
+    # Both patient-view services read one query, so the same data made one twin version.
+    assert pce_context["twinVersion"] == context["twinVersion"]
     prevent_card.locator("button.card-launch").first.click()
     page.wait_for_url(f"{product.service.base_url}/app/")
     page.get_by_test_id("risk-prevent-risk_10y_cvd").first.wait_for()
@@ -345,21 +351,26 @@ def test_ehr_launch_from_a_card_shows_the_cards_numbers(
     assert _text(page, "risk-prevent-risk_10y_ascvd") == ascvd
     assert _text(page, "risk-prevent-risk_10y_hf") == hf
     assert _text(page, "risk-pce-risk_10y_ascvd") == _percentages(pce_summary)[0]
-    assert str(context["twinVersion"]) in _text(page, "twin-version")
+    expect(page.get_by_test_id("twin-version").first).to_contain_text(
+        f"twin version {context['twinVersion']}"
+    )
+    # ... and the app, reading the same query, found no newer data than the card had.
+    assert page.locator("#twin-note").is_hidden()
     # The banner names the patient the EHR launched with.
+    expect(page.get_by_test_id("patient-name").first).not_to_contain_text("Loading")
     assert _text(page, "patient-name") not in ("", "Name not recorded")
 
     # The what-if: a statin redraws the risk, to the card's own treatment-response line.
-    before = _text(page, "whatif-risk")
-    chart_before = page.get_by_test_id("whatif-chart").first.inner_html()
     line = re.search(r"moderate-intensity statin: ([\d.]+%) → ([\d.]+%)", detail)
+    if line is not None:
+        expect(page.get_by_test_id("whatif-risk").first).to_have_text(line.group(1))
+    chart_before = page.get_by_test_id("whatif-chart").first.inner_html()
     page.select_option("#statin", "moderate")
     if line is not None:
         page.wait_for_function(
             "([id, v]) => document.querySelector(`[data-testid=${id}]`)?.textContent.trim() === v",
             arg=["whatif-risk", line.group(2)],
         )
-        assert before == line.group(1)
         assert page.get_by_test_id("whatif-chart").first.inner_html() != chart_before
     visit.screenshot("dashboard-risk")
 
@@ -543,8 +554,7 @@ def test_standalone_launch_through_the_patient_picker(
     page.locator(f"input[value='{product.vancomycin_patient}']").check()
     page.locator("#pick-patient").click()
     page.wait_for_url(f"{product.service.base_url}/app/")
-    page.get_by_test_id("patient-name").first.wait_for()
-    assert "Vanko" in _text(page, "patient-name")
+    expect(page.get_by_test_id("patient-name").first).to_contain_text("Vanko")
     visit.context.close()
 
 
