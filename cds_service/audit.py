@@ -22,6 +22,7 @@ Kinds::
     hook          one CDS Hooks call (AuditEntry)
     feedback      one clinician outcome on a card, joined by card uuid (stored once)
     auditor-read  one read through the auditor API (who, which query, how many records)
+    app-access    one clinician's SMART launch of the app (who, which EHR, which patient)
     checkpoint    a signature over the chain so far
 
 The chain lives in a relational store; ``ChainedAuditLog`` holds everything that does
@@ -266,6 +267,32 @@ class AuditorRead:
             "query": self.query,
             "returned": self.returned,
             "seqs": list(self.seqs),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AppAccess:
+    """A clinician opened a patient's twin in the app (a completed SMART launch)."""
+
+    ehr: str  # the FHIR server (iss) the launch came from
+    client_id: str
+    user: str | None  # fhirUser (or sub) from the verified id_token
+    patient_id: str
+    encounter_id: str | None
+    tenant: str | None  # the twin store's tenant for that EHR
+    launch: Literal["ehr", "standalone"]
+    app_context: dict[str, Any] | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ehr": self.ehr,
+            "clientId": self.client_id,
+            "user": self.user,
+            "patient": self.patient_id,
+            "encounter": self.encounter_id,
+            "tenant": self.tenant,
+            "launch": self.launch,
+            "appContext": self.app_context,
         }
 
 
@@ -543,6 +570,18 @@ class ChainedAuditLog(ABC):
                     "patient_id": patient if isinstance(patient, str) else None,
                     "status": read.action,
                 },
+            )
+            self._maybe_checkpoint(tx, rec)
+        return rec
+
+    def record_app_access(self, access: AppAccess) -> StoredAuditRecord:
+        """Append one clinician's launch of the app on a patient (before it is shown)."""
+        with self._write() as tx:
+            rec = self._append(
+                tx,
+                "app-access",
+                access.to_json(),
+                {"patient_id": access.patient_id, "status": access.launch},
             )
             self._maybe_checkpoint(tx, rec)
         return rec
@@ -913,6 +952,7 @@ AuditLog = ChainedAuditLog
 __all__ = [
     "GENESIS",
     "RECORD_KINDS",
+    "AppAccess",
     "AuditConfigError",
     "AuditEntry",
     "AuditError",

@@ -24,8 +24,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 
 log = logging.getLogger("twin_cds.audit")
 
-RecordKind = Literal["hook", "feedback", "auditor-read", "checkpoint"]
-RECORD_KINDS: tuple[RecordKind, ...] = ("hook", "feedback", "auditor-read", "checkpoint")
+RecordKind = Literal["hook", "feedback", "auditor-read", "app-access", "checkpoint"]
+RECORD_KINDS: tuple[RecordKind, ...] = (
+    "hook",
+    "feedback",
+    "auditor-read",
+    "app-access",
+    "checkpoint",
+)
 
 GENESIS = "0" * 64
 

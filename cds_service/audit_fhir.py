@@ -21,6 +21,8 @@ A ``hook`` record becomes:
 ``feedback`` records become AuditEvents (type rest, subtype ``create``, action C) whose
 entity is the hook record's AuditEvent and the card, with the outcome and reason code.
 ``auditor-read`` records become AuditEvents of type DICOM DCM 110112 "Query" (action E).
+``app-access`` records become AuditEvents of type DICOM DCM 110110 "Patient Record"
+(action R): the clinician (fhirUser) read the patient's twin in the app.
 Checkpoints are chain machinery and are not exported.
 
 The dicts here are plain JSON; the tests validate every one with fhir.resources.R4B.
@@ -418,6 +420,42 @@ def auditor_read_audit_event(rec: StoredAuditRecord) -> dict[str, Any]:
     }
 
 
+def app_access_audit_event(rec: StoredAuditRecord) -> dict[str, Any]:
+    body = rec.body
+    user = _reference(body.get("user"), "Practitioner") or {"display": "unidentified user"}
+    patient = _reference(body.get("patient"), "Patient") or {"display": "unknown patient"}
+    return {
+        "resourceType": "AuditEvent",
+        "id": fhir_id("twin-cds-audit", rec.seq),
+        "type": {"system": DICOM, "code": "110110", "display": "Patient Record"},
+        "action": "R",
+        "recorded": _instant(rec.recorded_at),
+        "outcome": "0",
+        "outcomeDesc": f"clinician app opened by {body['launch']} launch from {body['ehr']}",
+        "agent": [
+            {
+                "who": user,
+                "requestor": True,
+                "role": [{"text": "clinician"}],
+            },
+            {
+                "who": {"identifier": {"system": SYS_CLIENT_ISS, "value": body["ehr"]}},
+                "requestor": False,
+                "role": [{"text": "EHR (SMART authorization server)"}],
+            },
+        ],
+        "source": _source(),
+        "entity": [
+            {
+                "what": patient,
+                "type": {"system": ENTITY_TYPE, "code": "1", "display": "Person"},
+                "role": {"system": OBJECT_ROLE, "code": "1", "display": "Patient"},
+            },
+            _record_entity(rec),
+        ],
+    }
+
+
 def record_resources(rec: StoredAuditRecord) -> list[dict[str, Any]]:
     """The FHIR resources of one record (no Device; see ``export_resources``)."""
     if rec.kind == "hook":
@@ -429,6 +467,8 @@ def record_resources(rec: StoredAuditRecord) -> list[dict[str, Any]]:
         return [feedback_audit_event(rec)]
     if rec.kind == "auditor-read":
         return [auditor_read_audit_event(rec)]
+    if rec.kind == "app-access":
+        return [app_access_audit_event(rec)]
     return []
 
 

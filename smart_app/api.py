@@ -21,9 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from cds_service.fhir_client import FhirClient, FhirFetchError
 from cds_service.pipeline import Runtime
 from cds_service.services import LOINC, RISK_OBSERVATION_LOINC
-from cds_service.settings import Settings
 from smart_app import views
-from smart_app.launch import COOKIE
+from smart_app.launch import COOKIE, twin_scope
 from smart_app.sessions import SessionStore
 from twin_engine import build_twin_from_fhir, derive_features
 from twin_engine.errors import IngestError, TwinNotFoundError
@@ -85,22 +84,6 @@ SessionDep = Annotated[AppSession, Depends(require_session)]
 def _runtime(request: Request) -> Runtime:
     rt: Runtime = request.app.state.runtime
     return rt
-
-
-def twin_scope(settings: Settings, iss: str) -> str | None:
-    """The twin store's tenant for this EHR, as hook calls from it are keyed.
-
-    Hooks key twins by the verified client's tenant (or issuer); the app knows the EHR
-    by its FHIR server, so it finds the client configured with that server. With
-    authentication off (local development) hooks use no tenant, and neither do we.
-    """
-    if not settings.auth_required:
-        return None
-    base = iss.rstrip("/")
-    for client in settings.clients:
-        if any(s.rstrip("/") == base for s in client.fhir_servers):
-            return client.tenant or client.iss
-    return None
 
 
 @dataclass(frozen=True, slots=True)

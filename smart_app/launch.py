@@ -39,6 +39,7 @@ import jwt
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from cds_service.audit import AppAccess, ChainedAuditLog
 from cds_service.errors import FhirServerNotAllowed
 from cds_service.fhir_client import check_fhir_server
 from cds_service.settings import Settings, SmartServerConfig
@@ -110,6 +111,22 @@ def _same_base(a: str, b: str) -> bool:
 
 def configured_server(settings: Settings, iss: str) -> SmartServerConfig | None:
     return next((s for s in settings.smart_servers if _same_base(s.iss, iss)), None)
+
+
+def twin_scope(settings: Settings, iss: str) -> str | None:
+    """The twin store's tenant for this EHR, as hook calls from it are keyed.
+
+    Hooks key twins by the verified client's tenant (or issuer); the app knows the EHR
+    by its FHIR server, so it finds the client configured with that server. With
+    authentication off (local development) hooks use no tenant, and neither do we.
+    """
+    if not settings.auth_required:
+        return None
+    base = iss.rstrip("/")
+    for client in settings.clients:
+        if any(s.rstrip("/") == base for s in client.fhir_servers):
+            return client.tenant or client.iss
+    return None
 
 
 def _checked_url(url: object, what: str, settings: Settings) -> str:
@@ -234,6 +251,7 @@ async def launch(request: Request, iss: str | None = None, launch: str | None = 
         "token_endpoint": endpoints.token,
         "issuer": endpoints.issuer,
         "jwks_uri": endpoints.jwks_uri,
+        "launch": launch is not None,
     }
     session_id = _store(request).create("pending", pending, PENDING_TTL_S)
     params = {
@@ -394,6 +412,20 @@ async def callback(
         "app_context": _app_context(tokens.get("appContext")),
         "expires_at": time.time() + lifetime,
     }
+    # On the record before anything of the patient is shown: who, from which EHR, whom.
+    audit: ChainedAuditLog = request.app.state.runtime.audit
+    audit.record_app_access(
+        AppAccess(
+            ehr=pending["iss"],
+            client_id=pending["client_id"],
+            user=session["user"],
+            patient_id=patient,
+            encounter_id=session["encounter"],
+            tenant=twin_scope(settings, pending["iss"]),
+            launch="ehr" if pending.get("launch") else "standalone",
+            app_context=session["app_context"],
+        )
+    )
     session_id = store.create("active", session, lifetime)
     log.info("SMART launch completed (iss %s)", pending["iss"])
     response = RedirectResponse("/app/", 303)

@@ -22,8 +22,10 @@ import pytest
 import respx
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
+from fhir.resources.R4B import get_fhir_model_class
 
 from cds_service.app import create_app
+from cds_service.audit_fhir import record_resources
 from cds_service.settings import Settings
 from smart_app.launch import COOKIE
 from smart_app.sessions import SessionStore
@@ -390,3 +392,29 @@ def test_session_store_seals_and_expires(tmp_path: Path) -> None:
     pending = store.create("pending", {"state": "s"}, ttl_s=60)
     assert store.take(pending, "pending") == {"state": "s"}
     assert store.take(pending, "pending") is None  # used once
+
+
+def _app_access(client: TestClient) -> list[Any]:
+    audit = client.app.state.runtime.audit  # type: ignore[attr-defined]
+    return list(audit.records(kind="app-access"))
+
+
+def test_each_completed_launch_is_on_the_audit_trail(client: TestClient, ehr: Ehr) -> None:
+    """Who opened whose twin, from which EHR, by which launch: one chained record per
+    completed launch (as a FHIR AuditEvent in the export); refused launches write none."""
+    ehr.launch(client)
+    _callback(client, ehr, state="forged")
+    assert _app_access(client) == []
+    ehr.launch(client)
+    assert _callback(client, ehr).status_code == 303
+    (record,) = _app_access(client)
+    assert record.body["user"] == f"{ISS}/Practitioner/clinician-1"
+    assert record.body["patient"] == "p-123"
+    assert record.body["ehr"] == ISS
+    assert record.body["launch"] == "ehr"
+    assert record.body["appContext"] == {"patient": "p-123", "twinVersion": 2, "service": "x"}
+    assert ACCESS_TOKEN not in json.dumps(record.body)
+    (event,) = record_resources(record)
+    get_fhir_model_class("AuditEvent").model_validate(event)
+    assert event["entity"][0]["what"] == {"reference": "Patient/p-123"}
+    assert client.app.state.runtime.audit.verify().first_bad is None  # type: ignore[attr-defined]
