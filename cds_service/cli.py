@@ -212,6 +212,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
         seed=args.seed,
         port=args.port,
         fhir_port=args.fhir_port,
+        ehr_port=args.ehr_port,
         data_dir=Path(args.data_dir),
     )
 
@@ -225,9 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8080)
     serve.set_defaults(func=cmd_serve)
 
-    demo = sub.add_parser("demo", help="FHIR server with generated patients + the service")
+    demo = sub.add_parser(
+        "demo", help="FHIR server with generated patients, the service and app, the EHR simulator"
+    )
     demo.add_argument("--port", type=int, default=8080)
     demo.add_argument("--fhir-port", type=int, default=0, help="0: a free port")
+    demo.add_argument("--ehr-port", type=int, default=0, help="the EHR simulator; 0: a free port")
     demo.add_argument("--patients", type=int, default=12)
     demo.add_argument("--seed", type=int, default=2024)
     demo.add_argument("--data-dir", default=".twin-cds/demo")

@@ -449,10 +449,12 @@ def running_product(
             server.stop()
 
 
-def run_demo(*, patients: int, seed: int, port: int, fhir_port: int, data_dir: Path) -> None:
+def run_demo(
+    *, patients: int, seed: int, port: int, fhir_port: int, data_dir: Path, ehr_port: int = 0
+) -> None:
     with running_product(
-        data_dir, patients=patients, seed=seed, port=port, fhir_port=fhir_port
-    ) as (product):
+        data_dir, patients=patients, seed=seed, port=port, fhir_port=fhir_port, ehr_port=ehr_port
+    ) as product:
         fhir, service = product.fhir, product.service
         ids = product.patients
         body = json.dumps(example_request(fhir.base_url, ids[0]))
