@@ -521,15 +521,20 @@ def create_simulator_app(
 
     # -- discovery ---------------------------------------------------------------------
 
+    # Where both discovery documents (SMART's and OpenID's) send a client.
+    endpoints = {
+        "issuer": config.issuer,
+        "jwks_uri": f"{config.issuer}/jwks.json",
+        "authorization_endpoint": f"{config.issuer}/authorize",
+        "token_endpoint": f"{config.issuer}/token",
+    }
+
     @app.get("/fhir/.well-known/smart-configuration")
     async def smart_configuration() -> JSONResponse:
         """SMART App Launch 2.x §Conformance: what an app discovers from ``iss``."""
         return JSONResponse(
             {
-                "issuer": config.issuer,
-                "jwks_uri": f"{config.issuer}/jwks.json",
-                "authorization_endpoint": f"{config.issuer}/authorize",
-                "token_endpoint": f"{config.issuer}/token",
+                **endpoints,
                 "grant_types_supported": ["authorization_code"],
                 "response_types_supported": ["code"],
                 "code_challenge_methods_supported": ["S256"],
@@ -544,10 +549,7 @@ def create_simulator_app(
         """OpenID Connect Discovery 1.0 §3, for clients that verify id_tokens that way."""
         return JSONResponse(
             {
-                "issuer": config.issuer,
-                "jwks_uri": f"{config.issuer}/jwks.json",
-                "authorization_endpoint": f"{config.issuer}/authorize",
-                "token_endpoint": f"{config.issuer}/token",
+                **endpoints,
                 "response_types_supported": ["code"],
                 "subject_types_supported": ["public"],
                 "id_token_signing_alg_values_supported": ["RS256"],
