@@ -19,7 +19,11 @@ from cds_service.errors import DataUnavailable, FhirServerNotAllowed
 
 
 class FhirFetchError(DataUnavailable):
-    """One read or search against the FHIR server failed."""
+    """One read or search against the FHIR server failed (``status``: its HTTP answer)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def entry_resources(bundle: dict[str, Any]) -> list[dict[str, Any]]:
@@ -100,7 +104,10 @@ class FhirClient:
         if response.status_code == 404:
             return {}
         if response.status_code >= 400:
-            raise FhirFetchError(f"FHIR server answered {response.status_code} on {_path(url)}")
+            raise FhirFetchError(
+                f"FHIR server answered {response.status_code} on {_path(url)}",
+                status=response.status_code,
+            )
         try:
             body = orjson.loads(response.content)
         except orjson.JSONDecodeError as exc:

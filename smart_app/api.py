@@ -114,6 +114,12 @@ async def _fetch(request: Request, s: AppSession) -> PatientData:
     try:
         results = await asyncio.gather(*(client.query(q) for q in queries))
     except FhirFetchError as exc:
+        if exc.status in (401, 403):
+            # The EHR no longer honours the token (expired, revoked): the session is over.
+            request.app.state.app_sessions.delete(s.session_id)
+            raise HTTPException(
+                401, "the EHR no longer accepts this session; launch the app again"
+            ) from exc
         raise HTTPException(502, f"the EHR's FHIR server: {exc}") from exc
     resources = tuple(r for result in results for r in result.resources)
     patient = next((r for r in results[0].resources if r.get("resourceType") == "Patient"), None)

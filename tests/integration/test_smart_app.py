@@ -566,3 +566,28 @@ def test_the_app_refuses_a_launch_from_an_unconfigured_ehr(product: RunningProdu
         timeout=30,
     )
     assert response.status_code == 400
+
+
+def test_a_replayed_app_code_ends_the_apps_session(
+    product: RunningProduct, risk_patient: str
+) -> None:
+    """Someone replays the code the app already exchanged: the EHR revokes the token it
+    bought, and the app, finding its token refused, ends the session (401, relaunch)."""
+    with httpx.Client(timeout=30) as browser:
+        launch = browser.get(
+            f"{product.service.base_url}/app/launch",
+            params={"iss": product.ehr_fhir_base, "launch": _launch_id(product, risk_patient)},
+        )
+        back = browser.get(launch.headers["location"])
+        query = parse_qs(urlsplit(back.headers["location"]).query)
+        signed_in = browser.get(
+            f"{product.service.base_url}/app/callback",
+            params={"code": query["code"][0], "state": query["state"][0]},
+        )
+        assert signed_in.status_code == 303
+        replay = _exchange(product, query["code"][0], secrets.token_urlsafe(48))
+        assert replay.status_code == 400
+        twin = browser.get(f"{product.service.base_url}/app/api/twin")
+        assert twin.status_code == 401
+        assert "launch the app again" in twin.text
+        assert browser.get(f"{product.service.base_url}/app/api/session").status_code == 401
