@@ -53,6 +53,7 @@ class AppSession:
     encounter: str | None
     need_patient_banner: bool
     smart_style_url: str | None
+    style: dict[str, str]
     user: str | None
     app_context: dict[str, Any] | None
     expires_at: float
@@ -72,6 +73,7 @@ def require_session(request: Request) -> AppSession:
         encounter=data.get("encounter"),
         need_patient_banner=bool(data.get("need_patient_banner", True)),
         smart_style_url=data.get("smart_style_url"),
+        style=data.get("style") or {},
         user=data.get("user"),
         app_context=data.get("app_context"),
         expires_at=float(data["expires_at"]),
@@ -218,6 +220,8 @@ async def session_info(s: SessionDep) -> dict[str, Any]:
         "user": s.user,
         "need_patient_banner": s.need_patient_banner,
         "smart_style_url": s.smart_style_url,
+        # The EHR's style, checked on the server (smart_app.style); the page applies it.
+        "style": s.style,
         "app_context": s.app_context,
         "expires_at": datetime.fromtimestamp(s.expires_at, UTC).isoformat(),
     }

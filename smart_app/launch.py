@@ -44,6 +44,7 @@ from cds_service.errors import FhirServerNotAllowed
 from cds_service.fhir_client import check_fhir_server
 from cds_service.settings import Settings, SmartServerConfig
 from smart_app.sessions import SessionStore
+from smart_app.style import fetch_style
 
 log = logging.getLogger("twin_cds.smart_app")
 
@@ -408,6 +409,7 @@ async def callback(
         "smart_style_url": tokens.get("smart_style_url")
         if isinstance(tokens.get("smart_style_url"), str)
         else None,
+        "style": await fetch_style(http, tokens.get("smart_style_url"), pending["iss"]),
         "user": user if isinstance(user, str) else None,
         "app_context": _app_context(tokens.get("appContext")),
         "expires_at": time.time() + lifetime,

@@ -343,6 +343,15 @@ async function loadSession() {
   }
   const s = state.session;
   if (s.need_patient_banner === false) $("patient-banner").hidden = true;
+  // The EHR's SMART style, already checked on the server (readable contrast, plain
+  // font list). CSSOM property writes are not inline styles, so the CSP still holds.
+  const style = s.style || {};
+  const root = document.documentElement.style;
+  if (style.highlight) {
+    root.setProperty("--accent", style.highlight);
+    root.setProperty("--focus", style.highlight);
+  }
+  if (style.font_family) root.setProperty("--font-body", style.font_family);
   if (s.expires_at) {
     const t = Date.parse(s.expires_at);
     if (!Number.isNaN(t)) $("session-expiry").textContent = `Session valid until ${localDateTime(t)}.`;

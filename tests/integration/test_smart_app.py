@@ -361,6 +361,11 @@ def test_ehr_launch_from_a_card_shows_the_cards_numbers(
     )
     # ... and the app, reading the same query, found no newer data than the card had.
     assert page.locator("#twin-note").is_hidden()
+    # The EHR's SMART style (its readable highlight colour) is applied.
+    accent = page.evaluate(
+        "() => getComputedStyle(document.documentElement).getPropertyValue('--accent').trim()"
+    )
+    assert accent == "#1f5f99"
     # The banner names the patient the EHR launched with.
     expect(page.get_by_test_id("patient-name").first).not_to_contain_text("Loading")
     assert _text(page, "patient-name") not in ("", "Name not recorded")
@@ -591,3 +596,25 @@ def test_a_replayed_app_code_ends_the_apps_session(
         assert twin.status_code == 401
         assert "launch the app again" in twin.text
         assert browser.get(f"{product.service.base_url}/app/api/session").status_code == 401
+
+
+def test_the_banner_is_left_to_an_ehr_that_shows_its_own(
+    product: RunningProduct, chromium: Any
+) -> None:
+    """need_patient_banner false (the EHR frames the app under its own banner): the app
+    hides its banner. The EHR's answer is altered in flight, as such an EHR would send it."""
+    visit = Visit(chromium, product)
+    page = visit.page
+
+    def no_banner(route: Any) -> None:
+        response = route.fetch()
+        body = {**response.json(), "need_patient_banner": False}
+        route.fulfill(response=response, json=body)
+
+    page.route("**/app/api/session", no_banner)
+    page.goto(f"{product.ehr.base_url}/ehr/patient/{product.vancomycin_patient}")
+    page.locator("#launch-app").click()
+    page.wait_for_url(f"{product.service.base_url}/app/")
+    page.get_by_test_id("sim-auc24").first.wait_for()
+    expect(page.get_by_test_id("patient-banner").first).to_be_hidden()
+    visit.context.close()

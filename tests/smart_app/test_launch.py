@@ -93,6 +93,9 @@ class Ehr:
         self.token_response: Callable[[dict[str, str]], httpx.Response] = self._good
         mock.get(f"{ISS}/.well-known/smart-configuration").respond(json=SMART_CONFIG)
         mock.get(f"{ISSUER}/jwks.json").respond(json=_jwks())
+        mock.get(f"{ISSUER}/style.json").respond(
+            json={"color_highlight": "#1F5F99", "color_text": "#000", "font_family_body": "Lato"}
+        )
         mock.post(f"{ISSUER}/token").mock(side_effect=self._token)
 
     def _token(self, request: httpx.Request) -> httpx.Response:
@@ -231,6 +234,8 @@ def test_a_full_launch_keeps_every_token_on_the_server(
     assert body["user"] == f"{ISS}/Practitioner/clinician-1"
     assert body["app_context"] == {"patient": "p-123", "twinVersion": 2, "service": "x"}
     assert body["need_patient_banner"] is True
+    # The EHR's SMART style, checked on the server: a readable highlight and a font.
+    assert body["style"] == {"highlight": "#1f5f99", "font_family": "Lato"}
 
     sent = [response, info]
     for r in sent:
