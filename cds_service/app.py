@@ -109,6 +109,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         # Release the stores' connections (PostgreSQL) when the app stops.
         audit.close()
         replay.close()
+        app.state.app_sessions.close()
 
     app = FastAPI(title="twin-cds", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings

@@ -29,7 +29,13 @@ CSP = (
 
 def install(app: FastAPI, settings: Settings) -> None:
     """Mount the app on the service: /app/launch, /app/callback, /app/, /app/api/..."""
-    app.state.app_sessions = SessionStore(settings.app_sessions_db)
+    # Where the other replicas can see them: PostgreSQL when configured, else SQLite
+    # shared by the workers of this host.
+    app.state.app_sessions = (
+        SessionStore.postgres(settings.database_url)
+        if settings.database_url
+        else SessionStore.sqlite(settings.app_sessions_db)
+    )
     app.state.app_fetch_cache = {}
     app.include_router(launch.router)
     app.include_router(api.router)

@@ -6,8 +6,9 @@ access token among them) are sealed with AES-256-GCM under a key derived from th
 (HKDF-SHA256). A copy of the database alone therefore yields no usable token, and a
 session can be read only by the browser that holds its cookie.
 
-SQLite under the data directory, WAL mode, so the workers of one host share sessions.
-A ``pending`` session lives from launch to callback and is taken (read and deleted in
+SQLite under the data directory (WAL mode), so the workers of one host share sessions;
+PostgreSQL when ``TWIN_CDS_DATABASE_URL`` is set, so replicas on several hosts do. A
+``pending`` session lives from launch to callback and is taken (read and deleted in
 one statement) at the callback, so a state, code verifier or nonce is used once.
 """
 
@@ -18,11 +19,12 @@ import json
 import os
 import secrets
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -61,12 +63,25 @@ def _cipher(session_id: str) -> AESGCM:
     return AESGCM(key)
 
 
-class SessionStore:
-    """Sessions keyed by the hash of their id, sealed under a key derived from it."""
+class _Rows(Protocol):
+    """The four statements a session store needs, in one database or another."""
 
-    def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
+    def purge_and_insert(
+        self, now: float, id_hash: str, kind: str, expires: float, sealed: bytes
+    ) -> None: ...
+
+    def select(self, id_hash: str, kind: str) -> tuple[bytes, float] | None: ...
+
+    def take(self, id_hash: str, kind: str) -> tuple[bytes, float] | None: ...
+
+    def delete(self, id_hash: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _SqliteRows:
+    def __init__(self, path: Path) -> None:
         self._path = path
-        self._clock = clock
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._db() as db:
             db.execute("PRAGMA journal_mode=WAL")
@@ -80,6 +95,113 @@ class SessionStore:
         finally:
             db.close()
 
+    def purge_and_insert(
+        self, now: float, id_hash: str, kind: str, expires: float, sealed: bytes
+    ) -> None:
+        with self._db() as db:
+            db.execute("DELETE FROM app_session WHERE expires < ?", (now,))
+            db.execute(
+                "INSERT INTO app_session (id_hash, kind, expires, sealed) VALUES (?, ?, ?, ?)",
+                (id_hash, kind, expires, sealed),
+            )
+
+    def select(self, id_hash: str, kind: str) -> tuple[bytes, float] | None:
+        with self._db() as db:
+            row = db.execute(
+                "SELECT sealed, expires FROM app_session WHERE id_hash = ? AND kind = ?",
+                (id_hash, kind),
+            ).fetchone()
+        return (bytes(row[0]), float(row[1])) if row else None
+
+    def take(self, id_hash: str, kind: str) -> tuple[bytes, float] | None:
+        with self._db() as db:
+            row = db.execute(
+                "DELETE FROM app_session WHERE id_hash = ? AND kind = ? RETURNING sealed, expires",
+                (id_hash, kind),
+            ).fetchone()
+        return (bytes(row[0]), float(row[1])) if row else None
+
+    def delete(self, id_hash: str) -> None:
+        with self._db() as db:
+            db.execute("DELETE FROM app_session WHERE id_hash = ?", (id_hash,))
+
+    def close(self) -> None:
+        """Connections are per call; nothing stays open."""
+
+
+class _PostgresRows:
+    """The same table in PostgreSQL, one connection per store behind a lock."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._lock = threading.Lock()
+        self._conn = self._connect()
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS twin_cds_app_session (id_hash TEXT PRIMARY KEY, "
+            "kind TEXT NOT NULL, expires DOUBLE PRECISION NOT NULL, sealed BYTEA NOT NULL)"
+        )
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        return psycopg.connect(self._url, autocommit=True)
+
+    def _run(self, sql: str, params: tuple[Any, ...]) -> Any:
+        """Run one statement; its first row when it returns rows."""
+        with self._lock:
+            if self._conn.closed:
+                self._conn = self._connect()
+            cur = self._conn.execute(sql, params)
+            return cur.fetchone() if cur.description is not None else None
+
+    def purge_and_insert(
+        self, now: float, id_hash: str, kind: str, expires: float, sealed: bytes
+    ) -> None:
+        self._run("DELETE FROM twin_cds_app_session WHERE expires < %s", (now,))
+        self._run(
+            "INSERT INTO twin_cds_app_session (id_hash, kind, expires, sealed) "
+            "VALUES (%s, %s, %s, %s)",
+            (id_hash, kind, expires, sealed),
+        )
+
+    def select(self, id_hash: str, kind: str) -> tuple[bytes, float] | None:
+        row = self._run(
+            "SELECT sealed, expires FROM twin_cds_app_session WHERE id_hash = %s AND kind = %s",
+            (id_hash, kind),
+        )
+        return (bytes(row[0]), float(row[1])) if row else None
+
+    def take(self, id_hash: str, kind: str) -> tuple[bytes, float] | None:
+        row = self._run(
+            "DELETE FROM twin_cds_app_session WHERE id_hash = %s AND kind = %s "
+            "RETURNING sealed, expires",
+            (id_hash, kind),
+        )
+        return (bytes(row[0]), float(row[1])) if row else None
+
+    def delete(self, id_hash: str) -> None:
+        self._run("DELETE FROM twin_cds_app_session WHERE id_hash = %s", (id_hash,))
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+class SessionStore:
+    """Sessions keyed by the hash of their id, sealed under a key derived from it."""
+
+    def __init__(self, rows: _Rows, *, clock: Callable[[], float] = time.time) -> None:
+        self._rows = rows
+        self._clock = clock
+
+    @classmethod
+    def sqlite(cls, path: Path, *, clock: Callable[[], float] = time.time) -> SessionStore:
+        return cls(_SqliteRows(path), clock=clock)
+
+    @classmethod
+    def postgres(cls, url: str, *, clock: Callable[[], float] = time.time) -> SessionStore:
+        return cls(_PostgresRows(url), clock=clock)
+
     def create(self, kind: SessionKind, data: dict[str, Any], ttl_s: float) -> str:
         """Store ``data`` under a new session id and return the id (for the cookie only)."""
         session_id = new_session_id()
@@ -89,12 +211,7 @@ class SessionStore:
             nonce, json.dumps(data).encode("utf-8"), f"{id_hash}|{kind}".encode()
         )
         now = self._clock()
-        with self._db() as db:
-            db.execute("DELETE FROM app_session WHERE expires < ?", (now,))
-            db.execute(
-                "INSERT INTO app_session (id_hash, kind, expires, sealed) VALUES (?, ?, ?, ?)",
-                (id_hash, kind, now + ttl_s, sealed),
-            )
+        self._rows.purge_and_insert(now, id_hash, kind, now + ttl_s, sealed)
         return session_id
 
     def get(self, session_id: str | None, kind: SessionKind) -> dict[str, Any] | None:
@@ -102,36 +219,28 @@ class SessionStore:
         if not session_id:
             return None
         id_hash = _id_hash(session_id)
-        with self._db() as db:
-            row = db.execute(
-                "SELECT sealed, expires FROM app_session WHERE id_hash = ? AND kind = ?",
-                (id_hash, kind),
-            ).fetchone()
-        return self._open(session_id, id_hash, kind, row)
+        return self._open(session_id, id_hash, kind, self._rows.select(id_hash, kind))
 
     def take(self, session_id: str | None, kind: SessionKind) -> dict[str, Any] | None:
         """Read and delete in one statement: a pending launch is used at most once."""
         if not session_id:
             return None
         id_hash = _id_hash(session_id)
-        with self._db() as db:
-            row = db.execute(
-                "DELETE FROM app_session WHERE id_hash = ? AND kind = ? RETURNING sealed, expires",
-                (id_hash, kind),
-            ).fetchone()
-        return self._open(session_id, id_hash, kind, row)
+        return self._open(session_id, id_hash, kind, self._rows.take(id_hash, kind))
 
     def delete(self, session_id: str | None) -> None:
         if session_id:
-            with self._db() as db:
-                db.execute("DELETE FROM app_session WHERE id_hash = ?", (_id_hash(session_id),))
+            self._rows.delete(_id_hash(session_id))
+
+    def close(self) -> None:
+        self._rows.close()
 
     def _open(
-        self, session_id: str, id_hash: str, kind: str, row: tuple[Any, ...] | None
+        self, session_id: str, id_hash: str, kind: str, row: tuple[bytes, float] | None
     ) -> dict[str, Any] | None:
         if row is None:
             return None
-        sealed, expires = bytes(row[0]), float(row[1])
+        sealed, expires = row
         if expires < self._clock():
             return None
         try:

@@ -8,6 +8,7 @@ tests/integration/test_smart_app.py.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import time
@@ -383,20 +384,73 @@ def test_app_pages_carry_a_strict_content_security_policy(client: TestClient) ->
     assert response.headers["referrer-policy"] == "no-referrer"
 
 
-def test_session_store_seals_and_expires(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def _store(kind: str, tmp_path: Path, clock: Callable[[], float]) -> Iterator[SessionStore]:
+    if kind == "sqlite":
+        store = SessionStore.sqlite(tmp_path / "s.sqlite", clock=clock)
+        yield store
+        return
+    from tests.audit.stores import pg_available, pg_schema, pg_url
+
+    if not pg_available():
+        pytest.skip("no PostgreSQL on 127.0.0.1:5432")
+    with pg_schema() as schema:
+        store = SessionStore.postgres(pg_url(schema), clock=clock)
+        try:
+            yield store
+        finally:
+            store.close()
+
+
+def _stored_bytes(kind: str, tmp_path: Path, store: SessionStore) -> bytes:
+    if kind == "sqlite":
+        return b"".join(p.read_bytes() for p in tmp_path.glob("s.sqlite*"))
+    rows = store._rows._run(  # type: ignore[attr-defined]
+        "SELECT string_agg(id_hash || kind || encode(sealed, 'escape'), '') "
+        "FROM twin_cds_app_session",
+        (),
+    )
+    return str(rows[0]).encode()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_session_store_seals_and_expires(tmp_path: Path, kind: str) -> None:
+    """Both stores: sealed at rest (neither the token nor the cookie value is stored),
+    a pending session is not a signed-in one, expiry holds, and a take is used once."""
     now = [1000.0]
-    store = SessionStore(tmp_path / "s.sqlite", clock=lambda: now[0])
-    sid = store.create("active", {"access_token": ACCESS_TOKEN}, ttl_s=60)
-    assert store.get(sid, "active") == {"access_token": ACCESS_TOKEN}
-    assert store.get(sid, "pending") is None  # a pending id is not a signed-in one
-    assert store.get(sid + "x", "active") is None
-    raw = b"".join(p.read_bytes() for p in tmp_path.glob("s.sqlite*"))
-    assert ACCESS_TOKEN.encode() not in raw and sid.encode() not in raw
-    now[0] += 61
-    assert store.get(sid, "active") is None
-    pending = store.create("pending", {"state": "s"}, ttl_s=60)
-    assert store.take(pending, "pending") == {"state": "s"}
-    assert store.take(pending, "pending") is None  # used once
+    with _store(kind, tmp_path, lambda: now[0]) as store:
+        sid = store.create("active", {"access_token": ACCESS_TOKEN}, ttl_s=60)
+        assert store.get(sid, "active") == {"access_token": ACCESS_TOKEN}
+        assert store.get(sid, "pending") is None
+        assert store.get(sid + "x", "active") is None
+        raw = _stored_bytes(kind, tmp_path, store)
+        assert ACCESS_TOKEN.encode() not in raw and sid.encode() not in raw
+        assert len(raw) > 64  # the row is there, sealed
+        now[0] += 61
+        assert store.get(sid, "active") is None
+        pending = store.create("pending", {"state": "s"}, ttl_s=60)
+        assert store.take(pending, "pending") == {"state": "s"}
+        assert store.take(pending, "pending") is None  # used once
+
+
+def test_sessions_in_postgresql_are_shared_by_replicas() -> None:
+    """Two service replicas on one database: a session made on one is read on the other,
+    and a launch taken on one cannot be completed on the other."""
+    from tests.audit.stores import pg_available, pg_schema, pg_url
+
+    if not pg_available():
+        pytest.skip("no PostgreSQL on 127.0.0.1:5432")
+    with pg_schema() as schema:
+        one, two = SessionStore.postgres(pg_url(schema)), SessionStore.postgres(pg_url(schema))
+        try:
+            sid = one.create("active", {"patient": "p"}, ttl_s=60)
+            assert two.get(sid, "active") == {"patient": "p"}
+            pending = one.create("pending", {"state": "s"}, ttl_s=60)
+            assert two.take(pending, "pending") == {"state": "s"}
+            assert one.take(pending, "pending") is None
+        finally:
+            one.close()
+            two.close()
 
 
 def _app_access(client: TestClient) -> list[Any]:
