@@ -400,13 +400,15 @@ def running_product(
     fhir_port: int = 0,
     cds_key_file: Path | None = None,
     cds_jwks: dict[str, Any] | None = None,
+    service_env: dict[str, str] | None = None,
 ) -> Iterator[RunningProduct]:
     """The FHIR server with generated patients and the vancomycin inpatient, the service,
     and the EHR launch simulator in front of the FHIR server, wired to each other.
 
     With ``cds_key_file`` (ES384 PEM) and ``cds_jwks`` (its public JWKS) the simulated EHR
     signs its hook calls and the service requires it, as in production; without them
-    the service's authentication of CDS clients is off (the demo).
+    the service's authentication of CDS clients is off (the demo). ``service_env`` adds
+    settings.
     """
     from smart_app.simulator import SimulatedClient, start_simulator
 
@@ -427,7 +429,7 @@ def running_product(
             env["TWIN_CDS_CLIENTS"] = json.dumps([client])
         else:
             env["TWIN_CDS_AUTH_REQUIRED"] = "false"
-        service = start_service(work_dir, port, fhir.base_url, env)
+        service = start_service(work_dir, port, fhir.base_url, {**env, **(service_env or {})})
         running.append(service)
         ehr = start_simulator(
             work_dir,

@@ -13,6 +13,8 @@ import json
 import os
 import re
 import secrets
+import sqlite3
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -78,6 +80,10 @@ def product(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProduct
         port=free_port(),
         cds_key_file=key_file,
         cds_jwks=_jwks(),
+        # A loaded CI machine can take longer than the 400 ms default to read a patient;
+        # a partial read is a (correct) different twin, which is not what these tests are
+        # about (tests/integration/test_faults.py tests the budget).
+        service_env={"TWIN_CDS_FHIR_BUDGET_MS": "5000"},
     ) as running:
         yield running
 
@@ -274,6 +280,11 @@ def chromium() -> Iterator[Any]:
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        # The browser under test is Debian's: the same version its binary reports.
+        debian = subprocess.run(  # noqa: S603 - a fixed system binary
+            [str(CHROMIUM), "--version"], capture_output=True, text=True, check=True
+        ).stdout
+        assert browser.version in debian, (browser.version, debian)
         yield browser
         browser.close()
 
@@ -308,11 +319,28 @@ class Visit:
         browser's cookie), so the test can look for it everywhere else."""
         cookies = [c for c in self.context.cookies() if c["name"] == COOKIE]
         assert len(cookies) == 1
-        store = SessionStore(work_dir / "service-data" / "app_sessions.sqlite")
+        store = SessionStore.sqlite(work_dir / "service-data" / "app_sessions.sqlite")
         session = store.get(cookies[0]["value"], "active")
         assert session is not None
         token: str = session["access_token"]
         return token
+
+
+def _hook_records(product: RunningProduct, patient: str) -> list[dict[str, Any]]:
+    """The service's audit records for a patient (service, twin, data problems): what a
+    failing assertion about twin versions needs to say."""
+    db = sqlite3.connect(product.service.log_path.parent / "service-data" / "audit.sqlite")
+    try:
+        rows = db.execute(
+            "SELECT body FROM audit_chain WHERE kind = 'hook' AND patient_id = ? ORDER BY seq",
+            (patient,),
+        ).fetchall()
+    finally:
+        db.close()
+    return [
+        {k: json.loads(b)[k] for k in ("service", "twin", "dataProblems", "durationMs")}
+        for (b,) in rows
+    ]
 
 
 def _text(page: Any, test_id: str) -> str:
@@ -345,7 +373,9 @@ def test_ehr_launch_from_a_card_shows_the_cards_numbers(
         pce_card.locator("input[name=app_context]").first.get_attribute("value")
     )
     # Both patient-view services read one query, so the same data made one twin version.
-    assert pce_context["twinVersion"] == context["twinVersion"]
+    assert pce_context["twinVersion"] == context["twinVersion"], _hook_records(
+        product, risk_patient
+    )
     prevent_card.locator("button.card-launch").first.click()
     page.wait_for_url(f"{product.service.base_url}/app/")
     page.get_by_test_id("risk-prevent-risk_10y_cvd").first.wait_for()
