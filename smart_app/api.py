@@ -27,7 +27,7 @@ from smart_app.sessions import SessionStore
 from twin_engine import build_twin_from_fhir, derive_features
 from twin_engine.errors import IngestError, TwinNotFoundError
 from twin_engine.pk.errors import DosingError
-from twin_engine.pk.regimen import MAX_RATE_MG_H
+from twin_engine.pk.regimen import MAX_DOSE_MG, MAX_RATE_MG_H
 from twin_engine.pk.types import Regimen
 from twin_engine.twin import Twin
 
@@ -310,6 +310,8 @@ class SimulateRequest(BaseModel):
     interval_h: float = Field(ge=4, le=168)
     #: At least 1 h (vancomycin label: over >= 60 min).
     infusion_h: float = Field(ge=1, le=24)
+    #: A first, larger dose: at most 3 g (Rybak 2020 consensus loading-dose ceiling).
+    loading_dose_mg: float | None = Field(default=None, gt=0, le=MAX_DOSE_MG)
 
 
 @router.post("/vancomycin/simulate", dependencies=[Depends(_json_only)])
@@ -324,7 +326,14 @@ async def vancomycin_simulate(
         )
     rt = _runtime(request)
     data = await _fetch(request, s)
-    regimen = Regimen(dose_mg=body.dose_mg, interval_h=body.interval_h, infusion_h=body.infusion_h)
+    if body.loading_dose_mg is not None and body.loading_dose_mg <= body.dose_mg:
+        raise HTTPException(422, "a loading dose is larger than the maintenance dose")
+    regimen = Regimen(
+        dose_mg=body.dose_mg,
+        interval_h=body.interval_h,
+        infusion_h=body.infusion_h,
+        loading_dose_mg=body.loading_dose_mg,
+    )
     try:
         return views.simulate(data.resources, _now(), rt.settings.vancomycin_model, regimen)
     except DosingError as exc:

@@ -744,6 +744,7 @@ function setRegimen(r) {
   }
   sel.value = String(r.interval_h);
   $("infusion-h").value = r.infusion_h;
+  $("loading-mg").value = r.loading_dose_mg || "";
 }
 
 function showRegimen(r) {
@@ -765,6 +766,8 @@ async function simulate() {
     }
   }
   const body = { dose_mg: Number(dose.value), interval_h: Number($("interval-h").value), infusion_h: Number(inf.value) };
+  const loading = $("loading-mg").value;
+  if (loading !== "" && !Number.isNaN(Number(loading))) body.loading_dose_mg = Number(loading);
   const key = JSON.stringify(body);
   if (key === simPending) return; // Enter fires both change and submit
   simPending = key;
@@ -861,7 +864,7 @@ function concChart(v, sim, W) {
 
 function wireVancoControls() {
   $("vanco-form").addEventListener("submit", (e) => { e.preventDefault(); simulate(); });
-  for (const id of ["dose-mg", "interval-h", "infusion-h"]) $(id).addEventListener("change", () => simulate());
+  for (const id of ["dose-mg", "interval-h", "infusion-h", "loading-mg"]) $(id).addEventListener("change", () => simulate());
 }
 
 /* ---------------------------------------------------------------- history */

@@ -18,6 +18,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -648,3 +649,67 @@ def test_the_banner_is_left_to_an_ehr_that_shows_its_own(
     page.get_by_test_id("sim-auc24").first.wait_for()
     expect(page.get_by_test_id("patient-banner").first).to_be_hidden()
     visit.context.close()
+
+
+def _signed_in(browser: httpx.Client, product: RunningProduct, patient: str) -> None:
+    """An EHR launch as a browser makes it (redirects followed with the cookie jar)."""
+    response = browser.post(
+        f"{product.ehr.base_url}/ehr/launch", data={"patient": patient}, follow_redirects=True
+    )
+    assert urlsplit(str(response.url)).path == "/app/", response.url
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "says"),
+    [
+        ({"dose_mg": 1000, "interval_h": 12, "infusion_h": 12}, 422, "before the next dose"),
+        ({"dose_mg": 2000, "interval_h": 12, "infusion_h": 1}, 422, "faster than 1000 mg/h"),
+        (
+            {"dose_mg": 1000, "interval_h": 12, "infusion_h": 1, "loading_dose_mg": 750},
+            422,
+            "larger than the maintenance",
+        ),
+        ({"dose_mg": 1000, "interval_h": 12, "infusion_h": 1, "loading_dose_mg": 3500}, 422, ""),
+        ({"dose_mg": 0, "interval_h": 12, "infusion_h": 1}, 422, ""),
+        ({"dose_mg": 1e308, "interval_h": 12, "infusion_h": 1}, 422, ""),
+        ({"dose_mg": 1000, "interval_h": 2, "infusion_h": 1}, 422, ""),
+        ({"dose_mg": 1000, "interval_h": 12, "infusion_h": 1, "route": "oral"}, 422, ""),
+        ({"dose_mg": "lots", "interval_h": 12, "infusion_h": 1}, 422, ""),
+    ],
+)
+def test_the_dose_simulator_refuses_impossible_regimens(
+    product: RunningProduct, body: dict[str, Any], status: int, says: str
+) -> None:
+    with httpx.Client(timeout=60) as browser:
+        _signed_in(browser, product, product.vancomycin_patient)
+        response = browser.post(
+            f"{product.service.base_url}/app/api/vancomycin/simulate", json=body
+        )
+        assert response.status_code == status, response.text
+        assert says in response.text
+
+
+def test_a_loading_dose_changes_the_first_day_not_the_steady_state(
+    product: RunningProduct,
+) -> None:
+    """The recommended regimens can start with a loading dose; the simulator draws it."""
+    with httpx.Client(timeout=60) as browser:
+        _signed_in(browser, product, product.vancomycin_patient)
+        url = f"{product.service.base_url}/app/api/vancomycin/simulate"
+        plain = {"dose_mg": 1000, "interval_h": 12, "infusion_h": 1}
+        without = browser.post(url, json=plain).json()
+        loaded = browser.post(url, json={**plain, "loading_dose_mg": 2000}).json()
+    assert loaded["regimen"]["auc24"] == without["regimen"]["auc24"]  # steady state
+    assert "loading 2000 mg" in loaded["regimen"]["describe"]
+
+    def first_peak(answer: dict[str, Any]) -> float:
+        """The highest median concentration in the 12 h after the regimen starts (now)."""
+        start = datetime.fromisoformat(answer["as_of"])
+        curve = answer["curve"]
+        return max(
+            c
+            for t, c in zip(curve["t"], curve["median"], strict=True)
+            if start < datetime.fromisoformat(t) <= start + timedelta(hours=12)
+        )
+
+    assert first_peak(loaded) > first_peak(without) + 5.0  # mg/L: a second gram on board
