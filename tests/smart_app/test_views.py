@@ -12,7 +12,11 @@ import numpy as np
 import pytest
 
 from cds_service.audit import AuditEntry, SqliteAuditLog
-from cds_service.cardio_renal import cardio_renal_cards
+from cds_service.cardio_renal import (
+    CardioRenalAssessments,
+    CardioRenalResult,
+    cardio_renal_cards,
+)
 from cds_service.cards import Link
 from cds_service.demo import vancomycin_patient
 from cds_service.log_redaction import redact_url
@@ -20,7 +24,7 @@ from cds_service.vancomycin import dosing_cards, simulator_for
 from onnx_models.registry import ModelRegistry
 from smart_app import views
 from tests.conftest import with_ids
-from twin_engine import build_twin_from_fhir, derive_features
+from twin_engine import FeatureSet, build_twin_from_fhir, derive_features
 from twin_engine.pk.curve import concentration_curve
 from twin_engine.pk.types import Regimen
 
@@ -37,6 +41,19 @@ def _resources(bundle: dict[str, Any]) -> list[dict[str, Any]]:
     return [e["resource"] for e in with_ids(bundle)["entry"]]
 
 
+def _card_and_app(
+    registry: ModelRegistry, bundle: dict[str, Any]
+) -> tuple[FeatureSet, CardioRenalResult, CardioRenalAssessments]:
+    """One patient's cardio-renal cards, and the runs the app's risk panel shows."""
+    twin = build_twin_from_fhir(_resources(bundle))
+    features = derive_features(twin, TODAY)
+    result = cardio_renal_cards(
+        registry, features, patient_id=twin.patient_id, deceased=False, link=LINK
+    )
+    runs = views.risk_assessments(registry, features, deceased=False, kfre_model="kfre")
+    return features, result, runs
+
+
 def test_the_risk_panel_shows_the_cards_numbers(
     registry: ModelRegistry, demo_bundles: list[dict[str, Any]]
 ) -> None:
@@ -44,12 +61,7 @@ def test_the_risk_panel_shows_the_cards_numbers(
     card appears, identically formatted, among the app's outputs for that model."""
     compared = 0
     for bundle in demo_bundles:
-        twin = build_twin_from_fhir(_resources(bundle))
-        features = derive_features(twin, TODAY)
-        result = cardio_renal_cards(
-            registry, features, patient_id=twin.patient_id, deceased=False, link=LINK
-        )
-        runs = views.risk_assessments(registry, features, deceased=False, kfre_model="kfre")
+        _, result, runs = _card_and_app(registry, bundle)
         shown = {
             m["id"]: {o["name"]: o["display"] for o in m["outputs"]}
             for m in views.risk_view(runs, 1, TODAY)["models"]
@@ -85,12 +97,8 @@ def test_the_what_if_gives_the_cards_treatment_response(
     what the app's what-if answers for the same choice."""
     checked = 0
     for bundle in demo_bundles:
-        twin = build_twin_from_fhir(_resources(bundle))
-        features = derive_features(twin, TODAY)
-        card = cardio_renal_cards(
-            registry, features, patient_id=twin.patient_id, deceased=False, link=LINK
-        ).cards[0]
-        runs = views.risk_assessments(registry, features, deceased=False, kfre_model="kfre")
+        features, result, runs = _card_and_app(registry, bundle)
+        card = result.cards[0]
         for choice, pattern in (
             (("moderate", None), r"- moderate-intensity statin: ([\d.]+%) → ([\d.]+%)"),
             (("high", None), r"- high-intensity statin: ([\d.]+%) → ([\d.]+%)"),
