@@ -713,3 +713,37 @@ def test_a_loading_dose_changes_the_first_day_not_the_steady_state(
         )
 
     assert first_peak(loaded) > first_peak(without) + 5.0  # mg/L: a second gram on board
+
+
+def _axe_violations(page: Any) -> list[str]:
+    """axe-core's WCAG 2.x A/AA and best-practice findings on the page as it is now."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    results = Axe().run(page)
+    return [
+        f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes'][:3]]}"
+        for v in results.response["violations"]
+    ]
+
+
+@pytest.mark.parametrize("who", ["risk", "vancomycin"])
+def test_the_dashboard_passes_an_accessibility_audit(
+    product: RunningProduct, risk_patient: str, chromium: Any, who: str
+) -> None:
+    """axe-core over the loaded dashboard (labels, names, contrast, landmarks, headings,
+    ARIA): no violations, for a risk patient and for the dose simulator."""
+    patient = risk_patient if who == "risk" else product.vancomycin_patient
+    visit = Visit(chromium, product)
+    page = visit.page
+    page.goto(f"{product.ehr.base_url}/ehr/patient/{patient}")
+    page.locator("#launch-app").click()
+    page.wait_for_url(f"{product.service.base_url}/app/")
+    expect(page.get_by_test_id("patient-name").first).not_to_contain_text("Loading")
+    page.get_by_test_id("history").first.wait_for()
+    if who == "risk":
+        page.get_by_test_id("waterfall-prevent").first.wait_for()
+    else:
+        page.get_by_test_id("sim-auc24").first.wait_for()
+        expect(page.get_by_test_id("conc-band").first).not_to_have_attribute("points", "")
+    assert _axe_violations(page) == []
+    visit.context.close()
