@@ -41,7 +41,7 @@ from cds_service.settings import Settings
 from cds_service.vancomycin import simulator_for
 from onnx_models.registry import ModelRegistry
 from smart_app.routes import install as install_smart_app
-from twin_engine.store import SqliteTwinStore
+from twin_engine.store import SqliteTwinStore, TwinStore
 
 log = logging.getLogger("twin_cds")
 
@@ -61,13 +61,22 @@ def operation_outcome(status: int, message: str) -> JSONResponse:
     )
 
 
+def open_twin_store(settings: Settings) -> TwinStore:
+    """PostgreSQL when configured (replicas share twin versions), else SQLite."""
+    if settings.database_url:
+        from twin_engine.store_pg import PostgresTwinStore
+
+        return PostgresTwinStore(settings.database_url)
+    return SqliteTwinStore(settings.twin_db)
+
+
 def create_app(settings: Settings | None = None, registry: ModelRegistry | None = None) -> FastAPI:
     """Build the app. Models load once here, so a broken model fails the start, not a call."""
     settings = settings or Settings()
     install_access_log_redaction()
     registry = registry or ModelRegistry.load(settings.model_dir)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    twins = SqliteTwinStore(settings.twin_db)
+    twins = open_twin_store(settings)
     audit = open_audit_log(settings)
     # The jti replay cache lives where the other replicas can see it: PostgreSQL when
     # configured, else a SQLite file shared by the workers of this host.
@@ -109,6 +118,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         # Release the stores' connections (PostgreSQL) when the app stops.
         audit.close()
         replay.close()
+        twins.close()
         app.state.app_sessions.close()
 
     app = FastAPI(title="twin-cds", version="0.1.0", lifespan=lifespan)

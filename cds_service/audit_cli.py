@@ -102,14 +102,18 @@ def _twin_state(settings: Settings, body: dict[str, Any]) -> dict[str, Any] | No
     twin = body.get("twin")
     if not twin or not body.get("patient"):
         return None
+    from cds_service.app import open_twin_store
     from twin_engine.errors import TwinEngineError
-    from twin_engine.store import SqliteTwinStore
 
-    if not settings.twin_db.is_file():
+    if not settings.database_url and not settings.twin_db.is_file():
         return {"version": twin["version"], "error": f"no twin store at {settings.twin_db}"}
     try:
-        key = twin.get("storeKey") or body["patient"]
-        stored = SqliteTwinStore(settings.twin_db).load(key, int(twin["version"]))
+        store = open_twin_store(settings)
+        try:
+            key = twin.get("storeKey") or body["patient"]
+            stored = store.load(key, int(twin["version"]))
+        finally:
+            store.close()
         content_hash = stored.twin().content_hash()
     except TwinEngineError as exc:
         return {"version": twin["version"], "error": str(exc)}

@@ -38,7 +38,7 @@ from cds_service.vancomycin import (
 from onnx_models.registry import ModelRegistry
 from twin_engine import FeatureSet, Twin, build_twin_from_fhir, derive_features
 from twin_engine.errors import IngestError
-from twin_engine.store import SqliteTwinStore
+from twin_engine.store import TwinStore
 
 
 def _today() -> date:
@@ -51,7 +51,7 @@ class Runtime:
 
     settings: Settings
     registry: ModelRegistry
-    twins: SqliteTwinStore
+    twins: TwinStore
     audit: AuditLog
     http: httpx.AsyncClient
     today: Callable[[], date] = _today

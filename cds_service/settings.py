@@ -129,7 +129,8 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None,
         description=(
-            "postgresql://... to keep the audit trail in PostgreSQL (several replicas); "
+            "postgresql://... to keep the audit trail, twin versions, JWT replay cache and "
+            "app sessions in PostgreSQL (several replicas); "
             "unset: SQLite under data_dir. A search_path in the URL's options picks the schema."
         ),
     )

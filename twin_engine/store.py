@@ -68,6 +68,8 @@ class TwinStore(Protocol):
 
     def versions(self, patient_id: str) -> list[TwinVersion]: ...
 
+    def close(self) -> None: ...
+
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
@@ -103,9 +105,7 @@ class SqliteTwinStore:
         finally:
             conn.close()
 
-    def save(
-        self, twin: Twin, *, as_of: str | None = None, key: str | None = None
-    ) -> TwinVersion:
+    def save(self, twin: Twin, *, as_of: str | None = None, key: str | None = None) -> TwinVersion:
         """Write a new version unless the latest has the same content hash.
 
         Same content: returns the latest version (created=False) and writes nothing.
@@ -170,6 +170,9 @@ class SqliteTwinStore:
                 (patient_id,),
             ).fetchall()
         return [_version(patient_id, row) for row in rows]
+
+    def close(self) -> None:
+        """Connections are per call; nothing stays open."""
 
 
 def _version(patient_id: str, row: tuple[Any, ...]) -> TwinVersion:

@@ -1,0 +1,131 @@
+"""The versioned twin store in PostgreSQL, for several service replicas.
+
+Same contract as `SqliteTwinStore`: a save writes version N+1 only when the content
+hash differs from the latest version's, and every version stays readable. Replicas
+saving the same patient at once are serialised by a transaction-scoped advisory lock on
+the store key (`pg_advisory_xact_lock`), so two writers never both read version N and
+both write N+1; the primary key would refuse the second anyway. A card's
+``appContext.twinVersion`` then names a version every replica can open.
+
+The table lives in whatever schema the URL's ``search_path`` names
+(``?options=-csearch_path%3Dname``). psycopg is imported here only.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from twin_engine.errors import StoreError, TwinNotFoundError
+from twin_engine.store import StoredTwin, TwinVersion, _utc_now, _version
+from twin_engine.twin import Twin
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS twin_versions (
+    patient_id   TEXT    NOT NULL,
+    version      INTEGER NOT NULL,
+    content_hash TEXT    NOT NULL,
+    created_at   TEXT    NOT NULL,
+    as_of        TEXT,
+    twin_json    TEXT    NOT NULL,
+    PRIMARY KEY (patient_id, version)
+)
+"""
+#: Advisory-lock namespace for schema creation (two replicas starting together).
+_SCHEMA_LOCK = 7_451_001
+
+
+class PostgresTwinStore:
+    """`TwinStore` in PostgreSQL: one connection per store, used under a lock."""
+
+    def __init__(self, url: str, *, clock: Callable[[], datetime] = _utc_now) -> None:
+        self._url = url
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._conn = self._connect()
+        with self._conn.transaction():
+            self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            self._conn.execute(_SCHEMA)
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        try:
+            return psycopg.connect(self._url, autocommit=True)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot open the PostgreSQL twin store: {exc}") from exc
+
+    def _live(self) -> Any:
+        if self._conn.closed:
+            self._conn = self._connect()
+        return self._conn
+
+    def save(self, twin: Twin, *, as_of: str | None = None, key: str | None = None) -> TwinVersion:
+        """Write a new version unless the latest has the same content hash."""
+        import psycopg
+
+        store_key = key if key is not None else twin.patient_id
+        content_hash = twin.content_hash()
+        try:
+            with self._lock, self._live().transaction():
+                conn = self._conn
+                conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (store_key,))
+                row = conn.execute(
+                    "SELECT version, content_hash, created_at, as_of FROM twin_versions "
+                    "WHERE patient_id = %s ORDER BY version DESC LIMIT 1",
+                    (store_key,),
+                ).fetchone()
+                if row is not None and row[1] == content_hash:
+                    return _version(store_key, row)
+                number = 1 if row is None else int(row[0]) + 1
+                created_at = self._clock()
+                body = json.dumps(
+                    twin.to_state(), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+                )
+                conn.execute(
+                    "INSERT INTO twin_versions VALUES (%s, %s, %s, %s, %s, %s)",
+                    (store_key, number, content_hash, created_at.isoformat(), as_of, body),
+                )
+        except psycopg.Error as exc:
+            raise StoreError(f"the PostgreSQL twin store failed: {exc}") from exc
+        return TwinVersion(store_key, number, content_hash, created_at, as_of, created=True)
+
+    def load(self, patient_id: str, version: int | None = None) -> StoredTwin:
+        """The given version (default: the latest) of a patient's twin."""
+        query = (
+            "SELECT version, content_hash, created_at, as_of, twin_json FROM twin_versions "
+            "WHERE patient_id = %s "
+        )
+        params: tuple[object, ...] = (patient_id,)
+        if version is None:
+            query += "ORDER BY version DESC LIMIT 1"
+        else:
+            query += "AND version = %s"
+            params = (patient_id, version)
+        with self._lock:
+            row = self._live().execute(query, params).fetchone()
+        if row is None:
+            which = "any version" if version is None else f"version {version}"
+            raise TwinNotFoundError(f"no stored twin of Patient/{patient_id} ({which})")
+        return StoredTwin(_version(patient_id, row[:4]), json.loads(row[4]))
+
+    def versions(self, patient_id: str) -> list[TwinVersion]:
+        """All versions of a patient's twin, oldest first."""
+        with self._lock:
+            rows = (
+                self._live()
+                .execute(
+                    "SELECT version, content_hash, created_at, as_of FROM twin_versions "
+                    "WHERE patient_id = %s ORDER BY version",
+                    (patient_id,),
+                )
+                .fetchall()
+            )
+        return [_version(patient_id, row) for row in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
