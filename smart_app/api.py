@@ -92,6 +92,8 @@ def _runtime(request: Request) -> Runtime:
 class PatientData:
     resources: tuple[dict[str, Any], ...]
     patient: dict[str, Any] | None
+    #: What could not be read in full (a search cut at the page limit), said, not hidden.
+    problems: tuple[str, ...] = ()
 
 
 async def _fetch(request: Request, s: AppSession) -> PatientData:
@@ -125,7 +127,12 @@ async def _fetch(request: Request, s: AppSession) -> PatientData:
         raise HTTPException(502, f"the EHR's FHIR server: {exc}") from exc
     resources = tuple(r for result in results for r in result.resources)
     patient = next((r for r in results[0].resources if r.get("resourceType") == "Patient"), None)
-    data = PatientData(resources, patient)
+    problems = tuple(
+        f"{q.split('?')[0]}: only the first {result.pages} pages were read"
+        for q, result in zip(queries, results, strict=True)
+        if result.truncated
+    )
+    data = PatientData(resources, patient, problems)
     for key in [k for k, (until, _) in cache.items() if until <= now]:
         del cache[key]
     cache[s.session_id] = (now + FETCH_CACHE_S, data)
@@ -242,7 +249,7 @@ async def twin_view(request: Request, s: SessionDep) -> dict[str, Any]:
             "note": ctx.note,
         },
         "timelines": views.timelines(ctx.twin),
-        "issues": views.issues(ctx.twin),
+        "issues": [*ctx.data.problems, *views.issues(ctx.twin)],
     }
 
 

@@ -89,6 +89,7 @@ class Ehr:
     """A scripted EHR: discovery, JWKS, and a token endpoint that checks PKCE."""
 
     def __init__(self, mock: respx.MockRouter) -> None:
+        self.mock = mock
         self.authorize_params: dict[str, str] = {}
         self.token_requests: list[dict[str, str]] = []
         self.token_response: Callable[[dict[str, str]], httpx.Response] = self._good
@@ -477,3 +478,34 @@ def test_each_completed_launch_is_on_the_audit_trail(client: TestClient, ehr: Eh
     get_fhir_model_class("AuditEvent").model_validate(event)
     assert event["entity"][0]["what"] == {"reference": "Patient/p-123"}
     assert client.app.state.runtime.audit.verify().first_bad is None  # type: ignore[attr-defined]
+
+
+def test_a_search_cut_at_the_page_limit_is_said_not_hidden(tmp_path: Path, ehr: Ehr) -> None:
+    """The app reads the EHR's FHIR with the session's token; a search longer than the
+    page limit is named in the twin's issues rather than silently shortened."""
+    settings = Settings(
+        data_dir=tmp_path / "d",
+        auth_required=False,
+        fhir_max_pages=1,
+        smart_servers=({"iss": ISS, "client_id": CLIENT_ID},),  # type: ignore[arg-type]
+    )
+    seen_tokens: set[str] = set()
+
+    def search(request: httpx.Request) -> httpx.Response:
+        seen_tokens.add(request.headers.get("authorization", ""))
+        bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "entry": []}
+        if request.url.path.endswith("/Observation"):
+            bundle["link"] = [{"relation": "next", "url": f"{ISS}/Observation?page=2"}]
+        return httpx.Response(200, json=bundle)
+
+    ehr.mock.get(f"{ISS}/Patient/p-123").respond(
+        json={"resourceType": "Patient", "id": "p-123", "gender": "female"}
+    )
+    ehr.mock.route(method="GET", url__startswith=f"{ISS}/").mock(side_effect=search)
+    with TestClient(create_app(settings)) as c:
+        ehr.launch(c)
+        assert _callback(c, ehr).status_code == 303
+        twin = c.get("/app/api/twin")
+    assert twin.status_code == 200, twin.text
+    assert "Observation: only the first 1 pages were read" in twin.json()["issues"]
+    assert seen_tokens == {f"Bearer {ACCESS_TOKEN}"}  # the EHR gets the token; no one else
