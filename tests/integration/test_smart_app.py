@@ -18,7 +18,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -452,24 +452,25 @@ def test_ehr_launch_from_a_card_shows_the_cards_numbers(
     visit.context.close()
 
 
+def _ehr_jwt(product: RunningProduct, url: str) -> str:
+    """The simulated EHR's CDS Hooks JWT for one call to ``url``."""
+    now = int(time.time())
+    claims = {
+        "iss": product.ehr.base_url,
+        "aud": url,
+        "iat": now,
+        "exp": now + 60,
+        "jti": str(uuid.uuid4()),
+    }
+    return jwt.encode(claims, KEY, algorithm="ES384", headers={"kid": "simulator"})
+
+
 def _order_select(
     product: RunningProduct, patient: str, dose: float, tau: float, inf: float
 ) -> str:
     """The vancomycin card for a drafted order, as the EHR would get it (signed call)."""
     url = f"{product.service.base_url}/cds-services/vancomycin-dosing"
-    now = int(time.time())
-    token = jwt.encode(
-        {
-            "iss": product.ehr.base_url,
-            "aud": url,
-            "iat": now,
-            "exp": now + 60,
-            "jti": str(uuid.uuid4()),
-        },
-        KEY,
-        algorithm="ES384",
-        headers={"kid": "simulator"},
-    )
+    token = _ehr_jwt(product, url)
     draft = {
         "resourceType": "MedicationRequest",
         "id": "draft-1",
@@ -746,4 +747,72 @@ def test_the_dashboard_passes_an_accessibility_audit(
         page.get_by_test_id("sim-auc24").first.wait_for()
         expect(page.get_by_test_id("conc-band").first).not_to_have_attribute("points", "")
     assert _axe_violations(page) == []
+    visit.context.close()
+
+
+NON_ADHERENCE = "http://terminology.hl7.org/CodeSystem/non-adherence-reason-codes"
+
+
+def test_the_history_shows_the_clinicians_response(
+    product: RunningProduct, risk_patient: str, chromium: Any
+) -> None:
+    """A card the EHR reported as overridden (CDS Hooks feedback) appears in the app's
+    recommendation history with the coded reason."""
+    base = product.service.base_url
+    hook_url = f"{base}/cds-services/cardio-renal-risk"
+    body = {
+        "hook": "patient-view",
+        "hookInstance": str(uuid.uuid4()),
+        "fhirServer": product.fhir.base_url,
+        "fhirAuthorization": {
+            "access_token": "sekmet-needs-none",
+            "token_type": "Bearer",
+            "expires_in": 300,
+            "scope": "patient/*.rs",
+            "subject": "twin-cds",
+        },
+        "context": {"userId": "Practitioner/1", "patientId": risk_patient},
+    }
+    answer = httpx.post(
+        hook_url,
+        json=body,
+        timeout=60,
+        headers={"Authorization": f"Bearer {_ehr_jwt(product, hook_url)}"},
+    )
+    assert answer.status_code == 200, answer.text
+    card = answer.json()["cards"][0]
+    reason = "Recommendation does not align with patient preferences or values"
+    feedback_url = f"{hook_url}/feedback"
+    feedback = {
+        "feedback": [
+            {
+                "card": card["uuid"],
+                "outcome": "overridden",
+                "overrideReason": {
+                    "reason": {
+                        "system": NON_ADHERENCE,
+                        "code": "does-not-align-preferences",
+                        "display": reason,
+                    }
+                },
+                "outcomeTimestamp": datetime.now(UTC).isoformat(),
+            }
+        ]
+    }
+    sent = httpx.post(
+        feedback_url,
+        json=feedback,
+        timeout=30,
+        headers={"Authorization": f"Bearer {_ehr_jwt(product, feedback_url)}"},
+    )
+    assert sent.status_code == 200, sent.text
+
+    visit = Visit(chromium, product)
+    page = visit.page
+    page.goto(f"{product.ehr.base_url}/ehr/patient/{risk_patient}")
+    page.locator("#launch-app").click()
+    page.wait_for_url(f"{base}/app/")
+    history = page.get_by_test_id("history").first
+    expect(history).to_contain_text(card["summary"][:40])
+    expect(history).to_contain_text(f"overridden: {reason}")
     visit.context.close()
