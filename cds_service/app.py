@@ -168,15 +168,21 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     async def call_service(service_id: str, request: Request) -> Response:
         client = await authenticate(request)
         service = offered.get(service_id)
+        too_large = f"request body over {MAX_BODY_BYTES} bytes"
         if service is None:
-            raise UnknownService(f"no CDS service {service_id!r}")
+            # A call we refuse is on the record like a malformed one (ids, the reason).
+            message = f"no CDS service {service_id[:200]!r}"
+            audit.record(_refused(service_id[:200], b"", client, message))
+            raise UnknownService(message)
         length = request.headers.get("content-length", "")
         if length.isdigit() and int(length) > MAX_BODY_BYTES:
             # Refused before the body is read into memory.
-            return operation_outcome(413, f"request body over {MAX_BODY_BYTES} bytes")
+            audit.record(_refused(service.id, b"", client, too_large))
+            return operation_outcome(413, too_large)
         raw = await request.body()
         if len(raw) > MAX_BODY_BYTES:
-            return operation_outcome(413, f"request body over {MAX_BODY_BYTES} bytes")
+            audit.record(_refused(service.id, b"", client, too_large))
+            return operation_outcome(413, too_large)
         try:
             hook_request = _parse_hook_request(raw)
             if hook_request.hook != service.hook:

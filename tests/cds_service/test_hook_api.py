@@ -188,10 +188,32 @@ def test_bad_requests_get_a_clear_4xx(
     assert message in outcome["issue"][0]["diagnostics"]
 
 
-def test_unknown_service_is_404(client: TestClient) -> None:
-    """A service id we do not offer is a 404."""
+def test_unknown_service_is_404_and_on_the_record(client: TestClient) -> None:
+    """A service id we do not offer is a 404, and the refused call is audited."""
     response = client.post("/cds-services/nope", json=hook_request("p"))
     assert response.status_code == 404
+    (record,) = client.app.state.runtime.audit.records()  # type: ignore[attr-defined]
+    assert record.body["status"] == "bad-request"
+    assert record.body["service"] == "nope"
+    assert "no CDS service 'nope'" in record.body["error"]
+
+
+def test_an_oversized_body_is_413_and_on_the_record(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A body over the limit is refused before parsing, and the refusal is audited."""
+    import cds_service.app
+
+    monkeypatch.setattr(cds_service.app, "MAX_BODY_BYTES", 1000)
+    response = client.post(
+        "/cds-services/ascvd-risk",
+        content=b"{" + b" " * 2000 + b"}",
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 413
+    (record,) = client.app.state.runtime.audit.records()  # type: ignore[attr-defined]
+    assert record.body["status"] == "bad-request"
+    assert "request body over" in record.body["error"]
 
 
 def test_prefetch_for_another_patient_is_refused(
