@@ -38,7 +38,7 @@ from cds_service.vancomycin import (
 from onnx_models.registry import ModelRegistry
 from twin_engine import FeatureSet, Twin, build_twin_from_fhir, derive_features
 from twin_engine.errors import IngestError
-from twin_engine.store import TwinStore
+from twin_engine.store import TwinStore, store_key
 
 
 def _today() -> date:
@@ -229,8 +229,7 @@ def _answer(call: _Call, data: GatheredData) -> CdsResponse:
     try:
         # Patient ids are unique only within one EHR: with authenticated clients the
         # twin is keyed by tenant (or issuer) too, so two EHRs' patient "123" never mix.
-        scope = call.entry.client_tenant or call.entry.client_iss
-        twin_key = f"{scope}|{twin.patient_id}" if scope else None
+        twin_key = store_key(call.entry.client_tenant or call.entry.client_iss, twin.patient_id)
         version = rt.twins.save(twin, key=twin_key)
         features = derive_features(twin, rt.today())
         outcome = _run_models(

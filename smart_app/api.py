@@ -21,14 +21,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from cds_service.fhir_client import FhirClient, FhirFetchError
 from cds_service.pipeline import Runtime
 from cds_service.services import LOINC, RISK_OBSERVATION_LOINC
+from cds_service.vancomycin import MAX_DRAFT_DOSE_MG, MAX_DRAFT_INTERVAL_H
 from smart_app import views
 from smart_app.launch import COOKIE, twin_scope
 from smart_app.sessions import SessionStore
 from twin_engine import build_twin_from_fhir, derive_features
+from twin_engine.codes import QUANTITY_LOINC
 from twin_engine.errors import IngestError, TwinNotFoundError
 from twin_engine.pk.errors import DosingError
 from twin_engine.pk.regimen import MAX_DOSE_MG, MAX_RATE_MG_H
 from twin_engine.pk.types import Regimen
+from twin_engine.store import store_key
 from twin_engine.twin import Twin
 
 router = APIRouter(prefix="/app/api", tags=["clinician app"])
@@ -37,7 +40,7 @@ router = APIRouter(prefix="/app/api", tags=["clinician app"])
 #: simulator redraw many times on the same data without re-reading the EHR each time.
 FETCH_CACHE_S = 60.0
 #: What the dose simulator reads beyond the risk services' query: levels and weight.
-_VANCOMYCIN_LOINC = ("20578-1", "4092-3", "4090-7", "29463-7")
+_VANCOMYCIN_LOINC = (*QUANTITY_LOINC["vancomycin"], *QUANTITY_LOINC["weight"])
 #: Resource types the risk services' prefetch brings (Observations by code, below).
 _RISK_TYPES = frozenset({"Patient", "Condition", "MedicationRequest"})
 
@@ -181,8 +184,7 @@ async def _twin(request: Request, s: AppSession) -> TwinContext:
         fresh = build_twin_from_fhir(_risk_query_resources(data.resources), patient_id=s.patient)
     except IngestError as exc:
         raise HTTPException(502, f"the patient's record could not be read: {exc}") from exc
-    scope = twin_scope(rt.settings, s.iss)
-    key = f"{scope}|{s.patient}" if scope else None
+    key = store_key(twin_scope(rt.settings, s.iss), s.patient)
     latest = rt.twins.save(fresh, key=key)
     requested = None
     ctx = s.app_context or {}
@@ -276,7 +278,8 @@ class WhatIfRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     statin: Literal["none", "moderate", "high"] = "none"
-    #: SBP targets within what trials tested: 120 (SPRINT) to 150 mm Hg.
+    #: Project bounds around the targets offered (120-140 mm Hg), so the per-10 mm Hg
+    #: effect (Ettehad 2016) is never extrapolated far from what the trials achieved.
     sbp_target_mm_hg: float | None = Field(default=None, ge=110, le=150)
 
 
@@ -312,9 +315,11 @@ async def vancomycin(request: Request, s: SessionDep) -> dict[str, Any]:
 class SimulateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    #: Up to 4 g, the largest single dose the dosing service reads from a draft.
-    dose_mg: float = Field(gt=0, le=4000)
-    interval_h: float = Field(ge=4, le=168)
+    #: The bounds the dosing service reads a drafted order within (the same regimen
+    #: must be answerable by both): up to 4 g, up to a week between doses.
+    dose_mg: float = Field(gt=0, le=MAX_DRAFT_DOSE_MG)
+    #: From q4h (project choice: no vancomycin regimen doses more often) to a week.
+    interval_h: float = Field(ge=4, le=MAX_DRAFT_INTERVAL_H)
     #: At least 1 h (vancomycin label: over >= 60 min).
     infusion_h: float = Field(ge=1, le=24)
     #: A first, larger dose: at most 3 g (Rybak 2020 consensus loading-dose ceiling).

@@ -27,6 +27,7 @@ from cds_service.services import ASCVD_RISK, CARDIO_RENAL_RISK
 from cds_service.vancomycin import is_vancomycin, simulator_for
 from onnx_models.pk.models import MODELS
 from onnx_models.registry import ModelRegistry
+from twin_engine.codes import QUANTITY_LOINC
 from twin_engine.derive import FeatureSet
 from twin_engine.pk.curve import ConcentrationCurve, concentration_curve
 from twin_engine.pk.errors import DosingError
@@ -413,7 +414,7 @@ def _has_vancomycin(resources: Sequence[Mapping[str, Any]]) -> bool:
                 for c in (res.get("code") or {}).get("coding", [])
                 if isinstance(c, dict)
             }
-            if codes & {"20578-1", "4092-3", "4090-7"}:
+            if codes & set(QUANTITY_LOINC["vancomycin"]):
                 return True
     return False
 

@@ -71,6 +71,12 @@ class TwinStore(Protocol):
     def close(self) -> None: ...
 
 
+def store_key(scope: str | None, patient_id: str) -> str | None:
+    """The key a twin is saved under: ``"<tenant or issuer>|<patient id>"``, because a
+    patient id is unique only within one EHR; None (the patient id) without a scope."""
+    return f"{scope}|{patient_id}" if scope else None
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
