@@ -20,7 +20,8 @@ from typing import Any, Protocol
 from twin_engine.errors import StoreError, TwinNotFoundError
 from twin_engine.twin import Twin
 
-_SCHEMA = """
+#: One table, the same in SQLite and PostgreSQL.
+SCHEMA = """
 CREATE TABLE IF NOT EXISTS twin_versions (
     patient_id   TEXT    NOT NULL,
     version      INTEGER NOT NULL,
@@ -96,7 +97,7 @@ class SqliteTwinStore:
         with self._connect() as conn:
             # WAL lets readers proceed while a writer holds the lock.
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(_SCHEMA)
+            conn.execute(SCHEMA)
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -123,24 +124,15 @@ class SqliteTwinStore:
         with self._connect() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                row = conn.execute(
-                    "SELECT version, content_hash, created_at, as_of FROM twin_versions "
-                    "WHERE patient_id = ? ORDER BY version DESC LIMIT 1",
-                    (store_key,),
-                ).fetchone()
+                row = conn.execute(LATEST_SQL, (store_key,)).fetchone()
                 if row is not None and row[1] == content_hash:
                     conn.execute("ROLLBACK")
                     return _version(store_key, row)
                 number = 1 if row is None else int(row[0]) + 1
                 created_at = self._clock()
                 # Serialised only when a version is written: most refreshes change nothing.
-                body = json.dumps(
-                    twin.to_state(), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-                )
-                conn.execute(
-                    "INSERT INTO twin_versions VALUES (?, ?, ?, ?, ?, ?)",
-                    (store_key, number, content_hash, created_at.isoformat(), as_of, body),
-                )
+                row_values = (store_key, number, content_hash, created_at.isoformat(), as_of)
+                conn.execute(INSERT_SQL, (*row_values, state_json(twin)))
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -150,35 +142,55 @@ class SqliteTwinStore:
 
     def load(self, patient_id: str, version: int | None = None) -> StoredTwin:
         """The given version (default: the latest) of a patient's twin."""
-        query = (
-            "SELECT version, content_hash, created_at, as_of, twin_json FROM twin_versions "
-            "WHERE patient_id = ? "
-        )
-        params: tuple[object, ...] = (patient_id,)
-        if version is None:
-            query += "ORDER BY version DESC LIMIT 1"
-        else:
-            query += "AND version = ?"
-            params = (patient_id, version)
+        query, params = load_query(patient_id, version)
         with self._connect() as conn:
             row = conn.execute(query, params).fetchone()
-        if row is None:
-            which = "any version" if version is None else f"version {version}"
-            raise TwinNotFoundError(f"no stored twin of Patient/{patient_id} ({which})")
-        return StoredTwin(_version(patient_id, row[:4]), json.loads(row[4]))
+        return stored_twin(patient_id, version, row)
 
     def versions(self, patient_id: str) -> list[TwinVersion]:
         """All versions of a patient's twin, oldest first."""
         with self._connect() as conn:
-            rows = conn.execute(
-                "SELECT version, content_hash, created_at, as_of FROM twin_versions "
-                "WHERE patient_id = ? ORDER BY version",
-                (patient_id,),
-            ).fetchall()
+            rows = conn.execute(VERSIONS_SQL, (patient_id,)).fetchall()
         return [_version(patient_id, row) for row in rows]
 
     def close(self) -> None:
         """Connections are per call; nothing stays open."""
+
+
+# The statements both stores run, in SQLite's "?" style (PostgreSQL: "%s").
+LATEST_SQL = (
+    "SELECT version, content_hash, created_at, as_of FROM twin_versions "
+    "WHERE patient_id = ? ORDER BY version DESC LIMIT 1"
+)
+VERSIONS_SQL = (
+    "SELECT version, content_hash, created_at, as_of FROM twin_versions "
+    "WHERE patient_id = ? ORDER BY version"
+)
+INSERT_SQL = "INSERT INTO twin_versions VALUES (?, ?, ?, ?, ?, ?)"
+
+
+def load_query(patient_id: str, version: int | None) -> tuple[str, tuple[object, ...]]:
+    """The statement and parameters reading one version (None: the latest)."""
+    query = (
+        "SELECT version, content_hash, created_at, as_of, twin_json FROM twin_versions "
+        "WHERE patient_id = ? "
+    )
+    if version is None:
+        return query + "ORDER BY version DESC LIMIT 1", (patient_id,)
+    return query + "AND version = ?", (patient_id, version)
+
+
+def stored_twin(patient_id: str, version: int | None, row: Any) -> StoredTwin:
+    """The row ``load_query`` found, or TwinNotFoundError naming what was asked for."""
+    if row is None:
+        which = "any version" if version is None else f"version {version}"
+        raise TwinNotFoundError(f"no stored twin of Patient/{patient_id} ({which})")
+    return StoredTwin(_version(patient_id, row[:4]), json.loads(row[4]))
+
+
+def state_json(twin: Twin) -> str:
+    """The canonical state text a version stores (``Twin.from_state`` reads it back)."""
+    return json.dumps(twin.to_state(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def _version(patient_id: str, row: tuple[Any, ...]) -> TwinVersion:

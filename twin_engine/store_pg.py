@@ -13,29 +13,34 @@ The table lives in whatever schema the URL's ``search_path`` names
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from twin_engine.errors import StoreError, TwinNotFoundError
-from twin_engine.store import StoredTwin, TwinVersion, _utc_now, _version
+from twin_engine.errors import StoreError
+from twin_engine.store import (
+    INSERT_SQL,
+    LATEST_SQL,
+    SCHEMA,
+    VERSIONS_SQL,
+    StoredTwin,
+    TwinVersion,
+    _utc_now,
+    _version,
+    load_query,
+    state_json,
+    stored_twin,
+)
 from twin_engine.twin import Twin
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS twin_versions (
-    patient_id   TEXT    NOT NULL,
-    version      INTEGER NOT NULL,
-    content_hash TEXT    NOT NULL,
-    created_at   TEXT    NOT NULL,
-    as_of        TEXT,
-    twin_json    TEXT    NOT NULL,
-    PRIMARY KEY (patient_id, version)
-)
-"""
 #: Advisory-lock namespace for schema creation (two replicas starting together).
 _SCHEMA_LOCK = 7_451_001
+
+
+def _pg(sql: str) -> str:
+    """The shared statements use SQLite's "?" placeholders; psycopg's are "%s"."""
+    return sql.replace("?", "%s")
 
 
 class PostgresTwinStore:
@@ -48,7 +53,7 @@ class PostgresTwinStore:
         self._conn = self._connect()
         with self._conn.transaction():
             self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-            self._conn.execute(_SCHEMA)
+            self._conn.execute(SCHEMA)
 
     def _connect(self) -> Any:
         import psycopg
@@ -73,57 +78,28 @@ class PostgresTwinStore:
             with self._lock, self._live().transaction():
                 conn = self._conn
                 conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (store_key,))
-                row = conn.execute(
-                    "SELECT version, content_hash, created_at, as_of FROM twin_versions "
-                    "WHERE patient_id = %s ORDER BY version DESC LIMIT 1",
-                    (store_key,),
-                ).fetchone()
+                row = conn.execute(_pg(LATEST_SQL), (store_key,)).fetchone()
                 if row is not None and row[1] == content_hash:
                     return _version(store_key, row)
                 number = 1 if row is None else int(row[0]) + 1
                 created_at = self._clock()
-                body = json.dumps(
-                    twin.to_state(), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-                )
-                conn.execute(
-                    "INSERT INTO twin_versions VALUES (%s, %s, %s, %s, %s, %s)",
-                    (store_key, number, content_hash, created_at.isoformat(), as_of, body),
-                )
+                row_values = (store_key, number, content_hash, created_at.isoformat(), as_of)
+                conn.execute(_pg(INSERT_SQL), (*row_values, state_json(twin)))
         except psycopg.Error as exc:
             raise StoreError(f"the PostgreSQL twin store failed: {exc}") from exc
         return TwinVersion(store_key, number, content_hash, created_at, as_of, created=True)
 
     def load(self, patient_id: str, version: int | None = None) -> StoredTwin:
         """The given version (default: the latest) of a patient's twin."""
-        query = (
-            "SELECT version, content_hash, created_at, as_of, twin_json FROM twin_versions "
-            "WHERE patient_id = %s "
-        )
-        params: tuple[object, ...] = (patient_id,)
-        if version is None:
-            query += "ORDER BY version DESC LIMIT 1"
-        else:
-            query += "AND version = %s"
-            params = (patient_id, version)
+        query, params = load_query(patient_id, version)
         with self._lock:
-            row = self._live().execute(query, params).fetchone()
-        if row is None:
-            which = "any version" if version is None else f"version {version}"
-            raise TwinNotFoundError(f"no stored twin of Patient/{patient_id} ({which})")
-        return StoredTwin(_version(patient_id, row[:4]), json.loads(row[4]))
+            row = self._live().execute(_pg(query), params).fetchone()
+        return stored_twin(patient_id, version, row)
 
     def versions(self, patient_id: str) -> list[TwinVersion]:
         """All versions of a patient's twin, oldest first."""
         with self._lock:
-            rows = (
-                self._live()
-                .execute(
-                    "SELECT version, content_hash, created_at, as_of FROM twin_versions "
-                    "WHERE patient_id = %s ORDER BY version",
-                    (patient_id,),
-                )
-                .fetchall()
-            )
+            rows = self._live().execute(_pg(VERSIONS_SQL), (patient_id,)).fetchall()
         return [_version(patient_id, row) for row in rows]
 
     def close(self) -> None:
