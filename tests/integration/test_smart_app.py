@@ -465,12 +465,35 @@ def _ehr_jwt(product: RunningProduct, url: str) -> str:
     return jwt.encode(claims, KEY, algorithm="ES384", headers={"kid": "simulator"})
 
 
+def _hook_body(product: RunningProduct, hook: str, patient: str, **context: Any) -> dict[str, Any]:
+    """A hook call whose data the service fetches from the FHIR server (sekmet wants no
+    token; the service still gets one, as from an EHR)."""
+    return {
+        "hook": hook,
+        "hookInstance": str(uuid.uuid4()),
+        "fhirServer": product.fhir.base_url,
+        "fhirAuthorization": {
+            "access_token": "sekmet-needs-none",
+            "token_type": "Bearer",
+            "expires_in": 300,
+            "scope": "patient/*.rs",
+            "subject": "twin-cds",
+        },
+        "context": {"userId": "Practitioner/1", "patientId": patient, **context},
+    }
+
+
+def _signed_post(product: RunningProduct, path: str, body: dict[str, Any]) -> httpx.Response:
+    """POST to the service as the simulated EHR (its JWT, aud = the exact URL)."""
+    url = f"{product.service.base_url}{path}"
+    token = _ehr_jwt(product, url)
+    return httpx.post(url, json=body, timeout=60, headers={"Authorization": f"Bearer {token}"})
+
+
 def _order_select(
     product: RunningProduct, patient: str, dose: float, tau: float, inf: float
 ) -> str:
     """The vancomycin card for a drafted order, as the EHR would get it (signed call)."""
-    url = f"{product.service.base_url}/cds-services/vancomycin-dosing"
-    token = _ehr_jwt(product, url)
     draft = {
         "resourceType": "MedicationRequest",
         "id": "draft-1",
@@ -510,29 +533,18 @@ def _order_select(
             }
         ],
     }
-    body = {
-        "hook": "order-select",
-        "hookInstance": str(uuid.uuid4()),
-        "fhirServer": product.fhir.base_url,
-        "fhirAuthorization": {
-            "access_token": "sekmet-needs-none",
-            "token_type": "Bearer",
-            "expires_in": 300,
-            "scope": "patient/*.rs",
-            "subject": "twin-cds",
+    body = _hook_body(
+        product,
+        "order-select",
+        patient,
+        selections=["MedicationRequest/draft-1"],
+        draftOrders={
+            "resourceType": "Bundle",
+            "type": "collection",
+            "entry": [{"resource": draft}],
         },
-        "context": {
-            "userId": "Practitioner/1",
-            "patientId": patient,
-            "selections": ["MedicationRequest/draft-1"],
-            "draftOrders": {
-                "resourceType": "Bundle",
-                "type": "collection",
-                "entry": [{"resource": draft}],
-            },
-        },
-    }
-    response = httpx.post(url, json=body, timeout=60, headers={"Authorization": f"Bearer {token}"})
+    )
+    response = _signed_post(product, "/cds-services/vancomycin-dosing", body)
     assert response.status_code == 200, response.text
     cards = response.json()["cards"]
     assert len(cards) == 1
@@ -759,30 +771,11 @@ def test_the_history_shows_the_clinicians_response(
     """A card the EHR reported as overridden (CDS Hooks feedback) appears in the app's
     recommendation history with the coded reason."""
     base = product.service.base_url
-    hook_url = f"{base}/cds-services/cardio-renal-risk"
-    body = {
-        "hook": "patient-view",
-        "hookInstance": str(uuid.uuid4()),
-        "fhirServer": product.fhir.base_url,
-        "fhirAuthorization": {
-            "access_token": "sekmet-needs-none",
-            "token_type": "Bearer",
-            "expires_in": 300,
-            "scope": "patient/*.rs",
-            "subject": "twin-cds",
-        },
-        "context": {"userId": "Practitioner/1", "patientId": risk_patient},
-    }
-    answer = httpx.post(
-        hook_url,
-        json=body,
-        timeout=60,
-        headers={"Authorization": f"Bearer {_ehr_jwt(product, hook_url)}"},
-    )
+    hook = "/cds-services/cardio-renal-risk"
+    answer = _signed_post(product, hook, _hook_body(product, "patient-view", risk_patient))
     assert answer.status_code == 200, answer.text
     card = answer.json()["cards"][0]
     reason = "Recommendation does not align with patient preferences or values"
-    feedback_url = f"{hook_url}/feedback"
     feedback = {
         "feedback": [
             {
@@ -799,12 +792,7 @@ def test_the_history_shows_the_clinicians_response(
             }
         ]
     }
-    sent = httpx.post(
-        feedback_url,
-        json=feedback,
-        timeout=30,
-        headers={"Authorization": f"Bearer {_ehr_jwt(product, feedback_url)}"},
-    )
+    sent = _signed_post(product, f"{hook}/feedback", feedback)
     assert sent.status_code == 200, sent.text
 
     visit = Visit(chromium, product)
