@@ -4,8 +4,8 @@ Starts the whole product on 127.0.0.1 (sekmet FHIR server, the service under uvi
 the EHR launch simulator), signs in through a real EHR launch, then times, in one run:
 
 - the risk panel (``GET /app/api/risk``) vs the ``cardio-renal-risk`` hook call on the
-  same patient (same models, same twin; the hook reads FHIR each time, the app reuses
-  the session's fetch for 60 s);
+  same patient (same models, same twin; the hook reads FHIR and runs the models each
+  time, the app reuses the session's fetch, twin and model runs for 60 s);
 - the what-if redraw (``POST /app/api/whatif``) vs the same risk panel;
 - the dose simulator redraw (``POST /app/api/vancomycin/simulate``) vs the dosing
   card's own computation (``recommend`` in-process, no HTTP);

@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from cds_service.cardio_renal import CardioRenalAssessments
 from cds_service.fhir_client import FhirClient, FhirFetchError
 from cds_service.pipeline import Runtime
 from cds_service.services import LOINC, RISK_OBSERVATION_LOINC
@@ -25,7 +26,7 @@ from cds_service.vancomycin import MAX_DRAFT_DOSE_MG, MAX_DRAFT_INTERVAL_H
 from smart_app import views
 from smart_app.launch import COOKIE, twin_scope
 from smart_app.sessions import SessionStore
-from twin_engine import build_twin_from_fhir, derive_features
+from twin_engine import FeatureSet, build_twin_from_fhir, derive_features
 from twin_engine.codes import QUANTITY_LOINC
 from twin_engine.errors import IngestError, TwinNotFoundError
 from twin_engine.pk.errors import DosingError
@@ -136,8 +137,10 @@ async def _fetch(request: Request, s: AppSession) -> PatientData:
         if result.truncated
     )
     data = PatientData(resources, patient, problems)
+    views_cache: dict[str, Computed] = request.app.state.app_view_cache
     for key in [k for k, (until, _) in cache.items() if until <= now]:
         del cache[key]
+        views_cache.pop(key, None)
     cache[s.session_id] = (now + FETCH_CACHE_S, data)
     return data
 
@@ -176,10 +179,8 @@ def _risk_query_resources(resources: tuple[dict[str, Any], ...]) -> list[dict[st
     return [r for r in resources if wanted(r)]
 
 
-async def _twin(request: Request, s: AppSession) -> TwinContext:
+def _twin(rt: Runtime, s: AppSession, data: PatientData) -> TwinContext:
     """The launch's twin: the version the card named (appContext), else the latest."""
-    rt = _runtime(request)
-    data = await _fetch(request, s)
     try:
         fresh = build_twin_from_fhir(_risk_query_resources(data.resources), patient_id=s.patient)
     except IngestError as exc:
@@ -216,6 +217,41 @@ async def _twin(request: Request, s: AppSession) -> TwinContext:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Computed:
+    """What one fetch of the patient's data gives the panels: the twin (saved once),
+    its features as of today, and the models' runs with their explanations."""
+
+    data: PatientData
+    today: date
+    twin: TwinContext
+    features: FeatureSet
+    runs: CardioRenalAssessments
+
+
+async def _computed(request: Request, s: AppSession) -> Computed:
+    """Built once per fetch and day, not once per call: a what-if redraw reuses the
+    twin and the runs (and their Shapley values) the risk panel already computed."""
+    rt = _runtime(request)
+    data = await _fetch(request, s)
+    cache: dict[str, Computed] = request.app.state.app_view_cache
+    today = rt.today()
+    hit = cache.get(s.session_id)
+    if hit is not None and hit.data is data and hit.today == today:
+        return hit
+    ctx = _twin(rt, s, data)
+    features = derive_features(ctx.twin, today)
+    runs = views.risk_assessments(
+        rt.registry,
+        features,
+        deceased=ctx.twin.demographics.deceased,
+        kfre_model=rt.settings.kfre_model,
+    )
+    computed = Computed(data, today, ctx, features, runs)
+    cache[s.session_id] = computed
+    return computed
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -238,8 +274,8 @@ async def session_info(s: SessionDep) -> dict[str, Any]:
 
 @router.get("/twin")
 async def twin_view(request: Request, s: SessionDep) -> dict[str, Any]:
-    ctx = await _twin(request, s)
-    rt = _runtime(request)
+    computed = await _computed(request, s)
+    ctx = computed.twin
     return {
         "patient": views.banner(ctx.data.patient, ctx.twin, _now()),
         "twin": {
@@ -247,7 +283,7 @@ async def twin_view(request: Request, s: SessionDep) -> dict[str, Any]:
             "content_hash": ctx.content_hash,
             "latest_version": ctx.latest_version,
             "requested_version": ctx.requested_version,
-            "as_of": rt.today().isoformat(),
+            "as_of": computed.today.isoformat(),
             "note": ctx.note,
         },
         "timelines": views.timelines(ctx.twin),
@@ -255,23 +291,10 @@ async def twin_view(request: Request, s: SessionDep) -> dict[str, Any]:
     }
 
 
-async def _runs(request: Request, s: AppSession) -> tuple[TwinContext, Any, Any]:
-    rt = _runtime(request)
-    ctx = await _twin(request, s)
-    features = derive_features(ctx.twin, rt.today())
-    runs = views.risk_assessments(
-        rt.registry,
-        features,
-        deceased=ctx.twin.demographics.deceased,
-        kfre_model=rt.settings.kfre_model,
-    )
-    return ctx, features, runs
-
-
 @router.get("/risk")
 async def risk(request: Request, s: SessionDep) -> dict[str, Any]:
-    ctx, features, runs = await _runs(request, s)
-    return views.risk_view(runs, ctx.version, features.as_of)
+    c = await _computed(request, s)
+    return views.risk_view(c.runs, c.twin.version, c.features.as_of)
 
 
 class WhatIfRequest(BaseModel):
@@ -292,15 +315,15 @@ def _json_only(request: Request) -> None:
 
 @router.get("/whatif")
 async def whatif_options(request: Request, s: SessionDep) -> dict[str, Any]:
-    _, features, runs = await _runs(request, s)
-    return views.whatif_options(runs, features)
+    c = await _computed(request, s)
+    return views.whatif_options(c.runs, c.features)
 
 
 @router.post("/whatif", dependencies=[Depends(_json_only)])
 async def whatif(request: Request, s: SessionDep, body: WhatIfRequest) -> dict[str, Any]:
-    _, features, runs = await _runs(request, s)
+    c = await _computed(request, s)
     try:
-        return views.whatif(runs, features, body.statin, body.sbp_target_mm_hg)
+        return views.whatif(c.runs, c.features, body.statin, body.sbp_target_mm_hg)
     except views.WhatIfRefused as exc:
         raise HTTPException(422, str(exc)) from exc
 

@@ -37,6 +37,7 @@ def install(app: FastAPI, settings: Settings) -> None:
         else SessionStore.sqlite(settings.app_sessions_db)
     )
     app.state.app_fetch_cache = {}
+    app.state.app_view_cache = {}
     app.include_router(launch.router)
     app.include_router(api.router)
 
