@@ -18,8 +18,10 @@ from twin_engine.pk.estimate import Posterior, Timeline
 from twin_engine.pk.regimen import INTERVAL_QUANTILES, regimen_doses
 from twin_engine.pk.types import PkSimulator, Regimen
 
-#: Posterior samples behind a band: the 5th/95th percentiles of 250 samples move by
-#: about 1% between seeds, well under what a plot shows; all 1,000 cost 4x the time.
+#: Posterior samples behind a band. Measured on the demo vancomycin patient: band edges
+#: from 250 samples differ from those of all 1,000 by 3.7% (median, relative; at most
+#: 17% at a single point), a plot's worth; all 1,000 cost 4x the time. The numbers the
+#: card and the app print (AUC24, its interval, attainment) use all 1,000.
 BAND_SAMPLES = 250
 #: Evenly spaced points along a curve (about one per 80 minutes over a 7-day plot); the
 #: start and end of every infusion in the window are added, so each drawn peak and
