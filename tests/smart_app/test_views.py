@@ -20,6 +20,7 @@ from cds_service.cardio_renal import (
 from cds_service.cards import Link
 from cds_service.demo import vancomycin_patient
 from cds_service.log_redaction import redact_url
+from cds_service.services import ASCVD_RISK, CARDIO_RENAL_RISK
 from cds_service.vancomycin import dosing_cards, simulator_for
 from onnx_models.registry import ModelRegistry
 from smart_app import views
@@ -88,6 +89,12 @@ def test_the_risk_panel_shows_the_cards_numbers(
                 ]
                 compared += 1
     assert compared >= 4
+
+
+def test_the_panels_pce_is_the_ascvd_risk_services() -> None:
+    """The app shows one PCE (run with cardio-renal's exclusions) for both services'
+    cards; that is only right while the two services exclude the same patients."""
+    assert ASCVD_RISK.excluded_by == CARDIO_RENAL_RISK.excluded_by
 
 
 def test_the_what_if_gives_the_cards_treatment_response(
