@@ -2,7 +2,8 @@
 
 Exception handlers sit here, at the HTTP edge, and turn the service's errors into
 status codes with an OperationOutcome body. Nothing a caller sends can become a 500
-on purpose: an unexpected fault is logged without the request body and answered 500.
+on purpose; a store outage is a 503 and an unexpected fault a 500, each saying whether
+the call was recorded (``failures``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from cds_service.auth import (
     VerifiedClient,
 )
 from cds_service.errors import BadHookRequest, ServiceError, UnknownService
+from cds_service.failures import install as install_failure_answers
 from cds_service.hooks import FeedbackRequest, HookRequest, missing_context
 from cds_service.log_redaction import install_access_log_redaction
 from cds_service.pipeline import Runtime, run_service
@@ -127,13 +129,6 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
         return operation_outcome(exc.status_code, str(exc))
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        # Our fault, not the caller's: the trace goes to the operator's log (never the
-        # request body, which carries patient data), the caller gets an OperationOutcome.
-        log.error("unexpected %s on %s", type(exc).__name__, request.url.path, exc_info=exc)
-        return operation_outcome(500, "internal error; the call was recorded")
 
     @app.exception_handler(Unauthorized)
     async def _unauthorized(request: Request, exc: Unauthorized) -> Response:
@@ -238,6 +233,8 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         allow_headers=["Authorization", "Content-Type"],
         max_age=600,
     )
+    # Last, so it wraps everything: store outages 503, our own faults 500, logged once.
+    install_failure_answers(app)
     return app
 
 

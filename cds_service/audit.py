@@ -33,6 +33,7 @@ The hashing, the checkpoint signatures and the chain walk live in ``audit_chain`
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -42,7 +43,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -53,6 +54,7 @@ from cds_service.audit_chain import (
     AuditConfigError,
     AuditError,
     AuditSigner,
+    AuditUnavailable,
     AuditWriteError,
     BadRecord,
     ChainReport,
@@ -67,8 +69,12 @@ from cds_service.audit_chain import (
     record_hash,
 )
 
+from twin_engine.storage import sqlite_storage_failure
+
 if TYPE_CHECKING:
     from cds_service.settings import Settings
+
+_T = TypeVar("_T")
 
 log = logging.getLogger("twin_cds.audit")
 
@@ -404,8 +410,10 @@ class ChainedAuditLog(ABC):
         return self._signer
 
     @abstractmethod
-    def _write(self) -> AbstractContextManager[Tx]:
-        """A transaction that holds the chain's append lock from its first statement."""
+    def _transaction(self, work: Callable[[Tx], _T]) -> _T:
+        """Run ``work`` in one transaction that holds the chain's append lock from its
+        first statement; raise AuditUnavailable when the storage failed (nothing was
+        written) and AuditWriteError for any other database error."""
 
     @abstractmethod
     def _read(self) -> AbstractContextManager[Tx]:
@@ -473,7 +481,8 @@ class ChainedAuditLog(ABC):
     def record(self, entry: AuditEntry) -> StoredAuditRecord:
         """Append one hook call; the record, its card index and any checkpoint commit together."""
         body = entry.to_json()
-        with self._write() as tx:
+
+        def work(tx: Tx) -> StoredAuditRecord:
             rec = self._append(
                 tx,
                 "hook",
@@ -494,16 +503,19 @@ class ChainedAuditLog(ABC):
                         (card["uuid"], rec.seq, entry.service_id),
                     )
             self._maybe_checkpoint(tx, rec)
-        return rec
+            return rec
+
+        return self._transaction(work)
 
     def record_feedback(
         self, service_id: str, entries: list[dict[str, Any]], client_iss: str | None
     ) -> FeedbackResult:
         """Append each new feedback as a chain record; a repeated (card, outcome,
         timestamp) is not appended again, and feedback on a card we never sent is not kept."""
-        stored = duplicates = 0
-        unknown: list[str] = []
-        with self._write() as tx:
+
+        def work(tx: Tx) -> FeedbackResult:
+            stored = duplicates = 0
+            unknown: list[str] = []
             last: StoredAuditRecord | None = None
             for e in entries:
                 card = tx.rows(
@@ -556,12 +568,15 @@ class ChainedAuditLog(ABC):
                 stored += 1
             if last is not None:
                 self._maybe_checkpoint(tx, last)
-        return FeedbackResult(stored, duplicates, tuple(unknown))
+            return FeedbackResult(stored, duplicates, tuple(unknown))
+
+        return self._transaction(work)
 
     def record_auditor_read(self, read: AuditorRead) -> StoredAuditRecord:
         """Append one auditor read (the auditor API calls this before answering)."""
         patient = read.query.get("patient_id")
-        with self._write() as tx:
+
+        def work(tx: Tx) -> StoredAuditRecord:
             rec = self._append(
                 tx,
                 "auditor-read",
@@ -572,11 +587,14 @@ class ChainedAuditLog(ABC):
                 },
             )
             self._maybe_checkpoint(tx, rec)
-        return rec
+            return rec
+
+        return self._transaction(work)
 
     def record_app_access(self, access: AppAccess) -> StoredAuditRecord:
         """Append one clinician's launch of the app on a patient (before it is shown)."""
-        with self._write() as tx:
+
+        def work(tx: Tx) -> StoredAuditRecord:
             rec = self._append(
                 tx,
                 "app-access",
@@ -584,7 +602,9 @@ class ChainedAuditLog(ABC):
                 {"patient_id": access.patient_id, "status": access.launch},
             )
             self._maybe_checkpoint(tx, rec)
-        return rec
+            return rec
+
+        return self._transaction(work)
 
     def checkpoint(self) -> StoredAuditRecord:
         """Sign the chain as it is now (on demand)."""
@@ -593,8 +613,8 @@ class ChainedAuditLog(ABC):
                 "no audit signing key configured (TWIN_CDS_AUDIT_SIGNING_KEY_FILE); "
                 "checkpoints cannot be signed"
             )
-        with self._write() as tx:
-            return self._append_checkpoint(tx, self._signer)
+        signer = self._signer
+        return self._transaction(lambda tx: self._append_checkpoint(tx, signer))
 
     # -- reading
 
@@ -828,6 +848,11 @@ def _columns_disagree(
 # ---------------------------------------------------------------- SQLite
 
 
+def _sqlite_write_error(path: Path, exc: sqlite3.Error) -> AuditWriteError:
+    kind = AuditUnavailable if sqlite_storage_failure(exc) else AuditWriteError
+    return kind(f"audit record not written to {path}: {exc}")
+
+
 class _SqliteTx:
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
@@ -857,15 +882,12 @@ class SqliteAuditLog(ChainedAuditLog):
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        db = self._db()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+
+        def create(tx: Tx) -> None:
             for statement in (*SCHEMA, *_SQLITE_APPEND_ONLY):
-                db.execute(statement)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+                tx.run(statement)
+
+        self._transaction(create)
 
     @property
     def path(self) -> Path:
@@ -884,25 +906,54 @@ class SqliteAuditLog(ChainedAuditLog):
                 self._all.append(db)
         return db
 
-    @contextmanager
-    def _write(self) -> Iterator[Tx]:
-        db = self._db()
-        # BEGIN IMMEDIATE takes the write lock before reading the chain's head, so two
-        # writers (threads or processes) cannot both link to the same previous record.
-        db.execute("BEGIN IMMEDIATE")
+    def _transaction(self, work: Callable[[Tx], _T]) -> _T:
         try:
-            yield _SqliteTx(db)
-            db.execute("COMMIT")
+            db = self._db()
+            # BEGIN IMMEDIATE takes the write lock before reading the chain's head, so
+            # two writers (threads or processes) cannot both link to the same record.
+            db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            db.execute("ROLLBACK")
-            raise AuditWriteError(f"audit record not written to {self._path}: {exc}") from exc
+            self._forget_connection()
+            raise _sqlite_write_error(self._path, exc) from exc
+        try:
+            result = work(_SqliteTx(db))
+            db.execute("COMMIT")
+            return result
+        except sqlite3.Error as exc:
+            self._rollback(db)
+            raise _sqlite_write_error(self._path, exc) from exc
         except BaseException:
-            db.execute("ROLLBACK")
+            self._rollback(db)
             raise
+
+    def _rollback(self, db: sqlite3.Connection) -> None:
+        # A COMMIT that failed on a full disk has already rolled back: an unconditional
+        # ROLLBACK would raise "no transaction is active" and hide the real error.
+        if db.in_transaction:
+            try:
+                db.execute("ROLLBACK")
+            except sqlite3.Error:
+                # A connection that cannot even roll back is not reused.
+                self._forget_connection()
+
+    def _forget_connection(self) -> None:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        self._local.db = None
+        if db is not None:
+            with self._lock:
+                if db in self._all:
+                    self._all.remove(db)
+            with contextlib.suppress(sqlite3.Error):
+                db.close()
 
     @contextmanager
     def _read(self) -> Iterator[Tx]:
-        yield _SqliteTx(self._db())
+        try:
+            yield _SqliteTx(self._db())
+        except sqlite3.Error as exc:
+            if sqlite_storage_failure(exc):
+                raise AuditUnavailable(f"audit trail {self._path} unreadable: {exc}") from exc
+            raise
 
     def close(self) -> None:
         with self._lock:
@@ -960,6 +1011,7 @@ __all__ = [
     "AuditQuery",
     "AuditSigner",
     "AuditStatus",
+    "AuditUnavailable",
     "AuditWriteError",
     "AuditorRead",
     "BadRecord",

@@ -22,6 +22,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from twin_engine.storage import StorageUnavailable
+
 log = logging.getLogger("twin_cds.audit")
 
 RecordKind = Literal["hook", "feedback", "auditor-read", "app-access", "checkpoint"]
@@ -62,6 +64,7 @@ class AuditError(Exception):
     AuditError
      ├── AuditConfigError   settings name a key or store that cannot be used
      └── AuditWriteError    a record could not be appended (nothing was written)
+          └── AuditUnavailable   because the storage failed (503 at the HTTP edge)
     """
 
 
@@ -71,6 +74,11 @@ class AuditConfigError(AuditError):
 
 class AuditWriteError(AuditError):
     """A record could not be appended; the transaction was rolled back."""
+
+
+class AuditUnavailable(AuditWriteError, StorageUnavailable):
+    """The audit store could not be reached or written (database down, disk full,
+    read-only): nothing was written, and a later retry may succeed."""
 
 
 # ---------------------------------------------------------------- hashing, signing

@@ -15,19 +15,24 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 
 from cds_service.audit import (
     SCHEMA,
     AuditConfigError,
+    AuditError,
     AuditSigner,
+    AuditUnavailable,
     AuditWriteError,
     ChainedAuditLog,
     Tx,
     _utc_now_text,
 )
+from twin_engine.storage import ReconnectingPg
+
+_T = TypeVar("_T")
 
 _APPEND_ONLY = (
     """CREATE OR REPLACE FUNCTION audit_chain_append_only() RETURNS trigger
@@ -57,8 +62,26 @@ class _PgTx:
         return self._conn.execute(_pg(sql), params).rowcount
 
 
+class _PgReads:
+    """Reads, each statement its own transaction on the thread's connection (so a
+    connection the server closed is reopened and the read repeated)."""
+
+    def __init__(self, db: ReconnectingPg) -> None:
+        self._db = db
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        result: list[tuple[Any, ...]] = self._db.run(
+            lambda conn: conn.execute(_pg(sql), params).fetchall()
+        )
+        return result
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        raise AuditWriteError("a read view does not write")
+
+
 class PostgresAuditLog(ChainedAuditLog):
-    """The audit chain in PostgreSQL; one connection per thread."""
+    """The audit chain in PostgreSQL; one connection per thread, reopened (and the append
+    run once more) when the server closed it before the append committed."""
 
     def __init__(
         self,
@@ -71,51 +94,41 @@ class PostgresAuditLog(ChainedAuditLog):
         super().__init__(signer=signer, checkpoint_every=checkpoint_every, clock=clock)
         self._url = url
         self._local = threading.local()
-        self._all: list[psycopg.Connection[Any]] = []
+        self._all: list[ReconnectingPg] = []
         self._lock = threading.Lock()
-        conn = self._conn()
+
+        def create(tx: Tx) -> None:
+            tx.rows("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK_KEY,))
+            for statement in (*SCHEMA, *_APPEND_ONLY):
+                tx.run(statement)
+
         try:
-            with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK_KEY,))
-                for statement in (*SCHEMA, *_APPEND_ONLY):
-                    conn.execute(statement)
-        except psycopg.Error as exc:
+            self._transaction(create)
+        except AuditError as exc:
             raise AuditConfigError(f"cannot create the audit schema: {exc}") from exc
 
-    def _conn(self) -> psycopg.Connection[Any]:
-        conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
-        if conn is None or conn.closed:
-            try:
-                conn = psycopg.connect(self._url, autocommit=True)
-            except psycopg.Error as exc:
-                # The URL may hold a password: name the failure, not the URL.
-                raise AuditConfigError(
-                    f"cannot connect to the audit database: {type(exc).__name__}"
-                ) from exc
-            self._local.conn = conn
+    def _db(self) -> ReconnectingPg:
+        db: ReconnectingPg | None = getattr(self._local, "db", None)
+        if db is None:
+            db = ReconnectingPg(self._url, "audit", AuditUnavailable, AuditWriteError)
+            self._local.db = db
             with self._lock:
-                self._all.append(conn)
-        return conn
+                self._all.append(db)
+        return db
 
     def _lock_head_sql(self) -> str:
         return "SELECT seq, record_hash FROM audit_head WHERE id = 1 FOR UPDATE"
 
-    @contextmanager
-    def _write(self) -> Iterator[Tx]:
-        conn = self._conn()
-        try:
-            with conn.transaction():
-                yield _PgTx(conn)
-        except psycopg.Error as exc:
-            raise AuditWriteError(f"audit record not written: {exc}") from exc
+    def _transaction(self, work: Callable[[Tx], _T]) -> _T:
+        return self._db().run(lambda conn: work(_PgTx(conn)))
 
     @contextmanager
     def _read(self) -> Iterator[Tx]:
-        yield _PgTx(self._conn())
+        yield _PgReads(self._db())
 
     def close(self) -> None:
         with self._lock:
-            for conn in self._all:
-                conn.close()
+            for db in self._all:
+                db.close()
             self._all.clear()
         self._local = threading.local()

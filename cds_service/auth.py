@@ -28,6 +28,8 @@ import jwt
 from jwt import PyJWK, PyJWKSet
 from pydantic import BaseModel, ConfigDict, Field
 
+from twin_engine.storage import ReconnectingPg, StorageUnavailable, sqlite_storage_failure
+
 ASYMMETRIC = frozenset(
     {"ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "EdDSA"}
 )
@@ -40,6 +42,11 @@ JWKS_REFETCH_MIN_INTERVAL_S = 10.0
 
 class Unauthorized(Exception):
     """The call is not from a client we trust; answered with a bare 401."""
+
+
+class ReplayCacheUnavailable(StorageUnavailable):
+    """The JWT replay cache could not be reached or written: a call cannot be checked
+    for replay, so it is not answered (503)."""
 
 
 class TokenRejected(Exception):
@@ -152,13 +159,17 @@ class ReplayCache:
 
     def first_use(self, iss: str, jti: str, expires_at: float) -> bool:
         """Record the jti; False when it was already used (a replay)."""
-        db = self._db()
         now = time.time()
-        db.execute("DELETE FROM used_jti WHERE expires_at < ?", (now - 300,))
         try:
+            db = self._db()
+            db.execute("DELETE FROM used_jti WHERE expires_at < ?", (now - 300,))
             db.execute("INSERT INTO used_jti VALUES (?, ?, ?)", (iss, jti, expires_at))
         except sqlite3.IntegrityError:
             return False
+        except sqlite3.Error as exc:
+            if sqlite_storage_failure(exc):
+                raise ReplayCacheUnavailable(f"JWT replay cache {self._path}: {exc}") from exc
+            raise
         return True
 
     def close(self) -> None:
@@ -172,36 +183,33 @@ class PostgresReplayCache:
     """The same jti cache in PostgreSQL, so it holds across replicas sharing the database."""
 
     def __init__(self, url: str) -> None:
-        self._url = url
-        self._lock = threading.Lock()
-        self._conn = self._connect()
-        self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS twin_cds_used_jti (iss TEXT NOT NULL, jti TEXT NOT NULL, "
-            "expires_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (iss, jti))"
+        self._db = ReconnectingPg(url, "JWT replay cache", ReplayCacheUnavailable, RuntimeError)
+        self._db.run(
+            lambda conn: conn.execute(
+                "CREATE TABLE IF NOT EXISTS twin_cds_used_jti (iss TEXT NOT NULL, "
+                "jti TEXT NOT NULL, expires_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (iss, jti))"
+            )
         )
-
-    def _connect(self) -> Any:
-        import psycopg
-
-        return psycopg.connect(self._url, autocommit=True)
 
     def first_use(self, iss: str, jti: str, expires_at: float) -> bool:
         """Record the jti; False when any replica already recorded it (a replay)."""
-        with self._lock:
-            if self._conn.closed:
-                self._conn = self._connect()
-            self._conn.execute(
+
+        def record(conn: Any) -> bool:
+            conn.execute(
                 "DELETE FROM twin_cds_used_jti WHERE expires_at < %s", (time.time() - 300,)
             )
-            cur = self._conn.execute(
+            cur = conn.execute(
                 "INSERT INTO twin_cds_used_jti VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
                 (iss, jti, expires_at),
             )
             return bool(cur.rowcount == 1)
 
+        # In a transaction: a connection lost before COMMIT is retried on a new one
+        # without the risk of finding our own insert and calling it a replay.
+        return self._db.run(record)
+
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        self._db.close()
 
 
 class JtiCache(Protocol):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 import orjson
@@ -117,8 +117,9 @@ class FhirClient:
         return body
 
     async def query(self, relative: str) -> SearchResult:
-        """Read ``Type/id`` or search ``Type?params``, following ``next`` links."""
-        url: str | None = f"{self._base}/{relative.lstrip('/')}"
+        """Read ``Type/id`` or search ``Type?params`` (its values percent-encoded here),
+        following ``next`` links as the server wrote them."""
+        url: str | None = f"{self._base}/{encode_search(relative.lstrip('/'))}"
         seen: set[str] = set()
         resources: list[dict[str, Any]] = []
         pages = 0
@@ -148,6 +149,29 @@ class FhirClient:
                     return target
                 return None
         return None
+
+
+def encode_search(relative: str) -> str:
+    """``Type?name=value&...`` with every value percent-encoded (RFC 3986), so
+    ``code=http://loinc.org|2093-3`` goes out as ``code=http%3A%2F%2Floinc.org%7C2093-3``.
+
+    Raw ``:``, ``/`` and ``|`` are legal in a query, but a proxy in front of a FHIR
+    server may rewrite them (collapsing ``//`` is common) and the search then silently
+    matches nothing. Commas stay: they separate the values of one parameter (FHIR R4
+    search 3.1.1.4.x), and the server decodes the query before splitting on them.
+    Values are expected unencoded (our own templates and ids); a read has no query.
+    """
+    path, sep, query = relative.partition("?")
+    if not sep:
+        return relative
+    pairs = []
+    for item in query.split("&"):
+        if not item:
+            continue
+        name, has_value, value = item.partition("=")
+        encoded = quote(value, safe=",") if has_value else ""
+        pairs.append(f"{quote(name, safe=':._-')}{'=' if has_value else ''}{encoded}")
+    return f"{path}?{'&'.join(pairs)}"
 
 
 def _path(url: str) -> str:

@@ -5,6 +5,7 @@ twin and search regimens) → render cards → audit.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -24,6 +25,7 @@ from cds_service.auth import VerifiedClient
 from cds_service.cardio_renal import cardio_renal_cards
 from cds_service.cards import Card, CdsResponse, Link
 from cds_service.errors import DataUnavailable
+from cds_service.failures import mark_recorded
 from cds_service.hooks import HookRequest
 from cds_service.prefetch import GatheredData, gather
 from cds_service.render import app_link, render_cards
@@ -161,6 +163,8 @@ class _Call:
     started: float
 
     def fail(self, status: AuditStatus, error: str, data: GatheredData | None) -> None:
+        """Record the failed call; the exception being handled is marked as recorded, so
+        the HTTP edge can say so (when this write fails, it raises instead)."""
         self.rt.audit.record(
             replace(
                 self.entry,
@@ -170,6 +174,9 @@ class _Call:
                 error=error,
             )
         )
+        handled = sys.exception()
+        if handled is not None:
+            mark_recorded(handled)
 
 
 async def run_service(

@@ -19,7 +19,6 @@ import json
 import os
 import secrets
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,6 +29,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from twin_engine.storage import ReconnectingPg, StorageUnavailable, sqlite_storage_failure
 
 SessionKind = Literal["pending", "active"]
 
@@ -46,6 +47,10 @@ CREATE TABLE IF NOT EXISTS app_session (
     sealed   BLOB NOT NULL
 )
 """
+
+
+class SessionStoreUnavailable(StorageUnavailable):
+    """The app's session store could not be reached or written."""
 
 
 def new_session_id() -> str:
@@ -89,9 +94,16 @@ class _SqliteRows:
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self._path, timeout=30.0, isolation_level=None)
+        try:
+            db = sqlite3.connect(self._path, timeout=30.0, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise SessionStoreUnavailable(f"app sessions {self._path}: {exc}") from exc
         try:
             yield db
+        except sqlite3.Error as exc:
+            if sqlite_storage_failure(exc):
+                raise SessionStoreUnavailable(f"app sessions {self._path}: {exc}") from exc
+            raise
         finally:
             db.close()
 
@@ -130,29 +142,25 @@ class _SqliteRows:
 
 
 class _PostgresRows:
-    """The same table in PostgreSQL, one connection per store behind a lock."""
+    """The same table in PostgreSQL, one connection per store behind a lock, reopened
+    (and the statement run once more) when the server closed it before it committed."""
 
     def __init__(self, url: str) -> None:
-        self._url = url
-        self._lock = threading.Lock()
-        self._conn = self._connect()
-        self._conn.execute(
+        self._db = ReconnectingPg(url, "app session", SessionStoreUnavailable, RuntimeError)
+        self._run(
             "CREATE TABLE IF NOT EXISTS twin_cds_app_session (id_hash TEXT PRIMARY KEY, "
-            "kind TEXT NOT NULL, expires DOUBLE PRECISION NOT NULL, sealed BYTEA NOT NULL)"
+            "kind TEXT NOT NULL, expires DOUBLE PRECISION NOT NULL, sealed BYTEA NOT NULL)",
+            (),
         )
 
-    def _connect(self) -> Any:
-        import psycopg
-
-        return psycopg.connect(self._url, autocommit=True)
-
     def _run(self, sql: str, params: tuple[Any, ...]) -> Any:
-        """Run one statement; its first row when it returns rows."""
-        with self._lock:
-            if self._conn.closed:
-                self._conn = self._connect()
-            cur = self._conn.execute(sql, params)
+        """Run one statement in its own transaction; its first row when it returns rows."""
+
+        def work(conn: Any) -> Any:
+            cur = conn.execute(sql, params)
             return cur.fetchone() if cur.description is not None else None
+
+        return self._db.run(work)
 
     def purge_and_insert(
         self, now: float, id_hash: str, kind: str, expires: float, sealed: bytes
@@ -183,8 +191,7 @@ class _PostgresRows:
         self._run("DELETE FROM twin_cds_app_session WHERE id_hash = %s", (id_hash,))
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        self._db.close()
 
 
 class SessionStore:

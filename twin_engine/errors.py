@@ -6,6 +6,8 @@ is skipped.  These exceptions are for what cannot be worked around.
 
 from __future__ import annotations
 
+from twin_engine.storage import StorageUnavailable
+
 
 class TwinEngineError(Exception):
     """Base class of every error raised by `twin_engine`.
@@ -15,7 +17,8 @@ class TwinEngineError(Exception):
         TwinEngineError
         ├── IngestError          payload unusable as a whole (not FHIR, no/ambiguous Patient)
         └── StoreError           the twin store failed
-            └── TwinNotFoundError  no stored twin (or version) for that patient
+            ├── TwinNotFoundError  no stored twin (or version) for that patient
+            └── TwinStoreUnavailable  the storage itself failed (also a StorageUnavailable)
     """
 
 
@@ -29,3 +32,7 @@ class StoreError(TwinEngineError):
 
 class TwinNotFoundError(StoreError):
     """No stored twin for the patient, or no such version."""
+
+
+class TwinStoreUnavailable(StoreError, StorageUnavailable):
+    """The twin store's storage failed (database unreachable, disk full, read-only)."""

@@ -17,7 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from twin_engine.errors import StoreError, TwinNotFoundError
+from twin_engine.errors import StoreError, TwinNotFoundError, TwinStoreUnavailable
+from twin_engine.storage import sqlite_storage_failure
 from twin_engine.twin import Twin
 
 #: One table, the same in SQLite and PostgreSQL.
@@ -104,11 +105,12 @@ class SqliteTwinStore:
         try:
             conn = sqlite3.connect(self._path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open twin store {self._path}: {exc}") from exc
+            raise TwinStoreUnavailable(f"cannot open twin store {self._path}: {exc}") from exc
         try:
             yield conn
         except sqlite3.Error as exc:
-            raise StoreError(f"twin store {self._path} failed: {exc}") from exc
+            kind = TwinStoreUnavailable if sqlite_storage_failure(exc) else StoreError
+            raise kind(f"twin store {self._path} failed: {exc}") from exc
         finally:
             conn.close()
 
@@ -135,8 +137,13 @@ class SqliteTwinStore:
                 conn.execute(INSERT_SQL, (*row_values, state_json(twin)))
                 conn.execute("COMMIT")
             except BaseException:
+                # A failed COMMIT (full disk) has already rolled back: ROLLBACK then
+                # would raise "no transaction is active" and hide the real error.
                 if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass  # the error being raised is the one to report
                 raise
         return TwinVersion(store_key, number, content_hash, created_at, as_of, created=True)
 

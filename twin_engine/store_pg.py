@@ -13,12 +13,11 @@ The table lives in whatever schema the URL's ``search_path`` names
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from twin_engine.errors import StoreError
+from twin_engine.errors import StoreError, TwinStoreUnavailable
 from twin_engine.store import (
     INSERT_SQL,
     LATEST_SQL,
@@ -32,6 +31,7 @@ from twin_engine.store import (
     state_json,
     stored_twin,
 )
+from twin_engine.storage import ReconnectingPg
 from twin_engine.twin import Twin
 
 #: Advisory-lock namespace for schema creation (two replicas starting together).
@@ -44,64 +44,49 @@ def _pg(sql: str) -> str:
 
 
 class PostgresTwinStore:
-    """`TwinStore` in PostgreSQL: one connection per store, used under a lock."""
+    """`TwinStore` in PostgreSQL: one connection per store, used under a lock, reopened
+    (and the call run once more) when the server closed it before the call committed."""
 
     def __init__(self, url: str, *, clock: Callable[[], datetime] = _utc_now) -> None:
-        self._url = url
         self._clock = clock
-        self._lock = threading.Lock()
-        self._conn = self._connect()
-        with self._conn.transaction():
-            self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-            self._conn.execute(SCHEMA)
+        self._db = ReconnectingPg(url, "twin store", TwinStoreUnavailable, StoreError)
 
-    def _connect(self) -> Any:
-        import psycopg
+        def create(conn: Any) -> None:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            conn.execute(SCHEMA)
 
-        try:
-            return psycopg.connect(self._url, autocommit=True)
-        except psycopg.Error as exc:
-            raise StoreError(f"cannot open the PostgreSQL twin store: {exc}") from exc
-
-    def _live(self) -> Any:
-        if self._conn.closed:
-            self._conn = self._connect()
-        return self._conn
+        self._db.run(create)
 
     def save(self, twin: Twin, *, as_of: str | None = None, key: str | None = None) -> TwinVersion:
         """Write a new version unless the latest has the same content hash."""
-        import psycopg
-
         store_key = key if key is not None else twin.patient_id
         content_hash = twin.content_hash()
-        try:
-            with self._lock, self._live().transaction():
-                conn = self._conn
-                conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (store_key,))
-                row = conn.execute(_pg(LATEST_SQL), (store_key,)).fetchone()
-                if row is not None and row[1] == content_hash:
-                    return _version(store_key, row)
-                number = 1 if row is None else int(row[0]) + 1
-                created_at = self._clock()
-                row_values = (store_key, number, content_hash, created_at.isoformat(), as_of)
-                conn.execute(_pg(INSERT_SQL), (*row_values, state_json(twin)))
-        except psycopg.Error as exc:
-            raise StoreError(f"the PostgreSQL twin store failed: {exc}") from exc
-        return TwinVersion(store_key, number, content_hash, created_at, as_of, created=True)
+
+        def write(conn: Any) -> TwinVersion:
+            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (store_key,))
+            row = conn.execute(_pg(LATEST_SQL), (store_key,)).fetchone()
+            if row is not None and row[1] == content_hash:
+                return _version(store_key, row)
+            number = 1 if row is None else int(row[0]) + 1
+            created_at = self._clock()
+            row_values = (store_key, number, content_hash, created_at.isoformat(), as_of)
+            conn.execute(_pg(INSERT_SQL), (*row_values, state_json(twin)))
+            return TwinVersion(store_key, number, content_hash, created_at, as_of, created=True)
+
+        return self._db.run(write)
 
     def load(self, patient_id: str, version: int | None = None) -> StoredTwin:
         """The given version (default: the latest) of a patient's twin."""
         query, params = load_query(patient_id, version)
-        with self._lock:
-            row = self._live().execute(_pg(query), params).fetchone()
+        row = self._db.run(lambda conn: conn.execute(_pg(query), params).fetchone())
         return stored_twin(patient_id, version, row)
 
     def versions(self, patient_id: str) -> list[TwinVersion]:
         """All versions of a patient's twin, oldest first."""
-        with self._lock:
-            rows = self._live().execute(_pg(VERSIONS_SQL), (patient_id,)).fetchall()
+        rows = self._db.run(
+            lambda conn: conn.execute(_pg(VERSIONS_SQL), (patient_id,)).fetchall()
+        )
         return [_version(patient_id, row) for row in rows]
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        self._db.close()
