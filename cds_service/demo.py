@@ -401,6 +401,7 @@ def running_product(
     cds_key_file: Path | None = None,
     cds_jwks: dict[str, Any] | None = None,
     service_env: dict[str, str] | None = None,
+    ehr_token_lifetime_s: int | None = None,
 ) -> Iterator[RunningProduct]:
     """The FHIR server with generated patients and the vancomycin inpatient, the service,
     and the EHR launch simulator in front of the FHIR server, wired to each other.
@@ -408,7 +409,8 @@ def running_product(
     With ``cds_key_file`` (ES384 PEM) and ``cds_jwks`` (its public JWKS) the simulated EHR
     signs its hook calls and the service requires it, as in production; without them
     the service's authentication of CDS clients is off (the demo). ``service_env`` adds
-    settings.
+    settings; ``ehr_token_lifetime_s`` shortens the EHR's access tokens (to see them
+    refreshed).
     """
     from smart_app.simulator import SimulatedClient, start_simulator
 
@@ -443,6 +445,7 @@ def running_product(
             cds_service_url=service.base_url,
             cds_signing_key_file=cds_key_file,
             cds_client_iss=ehr_base if cds_key_file else None,
+            token_lifetime_s=ehr_token_lifetime_s,
         )
         running.append(ehr)
         yield RunningProduct(fhir, service, ehr, ids, vancomycin_id)

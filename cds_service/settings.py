@@ -34,6 +34,13 @@ class SmartServerConfig(BaseModel):
     iss: str = Field(description="The FHIR base URL the EHR sends as `iss` at launch.")
     client_id: str = Field(description="The app's client_id registered with that EHR.")
     scope: str = Field(default=SMART_APP_SCOPES, description="Scopes requested at EHR launch.")
+    frame_origins: tuple[str, ...] | None = Field(
+        default=None,
+        description=(
+            "Origins of the EHR pages that may show the app in a frame (CSP "
+            "frame-ancestors); default: the origin of `iss`. An empty list: never framed."
+        ),
+    )
 
 
 class Settings(BaseSettings):
@@ -117,10 +124,22 @@ class Settings(BaseSettings):
             "A launch naming any other iss is refused before anything is fetched from it."
         ),
     )
+    app_embed_in_ehr: bool = Field(
+        default=False,
+        description=(
+            "Let the configured EHRs show the app in a frame: CSP frame-ancestors lists "
+            "their origins (never any other), and the session cookie is SameSite=None; "
+            "Secure; Partitioned so it works in a third-party frame. False: no framing, "
+            "SameSite=Lax."
+        ),
+    )
     app_session_max_s: int = Field(
         default=8 * 3600,
         gt=0,
-        description="Longest clinician app session; it also ends when the EHR's token expires.",
+        description=(
+            "Longest clinician app session; without a refresh token from the EHR it also "
+            "ends when the EHR's access token expires."
+        ),
     )
     model_dir: Path | None = Field(
         default=None, description="Directory of .onnx models; default: the packaged models."

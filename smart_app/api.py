@@ -24,7 +24,7 @@ from cds_service.pipeline import Runtime
 from cds_service.services import LOINC, RISK_OBSERVATION_LOINC
 from cds_service.vancomycin import MAX_DRAFT_DOSE_MG, MAX_DRAFT_INTERVAL_H
 from smart_app import views
-from smart_app.launch import COOKIE, twin_scope
+from smart_app.launch import COOKIE, refresh_due, refresh_session, twin_scope
 from smart_app.sessions import SessionStore
 from twin_engine import FeatureSet, build_twin_from_fhir, derive_features
 from twin_engine.codes import QUANTITY_LOINC
@@ -63,10 +63,12 @@ class AppSession:
     expires_at: float
 
 
-def require_session(request: Request) -> AppSession:
+async def require_session(request: Request) -> AppSession:
     store: SessionStore = request.app.state.app_sessions
     session_id = request.cookies.get(COOKIE)
     data = store.get(session_id, "active")
+    if data is not None and session_id is not None and refresh_due(data, time.time()):
+        data = await refresh_session(request, session_id, data)
     if data is None or session_id is None:
         raise HTTPException(401, "no app session; launch the app from the EHR")
     return AppSession(

@@ -21,6 +21,7 @@ session id.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -43,6 +44,7 @@ from cds_service.audit import AppAccess, ChainedAuditLog
 from cds_service.errors import FhirServerNotAllowed
 from cds_service.fhir_client import check_fhir_server
 from cds_service.settings import Settings, SmartServerConfig
+from smart_app.embedding import COOKIE, expired_session_cookie, session_cookie
 from smart_app.sessions import SessionStore
 from smart_app.style import fetch_style
 
@@ -50,7 +52,6 @@ log = logging.getLogger("twin_cds.smart_app")
 
 router = APIRouter(prefix="/app")
 
-COOKIE = "twin_cds_session"
 #: A launch must come back within 10 minutes (the pending session's lifetime).
 PENDING_TTL_S = 600
 #: PKCE verifier: 64 random bytes, 86 base64url characters (RFC 7636 §4.1: 43-128).
@@ -177,27 +178,12 @@ def pkce_challenge(verifier: str) -> str:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
-def _secure_cookie(settings: Settings) -> bool:
-    """Secure everywhere but a loopback http address (development and the tests)."""
-    parts = urlsplit(settings.public_base_url)
-    loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
-    return not (parts.scheme == "http" and loopback)
-
-
 def set_session_cookie(
     response: Response, settings: Settings, session_id: str, max_age: int
 ) -> None:
-    # Lax, not Strict: the EHR's redirect back to /app/callback is a top-level navigation
-    # from another site, on which a Strict cookie would not be sent.
-    response.set_cookie(
-        COOKIE,
-        session_id,
-        max_age=max_age,
-        path="/app",
-        httponly=True,
-        secure=_secure_cookie(settings),
-        samesite="lax",
-    )
+    # SameSite=None; Secure; Partitioned when the app may be framed by an EHR, else Lax
+    # (smart_app.embedding says why).
+    response.headers.append("set-cookie", session_cookie(settings, session_id, max_age))
 
 
 def _choose_server_page(settings: Settings) -> HTMLResponse:
@@ -394,10 +380,13 @@ async def callback(
             user = claims.get("fhirUser") or claims.get("sub")
     except LaunchRefused as exc:
         return _page("Launch refused", str(exc), exc.status)
-    expires_in = tokens.get("expires_in")
-    lifetime = settings.app_session_max_s
-    if isinstance(expires_in, int | float) and not isinstance(expires_in, bool) and expires_in > 0:
-        lifetime = min(lifetime, int(expires_in))
+    access_lifetime = _lifetime(tokens.get("expires_in"), settings.app_session_max_s)
+    refresh_token = tokens.get("refresh_token")
+    # With a refresh token the session lasts its full length (the access token is renewed
+    # before it expires); without one it ends with the access token.
+    has_refresh = isinstance(refresh_token, str) and bool(refresh_token)
+    lifetime = settings.app_session_max_s if has_refresh else access_lifetime
+    now = time.time()
     session = {
         "iss": pending["iss"],
         "client_id": pending["client_id"],
@@ -412,7 +401,12 @@ async def callback(
         "style": await fetch_style(http, tokens.get("smart_style_url"), pending["iss"]),
         "user": user if isinstance(user, str) else None,
         "app_context": _app_context(tokens.get("appContext")),
-        "expires_at": time.time() + lifetime,
+        "expires_at": now + lifetime,
+        "access_expires_at": now + access_lifetime,
+        "access_lifetime_s": access_lifetime,
+        # Sealed with the session like the access token; never sent to the browser.
+        "refresh_token": refresh_token if has_refresh else None,
+        "token_endpoint": pending["token_endpoint"],
     }
     # On the record before anything of the patient is shown: who, from which EHR, whom.
     audit: ChainedAuditLog = request.app.state.runtime.audit
@@ -435,9 +429,92 @@ async def callback(
     return response
 
 
+def _lifetime(expires_in: object, longest: int) -> int:
+    """The access token's lifetime in seconds (``expires_in``), at most ``longest``."""
+    if isinstance(expires_in, int | float) and not isinstance(expires_in, bool) and expires_in > 0:
+        return min(longest, int(expires_in))
+    return longest
+
+
+#: Renew the access token this long before it expires (at most half its lifetime), so
+#: a call that starts with it does not reach the EHR with an expired one.
+REFRESH_MARGIN_S = 60.0
+
+
+def refresh_due(data: dict[str, Any], now: float) -> bool:
+    """True when the session has a refresh token and its access token is about to expire."""
+    if not data.get("refresh_token") or "access_expires_at" not in data:
+        return False
+    margin = min(REFRESH_MARGIN_S, float(data.get("access_lifetime_s", 0)) / 2)
+    return now >= float(data["access_expires_at"]) - margin
+
+
+async def refresh_session(
+    request: Request, session_id: str, data: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Renew the session's access token with its refresh token (RFC 6749 §6), storing the
+    rotated refresh token; the session as it now is, or None when it cannot go on
+    (the EHR refused and the access token has expired).
+
+    One renewal per session at a time in this process: with rotation, two concurrent
+    renewals would present the same refresh token twice, which an EHR may take as
+    theft and answer by revoking the session's tokens.
+    """
+    store = _store(request)
+    locks: dict[str, asyncio.Lock] = request.app.state.app_refresh_locks
+    lock = locks.setdefault(hashlib.sha256(session_id.encode()).hexdigest(), asyncio.Lock())
+    async with lock:
+        current = store.get(session_id, "active")
+        if current is None:
+            return None
+        if not refresh_due(current, time.time()):
+            return current  # renewed by the call that held the lock before us
+        settings = _settings(request)
+        try:
+            response = await _http(request).post(
+                current["token_endpoint"],
+                data={
+                    "grant_type": "refresh_token",
+                    "refresh_token": current["refresh_token"],
+                    "client_id": current["client_id"],
+                },
+                headers={"Accept": "application/json"},
+            )
+            body = response.json() if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError) as exc:
+            log.warning("SMART token refresh failed (%s)", type(exc).__name__)
+            body = None
+        ok = (
+            isinstance(body, dict)
+            and str(body.get("token_type", "")).lower() == "bearer"
+            and isinstance(body.get("access_token"), str)
+        )
+        if not ok or not isinstance(body, dict):
+            log.warning("SMART token refresh refused (HTTP %s)", getattr(response, "status_code", "-"))
+            still_valid = float(current["access_expires_at"]) > time.time()
+            return current if still_valid else None
+        now = time.time()
+        lifetime = _lifetime(body.get("expires_in"), settings.app_session_max_s)
+        renewed = {
+            **current,
+            "access_token": body["access_token"],
+            "access_expires_at": now + lifetime,
+            "access_lifetime_s": lifetime,
+            # Rotation: the EHR's new refresh token replaces the spent one; an EHR that
+            # does not rotate keeps the old one valid, so it is kept.
+            "refresh_token": body.get("refresh_token") or current["refresh_token"],
+        }
+        if isinstance(body.get("scope"), str):
+            renewed["scope"] = body["scope"]
+        if not store.replace(session_id, "active", renewed):
+            return None
+        log.info("SMART access token renewed (iss %s)", current["iss"])
+        return renewed
+
+
 @router.post("/logout", response_model=None)
 async def logout(request: Request) -> Response:
     _store(request).delete(request.cookies.get(COOKIE))
     response = _page("Signed out", "The session has ended; its token is forgotten.", 200)
-    response.delete_cookie(COOKIE, path="/app")
+    response.headers.append("set-cookie", expired_session_cookie(_settings(request)))
     return response

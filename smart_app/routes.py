@@ -2,7 +2,8 @@
 
 ``install`` adds them to the service's FastAPI app. Every ``/app`` answer carries a
 strict Content-Security-Policy (scripts, styles and data from our own origin only; no
-inline code; no framing, against clickjacking), no referrer (the callback URL carries
+inline code; framed only by the configured EHRs' pages, against clickjacking:
+``embedding``), no referrer (the callback URL carries
 the authorization code), and API answers are never cached.
 """
 
@@ -17,14 +18,11 @@ from fastapi.staticfiles import StaticFiles
 
 from cds_service.settings import Settings
 from smart_app import api, launch
+from smart_app.embedding import content_security_policy
 from smart_app.sessions import SessionStore
 
 STATIC = Path(__file__).parent / "static"
 
-CSP = (
-    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
-)
 
 
 def install(app: FastAPI, settings: Settings) -> None:
@@ -36,7 +34,9 @@ def install(app: FastAPI, settings: Settings) -> None:
         if settings.database_url
         else SessionStore.sqlite(settings.app_sessions_db)
     )
+    csp = content_security_policy(settings)
     app.state.app_fetch_cache = {}
+    app.state.app_refresh_locks = {}
     app.state.app_view_cache = {}
     app.include_router(launch.router)
     app.include_router(api.router)
@@ -55,7 +55,7 @@ def install(app: FastAPI, settings: Settings) -> None:
     async def app_headers(request: Request, call_next: Any) -> Response:
         response: Response = await call_next(request)
         if request.url.path.startswith("/app"):
-            response.headers["Content-Security-Policy"] = CSP
+            response.headers["Content-Security-Policy"] = csp
             response.headers["X-Content-Type-Options"] = "nosniff"
             response.headers["Referrer-Policy"] = "no-referrer"
             if not request.url.path.startswith("/app/static"):

@@ -68,6 +68,13 @@ def _cipher(session_id: str) -> AESGCM:
     return AESGCM(key)
 
 
+def _seal(session_id: str, id_hash: str, kind: str, data: dict[str, Any]) -> bytes:
+    nonce = os.urandom(_NONCE_BYTES)
+    return nonce + _cipher(session_id).encrypt(
+        nonce, json.dumps(data).encode("utf-8"), f"{id_hash}|{kind}".encode()
+    )
+
+
 class _Rows(Protocol):
     """The four statements a session store needs, in one database or another."""
 
@@ -78,6 +85,8 @@ class _Rows(Protocol):
     def select(self, id_hash: str, kind: str) -> tuple[bytes, float] | None: ...
 
     def take(self, id_hash: str, kind: str) -> tuple[bytes, float] | None: ...
+
+    def replace(self, id_hash: str, kind: str, sealed: bytes) -> bool: ...
 
     def delete(self, id_hash: str) -> None: ...
 
@@ -133,6 +142,14 @@ class _SqliteRows:
             ).fetchone()
         return (bytes(row[0]), float(row[1])) if row else None
 
+    def replace(self, id_hash: str, kind: str, sealed: bytes) -> bool:
+        with self._db() as db:
+            cur = db.execute(
+                "UPDATE app_session SET sealed = ? WHERE id_hash = ? AND kind = ?",
+                (sealed, id_hash, kind),
+            )
+        return cur.rowcount == 1
+
     def delete(self, id_hash: str) -> None:
         with self._db() as db:
             db.execute("DELETE FROM app_session WHERE id_hash = ?", (id_hash,))
@@ -187,6 +204,14 @@ class _PostgresRows:
         )
         return (bytes(row[0]), float(row[1])) if row else None
 
+    def replace(self, id_hash: str, kind: str, sealed: bytes) -> bool:
+        row = self._run(
+            "UPDATE twin_cds_app_session SET sealed = %s WHERE id_hash = %s AND kind = %s "
+            "RETURNING 1",
+            (sealed, id_hash, kind),
+        )
+        return row is not None
+
     def delete(self, id_hash: str) -> None:
         self._run("DELETE FROM twin_cds_app_session WHERE id_hash = %s", (id_hash,))
 
@@ -213,10 +238,7 @@ class SessionStore:
         """Store ``data`` under a new session id and return the id (for the cookie only)."""
         session_id = new_session_id()
         id_hash = _id_hash(session_id)
-        nonce = os.urandom(_NONCE_BYTES)
-        sealed = nonce + _cipher(session_id).encrypt(
-            nonce, json.dumps(data).encode("utf-8"), f"{id_hash}|{kind}".encode()
-        )
+        sealed = _seal(session_id, id_hash, kind, data)
         now = self._clock()
         self._rows.purge_and_insert(now, id_hash, kind, now + ttl_s, sealed)
         return session_id
@@ -234,6 +256,12 @@ class SessionStore:
             return None
         id_hash = _id_hash(session_id)
         return self._open(session_id, id_hash, kind, self._rows.take(id_hash, kind))
+
+    def replace(self, session_id: str, kind: SessionKind, data: dict[str, Any]) -> bool:
+        """Seal new contents into an existing session (same id, same expiry), e.g. the
+        tokens of a refresh; False when the session is gone."""
+        id_hash = _id_hash(session_id)
+        return self._rows.replace(id_hash, kind, _seal(session_id, id_hash, kind, data))
 
     def delete(self, session_id: str | None) -> None:
         if session_id:

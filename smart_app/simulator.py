@@ -92,8 +92,15 @@ _FHIR_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
 #: SMART 1 spelling ``.read``; the proxy is read-only, so nothing else is granted.
 _RESOURCE_SCOPE = re.compile(r"(patient|user)/(\*|[A-Z][A-Za-z]{1,63})\.(rs|read)")
 #: Non-resource scopes granted as asked (SMART App Launch 2.x §Scopes and Launch Context).
-#: offline_access is not among them: this simulator issues no refresh tokens.
-_CONTEXT_SCOPES = frozenset({"launch", "launch/patient", "openid", "fhirUser", "online_access"})
+#: online_access and offline_access buy a refresh token (SMART App Launch 2.x §Scopes for
+#: requesting a refresh token), rotated on every use.
+_CONTEXT_SCOPES = frozenset(
+    {"launch", "launch/patient", "openid", "fhirUser", "online_access", "offline_access"}
+)
+_REFRESH_SCOPES = frozenset({"online_access", "offline_access"})
+#: A refresh token lives as long as an 8-hour shift (online_access: while the user is
+#: "online"); each use replaces it with a new one (RFC 9700 §4.14.2, rotation).
+REFRESH_TOKEN_LIFETIME_S = 8 * 3600
 #: What the CDS service's token may read (the brief): what twin-cds prefetches.
 CDS_SERVICE_SCOPE = (
     "patient/Patient.rs patient/Observation.rs patient/Condition.rs "
@@ -136,6 +143,7 @@ SCOPES_SUPPORTED = (
     "launch",
     "launch/patient",
     "online_access",
+    "offline_access",
     "patient/*.rs",
     "patient/*.read",
     "user/*.rs",
@@ -253,6 +261,27 @@ class _Token:
     scopes: frozenset[str]
     patient: str | None
     expires_at: float
+    #: The refresh-token family this access token came from (None: no refresh token).
+    family: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Refresh:
+    """A live refresh token: what a new access token from it may carry."""
+
+    client_id: str
+    scopes: frozenset[str]
+    context: _Context
+    family: str
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Spent:
+    """A refresh token already rotated: presented again, it revokes its whole family."""
+
+    family: str
+    expires_at: float
 
 
 def _digest(secret: str) -> str:
@@ -274,10 +303,18 @@ class _State:
     codes: dict[str, _Code] = field(default_factory=dict)
     redeemed: dict[str, _Redeemed] = field(default_factory=dict)
     tokens: dict[str, _Token] = field(default_factory=dict)
+    refresh: dict[str, _Refresh] = field(default_factory=dict)
+    spent_refresh: dict[str, _Spent] = field(default_factory=dict)
+
+    def revoke_family(self, family: str) -> None:
+        for table in (self.tokens, self.refresh):
+            for key in [k for k, v in table.items() if v.family == family]:
+                del table[key]
 
     def sweep(self) -> None:
         now = self.clock()
-        for table in (self.launches, self.pending, self.codes, self.tokens):
+        tables = (self.launches, self.pending, self.codes, self.tokens, self.refresh)
+        for table in (*tables, self.spent_refresh):
             for key in [k for k, v in table.items() if v.expires_at <= now]:
                 del table[key]
         for key in [k for k, v in self.redeemed.items() if v.keep_until <= now]:
@@ -327,6 +364,11 @@ def _with_query(url: str, params: Mapping[str, str | None]) -> str:
     kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in params]
     added = [(k, v) for k, v in params.items() if v is not None]
     return urlunsplit(parts._replace(query=urlencode(kept + added)))
+
+
+def _origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _without_query(url: str) -> str:
@@ -416,7 +458,9 @@ fieldset{background:#fff;border:1px solid #d8dde3}
 """
 
 
-def _html(title: str, body: str, status: int = 200) -> HTMLResponse:
+def _html(
+    title: str, body: str, status: int = 200, headers: Mapping[str, str] | None = None
+) -> HTMLResponse:
     page = (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -424,7 +468,7 @@ def _html(title: str, body: str, status: int = 200) -> HTMLResponse:
         '<header class="ehr"><a href="/ehr">EHR simulator</a></header>'
         f"<main>{body}</main></body></html>"
     )
-    return HTMLResponse(page, status, headers=_HTML_HEADERS)
+    return HTMLResponse(page, status, headers=dict(headers or _HTML_HEADERS))
 
 
 def _error_page(status: int, title: str, message: str) -> HTMLResponse:
@@ -743,8 +787,12 @@ def create_simulator_app(
             form = await _read_form(request)
         except _BadForm as exc:
             return token_error("invalid_request", str(exc))
+        if form.get("grant_type") == "refresh_token":
+            return refresh(form)
         if form.get("grant_type") != "authorization_code":
-            return token_error("unsupported_grant_type", "grant_type must be authorization_code")
+            return token_error(
+                "unsupported_grant_type", "grant_type must be authorization_code or refresh_token"
+            )
         code = form.get("code")
         if code is None:
             return token_error("invalid_request", "code is required")
@@ -755,6 +803,8 @@ def create_simulator_app(
         if redeemed is not None:
             # RFC 6749 §4.1.2: a code used twice revokes the tokens it bought.
             for token_digest in redeemed.tokens:
+                if token_digest.startswith("family:"):
+                    state.revoke_family(token_digest.removeprefix("family:"))
                 state.tokens.pop(token_digest, None)
             log.warning("authorization code replayed; its access tokens are revoked")
             return token_error("invalid_grant", "code already used")
@@ -775,33 +825,95 @@ def create_simulator_app(
         del state.codes[digest]
         now = state.clock()
         context = issued.context
+        scopes = frozenset(auth.scopes)
+        family = secrets.token_hex(16) if scopes & _REFRESH_SCOPES else None
+        body = issue(auth.client_id, scopes, context, family, auth.scopes)
+        state.redeemed[digest] = _Redeemed(
+            (_digest(body["access_token"]),),
+            now + max(config.token_lifetime_s, config.code_lifetime_s),
+        )
+        if family is not None:
+            # A replayed code must revoke the refresh tokens it bought, too.
+            state.redeemed[digest] = _Redeemed(
+                (_digest(body["access_token"]), "family:" + family),
+                state.redeemed[digest].keep_until,
+            )
+        if "openid" in auth.scopes:
+            body["id_token"] = id_token(auth, issued.user, now)
+        return JSONResponse(body, headers=_NO_STORE)
+
+    def issue(
+        client_id: str,
+        scopes: frozenset[str],
+        context: _Context,
+        family: str | None,
+        order: tuple[str, ...],
+    ) -> dict[str, Any]:
+        """A token response: a new access token, and a new refresh token when the grant
+        has a refresh family (online_access or offline_access was granted)."""
+        state = rt.state
+        now = state.clock()
         access_token = state.new_token(
             _Token(
-                client_id=auth.client_id,
-                scopes=frozenset(auth.scopes),
+                client_id=client_id,
+                scopes=scopes,
                 patient=context.patient,
                 expires_at=now + config.token_lifetime_s,
+                family=family,
             )
-        )
-        state.redeemed[digest] = _Redeemed(
-            (_digest(access_token),), now + max(config.token_lifetime_s, config.code_lifetime_s)
         )
         body: dict[str, Any] = {
             "access_token": access_token,
             "token_type": "Bearer",
             "expires_in": config.token_lifetime_s,
-            "scope": " ".join(auth.scopes),
+            "scope": " ".join(order),
             "need_patient_banner": True,
             "smart_style_url": f"{config.issuer}/ehr/smart-style.json",
         }
+        if family is not None:
+            refresh_token = secrets.token_urlsafe(RANDOM_BYTES)
+            state.refresh[_digest(refresh_token)] = _Refresh(
+                client_id, scopes, context, family, now + REFRESH_TOKEN_LIFETIME_S
+            )
+            body["refresh_token"] = refresh_token
         if context.patient is not None:
             body["patient"] = context.patient
         if context.encounter is not None:
             body["encounter"] = context.encounter
         if context.app_context is not None:
             body["appContext"] = context.app_context
-        if "openid" in auth.scopes:
-            body["id_token"] = id_token(auth, issued.user, now)
+        return body
+
+    def refresh(form: dict[str, str]) -> JSONResponse:
+        """The refresh grant (RFC 6749 §6) with rotation: the token presented is spent,
+        a new access token and a new refresh token come back; a spent refresh token
+        presented again revokes every token of its family (RFC 9700 §4.14.2)."""
+        presented = form.get("refresh_token")
+        if not presented:
+            return token_error("invalid_request", "refresh_token is required")
+        state = rt.state
+        state.sweep()
+        digest = _digest(presented)
+        spent = state.spent_refresh.get(digest)
+        if spent is not None:
+            state.revoke_family(spent.family)
+            log.warning("refresh token reused; its family of tokens is revoked")
+            return token_error("invalid_grant", "refresh token already used")
+        grant = state.refresh.get(digest)
+        if grant is None or grant.expires_at <= state.clock():
+            return token_error("invalid_grant", "refresh token unknown or expired")
+        if form.get("client_id") != grant.client_id:
+            return token_error("invalid_grant", "refresh token was issued to another client")
+        asked = form.get("scope")
+        scopes = grant.scopes
+        if asked is not None:
+            wanted = frozenset(asked.split())
+            if not wanted <= grant.scopes:
+                return token_error("invalid_scope", "a refresh cannot widen the grant")
+            scopes = wanted
+        del state.refresh[digest]
+        state.spent_refresh[digest] = _Spent(grant.family, grant.expires_at)
+        body = issue(grant.client_id, scopes, grant.context, grant.family, tuple(sorted(scopes)))
         return JSONResponse(body, headers=_NO_STORE)
 
     def id_token(auth: _AuthRequest, user: str, now: float) -> str:
@@ -905,6 +1017,17 @@ def create_simulator_app(
         )
         return _html("Patients", body)
 
+    # The chart frames the registered apps, and this server's own pages on the way
+    # (the launch and authorize redirects run inside the frame).
+    framed = " ".join(
+        sorted({"'self'", config.issuer, *(_origin_of(c.launch_url) for c in config.clients)})
+    )
+    chart_headers = {
+        **_HTML_HEADERS,
+        "Content-Security-Policy": _HTML_HEADERS["Content-Security-Policy"]
+        + f"; frame-src {framed}",
+    }
+
     @app.get("/ehr/patient/{patient_id}", response_class=HTMLResponse)
     async def ehr_patient(patient_id: str) -> HTMLResponse:
         if not _is_fhir_id(patient_id):
@@ -933,10 +1056,17 @@ def create_simulator_app(
             f"<code>{escape(patient_id)}</code></p>"
             '<form method="post" action="/ehr/launch">'
             f"{_hidden('patient', patient_id)}"
-            '<button type="submit" id="launch-app">Launch twin-cds</button></form></section>'
+            '<button type="submit" id="launch-app">Launch twin-cds</button></form>'
+            # Most EHRs show apps inside the chart: the same launch, into a frame.
+            '<form method="post" action="/ehr/launch" target="app-frame">'
+            f"{_hidden('patient', patient_id)}"
+            '<button type="submit" id="launch-app-embedded">Open twin-cds in the chart'
+            "</button></form></section>"
+            '<iframe name="app-frame" id="app-frame" title="twin-cds in the chart" '
+            'style="width:100%;height:40rem;border:1px solid #ccc"></iframe>'
             f"{cards}"
         )
-        return _html(_patient_name(patient), body)
+        return _html(_patient_name(patient), body, headers=chart_headers)
 
     async def fire_patient_view(cds_base: str, patient_id: str) -> str:
         """CDS Hooks 2.0 patient-view to each configured service, side by side."""
@@ -1226,6 +1356,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--cds-service-url", help="the CDS service base; no cards without it")
     parser.add_argument("--cds-signing-key", type=Path, help="ES384 PEM key for CDS Hooks JWTs")
     parser.add_argument("--cds-client-iss", help="iss of those JWTs")
+    parser.add_argument(
+        "--token-lifetime", type=int, default=3600, help="access token lifetime, seconds"
+    )
     return parser
 
 
@@ -1241,6 +1374,7 @@ def main(argv: list[str] | None = None) -> None:
         cds_service_url=args.cds_service_url,
         cds_signing_key_pem=args.cds_signing_key.read_bytes() if args.cds_signing_key else None,
         cds_client_iss=args.cds_client_iss,
+        token_lifetime_s=args.token_lifetime,
     )
     import uvicorn
 
@@ -1261,6 +1395,7 @@ def start_simulator(
     cds_service_url: str | None,
     cds_signing_key_file: Path | None = None,
     cds_client_iss: str | None = None,
+    token_lifetime_s: int | None = None,
 ) -> RunningServer:
     """Start ``python -m smart_app.simulator`` on 127.0.0.1 and wait until it answers."""
     from cds_service.demo import RunningServer, _wait_until_up
@@ -1286,6 +1421,8 @@ def start_simulator(
     if cds_signing_key_file is not None and cds_client_iss is not None:
         command += ["--cds-signing-key", str(cds_signing_key_file)]
         command += ["--cds-client-iss", cds_client_iss]
+    if token_lifetime_s is not None:
+        command += ["--token-lifetime", str(token_lifetime_s)]
     log_path = work_dir / "simulator.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(  # noqa: S603 - our own interpreter and module

@@ -509,3 +509,75 @@ def test_a_search_cut_at_the_page_limit_is_said_not_hidden(tmp_path: Path, ehr: 
     assert twin.status_code == 200, twin.text
     assert "Observation: only the first 1 pages were read" in twin.json()["issues"]
     assert seen_tokens == {f"Bearer {ACCESS_TOKEN}"}  # the EHR gets the token; no one else
+
+
+# --- refresh tokens: the session outlives the access token ------------------------------
+
+
+def _rotating_refresh(ehr: Ehr) -> Callable[[dict[str, str]], httpx.Response]:
+    """The EHR's token endpoint: a code gets a refresh token; each refresh rotates it."""
+
+    def respond(form: dict[str, str]) -> httpx.Response:
+        if form["grant_type"] == "authorization_code":
+            return ehr._good(form, refresh_token="rt-1")
+        n = int(form["refresh_token"].removeprefix("rt-"))
+        body = {
+            "access_token": f"at-renewed-{n}",
+            "token_type": "Bearer",
+            "expires_in": 3600,
+            "refresh_token": f"rt-{n + 1}",
+        }
+        return httpx.Response(200, json=body)
+
+    return respond
+
+
+def _later(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + seconds)
+
+
+def test_the_access_token_is_renewed_with_the_refresh_token_before_it_expires(
+    client: TestClient, ehr: Ehr, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the access token's lifetime the session goes on: the app used the refresh
+    token (grant, token, client id) and keeps the rotated one, sealed on the server."""
+    ehr.token_response = _rotating_refresh(ehr)
+    ehr.launch(client)
+    assert _callback(client, ehr).status_code == 303
+    _later(monkeypatch, 3600)
+    assert client.get("/app/api/session").status_code == 200
+    refresh = ehr.token_requests[-1]
+    assert refresh == {"grant_type": "refresh_token", "refresh_token": "rt-1", "client_id": CLIENT_ID}
+    _later(monkeypatch, 7200)
+    assert client.get("/app/api/session").status_code == 200
+    assert ehr.token_requests[-1]["refresh_token"] == "rt-2"  # the rotated one
+    store: SessionStore = client.app.state.app_sessions  # type: ignore[attr-defined]
+    session = store.get(client.cookies.get(COOKIE), "active")
+    assert session is not None and session["access_token"] == "at-renewed-2"
+    raw = (settings.data_dir / "app_sessions.sqlite").read_bytes()
+    assert b"rt-3" not in raw and b"at-renewed-2" not in raw
+
+
+def test_a_refused_refresh_ends_the_session_once_the_access_token_expired(
+    client: TestClient, ehr: Ehr, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The EHR refuses the refresh (revoked): after expiry the session is over (401)."""
+    ehr.token_response = lambda form: (
+        ehr._good(form, refresh_token="rt-1")
+        if form["grant_type"] == "authorization_code"
+        else httpx.Response(400, json={"error": "invalid_grant"})
+    )
+    ehr.launch(client)
+    _callback(client, ehr)
+    _later(monkeypatch, 3601)
+    assert client.get("/app/api/session").status_code == 401
+
+
+def test_without_a_refresh_token_the_session_ends_with_the_access_token(
+    client: TestClient, ehr: Ehr
+) -> None:
+    """An EHR that sends no refresh token: the cookie lives as long as its access token."""
+    ehr.launch(client)
+    response = _callback(client, ehr)
+    assert "max-age=3600" in response.headers["set-cookie"].lower()

@@ -417,7 +417,7 @@ def test_ehr_launch_token_carries_the_launch_context_and_a_verifiable_id_token(s
 
 
 def test_granted_scope_drops_what_the_simulator_does_not_support(sim: Sim) -> None:
-    body = _token(sim, scope="launch patient/Observation.rs offline_access patient/*.cruds")
+    body = _token(sim, scope="launch patient/Observation.rs system/*.rs patient/*.cruds")
     assert body["scope"] == "launch patient/Observation.rs"
     assert "id_token" not in body  # no openid
     assert "appContext" not in body
@@ -853,3 +853,55 @@ def test_a_cds_signing_key_must_be_p384_with_an_iss() -> None:
     p384 = CDS_KEY.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
     with pytest.raises(ValueError, match="iss"):
         create_simulator_app(_config(cds_signing_key_pem=p384), signing_key=RSA_KEY)
+
+
+# --- refresh tokens (online_access / offline_access), rotated ---------------------------
+
+
+def _refresh(sim: Sim, refresh_token: str, client_id: str | None = None) -> httpx.Response:
+    return sim.client.post(
+        "/token",
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": refresh_token,
+            "client_id": client_id or APP.client_id,
+        },
+    )
+
+
+def test_online_access_buys_a_refresh_token_that_outlives_the_access_token(sim: Sim) -> None:
+    """Past the access token's expiry, the refresh token gets a new, working access token."""
+    first = _token(sim)
+    assert "refresh_token" in first
+    sim.clock.offset += 3601
+    assert sim.client.get("/fhir/Patient/pat-1", headers=_bearer(first["access_token"])).status_code == 401
+    renewed = _refresh(sim, first["refresh_token"])
+    assert renewed.status_code == 200, renewed.text
+    body = renewed.json()
+    assert body["patient"] == "pat-1"
+    assert body["refresh_token"] != first["refresh_token"]
+    assert sim.client.get("/fhir/Patient/pat-1", headers=_bearer(body["access_token"])).status_code == 200
+
+
+def test_without_online_or_offline_access_there_is_no_refresh_token(sim: Sim) -> None:
+    """A grant that did not ask for online_access or offline_access gets no refresh token."""
+    body = _token(sim, scope="launch patient/Patient.rs")
+    assert "refresh_token" not in body
+
+
+def test_a_rotated_refresh_token_used_again_revokes_its_family(sim: Sim) -> None:
+    """Reuse of a spent refresh token (a stolen copy, or a race) revokes every token it led to."""
+    first = _token(sim)
+    second = _refresh(sim, first["refresh_token"]).json()
+    reused = _refresh(sim, first["refresh_token"])
+    assert reused.status_code == 400 and reused.json()["error"] == "invalid_grant"
+    assert sim.client.get("/fhir/Patient/pat-1", headers=_bearer(second["access_token"])).status_code == 401
+    assert _refresh(sim, second["refresh_token"]).json()["error"] == "invalid_grant"
+
+
+def test_a_refresh_token_is_bound_to_its_client(sim: Sim) -> None:
+    """Another client presenting the refresh token is refused, and the token stays usable."""
+    first = _token(sim)
+    other = _refresh(sim, first["refresh_token"], client_id=OTHER_APP.client_id)
+    assert other.status_code == 400 and other.json()["error"] == "invalid_grant"
+    assert _refresh(sim, first["refresh_token"]).status_code == 200
