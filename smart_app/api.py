@@ -102,6 +102,21 @@ class PatientData:
     problems: tuple[str, ...] = ()
 
 
+def patient_queries(pid: str) -> tuple[str, ...]:
+    """The reads and searches the app sends for its patient (values unencoded: the FHIR
+    client percent-encodes them)."""
+    wanted = sorted({*RISK_OBSERVATION_LOINC, *_VANCOMYCIN_LOINC})
+    codes = ",".join(f"{LOINC}|{c}" for c in wanted)
+    return (
+        f"Patient/{pid}",
+        f"Observation?patient={pid}&code={codes}",
+        f"Condition?patient={pid}",
+        f"MedicationRequest?patient={pid}",
+        f"MedicationAdministration?patient={pid}",
+        f"Procedure?patient={pid}",
+    )
+
+
 async def _fetch(request: Request, s: AppSession) -> PatientData:
     cache: dict[str, tuple[float, PatientData]] = request.app.state.app_fetch_cache
     now = time.monotonic()
@@ -110,17 +125,7 @@ async def _fetch(request: Request, s: AppSession) -> PatientData:
         return hit[1]
     rt = _runtime(request)
     client = FhirClient(rt.http, s.iss, s.access_token, max_pages=rt.settings.fhir_max_pages)
-    pid = s.patient
-    wanted = sorted({*RISK_OBSERVATION_LOINC, *_VANCOMYCIN_LOINC})
-    codes = ",".join(f"{LOINC}|{c}" for c in wanted)
-    queries = (
-        f"Patient/{pid}",
-        f"Observation?patient={pid}&code={codes}",
-        f"Condition?patient={pid}",
-        f"MedicationRequest?patient={pid}",
-        f"MedicationAdministration?patient={pid}",
-        f"Procedure?patient={pid}",
-    )
+    queries = patient_queries(s.patient)
     try:
         results = await asyncio.gather(*(client.query(q) for q in queries))
     except FhirFetchError as exc:
