@@ -288,6 +288,10 @@ def test_a_full_disk_is_503_without_a_record_and_every_call_is_answered(
     # outage: it is not a bug of ours.
     assert "Exception in ASGI application" not in log
     assert "Traceback" not in log
+    # The real error is reported, not ROLLBACK's "no transaction is active" after a
+    # COMMIT that SQLite had already rolled back.
+    assert "database or disk is full" in log
+    assert "cannot rollback" not in log
     assert log.count("503 on POST /cds-services/ascvd-risk") == sum(
         a.status == 503 for a in caller.answers
     )
