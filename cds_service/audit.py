@@ -68,7 +68,6 @@ from cds_service.audit_chain import (
     load_verify_key,
     record_hash,
 )
-
 from twin_engine.storage import sqlite_storage_failure
 
 if TYPE_CHECKING:

@@ -76,9 +76,7 @@ def _outcome(code: str, message: str) -> dict[str, Any]:
 
 def storage_unavailable_response(request: Request, exc: StorageUnavailable) -> JSONResponse:
     # The message names the store and the failure (no patient data, no URL password).
-    log.warning(
-        "503 on %s %s: %s: %s", request.method, request.url.path, type(exc).__name__, exc
-    )
+    log.warning("503 on %s %s: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
     return JSONResponse(
         _outcome("transient", unavailable_message(exc)),
         status_code=503,

@@ -490,7 +490,9 @@ async def refresh_session(
             and isinstance(body.get("access_token"), str)
         )
         if not ok or not isinstance(body, dict):
-            log.warning("SMART token refresh refused (HTTP %s)", getattr(response, "status_code", "-"))
+            log.warning(
+                "SMART token refresh refused (HTTP %s)", getattr(response, "status_code", "-")
+            )
             still_valid = float(current["access_expires_at"]) > time.time()
             return current if still_valid else None
         now = time.time()

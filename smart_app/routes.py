@@ -24,7 +24,6 @@ from smart_app.sessions import SessionStore
 STATIC = Path(__file__).parent / "static"
 
 
-
 def install(app: FastAPI, settings: Settings) -> None:
     """Mount the app on the service: /app/launch, /app/callback, /app/, /app/api/..."""
     # Where the other replicas can see them: PostgreSQL when configured, else SQLite

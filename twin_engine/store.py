@@ -8,6 +8,7 @@ so the state behind any past recommendation can be reconstructed with
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -140,10 +141,9 @@ class SqliteTwinStore:
                 # A failed COMMIT (full disk) has already rolled back: ROLLBACK then
                 # would raise "no transaction is active" and hide the real error.
                 if conn.in_transaction:
-                    try:
+                    # If ROLLBACK fails too, the error being raised is the one to report.
+                    with contextlib.suppress(sqlite3.Error):
                         conn.execute("ROLLBACK")
-                    except sqlite3.Error:
-                        pass  # the error being raised is the one to report
                 raise
         return TwinVersion(store_key, number, content_hash, created_at, as_of, created=True)
 

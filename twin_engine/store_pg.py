@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from twin_engine.errors import StoreError, TwinStoreUnavailable
+from twin_engine.storage import ReconnectingPg
 from twin_engine.store import (
     INSERT_SQL,
     LATEST_SQL,
@@ -31,7 +32,6 @@ from twin_engine.store import (
     state_json,
     stored_twin,
 )
-from twin_engine.storage import ReconnectingPg
 from twin_engine.twin import Twin
 
 #: Advisory-lock namespace for schema creation (two replicas starting together).
@@ -83,9 +83,7 @@ class PostgresTwinStore:
 
     def versions(self, patient_id: str) -> list[TwinVersion]:
         """All versions of a patient's twin, oldest first."""
-        rows = self._db.run(
-            lambda conn: conn.execute(_pg(VERSIONS_SQL), (patient_id,)).fetchall()
-        )
+        rows = self._db.run(lambda conn: conn.execute(_pg(VERSIONS_SQL), (patient_id,)).fetchall())
         return [_version(patient_id, row) for row in rows]
 
     def close(self) -> None:

@@ -74,7 +74,8 @@ def _session(product: RunningProduct, cookie_value: str) -> dict[str, Any]:
 
 
 def test_the_ehr_frames_the_app_and_the_session_is_renewed_past_the_token_lifetime(
-    product: RunningProduct, chromium: Any  # noqa: F811
+    product: RunningProduct,
+    chromium: Any,  # noqa: F811
 ) -> None:
     """From the allowed EHR origin (another site) the app loads in the chart's frame with
     a partitioned cookie, and keeps working after its first access tokens expired."""
@@ -107,7 +108,8 @@ def test_the_ehr_frames_the_app_and_the_session_is_renewed_past_the_token_lifeti
 
 
 def test_a_chart_on_another_origin_cannot_frame_the_app(
-    product: RunningProduct, chromium: Any  # noqa: F811
+    product: RunningProduct,
+    chromium: Any,  # noqa: F811
 ) -> None:
     """The same chart from an origin not in the allowlist: the app refuses to be framed
     (CSP frame-ancestors), so nothing of the app shows inside it."""

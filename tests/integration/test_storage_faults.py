@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import os
 import shutil
 import subprocess
@@ -50,9 +49,7 @@ class Answer:
         return str(self.body["issue"][0]["diagnostics"])
 
 
-def _start_service(
-    work: Path, env: dict[str, str], *, user: int | None = None
-) -> RunningServer:
+def _start_service(work: Path, env: dict[str, str], *, user: int | None = None) -> RunningServer:
     port = free_port()
     log_path = work / f"service-{port}.log"
     command = [sys.executable, "-m", "cds_service.cli", "serve", "--port", str(port)]
@@ -200,7 +197,9 @@ def test_postgresql_terminated_backends_and_refused_connections_are_answered_hon
     from cds_service.audit_store_pg import PostgresAuditLog
 
     url, database = pg_database
-    with _service(tmp_path, {"TWIN_CDS_DATABASE_URL": url, "TWIN_CDS_DATA_DIR": str(tmp_path)}) as base:
+    with _service(
+        tmp_path, {"TWIN_CDS_DATABASE_URL": url, "TWIN_CDS_DATA_DIR": str(tmp_path)}
+    ) as base:
         caller = Caller(base, demo_bundles)
         before = caller.calls(3)
         assert _terminate_backends_of(database) > 0

@@ -36,9 +36,7 @@ def test_the_frame_allowlist_is_the_configured_ehrs_origins(tmp_path: Path) -> N
         "https://ehr.other.example",
     )
     csp = content_security_policy(settings)
-    assert csp.endswith(
-        "; frame-ancestors https://fhir.hospital.example https://ehr.other.example"
-    )
+    assert csp.endswith("; frame-ancestors https://fhir.hospital.example https://ehr.other.example")
 
 
 def test_without_embedding_no_page_may_frame_the_app(tmp_path: Path) -> None:

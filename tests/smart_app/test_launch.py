@@ -519,7 +519,7 @@ def _rotating_refresh(ehr: Ehr) -> Callable[[dict[str, str]], httpx.Response]:
 
     def respond(form: dict[str, str]) -> httpx.Response:
         if form["grant_type"] == "authorization_code":
-            return ehr._good(form, refresh_token="rt-1")
+            return ehr._good(form, refresh_token="rt-1")  # noqa: S106 - a test token
         n = int(form["refresh_token"].removeprefix("rt-"))
         body = {
             "access_token": f"at-renewed-{n}",
@@ -548,13 +548,17 @@ def test_the_access_token_is_renewed_with_the_refresh_token_before_it_expires(
     _later(monkeypatch, 3600)
     assert client.get("/app/api/session").status_code == 200
     refresh = ehr.token_requests[-1]
-    assert refresh == {"grant_type": "refresh_token", "refresh_token": "rt-1", "client_id": CLIENT_ID}
+    assert refresh == {
+        "grant_type": "refresh_token",
+        "refresh_token": "rt-1",
+        "client_id": CLIENT_ID,
+    }
     _later(monkeypatch, 7200)
     assert client.get("/app/api/session").status_code == 200
-    assert ehr.token_requests[-1]["refresh_token"] == "rt-2"  # the rotated one
+    assert ehr.token_requests[-1]["refresh_token"] == "rt-2"  # noqa: S105 - the rotated one
     store: SessionStore = client.app.state.app_sessions  # type: ignore[attr-defined]
     session = store.get(client.cookies.get(COOKIE), "active")
-    assert session is not None and session["access_token"] == "at-renewed-2"
+    assert session is not None and session["access_token"] == "at-renewed-2"  # noqa: S105
     raw = (settings.data_dir / "app_sessions.sqlite").read_bytes()
     assert b"rt-3" not in raw and b"at-renewed-2" not in raw
 
@@ -564,7 +568,7 @@ def test_a_refused_refresh_ends_the_session_once_the_access_token_expired(
 ) -> None:
     """The EHR refuses the refresh (revoked): after expiry the session is over (401)."""
     ehr.token_response = lambda form: (
-        ehr._good(form, refresh_token="rt-1")
+        ehr._good(form, refresh_token="rt-1")  # noqa: S106 - a test token
         if form["grant_type"] == "authorization_code"
         else httpx.Response(400, json={"error": "invalid_grant"})
     )

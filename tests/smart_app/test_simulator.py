@@ -874,13 +874,19 @@ def test_online_access_buys_a_refresh_token_that_outlives_the_access_token(sim: 
     first = _token(sim)
     assert "refresh_token" in first
     sim.clock.offset += 3601
-    assert sim.client.get("/fhir/Patient/pat-1", headers=_bearer(first["access_token"])).status_code == 401
+    assert (
+        sim.client.get("/fhir/Patient/pat-1", headers=_bearer(first["access_token"])).status_code
+        == 401
+    )
     renewed = _refresh(sim, first["refresh_token"])
     assert renewed.status_code == 200, renewed.text
     body = renewed.json()
     assert body["patient"] == "pat-1"
     assert body["refresh_token"] != first["refresh_token"]
-    assert sim.client.get("/fhir/Patient/pat-1", headers=_bearer(body["access_token"])).status_code == 200
+    assert (
+        sim.client.get("/fhir/Patient/pat-1", headers=_bearer(body["access_token"])).status_code
+        == 200
+    )
 
 
 def test_without_online_or_offline_access_there_is_no_refresh_token(sim: Sim) -> None:
@@ -895,7 +901,10 @@ def test_a_rotated_refresh_token_used_again_revokes_its_family(sim: Sim) -> None
     second = _refresh(sim, first["refresh_token"]).json()
     reused = _refresh(sim, first["refresh_token"])
     assert reused.status_code == 400 and reused.json()["error"] == "invalid_grant"
-    assert sim.client.get("/fhir/Patient/pat-1", headers=_bearer(second["access_token"])).status_code == 401
+    assert (
+        sim.client.get("/fhir/Patient/pat-1", headers=_bearer(second["access_token"])).status_code
+        == 401
+    )
     assert _refresh(sim, second["refresh_token"]).json()["error"] == "invalid_grant"
 
 
