@@ -110,7 +110,9 @@ class PostgresAuditLog(ChainedAuditLog):
     def _db(self) -> ReconnectingPg:
         db: ReconnectingPg | None = getattr(self._local, "db", None)
         if db is None:
-            db = ReconnectingPg(self._url, "audit", AuditUnavailable, AuditWriteError)
+            db = ReconnectingPg(
+                self._url, "audit", AuditUnavailable, AuditWriteError, holds_the_record=True
+            )
             self._local.db = db
             with self._lock:
                 self._all.append(db)

@@ -83,8 +83,12 @@ class ReconnectingPg:
         what: str,
         unavailable: Callable[[str], StorageUnavailable],
         failed: Callable[[str], Exception],
+        *,
+        holds_the_record: bool = False,
     ) -> None:
         self._url = url
+        # The audit store: a commit of unknown outcome leaves the call's record unknown.
+        self._holds_the_record = holds_the_record
         self._what = what
         self._unavailable = unavailable
         self._failed = failed
@@ -143,7 +147,7 @@ class ReconnectingPg:
                     f"the {self._what} database failed: {type(exc).__name__}: "
                     f"{str(exc).splitlines()[0] if str(exc) else ''}"
                 )
-                if lost and committing:
+                if lost and committing and self._holds_the_record:
                     error.recorded = None
                 raise error from exc
             raise self._failed(f"the {self._what} database refused a statement: {exc}") from exc
