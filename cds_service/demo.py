@@ -458,7 +458,14 @@ def run_demo(
     *, patients: int, seed: int, port: int, fhir_port: int, data_dir: Path, ehr_port: int = 0
 ) -> None:
     with running_product(
-        data_dir, patients=patients, seed=seed, port=port, fhir_port=fhir_port, ehr_port=ehr_port
+        data_dir,
+        patients=patients,
+        seed=seed,
+        port=port,
+        fhir_port=fhir_port,
+        ehr_port=ehr_port,
+        # The chart's "open in the chart" button shows the app in the EHR's frame.
+        service_env={"TWIN_CDS_APP_EMBED_IN_EHR": "true"},
     ) as product:
         fhir, service = product.fhir, product.service
         ids = product.patients

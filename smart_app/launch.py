@@ -470,6 +470,7 @@ async def refresh_session(
         if not refresh_due(current, time.time()):
             return current  # renewed by the call that held the lock before us
         settings = _settings(request)
+        status: int | None = None
         try:
             response = await _http(request).post(
                 current["token_endpoint"],
@@ -480,7 +481,8 @@ async def refresh_session(
                 },
                 headers={"Accept": "application/json"},
             )
-            body = response.json() if response.status_code == 200 else None
+            status = response.status_code
+            body = response.json() if status == 200 else None
         except (httpx.HTTPError, ValueError) as exc:
             log.warning("SMART token refresh failed (%s)", type(exc).__name__)
             body = None
@@ -490,9 +492,7 @@ async def refresh_session(
             and isinstance(body.get("access_token"), str)
         )
         if not ok or not isinstance(body, dict):
-            log.warning(
-                "SMART token refresh refused (HTTP %s)", getattr(response, "status_code", "-")
-            )
+            log.warning("SMART token refresh refused (HTTP %s)", status)
             still_valid = float(current["access_expires_at"]) > time.time()
             return current if still_valid else None
         now = time.time()
