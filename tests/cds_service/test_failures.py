@@ -138,3 +138,18 @@ def test_the_app_answers_503_when_its_session_store_is_down(
     response = client.get("/app/api/session")
     assert response.status_code == 503
     assert "retry-after" in response.headers
+
+
+def test_a_fault_of_ours_does_not_leave_the_app(
+    tmp_path: Path, demo_bundles: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The 500 is the app's last word: the exception is not re-raised to the server, which
+    would log its traceback a second time (or drop the connection)."""
+    import cds_service.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "derive_features", _raise(ZeroDivisionError("a bug")))
+    settings = Settings(data_dir=tmp_path / "data", auth_required=False)
+    # raise_server_exceptions=True: anything that escapes the app fails this call.
+    with TestClient(create_app(settings), raise_server_exceptions=True) as strict:
+        response = _call(strict, demo_bundles[0])
+    assert response.status_code == 500

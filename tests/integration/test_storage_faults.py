@@ -1,8 +1,10 @@
 """Storage faults against the real service under uvicorn: PostgreSQL refusing connections
 and terminating the service's backends, a full disk under SQLite, a read-only data
-directory. Every answer is read (status and body), and the body's word is checked
-against the audit trail: each 200 has its audit record; each 503 that says "not
-recorded" has none, and one that says "recorded as failed" has exactly that record.
+directory. Calls are signed (authentication on), so the JWT replay cache is in the path
+beside the twin store and the audit trail. Every answer is read (status and body), and
+the body's word is checked against the audit trail: each 200 has its audit record; each
+503 that says "not recorded" has none, and one that says "recorded as failed" has
+exactly that record.
 
 Only what the test made is touched: its own PostgreSQL database (terminating only that
 database's backends, refusing connections only to it), its own tmpfs, its own files.
@@ -12,11 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from cds_service.audit import ChainedAuditLog, SqliteAuditLog
 from cds_service.demo import RunningServer, _wait_until_up, free_port
@@ -33,6 +39,8 @@ from tests.conftest import hook_request, prefetch_from_bundle
 
 pytestmark = pytest.mark.integration
 
+ISS = "https://ehr.faults.test"
+KEY = ec.generate_private_key(ec.SECP384R1())
 NOT_RECORDED = "this call was not answered and it was not recorded"
 RECORDED_AS_FAILED = "this call was not answered and it was recorded as failed"
 
@@ -56,9 +64,11 @@ def _start_service(work: Path, env: dict[str, str], *, user: int | None = None) 
     if user is not None:
         # Unprivileged, so file permissions apply to the service (root ignores them).
         command = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *command]
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(KEY.public_key()))
+    client = {"iss": ISS, "jwks": {"keys": [{**jwk, "kid": "k1", "alg": "ES384"}]}}
     full_env = {
         **os.environ,
-        "TWIN_CDS_AUTH_REQUIRED": "false",
+        "TWIN_CDS_CLIENTS": json.dumps([client]),
         "TWIN_CDS_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
         **env,
     }
@@ -94,8 +104,14 @@ class Caller:
         patient = f"fault-{uuid.uuid4().hex[:12]}"
         prefetch["patient"]["id"] = patient
         body = hook_request(patient, prefetch, hookInstance=str(uuid.uuid4()))
+        url = f"{self._url}/cds-services/ascvd-risk"
+        now = int(time.time())
+        claims = {"iss": ISS, "aud": url, "iat": now, "exp": now + 120, "jti": str(uuid.uuid4())}
+        token = jwt.encode(claims, KEY, algorithm="ES384", headers={"kid": "k1"})
         # A connection reset or a closed connection without an answer fails the test here.
-        response = httpx.post(f"{self._url}/cds-services/ascvd-risk", json=body, timeout=60)
+        response = httpx.post(
+            url, json=body, timeout=60, headers={"Authorization": f"Bearer {token}"}
+        )
         try:
             parsed = response.json()
         except ValueError:
