@@ -30,6 +30,7 @@ import logging
 import re
 import secrets
 import time
+import weakref
 from dataclasses import dataclass
 from html import escape
 from typing import Any
@@ -461,8 +462,12 @@ async def refresh_session(
     theft and answer by revoking the session's tokens.
     """
     store = _store(request)
-    locks: dict[str, asyncio.Lock] = request.app.state.app_refresh_locks
-    lock = locks.setdefault(hashlib.sha256(session_id.encode()).hexdigest(), asyncio.Lock())
+    # Weak values: a session's lock lives only while a renewal holds or awaits it.
+    locks: weakref.WeakValueDictionary[str, asyncio.Lock] = request.app.state.app_refresh_locks
+    key = hashlib.sha256(session_id.encode()).hexdigest()
+    lock = locks.get(key)
+    if lock is None:
+        lock = locks[key] = asyncio.Lock()
     async with lock:
         current = store.get(session_id, "active")
         if current is None:

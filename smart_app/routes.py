@@ -9,6 +9,7 @@ the authorization code), and API answers are never cached.
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ def install(app: FastAPI, settings: Settings) -> None:
     )
     csp = content_security_policy(settings)
     app.state.app_fetch_cache = {}
-    app.state.app_refresh_locks = {}
+    app.state.app_refresh_locks = weakref.WeakValueDictionary()
     app.state.app_view_cache = {}
     app.include_router(launch.router)
     app.include_router(api.router)

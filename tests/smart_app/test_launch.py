@@ -585,3 +585,37 @@ def test_without_a_refresh_token_the_session_ends_with_the_access_token(
     ehr.launch(client)
     response = _callback(client, ehr)
     assert "max-age=3600" in response.headers["set-cookie"].lower()
+
+
+def test_concurrent_calls_renew_the_access_token_once(
+    client: TestClient, ehr: Ehr, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page asks several things at once after expiry: one refresh, not one per call
+    (a rotated refresh token presented twice would look stolen to the EHR)."""
+    import asyncio
+
+    ehr.token_response = _rotating_refresh(ehr)
+    ehr.launch(client)
+    _callback(client, ehr)
+    _later(monkeypatch, 3600)
+    cookie = {COOKIE: str(client.cookies.get(COOKIE))}
+    http_client = client.app.state.runtime.http  # type: ignore[attr-defined]
+    post = http_client.post
+
+    async def slow_post(*args: Any, **kwargs: Any) -> httpx.Response:
+        await asyncio.sleep(0.05)  # the EHR takes a moment: the other calls arrive meanwhile
+        return await post(*args, **kwargs)
+
+    monkeypatch.setattr(http_client, "post", slow_post)
+
+    async def burst() -> list[int]:
+        transport = httpx.ASGITransport(app=client.app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://testserver", cookies=cookie
+        ) as http:
+            answers = await asyncio.gather(*(http.get("/app/api/session") for _ in range(5)))
+        return [a.status_code for a in answers]
+
+    assert asyncio.run(burst()) == [200] * 5
+    refreshes = [r for r in ehr.token_requests if r["grant_type"] == "refresh_token"]
+    assert len(refreshes) == 1
