@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from onnx_models.errors import MissingInputsError, OutOfRangeError
+from onnx_models.errors import MissingInputsError, OutOfRangeError, RangeViolation
 from onnx_models.registry import LoadedModel
 from twin_engine.derive import FeatureSet
 from twin_engine.features import Feature, Quality
@@ -73,6 +73,8 @@ class Assessment:
     outputs: dict[str, float]
     baseline_outputs: dict[str, float]
     factors_by_output: dict[str, tuple[Factor, ...]]
+    #: The inputs outside the card's ranges, when the status is out-of-range.
+    violations: tuple[RangeViolation, ...] = ()
 
     @property
     def factors(self) -> tuple[Factor, ...]:
@@ -107,6 +109,7 @@ def assess(
     excluded_by: tuple[str, ...] = (),
     deceased: bool = False,
     population_inputs: frozenset[str] = POPULATION_INPUTS,
+    excluded_because: str | None = None,
 ) -> Assessment:
     """Predict and explain with the patient's usable features, or say why not.
 
@@ -123,6 +126,9 @@ def assess(
     )
     if deceased:
         exclusions = ("the patient is recorded as deceased", *exclusions)
+    if excluded_because is not None:
+        # A guideline rule (twin_engine.clinical) put the patient outside the population.
+        exclusions = (excluded_because, *exclusions)
     used: list[InputUsed] = []
     not_used: list[InputNotUsed] = []
     values: dict[str, float | None] = {}
@@ -148,8 +154,14 @@ def assess(
                 InputNotUsed(spec.name, spec.description, feature.quality, feature.note)
             )
 
-    def result(status: AssessmentStatus, problems: tuple[str, ...]) -> Assessment:
-        return Assessment(model, status, tuple(used), tuple(not_used), problems, {}, {}, {})
+    def result(
+        status: AssessmentStatus,
+        problems: tuple[str, ...],
+        violations: tuple[RangeViolation, ...] = (),
+    ) -> Assessment:
+        return Assessment(
+            model, status, tuple(used), tuple(not_used), problems, {}, {}, {}, violations
+        )
 
     if exclusions:
         return result("not-applicable", exclusions)
@@ -160,8 +172,8 @@ def assess(
     except OutOfRangeError as exc:
         problems = tuple(v.describe(card.id) for v in exc.violations)
         if any(v.name in population_inputs for v in exc.violations):
-            return result("not-applicable", problems)
-        return result("out-of-range", problems)
+            return result("not-applicable", problems, exc.violations)
+        return result("out-of-range", problems, exc.violations)
 
     complete = {k: v for k, v in values.items() if v is not None}
     explanation = model.predict_and_explain(complete).explanation

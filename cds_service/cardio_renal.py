@@ -93,7 +93,7 @@ def _lab_blockers(a: Assessment, names: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(n for n in names if n in blocked)
 
 
-def _order_suggestion(patient_id: str, inputs: tuple[str, ...], why: str) -> Suggestion:
+def order_suggestion(patient_id: str, inputs: tuple[str, ...], why: str) -> Suggestion:
     actions: list[Action] = []
     seen: set[str] = set()
     for name in inputs:
@@ -247,7 +247,7 @@ def _not_computed_card(
     """No number: say what is missing or stale, and offer to order the labs."""
     orderable = tuple(n for n in _lab_blockers(a, labs) if n in ORDERABLE)
     suggestions = (
-        [_order_suggestion(patient_id, orderable, f"Inputs for {purpose}")] if orderable else None
+        [order_suggestion(patient_id, orderable, f"Inputs for {purpose}")] if orderable else None
     )
     return Card(
         uuid=str(uuid.uuid4()),

@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime
 
 import httpx
 
-from cds_service.assess import Assessment, assess
+from cds_service.assess import Assessment
 from cds_service.audit import (
     AuditEntry,
     AuditLog,
@@ -22,13 +22,14 @@ from cds_service.audit import (
     explanation_for_audit,
 )
 from cds_service.auth import VerifiedClient
-from cds_service.cardio_renal import cardio_renal_cards
+from cds_service.guideline_cards import ascvd_cards, cardio_renal_cards
 from cds_service.cards import Card, CdsResponse, Link
 from cds_service.errors import DataUnavailable
 from cds_service.failures import mark_recorded
 from cds_service.hooks import HookRequest
 from cds_service.prefetch import GatheredData, gather
-from cds_service.render import app_link, render_cards
+from cds_service.patient_view import patient_view
+from cds_service.render import app_link
 from cds_service.services import ServiceDefinition
 from cds_service.settings import Settings
 from cds_service.vancomycin import (
@@ -89,7 +90,6 @@ def _run_models(
     data: GatheredData,
 ) -> Outcome:
     link = app_link(service, rt.settings.app_launch_url, patient_id, twin_version)
-    deceased = twin.demographics.deceased
     if service.kind == "vancomycin":
         simulator_link = Link(
             label="Open the dose simulator",
@@ -105,27 +105,13 @@ def _run_models(
             link=simulator_link,
         )
         return Outcome(dosing.cards, (), dosing=dosing)
+    # Every patient-view service renders a part of one reading of the patient.
+    view = patient_view(rt.registry, twin, features, kfre_model=rt.settings.kfre_model)
     if service.kind == "cardio-renal":
-        result = cardio_renal_cards(
-            rt.registry,
-            features,
-            patient_id=patient_id,
-            deceased=deceased,
-            link=link,
-            kfre_model=rt.settings.kfre_model,
-            excluded_by=service.excluded_by,
-        )
-        return Outcome(result.cards, result.assessments)
-    model = rt.registry.get(service.model_id)
-    assessment = assess(model, features, excluded_by=service.excluded_by, deceased=deceased)
-    cards = render_cards(
-        service,
-        assessment,
-        patient_id=patient_id,
-        twin_version=twin_version,
-        launch_url=rt.settings.app_launch_url,
-    )
-    return Outcome(tuple(cards), (assessment,))
+        runs = (view.prevent, view.prevent_30y, view.pce)
+        runs += (view.kfre,) if view.kfre is not None else ()
+        return Outcome(tuple(cardio_renal_cards(view, link)), runs)
+    return Outcome(tuple(ascvd_cards(view, link)), (view.pce,))
 
 
 def _pk_model_use(model_id: str) -> ModelUse:

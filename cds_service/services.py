@@ -104,10 +104,13 @@ ASCVD_RISK = ServiceDefinition(
         ),
         "conditions": "Condition?patient={{context.patientId}}",
         "medications": "MedicationRequest?patient={{context.patientId}}",
+        # A PCI or CABG recorded only as a Procedure is clinical ASCVD (Grundy 2019, 4.1);
+        # dialysis may be recorded only as one.
+        "procedures": "Procedure?patient={{context.patientId}}",
     },
     usage_requirements=(
         "Send the prefetch, or fhirServer with fhirAuthorization scoped to read "
-        "Patient, Observation, Condition and MedicationRequest for the patient."
+        "Patient, Observation, Condition, MedicationRequest and Procedure for the patient."
     ),
     # The PCE are for primary prevention (Goff 2013): not for patients with clinical ASCVD.
     excluded_by=("clinical_ascvd",),

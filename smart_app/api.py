@@ -44,7 +44,7 @@ FETCH_CACHE_S = 60.0
 #: What the dose simulator reads beyond the risk services' query: levels and weight.
 _VANCOMYCIN_LOINC = (*QUANTITY_LOINC["vancomycin"], *QUANTITY_LOINC["weight"])
 #: Resource types the risk services' prefetch brings (Observations by code, below).
-_RISK_TYPES = frozenset({"Patient", "Condition", "MedicationRequest"})
+_RISK_TYPES = frozenset({"Patient", "Condition", "MedicationRequest", "Procedure"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,6 +51,7 @@ def prefetch_from_bundle(bundle: dict[str, Any]) -> dict[str, Any]:
         "observations": _searchset(_by_type(b, "Observation")),
         "conditions": _searchset(_by_type(b, "Condition")),
         "medications": _searchset(_by_type(b, "MedicationRequest")),
+        "procedures": _searchset(_by_type(b, "Procedure")),
     }
 
 

@@ -22,6 +22,8 @@ Concept = Literal[
     "ascvd",
     "myocardial_infarction",
     "cardiogenic_shock",
+    "pregnancy",
+    "kidney_failure",
 ]
 
 CONCEPT_SNOMED: Final[Mapping[Concept, frozenset[str]]] = {
@@ -104,6 +106,22 @@ CONCEPT_SNOMED: Final[Mapping[Concept, frozenset[str]]] = {
         }
     ),
     "cardiogenic_shock": frozenset({"89138009"}),  # Cardiogenic shock
+    "pregnancy": frozenset(
+        {
+            "77386006",  # Pregnancy
+            "72892002",  # Normal pregnancy (Synthea)
+            "47200007",  # High risk pregnancy
+        }
+    ),
+    # Kidney failure on replacement therapy or end-stage: the USPSTF 2022 statin
+    # recommendation's exclusions (ESRD, dialysis) and KFRE's outcome already reached.
+    "kidney_failure": frozenset(
+        {
+            "46177005",  # End-stage renal disease
+            "433146000",  # CKD stage 5
+            "105502003",  # Dependence on renal dialysis
+        }
+    ),
 }
 
 CONCEPT_ICD10CM_PREFIXES: Final[Mapping[Concept, tuple[str, ...]]] = {
@@ -124,6 +142,11 @@ CONCEPT_ICD10CM_PREFIXES: Final[Mapping[Concept, tuple[str, ...]]] = {
     # I20-I25 ischaemic heart diseases, I63 cerebral infarction, I70 atherosclerosis,
     # G45.0-G45.2/G45.8/G45.9 TIA (G45.3 amaurosis fugax and G45.4 transient global
     # amnesia are not counted).
+    # O00-O9A pregnancy, childbirth and the puerperium; Z33.1 pregnant state; Z34
+    # supervision of normal pregnancy. (O9A sorts after O99 and shares the O prefix.)
+    "pregnancy": ("O", "Z33.1", "Z34"),
+    # N18.5 CKD stage 5, N18.6 end-stage renal disease, Z99.2 dependence on dialysis.
+    "kidney_failure": ("N18.5", "N18.6", "Z99.2"),
     "ascvd": (
         "I20",
         "I21",

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Final
 
+from twin_engine.clinical.staleness import STALE_AFTER
 from twin_engine.codes import QUANTITY_LOINC, SMOKING_STATUS_LOINC, QuantityName
 from twin_engine.concepts import Concept
 from twin_engine.egfr import CKD_EPI_2021_MIN_AGE_YEARS, ckd_epi_2021
@@ -24,37 +25,6 @@ from twin_engine.medications import MedicationClass
 from twin_engine.ranges import AGE_RANGE
 from twin_engine.twin import MedicationEntry, ObservationPoint, Twin
 from twin_engine.units import canonical_unit
-
-#: How old a value may be before it is flagged `stale` (still usable, shown as stale).
-STALE_AFTER: Final[Mapping[str, timedelta]] = {
-    # 2017 ACC/AHA high blood pressure guideline (Whelton et al., Hypertension
-    # 2018;71:e13, Figure 4): adults with normal BP are re-evaluated yearly.
-    "systolic_bp": timedelta(days=365),
-    "diastolic_bp": timedelta(days=365),
-    # 2018 AHA/ACC cholesterol guideline (Grundy et al., Circulation 2019;139:e1082,
-    # section 4.4.1): reassess risk factors including lipids every 4-6 years.
-    "total_cholesterol": timedelta(days=5 * 365),
-    "hdl_cholesterol": timedelta(days=5 * 365),
-    "ldl_cholesterol": timedelta(days=5 * 365),
-    "triglycerides": timedelta(days=5 * 365),
-    # KDIGO 2012 CKD guideline (Kidney Int Suppl 2013;3:1, rec. 2.1.3): assess GFR and
-    # albuminuria at least annually in people with CKD.
-    "creatinine": timedelta(days=365),
-    "egfr": timedelta(days=365),
-    "uacr": timedelta(days=365),
-    # ADA Standards of Care in Diabetes-2024 (Diabetes Care 2024;47(Suppl 1):S111,
-    # rec. 6.1): A1C at least twice a year when at goal; a year-old value is stale.
-    "hba1c": timedelta(days=365),
-    # Weight and BMI drive dosing and risk; USPSTF obesity screening is at least yearly
-    # in primary care visits.  Adult height changes slowly, so ten years.
-    "weight": timedelta(days=365),
-    "bmi": timedelta(days=365),
-    "height": timedelta(days=10 * 365),
-    # CMS138 / NQF 0028 (tobacco use screening): screened within the last 24 months.
-    "smoking": timedelta(days=2 * 365),
-    # Heart rate is a vital sign of the moment; a week-old value is stale (project choice).
-    "heart_rate": timedelta(days=7),
-}
 
 #: Feature name -> the timeline it reads (latest value decides).
 QUANTITY_FEATURES: Final[Mapping[str, QuantityName]] = {

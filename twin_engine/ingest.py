@@ -32,6 +32,7 @@ from fhir.resources.R4B.medicationrequest import MedicationRequest
 from fhir.resources.R4B.medicationstatement import MedicationStatement
 from fhir.resources.R4B.observation import Observation
 from fhir.resources.R4B.patient import Patient
+from fhir.resources.R4B.procedure import Procedure
 from pydantic import ValidationError
 
 from twin_engine.codes import (
@@ -44,6 +45,7 @@ from twin_engine.codes import (
 from twin_engine.concepts import concepts_for
 from twin_engine.errors import IngestError
 from twin_engine.medications import classify_medication
+from twin_engine.procedures import procedure_concepts_for
 
 MedicationKind = Literal["MedicationRequest", "MedicationStatement", "MedicationAdministration"]
 
@@ -114,6 +116,11 @@ _MEDICATION_USE_FIELDS: Final = frozenset(
     }
 )
 _MEDICATION_FIELDS: Final = frozenset({"resourceType", "id", "code"})
+_PROCEDURE_FIELDS: Final = frozenset(
+    {"resourceType", "id", "status", "code", "subject", "performedDateTime", "performedPeriod"}
+)
+# Procedure states that mean it did not happen (FHIR R4 EventStatus).
+_VOID_PROCEDURE_STATUS: Final = frozenset({"not-done", "entered-in-error", "preparation"})
 _MEDICATION_MODELS: Final[Mapping[str, type[FHIRResourceModel]]] = {
     "MedicationRequest": MedicationRequest,
     "MedicationStatement": MedicationStatement,
@@ -179,6 +186,18 @@ class ConditionRecord:
     onset: datetime | None
     abatement: datetime | None
     recorded: datetime | None
+    #: FHIR condition-ver-status (confirmed, provisional, differential, unconfirmed) or None.
+    verification_status: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProcedureRecord:
+    """A performed procedure the twin reads (revascularisation, dialysis)."""
+
+    source: str
+    codings: tuple[CodingRecord, ...]
+    status: str
+    performed: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +212,9 @@ class MedicationRecord:
     effective_end: datetime | None
 
 
-DomainResource = PatientRecord | ObservationRecord | ConditionRecord | MedicationRecord
+DomainResource = (
+    PatientRecord | ObservationRecord | ConditionRecord | MedicationRecord | ProcedureRecord
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +273,9 @@ def ingest(payload: object, *, patient_id: str | None = None) -> IngestResult:
                 record = _memo(_condition, entry, issues)
         elif entry.resource_type in _MEDICATION_MODELS:
             record = _medication_use(entry, medications, patient_refs, issues)
+        elif entry.resource_type == "Procedure":
+            if _procedure_relevant(entry.resource) and _about(entry, patient_refs, issues):
+                record = _memo(_procedure, entry, issues)
         if record is not None:
             resources.append(record)
     return IngestResult(patient=patient, resources=tuple(resources), issues=tuple(issues))
@@ -479,6 +503,12 @@ def _condition_relevant(raw: Mapping[str, Any]) -> bool:
     return any(concepts_for(c.get("system"), c["code"]) for c in _codings(raw.get("code")))
 
 
+def _procedure_relevant(raw: Mapping[str, Any]) -> bool:
+    return any(
+        procedure_concepts_for(c.get("system"), c["code"]) for c in _codings(raw.get("code"))
+    )
+
+
 def _number(value: object) -> float | None:
     # FHIR JSON carries decimals as JSON numbers; a string "7.2" is invalid FHIR JSON
     # even though the R4B model would coerce it, so it is rejected here.
@@ -655,6 +685,29 @@ def _condition(entry: _Entry, issues: list[IngestIssue]) -> ConditionRecord | No
         onset=_as_datetime(model.onsetDateTime or onset_period),
         abatement=_as_datetime(model.abatementDateTime or abatement_period),
         recorded=_as_datetime(model.recordedDate),
+        verification_status=verification,
+    )
+
+
+def _procedure(entry: _Entry, issues: list[IngestIssue]) -> ProcedureRecord | None:
+    model = _validate(entry, Procedure, _PROCEDURE_FIELDS, issues)
+    if not isinstance(model, Procedure):
+        return None
+    status = str(model.status)
+    if status in _VOID_PROCEDURE_STATUS:
+        issues.append(
+            IngestIssue("Procedure", entry.resource_id, f"{entry.source} is {status}; skipped")
+        )
+        return None
+    period_start = model.performedPeriod.start if model.performedPeriod else None
+    return ProcedureRecord(
+        source=entry.source,
+        codings=tuple(
+            CodingRecord(c.get("system"), c["code"], c.get("display"))
+            for c in _codings(entry.resource.get("code"))
+        ),
+        status=status,
+        performed=_as_datetime(model.performedDateTime or period_start),
     )
 
 

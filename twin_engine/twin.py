@@ -10,7 +10,7 @@ import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
@@ -31,10 +31,12 @@ from twin_engine.ingest import (
     MedicationRecord,
     ObservationRecord,
     PatientRecord,
+    ProcedureRecord,
     QuantityRecord,
     ingest,
 )
 from twin_engine.medications import MatchedBy, MedicationClass, classify_medication
+from twin_engine.procedures import ProcedureConcept, procedure_concepts_for
 from twin_engine.ranges import PLAUSIBLE_RANGES
 from twin_engine.units import normalise
 
@@ -83,6 +85,20 @@ class ConditionEntry:
     source: str
     clinical_status: str | None
     active: bool
+    #: FHIR condition-ver-status; None when the record does not say (US Core allows it).
+    verification_status: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProcedureEntry:
+    """A performed procedure of one concept (revascularisation, dialysis)."""
+
+    system: str
+    code: str
+    display: str | None
+    performed: datetime | None
+    status: str
+    source: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +136,7 @@ class Twin:
     medications: Mapping[str, tuple[MedicationEntry, ...]]
     smoking: tuple[SmokingEntry, ...]
     issues: tuple[IngestIssue, ...]
+    procedures: Mapping[str, tuple[ProcedureEntry, ...]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready summary: per quantity the count and the latest point."""
@@ -156,14 +173,22 @@ class Twin:
                 }
                 for cls, entries in self.medications.items()
             },
+            "procedures": {
+                concept: [_procedure_state(e) for e in entries]
+                for concept, entries in self.procedures.items()
+            },
             "smoking": _smoking_state(self.smoking[-1]) if self.smoking else None,
             "issues": [_issue_state(i) for i in self.issues],
             "content_hash": self.content_hash(),
         }
 
     def to_state(self) -> dict[str, Any]:
-        """The whole state as JSON-ready data; `Twin.from_state` inverts it."""
-        return {
+        """The whole state as JSON-ready data; `Twin.from_state` inverts it.
+
+        Procedures appear only when there are some, so a twin without any keeps the
+        content hash it had before procedures were read.
+        """
+        state = {
             "patient_id": self.patient_id,
             "demographics": _demographics_state(self.demographics),
             "observations": {
@@ -181,6 +206,12 @@ class Twin:
             "smoking": [_smoking_state(s) for s in self.smoking],
             "issues": [_issue_state(i) for i in self.issues],
         }
+        if self.procedures:
+            state["procedures"] = {
+                concept: [_procedure_state(e) for e in entries]
+                for concept, entries in self.procedures.items()
+            }
+        return state
 
     def content_hash(self) -> str:
         """sha256 (hex) of the canonical JSON of the state: same data, same hash."""
@@ -231,6 +262,7 @@ class Twin:
                         source=e["source"],
                         clinical_status=e["clinical_status"],
                         active=e["active"],
+                        verification_status=e.get("verification_status"),
                     )
                     for e in entries
                 )
@@ -269,6 +301,20 @@ class Twin:
                 IngestIssue(i["resource_type"], i["resource_id"], i["reason"])
                 for i in state["issues"]
             ),
+            procedures={
+                concept: tuple(
+                    ProcedureEntry(
+                        system=e["system"],
+                        code=e["code"],
+                        display=e["display"],
+                        performed=_datetime(e["performed"]),
+                        status=e["status"],
+                        source=e["source"],
+                    )
+                    for e in entries
+                )
+                for concept, entries in state.get("procedures", {}).items()
+            },
         )
 
 
@@ -277,6 +323,7 @@ def build_twin(result: IngestResult) -> Twin:
     points: defaultdict[str, list[ObservationPoint]] = defaultdict(list)
     conditions: defaultdict[str, list[ConditionEntry]] = defaultdict(list)
     medications: defaultdict[str, list[MedicationEntry]] = defaultdict(list)
+    procedures: defaultdict[str, list[ProcedureEntry]] = defaultdict(list)
     smoking: list[SmokingEntry] = []
     for record in result.resources:
         if isinstance(record, ObservationRecord):
@@ -290,6 +337,9 @@ def build_twin(result: IngestResult) -> Twin:
         elif isinstance(record, MedicationRecord):
             for med_class, med_entry in _medications(record):
                 medications[med_class].append(med_entry)
+        elif isinstance(record, ProcedureRecord):
+            for proc_concept, proc_entry in _procedures(record):
+                procedures[proc_concept].append(proc_entry)
     smoking.sort(key=lambda s: (s.time, s.source))
     return Twin(
         patient_id=result.patient.id,
@@ -306,6 +356,9 @@ def build_twin(result: IngestResult) -> Twin:
         },
         smoking=tuple(smoking),
         issues=result.issues,
+        procedures={
+            p: tuple(sorted(procedures[p], key=_procedure_key)) for p in sorted(procedures)
+        },
     )
 
 
@@ -399,10 +452,35 @@ def _conditions(record: ConditionRecord) -> list[tuple[Concept, ConditionEntry]]
                         source=record.source,
                         clinical_status=record.clinical_status,
                         active=active,
+                        verification_status=record.verification_status,
                     ),
                 )
             )
     return out
+
+
+def _procedures(record: ProcedureRecord) -> list[tuple[ProcedureConcept, ProcedureEntry]]:
+    out: list[tuple[ProcedureConcept, ProcedureEntry]] = []
+    seen: set[ProcedureConcept] = set()
+    for coding in record.codings:
+        for concept in procedure_concepts_for(coding.system, coding.code):
+            if concept in seen:
+                continue
+            seen.add(concept)
+            entry = ProcedureEntry(
+                system=coding.system or "",
+                code=coding.code,
+                display=coding.display,
+                performed=record.performed,
+                status=record.status,
+                source=record.source,
+            )
+            out.append((concept, entry))
+    return out
+
+
+def _procedure_key(entry: ProcedureEntry) -> tuple[str, str]:
+    return (_iso(entry.performed) or "", entry.source)
 
 
 def _medications(record: MedicationRecord) -> list[tuple[MedicationClass, MedicationEntry]]:
@@ -478,8 +556,19 @@ def _point_state(p: ObservationPoint) -> dict[str, Any]:
     }
 
 
-def _condition_state(e: ConditionEntry) -> dict[str, Any]:
+def _procedure_state(e: ProcedureEntry) -> dict[str, Any]:
     return {
+        "system": e.system,
+        "code": e.code,
+        "display": e.display,
+        "performed": _iso(e.performed),
+        "status": e.status,
+        "source": e.source,
+    }
+
+
+def _condition_state(e: ConditionEntry) -> dict[str, Any]:
+    state = {
         "system": e.system,
         "code": e.code,
         "display": e.display,
@@ -490,6 +579,10 @@ def _condition_state(e: ConditionEntry) -> dict[str, Any]:
         "clinical_status": e.clinical_status,
         "active": e.active,
     }
+    # Only when recorded, so that twins read before it was kept hash as they did.
+    if e.verification_status is not None:
+        state["verification_status"] = e.verification_status
+    return state
 
 
 def _medication_state(e: MedicationEntry) -> dict[str, Any]:
