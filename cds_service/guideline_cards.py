@@ -168,16 +168,21 @@ def too_old_words(view: PatientView, a: Assessment) -> tuple[str, str] | None:
 
 def range_words(v: RangeViolation, equations: str) -> str:
     """'systolic BP 194 mmHg is above the 180 the PREVENT equations accept'."""
-    name = label(v.name, v.name.replace("_", " "))
-    name = name[0].lower() + name[1:] if not name.startswith(("HDL", "BP", "eGFR")) else name
+    name = lower_first(label(v.name, v.name.replace("_", " ")))
     shown = plain_value(v.name, v.value, v.unit)
     if v.value > v.max:
         return f"{name} {shown} is above the {v.max:g} the {equations} equations accept"
     return f"{name} {shown} is below the {v.min:g} the {equations} equations accept"
 
 
+def lower_first(text: str) -> str:
+    """'Systolic BP' -> 'systolic BP'; acronyms (HDL, eGFR) stay as they are."""
+    head = text.split(" ")[0]
+    return text if head.isupper() or head[:1].islower() else text[0].lower() + text[1:]
+
+
 def _missing_words(a: Assessment) -> str:
-    names = [label(n.name, n.description).lower() for n in a.not_used]
+    names = [lower_first(label(n.name, n.description)) for n in a.not_used]
     return "missing " + ", ".join(names) if names else "; ".join(a.problems)
 
 
@@ -246,7 +251,9 @@ def ascvd_cards(view: PatientView, link: Link) -> list[Card]:
     suggestions: list[Suggestion] = []
     if a.decision in ("start", "intensify") and a.indicated is not None:
         suggestions = [_statin_suggestion(pid, a.indicated, a.why)]
-    treated = f"On {_on(current)} since {_day(current.start)}." if current else "No statin on record."
+    treated = (
+        f"On {_on(current)} since {_day(current.start)}." if current else "No statin on record."
+    )
     risk_line = _pce_line(view)
     if a.group == "pregnancy":
         summary = (
@@ -255,11 +262,16 @@ def ascvd_cards(view: PatientView, link: Link) -> list[Card]:
             else "Pregnant: no statin and no 10-year ASCVD risk until after the pregnancy"
         )
         detail = _detail(
-            [f"Pregnancy recorded since {_day(s.pregnancy.since if s.pregnancy else None)}.", treated],
+            [
+                f"Pregnancy recorded since {_day(s.pregnancy.since if s.pregnancy else None)}.",
+                treated,
+            ],
             [],
             "Evidence: 2018 AHA/ACC cholesterol guideline (statins and pregnancy).",
         )
-        return [_card(summary, detail, "warning" if a.decision == "stop" else "info", PCE_SOURCE, link)]
+        return [
+            _card(summary, detail, "warning" if a.decision == "stop" else "info", PCE_SOURCE, link)
+        ]
     if a.group == "kidney-failure":
         summary = (
             "Kidney failure: continuing the current statin may be reasonable; no 10-year risk"
@@ -268,7 +280,10 @@ def ascvd_cards(view: PatientView, link: Link) -> list[Card]:
         )
         what = s.kidney_failure.what if s.kidney_failure else "kidney failure"
         detail = _detail(
-            [f"{what.capitalize()} since {_day(s.kidney_failure.since if s.kidney_failure else None)}.", treated],
+            [
+                f"{what.capitalize()} since {_day(s.kidney_failure.since if s.kidney_failure else None)}.",
+                treated,
+            ],
             [],
             "Evidence: 2018 AHA/ACC cholesterol guideline (CKD on dialysis); USPSTF 2022.",
         )
@@ -278,11 +293,15 @@ def ascvd_cards(view: PatientView, link: Link) -> list[Card]:
         what = f"{f.what}, {_year(f.since)}" if f else "on record"
         ind = a.indicated or "high"
         if a.decision == "start":
-            summary = f"Clinical ASCVD ({what}): start a {ind}-intensity statin; no risk score applies"
+            summary = (
+                f"Clinical ASCVD ({what}): start a {ind}-intensity statin; no risk score applies"
+            )
         elif a.decision == "intensify" and current:
             summary = f"Clinical ASCVD ({what}): on {_on(current)}; {ind} intensity is advised"
         else:
-            summary = f"Clinical ASCVD ({what}): on {_on(current) if current else 'a statin'}, as advised"
+            summary = (
+                f"Clinical ASCVD ({what}): on {_on(current) if current else 'a statin'}, as advised"
+            )
         detail = _detail(
             [
                 f"Secondary prevention: {a.why}. A primary-prevention risk score does not apply.",
@@ -299,7 +318,9 @@ def ascvd_cards(view: PatientView, link: Link) -> list[Card]:
         if a.decision == "start":
             summary = f"LDL {value} mg/dL: start a high-intensity statin; no risk estimate is needed at 190 or more"
         elif a.decision == "intensify" and current:
-            summary = f"LDL {value} mg/dL before treatment: on {_on(current)}; high intensity is advised"
+            summary = (
+                f"LDL {value} mg/dL before treatment: on {_on(current)}; high intensity is advised"
+            )
         else:
             summary = f"LDL {value} mg/dL before treatment: on {_on(current) if current else 'a statin'}, as advised"
         detail = _detail(
@@ -307,14 +328,25 @@ def ascvd_cards(view: PatientView, link: Link) -> list[Card]:
             [f"LDL measured {_day(ldl.time if ldl else None)} ({ldl.source if ldl else ''})."],
             "Evidence: 2018 AHA/ACC cholesterol guideline, section 4.2 (LDL-C ≥ 190 mg/dL).",
         )
-        return [_card(summary, detail, "warning" if a.decision != "continue" else "info", PCE_SOURCE, link, suggestions)]
+        return [
+            _card(
+                summary,
+                detail,
+                "warning" if a.decision != "continue" else "info",
+                PCE_SOURCE,
+                link,
+                suggestions,
+            )
+        ]
     if a.group == "diabetes":
         risk = view.pce_risk
         whatever = f" ({pct(risk)})" if risk is not None else ""
         if a.decision == "start":
             summary = f"Diabetes at {age}: start at least a moderate-intensity statin, whatever the 10-year risk{whatever}"
         elif a.decision == "intensify" and current:
-            summary = f"Diabetes at {age}: on {_on(current)}; at least moderate intensity is advised"
+            summary = (
+                f"Diabetes at {age}: on {_on(current)}; at least moderate intensity is advised"
+            )
         else:
             summary = f"Diabetes at {age}: on {_on(current) if current else 'a statin'}, as advised"
         detail = _detail(
@@ -322,7 +354,16 @@ def ascvd_cards(view: PatientView, link: Link) -> list[Card]:
             [risk_line, _blocked_line(view, view.pce)],
             "Evidence: 2018 AHA/ACC cholesterol guideline, section 4.3 (diabetes).",
         )
-        return [_card(summary, detail, "warning" if a.decision != "continue" else "info", PCE_SOURCE, link, suggestions)]
+        return [
+            _card(
+                summary,
+                detail,
+                "warning" if a.decision != "continue" else "info",
+                PCE_SOURCE,
+                link,
+                suggestions,
+            )
+        ]
     return _primary_cards(view, link, suggestions, treated, risk_line)
 
 
@@ -355,7 +396,10 @@ def _primary_cards(
     if current is not None and view.pce_basis == "none":
         summary = f"On {_on(current)}; no lipids from before it, so no untreated risk estimate"
         detail = _detail(
-            [treated, "The Pooled Cohort Equations are for people not on a statin: on-treatment lipids underestimate the untreated risk."],
+            [
+                treated,
+                "The Pooled Cohort Equations are for people not on a statin: on-treatment lipids underestimate the untreated risk.",
+            ],
             [],
             PCE_EVIDENCE,
         )
@@ -369,14 +413,42 @@ def _primary_cards(
             [],
             PCE_EVIDENCE,
         )
-        return [_card(summary, detail, "info", PCE_SOURCE, link, _order(view, p, "Inputs for the 10-year ASCVD risk"), decision=False)]
+        return [
+            _card(
+                summary,
+                detail,
+                "info",
+                PCE_SOURCE,
+                link,
+                _order(view, p, "Inputs for the 10-year ASCVD risk"),
+                decision=False,
+            )
+        ]
     if p.status == "out-of-range":
         words = "; ".join(range_words(v, "Pooled Cohort") for v in p.violations)
         summary = f"10-year ASCVD risk not computed: {words}"
-        return [_card(summary, _detail([treated], [], PCE_EVIDENCE), "info", PCE_SOURCE, link, decision=False)]
+        return [
+            _card(
+                summary,
+                _detail([treated], [], PCE_EVIDENCE),
+                "info",
+                PCE_SOURCE,
+                link,
+                decision=False,
+            )
+        ]
     if p.status == "missing-inputs":
         summary = f"10-year ASCVD risk not computed: {_missing_words(p)}"
-        return [_card(summary, _detail([treated], [], PCE_EVIDENCE), "info", PCE_SOURCE, link, decision=False)]
+        return [
+            _card(
+                summary,
+                _detail([treated], [], PCE_EVIDENCE),
+                "info",
+                PCE_SOURCE,
+                link,
+                decision=False,
+            )
+        ]
     risk = p.outputs["risk_10y_ascvd"]
     tier = risk_tier(risk)
     head = (
@@ -406,7 +478,7 @@ def _primary_cards(
     }.get(grade or "", "")
     detail = _detail(
         [risk_line, treated],
-        [uspstf, _treated_lipids_line(view)],
+        [_treated_lipids_line(view), uspstf],
         PCE_EVIDENCE,
     )
     indicator: Indicator = {"high": "critical", "intermediate": "warning"}.get(tier, "info")  # type: ignore[assignment]
@@ -435,8 +507,8 @@ def _treated_lipids_line(view: PatientView) -> str:
         return ""
     panel = view.state.pretreatment_lipids
     return (
-        f"Used the untreated lipids of {_day(panel.time)}: total {panel.total_mg_dl:.0f}, "
-        f"HDL {panel.hdl_mg_dl:.0f} mg/dL, with the other inputs of that day."
+        f"Used the untreated lipids of {_day(panel.time)} (total {panel.total_mg_dl:.0f}, "
+        f"HDL {panel.hdl_mg_dl:.0f} mg/dL) with today's other inputs."
     )
 
 
@@ -481,16 +553,42 @@ def _prevent_card(view: PatientView, link: Link) -> Card | None:
         return None
     blocked = too_old_words(view, p)
     if blocked is not None:
-        summary = f"Cardiovascular risk not computed: {blocked[0]}; order {_ORDER_WORDS[blocked[1]]}"
-        detail = _detail(
-            ["A risk from values this old or absent would not be the patient's today."], [], PREVENT_EVIDENCE
+        summary = (
+            f"Cardiovascular risk not computed: {blocked[0]}; order {_ORDER_WORDS[blocked[1]]}"
         )
-        return _card(summary, detail, "info", PREVENT_SOURCE, link, _order(view, p, "Inputs for the PREVENT risk"), decision=False)
+        detail = _detail(
+            ["A risk from values this old or absent would not be the patient's today."],
+            [],
+            PREVENT_EVIDENCE,
+        )
+        return _card(
+            summary,
+            detail,
+            "info",
+            PREVENT_SOURCE,
+            link,
+            _order(view, p, "Inputs for the PREVENT risk"),
+            decision=False,
+        )
     if p.status == "out-of-range":
         words = "; ".join(range_words(v, "PREVENT") for v in p.violations)
-        return _card(f"Cardiovascular risk not computed: {words}", _detail([], [], PREVENT_EVIDENCE), "info", PREVENT_SOURCE, link, decision=False)
+        return _card(
+            f"Cardiovascular risk not computed: {words}",
+            _detail([], [], PREVENT_EVIDENCE),
+            "info",
+            PREVENT_SOURCE,
+            link,
+            decision=False,
+        )
     if p.status != "computed":
-        return _card(f"Cardiovascular risk not computed: {_missing_words(p)}", _detail([], [], PREVENT_EVIDENCE), "info", PREVENT_SOURCE, link, decision=False)
+        return _card(
+            f"Cardiovascular risk not computed: {_missing_words(p)}",
+            _detail([], [], PREVENT_EVIDENCE),
+            "info",
+            PREVENT_SOURCE,
+            link,
+            decision=False,
+        )
     o = p.outputs
     summary = (
         f"10-year cardiovascular risk {pct(o['risk_10y_cvd'])} (PREVENT): ASCVD "
@@ -520,9 +618,13 @@ def _stale_vitals_line(a: Assessment) -> str:
     stale = [i for i in a.stale]
     if not stale:
         return ""
-    return "Stale, used as recorded: " + ", ".join(
-        f"{label(i.name, i.description).lower()} from {_day(i.time)}" for i in stale
-    ) + "."
+    return (
+        "Stale, used as recorded: "
+        + ", ".join(
+            f"{lower_first(label(i.name, i.description))} from {_day(i.time)}" for i in stale
+        )
+        + "."
+    )
 
 
 def _kidney_card(view: PatientView, link: Link) -> Card | None:
@@ -537,7 +639,9 @@ def _kidney_card(view: PatientView, link: Link) -> Card | None:
             return None
         summary = f"{egfr_text} on {_day(k.egfr.time)}, below 60 for under 3 months: repeat to confirm CKD"
         detail = _detail(
-            ["CKD needs an abnormality lasting more than 3 months; no kidney failure risk before that."],
+            [
+                "CKD needs an abnormality lasting more than 3 months; no kidney failure risk before that."
+            ],
             [],
             KIDNEY_EVIDENCE,
         )
@@ -555,8 +659,10 @@ def _kidney_card(view: PatientView, link: Link) -> Card | None:
         action = "refer to nephrology" if refer else "below the referral threshold"
         summary = f"{stage}: kidney failure risk {pct(five)} at 5 years (KFRE); {action}"
         detail = _detail(
-            [f"{egfr_text} ({_day(k.egfr.time)}), abnormal since {since}. 2-year risk {pct(two)}.",
-             factors_line(kfre, "risk_5y_kidney_failure", 2) or ""],
+            [
+                f"{egfr_text} ({_day(k.egfr.time)}), abnormal since {since}. 2-year risk {pct(two)}.",
+                factors_line(kfre, "risk_5y_kidney_failure", 2) or "",
+            ],
             [],
             KIDNEY_EVIDENCE,
         )

@@ -19,7 +19,9 @@ from onnx_models.registry import ModelRegistry
 from twin_engine.clinical.guidelines import StatinAdvice, kfre_applies, statin_advice
 from twin_engine.clinical.staleness import BLOCKS_WHEN_STALE
 from twin_engine.clinical.state import ClinicalState, clinical_state
-from twin_engine.derive import FeatureSet, derive_features
+from twin_engine.clinical.statins import LipidPanel
+from twin_engine.derive import FeatureSet
+from twin_engine.features import Feature
 from twin_engine.twin import Twin
 
 PceBasis = Literal["current", "before-statin", "none"]
@@ -62,6 +64,20 @@ class PatientView:
     @property
     def pce_risk(self) -> float | None:
         return None if self.pce_excluded else self.usable_risk(self.pce, "risk_10y_ascvd")
+
+
+def untreated_features(features: FeatureSet, panel: LipidPanel) -> FeatureSet:
+    """Today's features with total and HDL cholesterol from the panel before the first
+    statin (Grundy 2019: the statin decision rests on untreated lipids; the PCE is for
+    people not on a statin)."""
+    note = f"before the first statin: panel of {panel.time.date().isoformat()}"
+    replaced = dict(features.features)
+    for name, value, source in (
+        ("total_cholesterol_mg_dl", panel.total_mg_dl, panel.sources[0]),
+        ("hdl_cholesterol_mg_dl", panel.hdl_mg_dl, panel.sources[1]),
+    ):
+        replaced[name] = Feature(name, value, "mg/dL", panel.time, (source,), "ok", note)
+    return FeatureSet(as_of=features.as_of, features=replaced)
 
 
 def _pce_exclusion(state: ClinicalState, deceased: bool) -> str | None:
@@ -108,14 +124,11 @@ def patient_view(
         if panel is not None:
             # The untreated risk: every input as it was on the day of the last panel
             # before the first statin (Grundy 2019: PCE is for people not on a statin).
-            then = derive_features(twin, panel.time.date())
-            pce, basis = assess(pce_model, then), "before-statin"
+            pce, basis = assess(pce_model, untreated_features(features, panel)), "before-statin"
         else:
             basis = "none"
     prevent = assess(registry.get("prevent"), features, excluded_because=prevent_excluded)
-    prevent_30y = assess(
-        registry.get("prevent_30y"), features, excluded_because=prevent_excluded
-    )
+    prevent_30y = assess(registry.get("prevent_30y"), features, excluded_because=prevent_excluded)
     kfre = None
     if kfre_applies(state) and not deceased:
         kfre = assess(

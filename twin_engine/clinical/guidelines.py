@@ -81,7 +81,10 @@ def _against_current(
     current = state.current_statin
     if current is None:
         return StatinAdvice(group, indicated, "start", why)
-    if current.intensity is not None and INTENSITY_RANK[current.intensity] < INTENSITY_RANK[indicated]:
+    if (
+        current.intensity is not None
+        and INTENSITY_RANK[current.intensity] < INTENSITY_RANK[indicated]
+    ):
         return StatinAdvice(group, indicated, "intensify", why)
     return StatinAdvice(group, indicated, "continue", why)
 

@@ -43,7 +43,8 @@ def _start(e: ConditionEntry) -> datetime | None:
 
 
 def _plain(display: str | None, fallback: str) -> str:
-    return (display or fallback).split(" (")[0].strip().lower()[:40] or fallback
+    text = (display or fallback).split(" (")[0].strip()[:40] or fallback
+    return text if text.isupper() else text.lower()  # keep acronyms: PCI, CABG
 
 
 def _active_on(e: ConditionEntry, instant: datetime) -> bool:

@@ -103,9 +103,7 @@ def _start(e: MedicationEntry) -> datetime | None:
 def statin_exposures(twin: Twin, instant: datetime) -> tuple[StatinExposure, ...]:
     """Every statin entry started by `instant`, oldest first; a later entry ends the
     previous one (a switch or a new dose)."""
-    entries = [
-        e for e in twin.medications.get("statin", ()) if (_start(e) or instant) <= instant
-    ]
+    entries = [e for e in twin.medications.get("statin", ()) if (_start(e) or instant) <= instant]
     entries.sort(key=lambda e: (_start(e) or instant, e.source))
     out: list[StatinExposure] = []
     for i, e in enumerate(entries):
@@ -164,9 +162,7 @@ def lipids_before(twin: Twin, before: datetime) -> LipidPanel | None:
             continue
         ldl = next((x for x in reversed(ldls) if x.time.date() == day), None)
         sources = (total.source, hdl.source) + ((ldl.source,) if ldl else ())
-        return LipidPanel(
-            total.value, hdl.value, ldl.value if ldl else None, total.time, sources
-        )
+        return LipidPanel(total.value, hdl.value, ldl.value if ldl else None, total.time, sources)
     return None
 
 
