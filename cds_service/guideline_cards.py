@@ -89,7 +89,7 @@ def _day(t: datetime | None) -> str:
 
 
 def _factor_words(f: Factor) -> str:
-    name = label(f.name, f.description)
+    name = lower_first(label(f.name, f.description))
     sign = "+" if f.contribution >= 0 else "-"
     points = f"{sign}{abs(100 * f.contribution):.1f} points"
     if f.unit in ("1", "{yes/no}", ""):
@@ -162,8 +162,8 @@ def too_old_words(view: PatientView, a: Assessment) -> tuple[str, str] | None:
         limit = f"over {years:.0f} year{'s' if years != 1 else ''}"
         verb = "are" if what in ("lipids",) else "is"
         return f"{what} from {_year(first.time)} {verb} too old ({limit})", what
-    names = sorted({_LAB_WORDS[b] for b in blockers})
-    return "no " + " or ".join(names) + " on record", names[0]
+    names = [lower_first(label(b, b)) for b in blockers]
+    return "no usable " + ", ".join(names), _LAB_WORDS[blockers[0]]
 
 
 def range_words(v: RangeViolation, equations: str) -> str:
@@ -381,6 +381,21 @@ def _pce_line(view: PatientView) -> str:
     return f"10-year ASCVD risk {pct(risk)} ({risk_tier(risk)}){when}. {factors}".strip()
 
 
+def inputs_line(a: Assessment) -> str:
+    """The lipid and blood-pressure values a number used, with their dates."""
+    shown = {i.name: i for i in a.inputs}
+    parts = []
+    tc, hdl = shown.get("total_cholesterol_mg_dl"), shown.get("hdl_cholesterol_mg_dl")
+    if tc and hdl:
+        parts.append(
+            f"total cholesterol {tc.value:.0f} mg/dL, HDL {hdl.value:.0f} mg/dL ({_day(tc.time)})"
+        )
+    sbp = shown.get("systolic_bp_mm_hg")
+    if sbp:
+        parts.append(f"systolic BP {sbp.value:.0f} mmHg ({_day(sbp.time)})")
+    return "Used: " + "; ".join(parts) + "." if parts else ""
+
+
 def _blocked_line(view: PatientView, a: Assessment) -> str:
     words = too_old_words(view, a)
     return f"No 10-year risk: {words[0]}." if words else ""
@@ -477,7 +492,7 @@ def _primary_cards(
         "I": "USPSTF 2022: evidence insufficient at 76 and over.",
     }.get(grade or "", "")
     detail = _detail(
-        [risk_line, treated],
+        [risk_line, inputs_line(p), treated],
         [_treated_lipids_line(view), uspstf],
         PCE_EVIDENCE,
     )
@@ -606,7 +621,7 @@ def _prevent_card(view: PatientView, link: Link) -> Card | None:
         else ""
     )
     detail = _detail(
-        [factors_line(p, "risk_10y_cvd") or ""],
+        [factors_line(p, "risk_10y_cvd") or "", inputs_line(p)],
         [thirty, treated, _stale_vitals_line(p)],
         PREVENT_EVIDENCE,
     )

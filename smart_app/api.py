@@ -250,10 +250,7 @@ async def _computed(request: Request, s: AppSession) -> Computed:
     ctx = _twin(rt, s, data)
     features = derive_features(ctx.twin, today)
     runs = views.risk_assessments(
-        rt.registry,
-        features,
-        deceased=ctx.twin.demographics.deceased,
-        kfre_model=rt.settings.kfre_model,
+        rt.registry, ctx.twin, features, kfre_model=rt.settings.kfre_model
     )
     computed = Computed(data, today, ctx, features, runs)
     cache[s.session_id] = computed

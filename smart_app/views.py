@@ -20,8 +20,8 @@ from cds_service.cardio_renal import (
     KFRE_EGFR_BELOW,
     SBP_TARGET_MM_HG,
     CardioRenalAssessments,
-    cardio_renal_assessments,
 )
+from cds_service.patient_view import patient_view
 from cds_service.render import label, output_label, pct, shown_value
 from cds_service.services import ASCVD_RISK, CARDIO_RENAL_RISK
 from cds_service.vancomycin import is_vancomycin, simulator_for
@@ -237,17 +237,12 @@ def model_view(a: Assessment, service_id: str, output: str | None = None) -> dic
 
 
 def risk_assessments(
-    registry: ModelRegistry, features: FeatureSet, *, deceased: bool, kfre_model: str
+    registry: ModelRegistry, twin: Twin, features: FeatureSet, *, kfre_model: str
 ) -> CardioRenalAssessments:
-    """The cardio-renal service's runs; its PCE is ascvd-risk's (the two services share
-    their exclusions; tests/smart_app/test_views.py holds them to it)."""
-    return cardio_renal_assessments(
-        registry,
-        features,
-        deceased=deceased,
-        kfre_model=kfre_model,
-        excluded_by=CARDIO_RENAL_RISK.excluded_by,
-    )
+    """The runs the patient-view cards show, from the same `patient_view` they are
+    rendered from: PREVENT, the PCE the statin decision used, and KFRE where it applies."""
+    view = patient_view(registry, twin, features, kfre_model=kfre_model)
+    return CardioRenalAssessments(view.prevent, view.prevent_30y, view.pce, view.kfre)
 
 
 def risk_view(runs: CardioRenalAssessments, twin_version: int, as_of: datetime) -> dict[str, Any]:

@@ -1,5 +1,5 @@
-"""The cardio-renal-risk service: PREVENT beside PCE, KFRE where it applies, orders when
-inputs are missing or stale, and the absolute risk reduction of a what-if therapy."""
+"""The cardio-renal-risk service: PREVENT, KFRE in chronic CKD G3-G5, orders when
+laboratory inputs are missing or too old."""
 
 from __future__ import annotations
 
@@ -44,6 +44,8 @@ def _record(
         smoking("s1", "8517006", FRESH),  # former smoker
         obs("bmi", "39156-5", 28.0, "kg/m2", FRESH),
         obs("egfr", "98979-8", egfr, "mL/min/{1.73_m2}", FRESH),
+        # Eight months earlier: an eGFR under 60 then too makes the CKD chronic (KDIGO).
+        obs("egfr0", "98979-8", egfr + 2, "mL/min/{1.73_m2}", "2025-09-01T09:00:00Z"),
         obs("ldl", "13457-7", 130, "mg/dL", FRESH),
     ]
     if lipids_when is not None:
@@ -72,27 +74,25 @@ def _call(client: TestClient, resources: list[dict[str, Any]]) -> list[dict[str,
     return response.json()["cards"]  # type: ignore[no-any-return]
 
 
-def test_prevent_with_pce_beside_it_and_treatment_response(client: TestClient) -> None:
-    """A 55-year-old: PREVENT 10- and 30-year, the PCE with the one-sentence difference,
-    and the ARR of a statin and of SBP 130."""
+def test_prevent_leads_with_the_risk_and_names_what_moved_it(client: TestClient) -> None:
+    """A 55-year-old: PREVENT 10-year risk first; factors, the values used, the 30-year
+    risk and one line of evidence in a short detail, units as clinicians write them."""
     (card,) = _call(client, _record())
-    assert card["summary"].startswith("PREVENT 10-y CVD ")
-    assert "30-y CVD" in card["summary"]  # age 55: 30-year risk is published
-    assert "**Pooled Cohort Equations** 10-year ASCVD" in card["detail"]
-    assert "estimates about half" in card["detail"]
-    assert "moderate-intensity statin" in card["detail"]
-    assert "SBP lowered to 130 mm Hg" in card["detail"]
-    assert "absolute risk reduction" in card["detail"]
-    assert "What moved the 10-year CVD risk" in card["detail"]
+    assert card["summary"].startswith("10-year cardiovascular risk ")
+    assert "(PREVENT): ASCVD " in card["summary"]
+    assert "Main factors: " in card["detail"]
+    assert "systolic BP 148 mmHg" in card["detail"]
+    assert "30-year cardiovascular risk" in card["detail"]  # age 55: it is published
+    assert card["detail"].endswith("(Khan et al., Circulation 2024).")
+    assert len(card["detail"]) <= 700
 
 
-def test_without_race_the_pce_says_why_it_is_not_shown(client: TestClient) -> None:
-    """PREVENT is race-free; the PCE needs race, and the card says so instead of guessing."""
+def test_without_race_prevent_still_answers(client: TestClient) -> None:
+    """PREVENT is race-free: a record without race still gets its number."""
     record = _record()
     del record[0]["extension"]
     (card,) = _call(client, record)
-    assert card["summary"].startswith("PREVENT 10-y CVD ")
-    assert "Pooled Cohort Equations not shown: pce needs african_american" in card["detail"]
+    assert card["summary"].startswith("10-year cardiovascular risk ")
 
 
 def test_missing_lipids_give_an_order_not_a_number(client: TestClient) -> None:
@@ -100,7 +100,7 @@ def test_missing_lipids_give_an_order_not_a_number(client: TestClient) -> None:
     cards = _call(client, _record(lipids_when=None))
     (card,) = cards
     assert "%" not in card["summary"]
-    assert "Total cholesterol" in card["summary"]
+    assert "total cholesterol" in card["summary"]
     assert card["selectionBehavior"] == "at-most-one"
     (suggestion,) = card["suggestions"]
     (action,) = suggestion["actions"]  # one lipid panel for both TC and HDL
@@ -111,9 +111,12 @@ def test_missing_lipids_give_an_order_not_a_number(client: TestClient) -> None:
 
 
 def test_stale_lipids_give_an_order_not_a_number(client: TestClient) -> None:
-    """Lipids older than five years are stale: the card orders a new panel instead."""
+    """Lipids older than five years are too old: the card orders a new panel instead."""
     (card,) = _call(client, _record(lipids_when="2019-01-01T09:00:00Z"))
-    assert "stale" in card["summary"]
+    assert card["summary"] == (
+        "Cardiovascular risk not computed: lipids from 2019 are too old (over 5 years); "
+        "order a lipid panel"
+    )
     assert "%" not in card["summary"]
     assert (
         card["suggestions"][0]["actions"][0]["resource"]["code"]["coding"][0]["code"] == "57698-3"
@@ -121,21 +124,26 @@ def test_stale_lipids_give_an_order_not_a_number(client: TestClient) -> None:
 
 
 def test_ckd_gets_kfre_and_calibration_is_a_setting(tmp_path: Path) -> None:
-    """eGFR 40 with ACR 300 mg/g: a KFRE card; the non-North-American calibration is lower."""
+    """Chronic eGFR 40 with ACR 300 mg/g: a KFRE card; the non-North-American
+    calibration is lower."""
     risks = {}
     for calibration in ("north_america", "non_north_america"):
         for client in _client(tmp_path / calibration, kfre_calibration=calibration):
             cards = _call(client, _record(egfr=40, uacr=300))
-            kfre = next(c for c in cards if "Kidney failure risk" in c["summary"])
+            kfre = next(c for c in cards if "kidney failure risk" in c["summary"])
+            assert kfre["summary"].startswith("CKD G3b A3: kidney failure risk ")
             assert "KDIGO 2024" in kfre["detail"]
             risks[calibration] = kfre["summary"]
     assert risks["north_america"] != risks["non_north_america"]
 
 
 def test_ckd_without_acr_orders_it(client: TestClient) -> None:
-    """eGFR 40 and no urine ACR: the KFRE card orders a UACR instead of a number."""
+    """Chronic eGFR 40 and no urine ACR: the kidney card orders a UACR instead of a number."""
     cards = _call(client, _record(egfr=40))
-    kfre = next(c for c in cards if "Kidney failure risk" in c["summary"])
+    kfre = next(c for c in cards if c["summary"].startswith("CKD G3b"))
+    assert kfre["summary"].endswith(
+        "order a urine albumin/creatinine ratio for the kidney failure risk"
+    )
     assert "%" not in kfre["summary"]
     code = kfre["suggestions"][0]["actions"][0]["resource"]["code"]["coding"][0]["code"]
     assert code == "14959-1"
@@ -144,7 +152,7 @@ def test_ckd_without_acr_orders_it(client: TestClient) -> None:
 def test_albuminuria_with_normal_egfr_gets_no_kfre_card(client: TestClient) -> None:
     """ACR 45 with eGFR 75 is CKD, but outside the KFRE population: no kidney card."""
     cards = _call(client, _record(uacr=45))
-    assert not any("Kidney failure" in c["summary"] for c in cards)
+    assert not any("kidney failure" in c["summary"] for c in cards)
 
 
 def test_every_model_a_call_ran_is_in_its_audit_record(client: TestClient) -> None:

@@ -59,7 +59,8 @@ def test_discovery_lists_the_service_with_its_prefetch(client: TestClient) -> No
 def test_patient_view_answers_with_an_explained_card(
     client: TestClient, demo_bundles: list[dict[str, Any]]
 ) -> None:
-    """The card shows the risk, the patient's own cholesterol with its date, factors, model."""
+    """The card leads with the risk and the decision; the detail names the main factors
+    and the evidence in under 700 characters; the full inputs are behind the app link."""
     prefetch = _eligible(demo_bundles)
     response = _call(client, prefetch)
     assert response.status_code == 200
@@ -69,9 +70,11 @@ def test_patient_view_answers_with_an_explained_card(
     tc_date = tc["effectiveDateTime"][:10]
     assert card["summary"].startswith("10-year ASCVD risk ")
     assert len(card["summary"]) < 140
-    assert f"| {tc_value:.0f} mg/dL" in card["detail"] or f"| {tc_value} mg/dL" in card["detail"]
-    assert tc_date in card["detail"]
-    assert "**What moved the risk**" in card["detail"]
+    assert tc_value and tc_date  # the prefetch has the panel the risk was computed from
+    assert ": " in card["summary"]  # "10-year ASCVD risk X% (tier): <decision>"
+    assert "Main factors: " in card["detail"]
+    assert len(card["detail"]) <= 700
+    assert "Evidence: 2018 AHA/ACC cholesterol guideline" in card["detail"]
     assert card["source"]["label"].startswith("twin-cds · ")
     assert card["indicator"] in ("info", "warning", "critical")
     (link,) = card["links"]
@@ -140,7 +143,9 @@ def test_bad_cholesterol_is_never_guessed(
     response = _call(client, _break_cholesterol(_eligible(demo_bundles), how))
     assert response.status_code == 200
     (card,) = response.json()["cards"]
-    assert card["summary"] == "10-year ASCVD risk not computed: missing Total cholesterol"
+    assert card["summary"] == (
+        "10-year ASCVD risk not computed: no usable total cholesterol; order a lipid panel"
+    )
     assert "%" not in card["summary"]
 
 
@@ -257,14 +262,16 @@ def _with_condition(prefetch: dict[str, Any], snomed: str, display: str) -> dict
 def test_clinical_ascvd_puts_the_patient_outside_the_pce(
     client: TestClient, demo_bundles: list[dict[str, Any]]
 ) -> None:
-    """A past (even resolved) MI: no primary-prevention number; the reason is audited."""
+    """A past (even resolved) MI: secondary prevention, no primary-prevention number; the
+    reason is audited."""
     prefetch = _with_condition(_eligible(demo_bundles), "22298006", "Myocardial infarction")
     response = _call(client, prefetch)
     assert response.status_code == 200
-    assert response.json()["cards"] == []
+    (card,) = response.json()["cards"]
+    assert card["summary"].startswith("Clinical ASCVD (myocardial infarction, ")
+    assert "%" not in card["summary"]
     (record,) = client.app.state.runtime.audit.records()  # type: ignore[attr-defined]
-    assert record.body["status"] == "no-card"
-    assert any("clinical_ascvd" in p for p in record.body["dataProblems"])
+    assert any("secondary prevention" in p for p in record.body["dataProblems"])
 
 
 def test_a_deceased_patient_gets_no_risk_card(

@@ -60,6 +60,7 @@ async def test_complete_prefetch_needs_no_fetch(tmp_path: Path) -> None:
         "observations": _bundle(),
         "conditions": _bundle(),
         "medications": _bundle(),
+        "procedures": _bundle(),
     }
     data = await _gather(_request(prefetch), tmp_path)
     assert server.call_count == 0
@@ -74,6 +75,7 @@ async def test_absent_keys_are_fetched_and_null_keys_are_not(tmp_path: Path) -> 
     )
     cond = respx.get(f"{BASE}/Condition").respond(json=_bundle())
     meds = respx.get(f"{BASE}/MedicationRequest").respond(json=_bundle())
+    respx.get(f"{BASE}/Procedure").respond(json=_bundle())
     data = await _gather(_request({"patient": PATIENT, "conditions": None}), tmp_path)
     origins = {k.key: k.origin for k in data.keys}
     assert origins == {
@@ -81,6 +83,7 @@ async def test_absent_keys_are_fetched_and_null_keys_are_not(tmp_path: Path) -> 
         "conditions": "no-data",
         "observations": "fetched",
         "medications": "fetched",
+        "procedures": "fetched",
     }
     assert obs.calls[0].request.url.params["patient"] == "p1"
     assert cond.call_count == 0
@@ -92,7 +95,7 @@ async def test_absent_keys_are_fetched_and_null_keys_are_not(tmp_path: Path) -> 
 async def test_an_operation_outcome_in_prefetch_is_fetched_again(tmp_path: Path) -> None:
     """The EHR's failed prefetch is retried against its FHIR server."""
     respx.get(f"{BASE}/Patient/p1").respond(json=PATIENT)
-    respx.get(url__regex=rf"{BASE}/(Observation|Condition|MedicationRequest).*").respond(
+    respx.get(url__regex=rf"{BASE}/(Observation|Condition|MedicationRequest|Procedure).*").respond(
         json=_bundle()
     )
     data = await _gather(_request({"patient": OUTCOME}), tmp_path)
@@ -112,6 +115,7 @@ async def test_without_fhir_server_missing_keys_are_reported(tmp_path: Path) -> 
         "observations",
         "conditions",
         "medications",
+        "procedures",
     }
     assert all("no fhirServer" in p for p in data.problems)
 
@@ -120,7 +124,9 @@ async def test_without_fhir_server_missing_keys_are_reported(tmp_path: Path) -> 
 async def test_a_failing_search_is_reported_not_fatal(tmp_path: Path) -> None:
     """A 500 on one search costs that key, not the call."""
     respx.get(f"{BASE}/Observation").respond(500)
-    respx.get(url__regex=rf"{BASE}/(Condition|MedicationRequest).*").respond(json=_bundle())
+    respx.get(url__regex=rf"{BASE}/(Condition|MedicationRequest|Procedure).*").respond(
+        json=_bundle()
+    )
     data = await _gather(_request({"patient": PATIENT}), tmp_path)
     assert data.problems == ("observations: FHIR server answered 500 on /fhir/Observation",)
 
@@ -136,7 +142,7 @@ async def test_a_server_off_the_allowlist_is_never_contacted(tmp_path: Path) -> 
         assert route.call_count == 0
     assert {r["resourceType"] for r in data.resources} == {"Patient"}
     assert all("allowlist" in p for p in data.problems)
-    assert len(data.problems) == 3
+    assert len(data.problems) == 4  # observations, conditions, medications, procedures
 
 
 async def test_without_a_patient_a_disallowed_server_is_412(tmp_path: Path) -> None:

@@ -83,7 +83,7 @@ def test_the_service_fetches_from_the_fhir_server_and_explains(
                 f"{fhir.base_url}/Observation",
                 params={"patient": pid, "code": "http://loinc.org|2093-3"},
             ).json()["entry"][-1]["resource"]["valueQuantity"]["value"]
-            assert f"{tc:.0f} mg/dL" in cards[0]["detail"]
+            assert f"total cholesterol {tc:.0f} mg/dL" in cards[0]["detail"]
     assert computed >= len(ids) // 2
 
 

@@ -12,12 +12,11 @@ import numpy as np
 import pytest
 
 from cds_service.audit import AuditEntry, SqliteAuditLog
-from cds_service.cardio_renal import (
-    CardioRenalAssessments,
-    CardioRenalResult,
-    cardio_renal_cards,
-)
-from cds_service.cards import Link
+from cds_service.cardio_renal import CardioRenalAssessments, what_ifs
+from cds_service.cards import Card, Link
+from cds_service.guideline_cards import ascvd_cards, cardio_renal_cards
+from cds_service.patient_view import patient_view
+from cds_service.render import pct
 from cds_service.demo import vancomycin_patient
 from cds_service.log_redaction import redact_url
 from cds_service.services import ASCVD_RISK, CARDIO_RENAL_RISK
@@ -44,78 +43,67 @@ def _resources(bundle: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _card_and_app(
     registry: ModelRegistry, bundle: dict[str, Any]
-) -> tuple[FeatureSet, CardioRenalResult, CardioRenalAssessments]:
-    """One patient's cardio-renal cards, and the runs the app's risk panel shows."""
+) -> tuple[FeatureSet, list[Card], CardioRenalAssessments]:
+    """One patient's patient-view cards, and the runs the app's risk panel shows."""
     twin = build_twin_from_fhir(_resources(bundle))
     features = derive_features(twin, TODAY)
-    result = cardio_renal_cards(
-        registry, features, patient_id=twin.patient_id, deceased=False, link=LINK
-    )
-    runs = views.risk_assessments(registry, features, deceased=False, kfre_model="kfre")
-    return features, result, runs
+    view = patient_view(registry, twin, features)
+    cards = ascvd_cards(view, LINK) + cardio_renal_cards(view, LINK)
+    runs = views.risk_assessments(registry, twin, features, kfre_model="kfre")
+    return features, cards, runs
 
 
 def test_the_risk_panel_shows_the_cards_numbers(
     registry: ModelRegistry, demo_bundles: list[dict[str, Any]]
 ) -> None:
-    """For every generated patient, each PREVENT/PCE/KFRE number on the cardio-renal
-    card appears, identically formatted, among the app's outputs for that model."""
+    """For every generated patient, each PREVENT, PCE and KFRE number on the cards
+    appears, identically formatted, among the app's outputs for that model."""
     compared = 0
     for bundle in demo_bundles:
-        _, result, runs = _card_and_app(registry, bundle)
+        _, cards, runs = _card_and_app(registry, bundle)
         shown = {
             m["id"]: {o["name"]: o["display"] for o in m["outputs"]}
             for m in views.risk_view(runs, 1, TODAY)["models"]
         }
-        for card in result.cards:
+        for card in cards:
             numbers = re.findall(r"\d+\.\d%", card.summary)
-            if card.summary.startswith("PREVENT"):
+            if card.summary.startswith("10-year cardiovascular risk"):
                 prevent = shown["prevent"]
                 assert numbers[:3] == [
                     prevent["risk_10y_cvd"],
                     prevent["risk_10y_ascvd"],
                     prevent["risk_10y_hf"],
                 ]
-                pce = re.search(
-                    r"Pooled Cohort Equations\*\* 10-year ASCVD: ([\d.]+%)", card.detail
-                )
-                if pce:
-                    assert shown["pce"]["risk_10y_ascvd"] == pce.group(1)
                 compared += 1
-            if card.summary.startswith("Kidney failure risk"):
-                assert numbers == [
-                    shown["kfre"]["risk_2y_kidney_failure"],
-                    shown["kfre"]["risk_5y_kidney_failure"],
-                ]
+            if re.match(r"(Untreated )?10-year ASCVD risk \d", card.summary):
+                assert numbers[0] == shown["pce"]["risk_10y_ascvd"]
+                compared += 1
+            if "kidney failure risk" in card.summary and numbers:
+                assert numbers[0] == shown["kfre"]["risk_5y_kidney_failure"]
                 compared += 1
     assert compared >= 4
-
-
-def test_the_panels_pce_is_the_ascvd_risk_services() -> None:
-    """The app shows one PCE (run with cardio-renal's exclusions) for both services'
-    cards; that is only right while the two services exclude the same patients."""
-    assert ASCVD_RISK.excluded_by == CARDIO_RENAL_RISK.excluded_by
 
 
 def test_the_what_if_gives_the_cards_treatment_response(
     registry: ModelRegistry, demo_bundles: list[dict[str, Any]]
 ) -> None:
-    """The card's "moderate-intensity statin: A → B" and "SBP lowered to 130" lines are
-    what the app's what-if answers for the same choice."""
+    """The what-if answers with the treatment effects the service computes for the same
+    patient (`what_ifs`: a statin where not on one, SBP 130 where above it)."""
     checked = 0
     for bundle in demo_bundles:
-        features, result, runs = _card_and_app(registry, bundle)
-        card = result.cards[0]
-        for choice, pattern in (
-            (("moderate", None), r"- moderate-intensity statin: ([\d.]+%) → ([\d.]+%)"),
-            (("high", None), r"- high-intensity statin: ([\d.]+%) → ([\d.]+%)"),
-            (("none", 130.0), r"- SBP lowered to 130 mm Hg: ([\d.]+%) → ([\d.]+%)"),
-        ):
-            line = re.search(pattern, card.detail or "")
-            if line is None:
-                continue
+        features, _, runs = _card_and_app(registry, bundle)
+        if runs.prevent.status != "computed":
+            continue
+        risk = runs.prevent.outputs["risk_10y_ascvd"]
+        for effect in what_ifs(features, risk):
+            choice: tuple[str, float | None] = (
+                ("none", 130.0)
+                if effect.description.startswith("SBP")
+                else (effect.description.split("-")[0], None)
+            )
             answer = views.whatif(runs, features, choice[0], choice[1])  # type: ignore[arg-type]
-            assert (answer["display_before"], answer["display_after"]) == line.groups()
+            assert answer["display_after"] == pct(effect.risk_after)
+            assert answer["display_before"] == pct(effect.risk_before)
             checked += 1
     assert checked >= 4
 
@@ -125,7 +113,7 @@ def test_a_what_if_the_data_cannot_answer_is_refused(
 ) -> None:
     twin = build_twin_from_fhir(_resources(demo_bundles[0]))
     features = derive_features(twin, TODAY)
-    runs = views.risk_assessments(registry, features, deceased=False, kfre_model="kfre")
+    runs = views.risk_assessments(registry, twin, features, kfre_model="kfre")
     if runs.prevent.status != "computed":
         pytest.skip("first demo patient has no PREVENT")
     on_statin = replace(
