@@ -15,10 +15,7 @@ import uuid
 from datetime import datetime
 
 from cds_service.assess import Assessment, Factor
-from cds_service.cardio_renal import (
-    ORDERABLE,
-    order_suggestion,
-)
+from cds_service.cardio_renal import ORDERABLE, order_suggestion, what_ifs
 from cds_service.cards import Action, Card, Indicator, Link, Source, Suggestion
 from cds_service.patient_view import PatientView
 from cds_service.render import OVERRIDE_REASONS, label, pct
@@ -622,11 +619,27 @@ def _prevent_card(view: PatientView, link: Link) -> Card | None:
     )
     detail = _detail(
         [factors_line(p, "risk_10y_cvd") or "", inputs_line(p)],
-        [thirty, treated, _stale_vitals_line(p)],
+        [_statin_what_if(view, o["risk_10y_ascvd"]), thirty, treated, _stale_vitals_line(p)],
         PREVENT_EVIDENCE,
     )
     indicator: Indicator = "warning" if o["risk_10y_cvd"] >= 0.075 else "info"
     return _card(summary, detail, indicator, PREVENT_SOURCE, link, decision=False)
+
+
+def _statin_what_if(view: PatientView, risk: float) -> str:
+    """One what-if line, only where a statin is a real option: not on one, and the
+    guideline advises starting or discussing one (CTT, Lancet 2010)."""
+    if view.state.current_statin is not None or view.advice.decision not in ("start", "discuss"):
+        return ""
+    effect = next(
+        (e for e in what_ifs(view.features, risk) if e.description.startswith("moderate")), None
+    )
+    if effect is None:
+        return ""
+    return (
+        f"With a moderate-intensity statin: {pct(effect.risk_before)} → "
+        f"{pct(effect.risk_after)} 10-year ASCVD risk (trial averages, CTT 2010)."
+    )
 
 
 def _stale_vitals_line(a: Assessment) -> str:

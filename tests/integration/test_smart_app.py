@@ -102,7 +102,7 @@ def risk_patient(product: RunningProduct) -> str:
     for pid in product.patients:
         chart = _chart(product, pid)
         if (
-            "PREVENT 10-y CVD" in chart
+            "10-year cardiovascular risk" in chart
             and re.search(r"<h3>10-year ASCVD risk \d", chart)
             and "moderate-intensity statin:" in chart
         ):
@@ -362,7 +362,7 @@ def test_ehr_launch_from_a_card_shows_the_cards_numbers(
     page = visit.page
     page.goto(f"{product.ehr.base_url}/ehr/patient/{risk_patient}")
     cards = page.locator("article.card")
-    prevent_card = cards.filter(has=page.locator("h3", has_text="PREVENT 10-y CVD")).first
+    prevent_card = cards.filter(has=page.locator("h3", has_text="10-year cardiovascular risk")).first
     pce_card = cards.filter(has=page.locator("h3", has_text="10-year ASCVD risk")).first
     prevent_summary = prevent_card.locator("h3").inner_text()
     pce_summary = pce_card.locator("h3").inner_text()
