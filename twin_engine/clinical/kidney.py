@@ -39,8 +39,9 @@ BASELINE_LOOKBACK: Final = timedelta(days=365)
 CKD_CHRONICITY: Final = timedelta(days=90)
 #: KDIGO 2024, Figure 2: GFR categories (lower bounds, mL/min/1.73 m2).
 GFR_CATEGORIES: Final = ((90.0, "G1"), (60.0, "G2"), (45.0, "G3a"), (30.0, "G3b"), (15.0, "G4"))
-#: KDIGO 2024, Figure 2: albuminuria categories (upper bounds, mg/g).
-ALBUMINURIA_CATEGORIES: Final = ((30.0, "A1"), (300.0, "A2"))
+#: KDIGO 2024, Figure 2: albuminuria categories: A1 < 30, A2 30-300, A3 > 300 mg/g.
+A1_BELOW_MG_G: Final = 30.0
+A2_UP_TO_MG_G: Final = 300.0
 CKD_EGFR_BELOW: Final = 60.0
 CKD_ACR_AT_LEAST_MG_G: Final = 30.0
 #: LOINC of eGFR by the race-free CKD-EPI 2021 equation (the only measured eGFR used).
@@ -96,10 +97,9 @@ def gfr_category(egfr: float) -> str:
 
 def albuminuria_category(acr_mg_g: float) -> str:
     """KDIGO A category of a urine albumin/creatinine ratio (mg/g)."""
-    for upper, name in ALBUMINURIA_CATEGORIES:
-        if acr_mg_g < upper:
-            return name
-    return "A3"
+    if acr_mg_g < A1_BELOW_MG_G:
+        return "A1"
+    return "A2" if acr_mg_g <= A2_UP_TO_MG_G else "A3"
 
 
 def _usable(points: Sequence[ObservationPoint], instant: datetime) -> list[ObservationPoint]:
