@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 
 from cds_service.audit import generate_demo_signing_key
+from cds_service.demo_history import history_patients
 
 # US Core Race extension, OMB categories (CDC Race & Ethnicity code set, 2.16.840.1.113883.6.238).
 _US_CORE_RACE = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race"
@@ -383,6 +384,9 @@ class RunningProduct:
     ehr: RunningServer
     patients: list[str]
     vancomycin_patient: str
+    #: Scenario (statin-start, acute-kidney-injury, stale-panel) -> Patient id: records
+    #: with years of history (cds_service.demo_history).
+    history_patients: dict[str, str] = field(default_factory=dict)
 
     @property
     def ehr_fhir_base(self) -> str:
@@ -419,6 +423,10 @@ def running_product(
     try:
         ids = load_patients(fhir.base_url, generate_patients(patients, seed))
         (vancomycin_id,) = load_patients(fhir.base_url, [vancomycin_patient()])
+        scenarios = history_patients()
+        history = dict(
+            zip(scenarios, load_patients(fhir.base_url, list(scenarios.values())), strict=True)
+        )
         ehr_port = ehr_port or free_port()
         ehr_base = f"http://127.0.0.1:{ehr_port}"
         ehr_fhir = f"{ehr_base}/fhir"
@@ -448,7 +456,7 @@ def running_product(
             token_lifetime_s=ehr_token_lifetime_s,
         )
         running.append(ehr)
-        yield RunningProduct(fhir, service, ehr, ids, vancomycin_id)
+        yield RunningProduct(fhir, service, ehr, ids, vancomycin_id, history)
     finally:
         for server in reversed(running):
             server.stop()
@@ -481,6 +489,8 @@ def run_demo(
         )
         print(f"Standalone launch of the app (patient picker): {service.base_url}/app/launch")
         print("Patients:", ", ".join(ids))
+        for scenario, pid in product.history_patients.items():
+            print(f"  with history ({scenario}): {product.ehr.base_url}/ehr/patient/{pid}")
         print("\nTry a patient-view hook that fetches from the FHIR server:\n")
         print(
             f"curl -s -X POST {service.base_url}/cds-services/ascvd-risk "

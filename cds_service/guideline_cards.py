@@ -86,7 +86,7 @@ def _day(t: datetime | None) -> str:
 
 
 def _factor_words(f: Factor) -> str:
-    name = lower_first(label(f.name, f.description))
+    name = words(f.name, f.description)
     sign = "+" if f.contribution >= 0 else "-"
     points = f"{sign}{abs(100 * f.contribution):.1f} points"
     if f.unit in ("1", "{yes/no}", ""):
@@ -165,11 +165,25 @@ def too_old_words(view: PatientView, a: Assessment) -> tuple[str, str] | None:
 
 def range_words(v: RangeViolation, equations: str) -> str:
     """'systolic BP 194 mmHg is above the 180 the PREVENT equations accept'."""
-    name = lower_first(label(v.name, v.name.replace("_", " ")))
+    name = words(v.name, v.name.replace("_", " "))
     shown = plain_value(v.name, v.value, v.unit)
     if v.value > v.max:
         return f"{name} {shown} is above the {v.max:g} the {equations} equations accept"
     return f"{name} {shown} is below the {v.min:g} the {equations} equations accept"
+
+
+#: Words for model inputs the shared labels do not name.
+_WORDS: dict[str, str] = {
+    "bmi_kg_m2": "BMI",
+    "age_years": "age",
+    "systolic_bp_mm_hg": "systolic BP",
+    "treated_hypertension": "blood-pressure treatment",
+}
+
+
+def words(name: str, description: str) -> str:
+    """The input's name as a clinician says it."""
+    return _WORDS.get(name) or lower_first(label(name, description))
 
 
 def lower_first(text: str) -> str:
@@ -179,7 +193,7 @@ def lower_first(text: str) -> str:
 
 
 def _missing_words(a: Assessment) -> str:
-    names = [lower_first(label(n.name, n.description)) for n in a.not_used]
+    names = [words(n.name, n.description) for n in a.not_used]
     return "missing " + ", ".join(names) if names else "; ".join(a.problems)
 
 
@@ -540,12 +554,18 @@ def cardio_renal_cards(view: PatientView, link: Link) -> list[Card]:
     return cards
 
 
+def _mg_dl(value: float) -> str:
+    """Creatinine as laboratories print it: 0.97, 1.0, 3.1."""
+    return f"{value:.2f}" if value < 1 else f"{value:.1f}"
+
+
 def _aki_card(view: PatientView, link: Link) -> Card:
     k = view.state.aki
     assert k is not None  # noqa: S101
     summary = (
-        f"Acute kidney injury, KDIGO stage {k.stage}: creatinine {k.creatinine_mg_dl:.2g} mg/dL "
-        f"is {k.ratio:.1f}x baseline {k.baseline_mg_dl:.2g}; no kidney-based risk until stable"
+        f"Acute kidney injury, KDIGO stage {k.stage}: creatinine {_mg_dl(k.creatinine_mg_dl)} "
+        f"mg/dL is {k.ratio:.1f}x baseline {_mg_dl(k.baseline_mg_dl)}; no kidney-based risk "
+        "until stable"
     )
     detail = _detail(
         [

@@ -43,7 +43,9 @@ def _start(e: ConditionEntry) -> datetime | None:
 
 
 def _plain(display: str | None, fallback: str) -> str:
-    text = (display or fallback).split(" (")[0].strip()[:40] or fallback
+    text = (display or fallback).split(" (")[0].strip() or fallback
+    if len(text) > 40:  # a long display is cut at a word: "atherosclerotic heart disease"
+        text = text[:40].rsplit(" ", 1)[0]
     return text if text.isupper() else text.lower()  # keep acronyms: PCI, CABG
 
 
