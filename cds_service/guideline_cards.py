@@ -26,7 +26,7 @@ from twin_engine.clinical.guidelines import (
     risk_tier,
     uspstf_2022_grade,
 )
-from twin_engine.clinical.kidney import CKD_EGFR_BELOW
+from twin_engine.clinical.kidney import CKD_EGFR_BELOW, AcuteKidneyInjury, KidneyStatus
 from twin_engine.clinical.staleness import STALE_AFTER, limit_years
 from twin_engine.clinical.statins import SUGGESTED_STATIN, Intensity, StatinExposure
 
@@ -559,14 +559,29 @@ def _mg_dl(value: float) -> str:
     return f"{value:.2f}" if value < 1 else f"{value:.1f}"
 
 
+def aki_words(k: AcuteKidneyInjury) -> str:
+    """'KDIGO stage 3: creatinine 3.1 mg/dL is 3.2x baseline 0.97' (card and app)."""
+    return (
+        f"KDIGO stage {k.stage}: creatinine {_mg_dl(k.creatinine_mg_dl)} mg/dL is "
+        f"{k.ratio:.1f}x baseline {_mg_dl(k.baseline_mg_dl)}"
+    )
+
+
+def ckd_words(k: KidneyStatus) -> str:
+    """'CKD G4 A3' (chronic) or 'G3a, not yet chronic' (card and app)."""
+    stage = f"{k.g_category}{' ' + k.a_category if k.a_category else ''}"
+    return f"CKD {stage}" if k.chronic else f"{stage}, not chronic (under 3 months)"
+
+
+def statin_words(x: StatinExposure) -> str:
+    """'atorvastatin 20 mg, moderate intensity' (card and app)."""
+    return _on(x)
+
+
 def _aki_card(view: PatientView, link: Link) -> Card:
     k = view.state.aki
     assert k is not None  # noqa: S101
-    summary = (
-        f"Acute kidney injury, KDIGO stage {k.stage}: creatinine {_mg_dl(k.creatinine_mg_dl)} "
-        f"mg/dL is {k.ratio:.1f}x baseline {_mg_dl(k.baseline_mg_dl)}; no kidney-based risk "
-        "until stable"
-    )
+    summary = f"Acute kidney injury, {aki_words(k)}; no kidney-based risk until stable"
     detail = _detail(
         [
             f"Creatinine {k.creatinine_mg_dl:g} mg/dL on {_day(k.time)} ({k.source}); baseline "
@@ -696,7 +711,7 @@ def _kidney_card(view: PatientView, link: Link) -> Card | None:
         return _card(summary, detail, "info", KIDNEY_SOURCE, link, decision=False)
     if k.g_category not in ("G3a", "G3b", "G4", "G5"):
         return None  # albuminuria with eGFR >= 60: CKD, but outside KFRE's population
-    stage = f"CKD {k.g_category}{' ' + k.a_category if k.a_category else ''}"
+    stage = ckd_words(k)
     since = _year(k.abnormal_since)
     kfre = view.kfre
     five = view.usable_risk(kfre, "risk_5y_kidney_failure") if kfre is not None else None

@@ -28,6 +28,7 @@ from smart_app.embedding import COOKIE
 from smart_app.launch import refresh_due, refresh_session, twin_scope
 from smart_app.sessions import SessionStore
 from twin_engine import FeatureSet, build_twin_from_fhir, derive_features
+from twin_engine.clinical.state import ClinicalState, clinical_state
 from twin_engine.codes import QUANTITY_LOINC
 from twin_engine.errors import IngestError, TwinNotFoundError
 from twin_engine.pk.errors import DosingError
@@ -235,6 +236,7 @@ class Computed:
     twin: TwinContext
     features: FeatureSet
     runs: CardioRenalAssessments
+    state: ClinicalState
 
 
 async def _computed(request: Request, s: AppSession) -> Computed:
@@ -252,7 +254,7 @@ async def _computed(request: Request, s: AppSession) -> Computed:
     runs = views.risk_assessments(
         rt.registry, ctx.twin, features, kfre_model=rt.settings.kfre_model
     )
-    computed = Computed(data, today, ctx, features, runs)
+    computed = Computed(data, today, ctx, features, runs, clinical_state(ctx.twin, features))
     cache[s.session_id] = computed
     return computed
 
@@ -291,7 +293,8 @@ async def twin_view(request: Request, s: SessionDep) -> dict[str, Any]:
             "as_of": computed.today.isoformat(),
             "note": ctx.note,
         },
-        "timelines": views.timelines(ctx.twin),
+        "timelines": views.timelines(ctx.twin, computed.state),
+        "clinical_state": views.clinical_state_view(computed.state),
         "issues": [*ctx.data.problems, *views.issues(ctx.twin)],
     }
 

@@ -21,12 +21,15 @@ from cds_service.cardio_renal import (
     SBP_TARGET_MM_HG,
     CardioRenalAssessments,
 )
+from cds_service.guideline_cards import aki_words, ckd_words, statin_words
 from cds_service.patient_view import patient_view
 from cds_service.render import label, output_label, pct, shown_value
 from cds_service.services import ASCVD_RISK, CARDIO_RENAL_RISK
 from cds_service.vancomycin import is_vancomycin, simulator_for
 from onnx_models.pk.models import MODELS
 from onnx_models.registry import ModelRegistry
+from twin_engine.clinical.kidney import aki_episodes, egfr_series
+from twin_engine.clinical.state import ClinicalState
 from twin_engine.codes import QUANTITY_LOINC
 from twin_engine.derive import FeatureSet
 from twin_engine.pk.curve import ConcentrationCurve, concentration_curve
@@ -118,12 +121,122 @@ def _point(p: ObservationPoint) -> dict[str, Any]:
     return {"t": p.time.isoformat(), "v": p.value, "source": p.source, "quality": p.quality}
 
 
-def timelines(twin: Twin) -> list[dict[str, Any]]:
-    """One chart per clinical quantity group, in the twin's canonical units.
+def _iso(t: datetime | None) -> str | None:
+    return t.isoformat() if t else None
+
+
+def _derived(twin: Twin, state: ClinicalState) -> dict[str, dict[str, Any]]:
+    """Per chart: derived series, treatment bands and events from the clinical rules,
+    worded as the cards word them (the same functions)."""
+    instant = state.as_of
+    egfr = [
+        {"t": e.time.isoformat(), "v": round(e.value, 1), "source": e.source, "quality": "ok"}
+        for e in egfr_series(twin, instant)
+    ]
+    kidney_bands = []
+    k = state.kidney
+    if k.abnormal_since is not None and k.egfr is not None:
+        kidney_bands.append(
+            {
+                "start": k.abnormal_since.isoformat(),
+                "end": k.egfr.time.isoformat(),
+                "label": ckd_words(k),
+                "kind": "ckd" if k.chronic else "not-chronic",
+            }
+        )
+    return {
+        "egfr": {
+            "series": [{"name": "eGFR, CKD-EPI 2021 (as the cards use it)", "points": egfr}],
+            "bands": kidney_bands,
+            "events": [],
+        },
+        "creatinine": {
+            "series": [],
+            "bands": [],
+            "events": [
+                {
+                    "t": a.time.isoformat(),
+                    "label": f"AKI stage {a.stage}",
+                    "text": f"Acute kidney injury, {aki_words(a)}",
+                    "kind": "aki",
+                }
+                for a in aki_episodes(twin, instant)
+            ],
+        },
+        "lipids": {
+            "series": [],
+            "bands": [
+                {
+                    "start": _iso(x.start),
+                    "end": _iso(x.stop) if not x.ongoing else None,
+                    "label": statin_words(x),
+                    "kind": "statin",
+                }
+                for x in state.statins
+                if x.start is not None
+            ],
+            "events": [],
+        },
+    }
+
+
+def clinical_state_view(state: ClinicalState) -> list[dict[str, str]]:
+    """The derived state the cards act on, one line each, in the cards' words."""
+    rows: list[dict[str, str]] = []
+    if state.aki is not None:
+        rows.append({"label": "Acute kidney injury", "value": aki_words(state.aki)})
+    k = state.kidney
+    if k.g_category is not None and k.egfr is not None:
+        since = (
+            f", abnormal since {k.abnormal_since.date().isoformat()}" if k.abnormal_since else ""
+        )
+        rows.append(
+            {
+                "label": "Kidney function",
+                "value": f"{ckd_words(k)}: eGFR {k.egfr.value:.0f} mL/min/1.73 m2 "
+                f"({k.egfr.time.date().isoformat()}){since}",
+            }
+        )
+    current = state.current_statin
+    rows.append(
+        {
+            "label": "Statin",
+            "value": f"{statin_words(current)} since {current.start.date().isoformat() if current.start else 'an unknown date'}"
+            if current
+            else ("none now" if state.statins else "none on record"),
+        }
+    )
+    if state.pretreatment_lipids is not None:
+        p = state.pretreatment_lipids
+        rows.append(
+            {
+                "label": "Lipids before the statin",
+                "value": f"total {p.total_mg_dl:.0f}, HDL {p.hdl_mg_dl:.0f} mg/dL ({p.time.date().isoformat()})",
+            }
+        )
+    for label_text, finding in (
+        ("Clinical ASCVD", state.clinical_ascvd),
+        ("Heart failure", state.heart_failure),
+        ("Pregnancy", state.pregnancy),
+        ("Kidney failure", state.kidney_failure),
+    ):
+        if finding is not None:
+            when = finding.since.date().isoformat() if finding.since else "date not recorded"
+            rows.append(
+                {"label": label_text, "value": f"{finding.what} ({when}, {finding.source})"}
+            )
+    return rows
+
+
+def timelines(twin: Twin, state: ClinicalState | None = None) -> list[dict[str, Any]]:
+    """One chart per clinical quantity group, in the twin's canonical units, with the
+    derived clinical state drawn on it (eGFR as the cards compute it, AKI episodes,
+    CKD stage, statin periods) when `state` is given.
 
     A value in an unknown unit is not drawn: on an axis in another unit it would be a
     wrong number. The twin's issues list names it instead.
     """
+    derived = _derived(twin, state) if state is not None else {}
     charts = []
     for chart_id, title, series, reference in _CHARTS:
         quantity = series[0][1]
@@ -142,8 +255,11 @@ def timelines(twin: Twin) -> list[dict[str, Any]]:
                         ],
                     }
                     for name, q in series
-                ],
+                ]
+                + derived.get(chart_id, {}).get("series", []),
                 "reference": reference,
+                "bands": derived.get(chart_id, {}).get("bands", []),
+                "events": derived.get(chart_id, {}).get("events", []),
             }
         )
     return charts

@@ -585,6 +585,8 @@ async function loadTwin() {
   if (all.length && t1 - t0 < 60 * DAY) { t0 -= 30 * DAY; t1 += 30 * DAY; }
   const padT = (t1 - t0) * 0.04;
   for (const tl of d.timelines || []) grid.append(timelineCard(tl, [t0 - padT, t1 + padT]));
+  $("clinical-state").replaceChildren(...(d.clinical_state || []).flatMap((row) =>
+    [h("dt", { text: row.label }), h("dd", { text: row.value })]));
   if (!(d.timelines || []).length) grid.append(h("p", { class: "empty", text: "No timelines for this patient." }));
   const issues = d.issues || [];
   $("twin-issues").hidden = !issues.length;
@@ -606,6 +608,8 @@ function timelineCard(tl, domain) {
   const legend = h("ul", { class: "legend" }, tl.series.map((s, i) =>
     h("li", {}, swatch(`s${i}`, SHAPES[i % 4], i % 2 === 1), s.name)));
   if (tl.reference) legend.append(h("li", {}, swatch("ref", null, true), tl.reference.label));
+  for (const b of tl.bands || []) legend.append(h("li", { "data-band": b.kind }, `▮ ${b.label}: ${isoDate(b.start)} to ${b.end ? isoDate(b.end) : "now"}`));
+  for (const e of tl.events || []) legend.append(h("li", { "data-event": e.kind }, `│ ${e.text} (${isoDate(e.t)})`));
   if (points.some((p) => p.quality && p.quality !== "ok")) {
     legend.append(h("li", {}, swatch("s-hollow", "circle", false, false), "hollow: stale, implausible or unit unknown"));
   }
@@ -638,6 +642,20 @@ function timelineChart(tl, domain, W, readout) {
       stext(f.svg, W - m.right - 4, yy - 5, ref.label || String(v), { "text-anchor": "end", class: "ref-label" });
     }
   }
+  // Derived state under the values: treatment periods and CKD as bands, AKI as events.
+  for (const b of tl.bands || []) {
+    const x0 = f.x(Math.max(domain[0], Date.parse(b.start)));
+    const x1 = f.x(b.end ? Math.min(domain[1], Date.parse(b.end)) : domain[1]);
+    const band = S("rect", { x: r1(x0), y: m.top, width: r1(Math.max(2, x1 - x0)), height: H - m.top - m.bottom, class: `band band-${b.kind}` }, f.svg);
+    titled(band, `${b.label}: ${isoDate(b.start)} to ${b.end ? isoDate(b.end) : "now"}`);
+    stext(f.svg, r1(x0) + 3, m.top + 11, b.label, { class: "band-label" });
+  }
+  for (const e of tl.events || []) {
+    const xx = r1(f.x(Date.parse(e.t)));
+    const line = S("line", { x1: xx, x2: xx, y1: m.top, y2: H - m.bottom, class: "event-line" }, f.svg);
+    titled(line, `${e.text} (${isoDate(e.t)})`);
+    stext(f.svg, xx - 3, m.top + 11, e.label, { "text-anchor": "end", class: "event-label" });
+  }
   const items = [];
   tl.series.forEach((s, i) => {
     const pts = s.points.slice().sort((a, b) => Date.parse(a.t) - Date.parse(b.t));
@@ -669,7 +687,9 @@ function timelineLabel(tl) {
     return `${s.name}, ${pts.length} value${pts.length === 1 ? "" : "s"} from ${isoDate(pts[0].t)} to ${isoDate(last.t)}, latest ${fmtNum(last.v)} ${tl.unit}`;
   });
   const ref = tl.reference ? ` Reference: ${tl.reference.label}.` : "";
-  return `${tl.title}. ${parts.join(". ")}.${ref}`;
+  const bands = (tl.bands || []).map((b) => ` ${b.label} from ${isoDate(b.start)} to ${b.end ? isoDate(b.end) : "now"}.`).join("");
+  const events = (tl.events || []).map((e) => ` ${e.text} on ${isoDate(e.t)}.`).join("");
+  return `${tl.title}. ${parts.join(". ")}.${ref}${bands}${events}`;
 }
 
 /* ---------------------------------------------------------------- vancomycin */

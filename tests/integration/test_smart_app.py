@@ -809,3 +809,40 @@ def test_the_history_shows_the_clinicians_response(
     expect(history).to_contain_text(card["summary"][:40])
     expect(history).to_contain_text(f"overridden: {reason}")
     visit.context.close()
+
+
+def test_the_timelines_show_the_clinical_state_the_cards_act_on(
+    product: RunningProduct, chromium: Any
+) -> None:
+    """Demo patients with history: the AKI card's creatinine and baseline, and the
+    statin the ascvd-risk card names, are on the app's timelines and in its clinical
+    state, worded and numbered as on the cards; the timelines are trajectories."""
+    checks = {
+        "acute-kidney-injury": ("Acute kidney injury, ", "creatinine", "aki"),
+        "statin-start": ("Untreated 10-year ASCVD risk", "lipids", "statin"),
+    }
+    for scenario, (card_start, chart, kind) in checks.items():
+        visit = Visit(chromium, product)
+        page = visit.page
+        page.goto(f"{product.ehr.base_url}/ehr/patient/{product.history_patients[scenario]}")
+        card = page.locator("article.card").filter(
+            has=page.locator("h3", has_text=card_start)
+        ).first
+        summary = card.locator("h3").inner_text()
+        card.locator("button.card-launch").first.click()
+        page.wait_for_url(f"{product.service.base_url}/app/")
+        page.get_by_test_id("clinical-state").locator("dd").first.wait_for()
+        state = page.get_by_test_id("clinical-state").first.inner_text()
+        timeline = page.locator(f'[data-timeline="{chart}"]').first
+        marks = timeline.locator(f'[data-band="{kind}"], [data-event="{kind}"]')
+        if kind == "aki":
+            words = summary.removeprefix(card_start).split(";")[0]  # "KDIGO stage 2: ..."
+            assert words in state
+            expect(marks.first).to_contain_text(words)
+        else:
+            statin = summary.split(": on ")[1]  # "atorvastatin 20 mg, moderate intensity"
+            assert f"{statin} since" in state
+            expect(marks.first).to_contain_text(statin)
+        label = timeline.locator("svg").first.get_attribute("aria-label") or ""
+        assert re.search(r", ([2-9]|\d\d+) values from", label), label
+        visit.context.close()

@@ -137,26 +137,40 @@ def aki_stage(creatinine_mg_dl: float, baseline_mg_dl: float, rise_48h_mg_dl: fl
     return 1
 
 
-def acute_kidney_injury(twin: Twin, instant: datetime) -> AcuteKidneyInjury | None:
-    """AKI when the latest creatinine on or before `instant` meets a KDIGO criterion."""
-    points = _usable(twin.observations.get("creatinine", ()), instant)
-    if len(points) < 2:
-        return None
-    latest = points[-1]
+def _aki_at(points: Sequence[ObservationPoint], index: int) -> AcuteKidneyInjury | None:
+    """AKI at one creatinine of a sorted, usable timeline, against the values before it."""
+    latest = points[index]
     assert latest.value is not None  # noqa: S101
-    earlier = points[:-1]
+    earlier = points[:index]
     baseline = baseline_creatinine(earlier, latest.time)
-    window = [p.value for p in earlier if latest.time - p.time <= AKI_ABSOLUTE_WINDOW and p.value]
-    rise_48h = latest.value - min(window) if window else 0.0
-    if baseline is None and not window:
+    if baseline is None:
         return None
-    base_value, base_time, basis = baseline or (min(window), latest.time, "lowest in 48 hours")
+    window = [
+        p.value
+        for p in earlier
+        if latest.time - p.time <= AKI_ABSOLUTE_WINDOW and p.value is not None
+    ]
+    rise_48h = latest.value - min(window) if window else 0.0
+    base_value, base_time, basis = baseline
     stage = aki_stage(latest.value, base_value, rise_48h)
     if stage == 0:
         return None
     return AcuteKidneyInjury(
         stage, latest.value, latest.time, latest.source, base_value, base_time, basis
     )
+
+
+def acute_kidney_injury(twin: Twin, instant: datetime) -> AcuteKidneyInjury | None:
+    """AKI when the latest creatinine on or before `instant` meets a KDIGO criterion."""
+    points = _usable(twin.observations.get("creatinine", ()), instant)
+    return _aki_at(points, len(points) - 1) if len(points) >= 2 else None
+
+
+def aki_episodes(twin: Twin, instant: datetime) -> tuple[AcuteKidneyInjury, ...]:
+    """Every creatinine on the timeline that met a KDIGO AKI criterion (for the app)."""
+    points = _usable(twin.observations.get("creatinine", ()), instant)
+    found = (_aki_at(points, i) for i in range(1, len(points)))
+    return tuple(a for a in found if a is not None)
 
 
 def _age_on(birth: date, on: date) -> int:
