@@ -82,13 +82,64 @@ def cmd_twin_build(args: argparse.Namespace) -> None:
     _print_json(summary)
 
 
+def _applicability(registry: ModelRegistry, model_id: str, view: Any) -> str | None:
+    """Why the guideline rules say this model does not apply to this patient today."""
+    from cds_service.guideline_cards import outside_ages, too_old_words
+    from twin_engine.clinical.guidelines import kfre_applies
+
+    model = registry.get(model_id)
+    if model_id == "pce" and view.pce_excluded:
+        return str(view.pce_excluded)
+    if model_id.startswith("prevent") and view.prevent_excluded:
+        return str(view.prevent_excluded)
+    if model_id.startswith("kfre") and not kfre_applies(view.state):
+        return "KFRE is for chronic kidney disease G3-G5 (eGFR under 60 for over 3 months)"
+    if model_id == "pce" and view.pce_basis == "none":
+        return "on a statin with no lipids from before it: the PCE is for untreated lipids"
+    probe = assess(model, view.features)
+    if outside_ages(view, probe):
+        spec = next(i for i in model.card.inputs if i.name == "age_years")
+        return (
+            f"age {view.state.age_years:g} is outside the {spec.min:g}-{spec.max:g} of {model_id}"
+        )
+    blocked = too_old_words(view, probe)
+    # Missing inputs are not a judgement: the model run below names them.
+    return blocked[0] if blocked and "too old" in blocked[0] else None
+
+
 def cmd_predict(args: argparse.Namespace) -> None:
+    from cds_service.guideline_cards import range_words
+    from cds_service.patient_view import patient_view, untreated_features
+
     registry = ModelRegistry.load(args.model_dir)
     model = registry.get(args.model)
     twin = build_twin_from_fhir(_read_bundle(args.bundle))
-    a = assess(
-        model, derive_features(twin, _as_of(args.as_of)), deceased=twin.demographics.deceased
-    )
+    features = derive_features(twin, _as_of(args.as_of))
+    view = patient_view(registry, twin, features)
+    declined = _applicability(registry, args.model, view)
+    applicability: dict[str, Any] = {"applies": declined is None}
+    if declined is not None and not args.ignore_applicability:
+        raise CliInputError(
+            f"{args.model} does not apply to this patient: {declined}. "
+            "--ignore-applicability computes it anyway, for research use only"
+        )
+    if declined is not None:
+        applicability |= {
+            "ignored": True,
+            "note": f"RESEARCH USE: the applicability rules were ignored ({declined})",
+        }
+    used = features
+    if args.model == "pce" and view.pce_basis == "before-statin" and view.state.pretreatment_lipids:
+        # The untreated risk, as the ascvd-risk card computes it (lipids before the statin).
+        used = untreated_features(features, view.state.pretreatment_lipids)
+        applicability["lipids"] = "before the first statin: " + (
+            view.state.pretreatment_lipids.time.date().isoformat()
+        )
+    a = assess(model, used, deceased=twin.demographics.deceased and not args.ignore_applicability)
+    if a.status == "out-of-range" or (a.status == "not-applicable" and a.violations):
+        name = model.card.name.split(" (")[0]
+        equations = "PREVENT" if args.model.startswith("prevent") else name
+        raise CliInputError("; ".join(range_words(v, equations) for v in a.violations))
     if a.status != "computed":
         raise CliInputError("; ".join(a.problems))
     _print_json(
@@ -96,6 +147,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
             "model": model.card.id,
             "version": model.card.version,
             "sha256": model.sha256,
+            "applicability": applicability,
             "outputs": a.outputs,
             "inputs": a.inputs_json(),
             "explanation": [
@@ -249,6 +301,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--bundle", required=True)
     predict.add_argument("--as-of")
     predict.add_argument("--model-dir", type=Path, default=None)
+    predict.add_argument(
+        "--ignore-applicability",
+        action="store_true",
+        help="compute even where the guideline rules say the model does not apply "
+        "(research use; the output says so)",
+    )
     predict.set_defaults(func=cmd_predict)
 
     dose = sub.add_parser("dose", help="model-informed precision dosing")

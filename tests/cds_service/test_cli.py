@@ -203,3 +203,95 @@ def test_dose_refuses_unknown_dialysis_unless_stated(tmp_path: Path) -> None:
     )
     assert stated.returncode == 0, stated.stderr
     assert json.loads(stated.stdout)["covariates"]["dialysis"] is False
+
+
+def _with(bundle: dict[str, Any], *resources: dict[str, Any]) -> dict[str, Any]:
+    out = json.loads(json.dumps(bundle))
+    out["entry"] += [{"resource": r} for r in resources]
+    return out
+
+
+def _coronary_disease(patient_id: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Condition",
+        "id": "chd",
+        "clinicalStatus": {"coding": [{"code": "active"}]},
+        "code": {
+            "coding": [
+                {
+                    "system": "http://snomed.info/sct",
+                    "code": "53741008",
+                    "display": "Coronary Heart Disease",
+                }
+            ]
+        },
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "onsetDateTime": "2015-04-01",
+    }
+
+
+def test_predict_declines_in_secondary_prevention_and_says_why(
+    tmp_path: Path, demo_bundles: list[dict[str, Any]]
+) -> None:
+    """Coronary heart disease: no PCE (secondary prevention), exit 2, the reason in words."""
+    base = _complete_patient(demo_bundles)
+    pid = next(
+        e["resource"]["id"] for e in base["entry"] if e["resource"]["resourceType"] == "Patient"
+    )
+    bundle = _write(tmp_path, _with(base, _coronary_disease(pid)))
+    result = _run("predict", "pce", "--bundle", str(bundle), "--as-of", "2026-02-01")
+    assert result.returncode == 2
+    assert (
+        "pce does not apply to this patient: clinical ASCVD (coronary heart disease)"
+        in result.stderr
+    )
+    assert "--ignore-applicability" in result.stderr
+
+
+def test_ignore_applicability_computes_for_research_and_says_so(
+    tmp_path: Path, demo_bundles: list[dict[str, Any]]
+) -> None:
+    """With --ignore-applicability the number comes, labelled research use."""
+    base = _complete_patient(demo_bundles)
+    pid = next(
+        e["resource"]["id"] for e in base["entry"] if e["resource"]["resourceType"] == "Patient"
+    )
+    bundle = _write(tmp_path, _with(base, _coronary_disease(pid)))
+    result = _run(
+        "predict", "pce", "--bundle", str(bundle), "--as-of", "2026-02-01", "--ignore-applicability"
+    )
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["applicability"]["applies"] is False
+    assert out["applicability"]["note"].startswith(
+        "RESEARCH USE: the applicability rules were ignored"
+    )
+    assert 0 < out["outputs"]["risk_10y_ascvd"] < 1
+
+
+def test_an_out_of_range_input_is_said_in_words(
+    tmp_path: Path, demo_bundles: list[dict[str, Any]]
+) -> None:
+    """Systolic BP 194 mmHg for PREVENT (accepts 90-180): said as a clinician would."""
+    base = _complete_patient(demo_bundles)
+    pid = next(
+        e["resource"]["id"] for e in base["entry"] if e["resource"]["resourceType"] == "Patient"
+    )
+    high = {
+        "resourceType": "Observation",
+        "id": "sbp-high",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+        "subject": {"reference": f"Patient/{pid}"},
+        "effectiveDateTime": "2026-01-31T09:00:00Z",
+        "valueQuantity": {
+            "value": 194,
+            "unit": "mm[Hg]",
+            "system": "http://unitsofmeasure.org",
+            "code": "mm[Hg]",
+        },
+    }
+    bundle = _write(tmp_path, _with(base, high))
+    result = _run("predict", "prevent", "--bundle", str(bundle), "--as-of", "2026-02-01")
+    assert result.returncode == 2
+    assert "systolic BP 194 mmHg is above the 180 the PREVENT equations accept" in result.stderr
