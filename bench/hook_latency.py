@@ -5,7 +5,14 @@ patient (when ../shared/data is present), both as the service's prefetch keys an
 whole record. "warm" is a patient seen before (parsed records are remembered by
 content); "cold" clears that memo before every call, so every resource is validated.
 Server-side time is the service's own Server-Timing header (body read → response built),
-so the test client's overhead is not counted. Writes bench/results/hook_latency.json.
+so the test client's overhead is not counted.
+
+The longitudinal twin's own cost, beside the snapshot path it replaced, on the same twin
+in the same run: "snapshot" is features as of today plus one PCE run (what ascvd-risk
+did); "longitudinal" is what ascvd-risk does now: the same features, the clinical state
+from the timelines (AKI and CKD over the creatinine/eGFR history, statin exposure
+periods, pre-treatment lipids, ASCVD/HF/pregnancy/kidney-failure rules), the PCE and,
+in CKD, KFRE (`patient_view`). Writes bench/results/hook_latency.json.
 
     python bench/hook_latency.py [--iterations 200]
 """
@@ -64,6 +71,52 @@ def _server_ms(client: TestClient, raw: bytes, n: int, *, cold: bool) -> list[fl
     return out
 
 
+def _resources(body: dict[str, Any]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for value in (body.get("prefetch") or {}).values():
+        if isinstance(value, dict) and value.get("resourceType") == "Bundle":
+            out += [e["resource"] for e in value.get("entry", [])]
+        elif isinstance(value, dict):
+            out.append(value)
+    return out
+
+
+def twin_cost(body: dict[str, Any], n: int) -> dict[str, float]:
+    """p50 ms of the snapshot path and of the longitudinal path on one built twin."""
+    from datetime import date
+
+    from cds_service.assess import assess
+    from cds_service.patient_view import patient_view
+    from onnx_models.registry import ModelRegistry
+    from twin_engine import build_twin_from_fhir, derive_features
+    from twin_engine.clinical.state import clinical_state
+
+    registry = ModelRegistry.load()
+    twin = build_twin_from_fhir(_resources(body), patient_id=body["context"]["patientId"])
+    today = date(2026, 6, 1)
+
+    def timed(run: Any) -> float:
+        samples = []
+        for _ in range(n):
+            t = time.perf_counter()
+            run()
+            samples.append(1000 * (time.perf_counter() - t))
+        return _pct(samples, 0.5)
+
+    snapshot = timed(lambda: assess(registry.get("pce"), derive_features(twin, today)))
+    features = derive_features(twin, today)
+    state = timed(lambda: clinical_state(twin, features))
+    longitudinal = timed(
+        lambda: patient_view(registry, twin, derive_features(twin, today), with_prevent=False)
+    )
+    return {
+        "snapshot_p50_ms": round(snapshot, 3),
+        "clinical_state_p50_ms": round(state, 3),
+        "longitudinal_p50_ms": round(longitudinal, 3),
+        "ratio_longitudinal_to_snapshot": round(longitudinal / snapshot, 2),
+    }
+
+
 def measure(client: TestClient, name: str, body: dict[str, Any], n: int) -> dict[str, Any]:
     raw = json.dumps(body).encode()
     _server_ms(client, raw, 3, cold=False)  # warm-up: first twin version, imports
@@ -81,6 +134,7 @@ def measure(client: TestClient, name: str, body: dict[str, Any], n: int) -> dict
         "json_loads_p50_ms": round(j50, 3),
         "ratio_p50_to_json_loads": round(_pct(warm, 0.5) / j50, 2),
         "ratio_cold_p50_to_json_loads": round(_pct(cold, 0.5) / j50, 2),
+        **twin_cost(body, max(20, n // 4)),
     }
 
 
@@ -123,6 +177,12 @@ def main() -> None:
             f"{r['body']:<40} {r['bytes']:>8} {r['server_p50_ms']:>7.2f} "
             f"{r['server_p99_ms']:>7.2f} {r['cold_p50_ms']:>8.2f} {r['json_loads_p50_ms']:>8.2f} "
             f"{r['ratio_p50_to_json_loads']:>6.2f} {r['ratio_cold_p50_to_json_loads']:>10.2f}"
+        )
+    print(f"\n{'longitudinal twin':<40} {'snapshot':>8} {'state':>7} {'longit.':>7} {'ratio':>6}")
+    for r in rows:
+        print(
+            f"{r['body']:<40} {r['snapshot_p50_ms']:>8.2f} {r['clinical_state_p50_ms']:>7.2f} "
+            f"{r['longitudinal_p50_ms']:>7.2f} {r['ratio_longitudinal_to_snapshot']:>6.2f}"
         )
     out = REPO / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)

@@ -292,7 +292,8 @@ def ascvd_cards(view: PatientView, link: Link) -> list[Card]:
         what = s.kidney_failure.what if s.kidney_failure else "kidney failure"
         detail = _detail(
             [
-                f"{what.capitalize()} since {_day(s.kidney_failure.since if s.kidney_failure else None)}.",
+                f"{what.capitalize()} since "
+                f"{_day(s.kidney_failure.since if s.kidney_failure else None)}.",
                 treated,
             ],
             [],
@@ -327,13 +328,17 @@ def ascvd_cards(view: PatientView, link: Link) -> list[Card]:
         ldl = s.untreated_ldl
         value = f"{ldl.value:.0f}" if ldl and ldl.value is not None else "≥ 190"
         if a.decision == "start":
-            summary = f"LDL {value} mg/dL: start a high-intensity statin; no risk estimate is needed at 190 or more"
+            summary = (
+                f"LDL {value} mg/dL: start a high-intensity statin; "
+                "no risk estimate is needed at 190 or more"
+            )
         elif a.decision == "intensify" and current:
             summary = (
                 f"LDL {value} mg/dL before treatment: on {_on(current)}; high intensity is advised"
             )
         else:
-            summary = f"LDL {value} mg/dL before treatment: on {_on(current) if current else 'a statin'}, as advised"
+            on = _on(current) if current else "a statin"
+            summary = f"LDL {value} mg/dL before treatment: on {on}, as advised"
         detail = _detail(
             [f"Severe hypercholesterolaemia: {a.why}.", treated],
             [f"LDL measured {_day(ldl.time if ldl else None)} ({ldl.source if ldl else ''})."],
@@ -353,7 +358,10 @@ def ascvd_cards(view: PatientView, link: Link) -> list[Card]:
         risk = view.pce_risk
         whatever = f" ({pct(risk)})" if risk is not None else ""
         if a.decision == "start":
-            summary = f"Diabetes at {age}: start at least a moderate-intensity statin, whatever the 10-year risk{whatever}"
+            summary = (
+                f"Diabetes at {age}: start at least a moderate-intensity statin, "
+                f"whatever the 10-year risk{whatever}"
+            )
         elif a.decision == "intensify" and current:
             summary = (
                 f"Diabetes at {age}: on {_on(current)}; at least moderate intensity is advised"
@@ -408,8 +416,8 @@ def inputs_line(a: Assessment) -> str:
 
 
 def _blocked_line(view: PatientView, a: Assessment) -> str:
-    words = too_old_words(view, a)
-    return f"No 10-year risk: {words[0]}." if words else ""
+    blocked = too_old_words(view, a)
+    return f"No 10-year risk: {blocked[0]}." if blocked else ""
 
 
 def _primary_cards(
@@ -424,7 +432,8 @@ def _primary_cards(
         detail = _detail(
             [
                 treated,
-                "The Pooled Cohort Equations are for people not on a statin: on-treatment lipids underestimate the untreated risk.",
+                "The Pooled Cohort Equations are for people not on a statin: "
+                "on-treatment lipids underestimate the untreated risk.",
             ],
             [],
             PCE_EVIDENCE,
@@ -451,8 +460,8 @@ def _primary_cards(
             )
         ]
     if p.status == "out-of-range":
-        words = "; ".join(range_words(v, "Pooled Cohort") for v in p.violations)
-        summary = f"10-year ASCVD risk not computed: {words}"
+        said = "; ".join(range_words(v, "Pooled Cohort") for v in p.violations)
+        summary = f"10-year ASCVD risk not computed: {said}"
         return [
             _card(
                 summary,
@@ -596,6 +605,8 @@ def _aki_card(view: PatientView, link: Link) -> Card:
 
 def _prevent_card(view: PatientView, link: Link) -> Card | None:
     p, p30 = view.prevent, view.prevent_30y
+    if p is None or p30 is None:
+        return None  # not run: the caller shows no PREVENT
     if view.prevent_excluded is not None or p.status == "not-applicable" or outside_ages(view, p):
         return None
     blocked = too_old_words(view, p)
@@ -618,9 +629,9 @@ def _prevent_card(view: PatientView, link: Link) -> Card | None:
             decision=False,
         )
     if p.status == "out-of-range":
-        words = "; ".join(range_words(v, "PREVENT") for v in p.violations)
+        said = "; ".join(range_words(v, "PREVENT") for v in p.violations)
         return _card(
-            f"Cardiovascular risk not computed: {words}",
+            f"Cardiovascular risk not computed: {said}",
             _detail([], [], PREVENT_EVIDENCE),
             "info",
             PREVENT_SOURCE,
@@ -648,7 +659,8 @@ def _prevent_card(view: PatientView, link: Link) -> Card | None:
     )
     statin = view.state.current_statin
     treated = (
-        f"Cholesterol was measured on a statin ({statin.describe()}); PREVENT takes statin use as an input, as published."
+        f"Cholesterol was measured on a statin ({statin.describe()}); "
+        "PREVENT takes statin use as an input, as published."
         if statin is not None
         else ""
     )
@@ -678,7 +690,7 @@ def _statin_what_if(view: PatientView, risk: float) -> str:
 
 
 def _stale_vitals_line(a: Assessment) -> str:
-    stale = [i for i in a.stale]
+    stale = list(a.stale)
     if not stale:
         return ""
     return (
@@ -700,10 +712,14 @@ def _kidney_card(view: PatientView, link: Link) -> Card | None:
     if not k.chronic:
         if egfr >= CKD_EGFR_BELOW or s.age_years is None or s.age_years < 18:
             return None
-        summary = f"{egfr_text} on {_day(k.egfr.time)}, below 60 for under 3 months: repeat to confirm CKD"
+        summary = (
+            f"{egfr_text} on {_day(k.egfr.time)}, below 60 for under 3 months: "
+            "repeat to confirm CKD"
+        )
         detail = _detail(
             [
-                "CKD needs an abnormality lasting more than 3 months; no kidney failure risk before that."
+                "CKD needs an abnormality lasting more than 3 months; "
+                "no kidney failure risk before that."
             ],
             [],
             KIDNEY_EVIDENCE,
@@ -723,7 +739,8 @@ def _kidney_card(view: PatientView, link: Link) -> Card | None:
         summary = f"{stage}: kidney failure risk {pct(five)} at 5 years (KFRE); {action}"
         detail = _detail(
             [
-                f"{egfr_text} ({_day(k.egfr.time)}), abnormal since {since}. 2-year risk {pct(two)}.",
+                f"{egfr_text} ({_day(k.egfr.time)}), abnormal since {since}. "
+                f"2-year risk {pct(two)}.",
                 factors_line(kfre, "risk_5y_kidney_failure", 2) or "",
             ],
             [],
@@ -734,12 +751,18 @@ def _kidney_card(view: PatientView, link: Link) -> Card | None:
     order = _order(view, kfre, "Inputs for the kidney failure risk (KFRE)") if kfre else []
     missing = too_old_words(view, kfre) if kfre is not None else None
     if egfr_stale:
-        summary = f"{stage} since {since}: eGFR from {_year(k.egfr.time)} is too old (over 1 year); order a creatinine"
+        summary = (
+            f"{stage} since {since}: eGFR from {_year(k.egfr.time)} is too old "
+            "(over 1 year); order a creatinine"
+        )
     elif egfr < REFER_EGFR_BELOW:
         summary = f"{stage} ({egfr_text} since {since}): refer to nephrology (eGFR under 30)"
     else:
         what = missing[1] if missing else "urine albumin/creatinine"
-        summary = f"{stage} ({egfr_text} since {since}): order {_ORDER_WORDS[what]} for the kidney failure risk"
+        summary = (
+            f"{stage} ({egfr_text} since {since}): order {_ORDER_WORDS[what]} "
+            "for the kidney failure risk"
+        )
     detail = _detail(
         [f"Chronic: abnormal since {since} (more than 3 months)."],
         [f"Kidney failure risk (KFRE) not computed: {missing[0]}." if missing else ""],

@@ -42,8 +42,9 @@ class PatientView:
     #: day of the last lipid panel before the first statin (the untreated risk).
     pce: Assessment
     pce_basis: PceBasis
-    prevent: Assessment
-    prevent_30y: Assessment
+    #: PREVENT runs; None when the caller (ascvd-risk) does not show them.
+    prevent: Assessment | None
+    prevent_30y: Assessment | None
     kfre: Assessment | None
     advice: StatinAdvice
 
@@ -110,8 +111,13 @@ def patient_view(
     features: FeatureSet,
     *,
     kfre_model: str = "kfre",
+    with_prevent: bool = True,
 ) -> PatientView:
-    """Everything the patient-view services show, for one twin on one date."""
+    """Everything the patient-view services show, for one twin on one date.
+
+    ``with_prevent=False`` leaves out the PREVENT runs (ascvd-risk shows none; each costs
+    an exact Shapley run), without changing any rule or the statin decision.
+    """
     deceased = twin.demographics.deceased
     state = clinical_state(twin, features)
     pce_excluded = _pce_exclusion(state, deceased)
@@ -127,8 +133,12 @@ def patient_view(
             pce, basis = assess(pce_model, untreated_features(features, panel)), "before-statin"
         else:
             basis = "none"
-    prevent = assess(registry.get("prevent"), features, excluded_because=prevent_excluded)
-    prevent_30y = assess(registry.get("prevent_30y"), features, excluded_because=prevent_excluded)
+    prevent = prevent_30y = None
+    if with_prevent:
+        prevent = assess(registry.get("prevent"), features, excluded_because=prevent_excluded)
+        prevent_30y = assess(
+            registry.get("prevent_30y"), features, excluded_because=prevent_excluded
+        )
     kfre = None
     if kfre_applies(state) and not deceased:
         kfre = assess(

@@ -22,13 +22,13 @@ from cds_service.audit import (
     explanation_for_audit,
 )
 from cds_service.auth import VerifiedClient
-from cds_service.guideline_cards import ascvd_cards, cardio_renal_cards
 from cds_service.cards import Card, CdsResponse, Link
 from cds_service.errors import DataUnavailable
 from cds_service.failures import mark_recorded
+from cds_service.guideline_cards import ascvd_cards, cardio_renal_cards
 from cds_service.hooks import HookRequest
-from cds_service.prefetch import GatheredData, gather
 from cds_service.patient_view import patient_view
+from cds_service.prefetch import GatheredData, gather
 from cds_service.render import app_link
 from cds_service.services import ServiceDefinition
 from cds_service.settings import Settings
@@ -106,9 +106,13 @@ def _run_models(
         )
         return Outcome(dosing.cards, (), dosing=dosing)
     # Every patient-view service renders a part of one reading of the patient.
-    view = patient_view(rt.registry, twin, features, kfre_model=rt.settings.kfre_model)
-    if service.kind == "cardio-renal":
-        runs = (view.prevent, view.prevent_30y, view.pce)
+    cardio_renal = service.kind == "cardio-renal"
+    view = patient_view(
+        rt.registry, twin, features, kfre_model=rt.settings.kfre_model, with_prevent=cardio_renal
+    )
+    if cardio_renal:
+        assert view.prevent is not None and view.prevent_30y is not None  # noqa: S101
+        runs: tuple[Assessment, ...] = (view.prevent, view.prevent_30y, view.pce)
         runs += (view.kfre,) if view.kfre is not None else ()
         return Outcome(tuple(cardio_renal_cards(view, link)), runs)
     return Outcome(tuple(ascvd_cards(view, link)), (view.pce,))

@@ -121,6 +121,10 @@ def _point(p: ObservationPoint) -> dict[str, Any]:
     return {"t": p.time.isoformat(), "v": p.value, "source": p.source, "quality": p.quality}
 
 
+def _day(t: datetime | None) -> str:
+    return t.date().isoformat() if t else "an unknown date"
+
+
 def _iso(t: datetime | None) -> str | None:
     return t.isoformat() if t else None
 
@@ -201,7 +205,7 @@ def clinical_state_view(state: ClinicalState) -> list[dict[str, str]]:
     rows.append(
         {
             "label": "Statin",
-            "value": f"{statin_words(current)} since {current.start.date().isoformat() if current.start else 'an unknown date'}"
+            "value": f"{statin_words(current)} since {_day(current.start)}"
             if current
             else ("none now" if state.statins else "none on record"),
         }
@@ -211,7 +215,7 @@ def clinical_state_view(state: ClinicalState) -> list[dict[str, str]]:
         rows.append(
             {
                 "label": "Lipids before the statin",
-                "value": f"total {p.total_mg_dl:.0f}, HDL {p.hdl_mg_dl:.0f} mg/dL ({p.time.date().isoformat()})",
+                "value": f"total {p.total_mg_dl:.0f}, HDL {p.hdl_mg_dl:.0f} mg/dL ({_day(p.time)})",
             }
         )
     for label_text, finding in (
@@ -358,6 +362,7 @@ def risk_assessments(
     """The runs the patient-view cards show, from the same `patient_view` they are
     rendered from: PREVENT, the PCE the statin decision used, and KFRE where it applies."""
     view = patient_view(registry, twin, features, kfre_model=kfre_model)
+    assert view.prevent is not None and view.prevent_30y is not None  # noqa: S101 (with_prevent)
     return CardioRenalAssessments(view.prevent, view.prevent_30y, view.pce, view.kfre)
 
 

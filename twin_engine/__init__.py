@@ -5,7 +5,8 @@ FHIR R4 in (`ingest`), the twin's own state (`build_twin`), features as of a dat
 service layer (cds_service, fastapi, httpx).
 """
 
-from twin_engine.derive import FEATURE_NAMES, STALE_AFTER, FeatureSet, derive_features
+from twin_engine.clinical.staleness import STALE_AFTER
+from twin_engine.derive import FEATURE_NAMES, FeatureSet, derive_features
 from twin_engine.egfr import ckd_epi_2021
 from twin_engine.errors import IngestError, StoreError, TwinEngineError, TwinNotFoundError
 from twin_engine.features import USABLE, Feature, Quality

@@ -273,9 +273,12 @@ def ingest(payload: object, *, patient_id: str | None = None) -> IngestResult:
                 record = _memo(_condition, entry, issues)
         elif entry.resource_type in _MEDICATION_MODELS:
             record = _medication_use(entry, medications, patient_refs, issues)
-        elif entry.resource_type == "Procedure":
-            if _procedure_relevant(entry.resource) and _about(entry, patient_refs, issues):
-                record = _memo(_procedure, entry, issues)
+        elif (
+            entry.resource_type == "Procedure"
+            and _procedure_relevant(entry.resource)
+            and _about(entry, patient_refs, issues)
+        ):
+            record = _memo(_procedure, entry, issues)
         if record is not None:
             resources.append(record)
     return IngestResult(patient=patient, resources=tuple(resources), issues=tuple(issues))

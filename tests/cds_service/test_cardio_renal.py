@@ -131,7 +131,7 @@ def test_ckd_gets_kfre_and_calibration_is_a_setting(tmp_path: Path) -> None:
         for client in _client(tmp_path / calibration, kfre_calibration=calibration):
             cards = _call(client, _record(egfr=40, uacr=300))
             kfre = next(c for c in cards if "kidney failure risk" in c["summary"])
-            assert kfre["summary"].startswith("CKD G3b A3: kidney failure risk ")
+            assert kfre["summary"].startswith("CKD G3b A2: kidney failure risk ")  # ACR 300: A2
             assert "KDIGO 2024" in kfre["detail"]
             risks[calibration] = kfre["summary"]
     assert risks["north_america"] != risks["non_north_america"]

@@ -2,12 +2,13 @@
 the `summary` of every patient-view service (ascvd-risk, its discharge twin, and
 cardio-renal-risk), all from one shared reading of the patient."""
 
+# ruff: noqa: E501  -- each expected summary stays on one line, as the clinician reads it
+
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 import pytest

@@ -367,7 +367,9 @@ def test_ehr_launch_from_a_card_shows_the_cards_numbers(
     page = visit.page
     page.goto(f"{product.ehr.base_url}/ehr/patient/{risk_patient}")
     cards = page.locator("article.card")
-    prevent_card = cards.filter(has=page.locator("h3", has_text="10-year cardiovascular risk")).first
+    prevent_card = cards.filter(
+        has=page.locator("h3", has_text="10-year cardiovascular risk")
+    ).first
     pce_card = cards.filter(has=page.locator("h3", has_text=re.compile(PCE_SUMMARY[4:]))).first
     prevent_summary = prevent_card.locator("h3").inner_text()
     pce_summary = pce_card.locator("h3").inner_text()
@@ -825,9 +827,9 @@ def test_the_timelines_show_the_clinical_state_the_cards_act_on(
         visit = Visit(chromium, product)
         page = visit.page
         page.goto(f"{product.ehr.base_url}/ehr/patient/{product.history_patients[scenario]}")
-        card = page.locator("article.card").filter(
-            has=page.locator("h3", has_text=card_start)
-        ).first
+        card = (
+            page.locator("article.card").filter(has=page.locator("h3", has_text=card_start)).first
+        )
         summary = card.locator("h3").inner_text()
         card.locator("button.card-launch").first.click()
         page.wait_for_url(f"{product.service.base_url}/app/")

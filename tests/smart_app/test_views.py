@@ -14,12 +14,11 @@ import pytest
 from cds_service.audit import AuditEntry, SqliteAuditLog
 from cds_service.cardio_renal import CardioRenalAssessments, what_ifs
 from cds_service.cards import Card, Link
+from cds_service.demo import vancomycin_patient
 from cds_service.guideline_cards import ascvd_cards, cardio_renal_cards
+from cds_service.log_redaction import redact_url
 from cds_service.patient_view import patient_view
 from cds_service.render import pct
-from cds_service.demo import vancomycin_patient
-from cds_service.log_redaction import redact_url
-from cds_service.services import ASCVD_RISK, CARDIO_RENAL_RISK
 from cds_service.vancomycin import dosing_cards, simulator_for
 from onnx_models.registry import ModelRegistry
 from smart_app import views

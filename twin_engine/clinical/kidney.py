@@ -214,10 +214,9 @@ def kidney_status(twin: Twin, instant: datetime) -> KidneyStatus:
     egfr_since = _abnormal_since([(e.time, e.value < CKD_EGFR_BELOW) for e in series])
     acr_since = _abnormal_since([(p.time, (p.value or 0.0) >= CKD_ACR_AT_LEAST_MG_G) for p in acr])
     chronic = False
-    for since, last in (
-        (egfr_since, latest and latest.time),
-        (acr_since, latest_acr and latest_acr.time),
-    ):
+    last_egfr = latest.time if latest is not None else None
+    last_acr = latest_acr.time if latest_acr is not None else None
+    for since, last in ((egfr_since, last_egfr), (acr_since, last_acr)):
         if since is not None and last is not None and last - since > CKD_CHRONICITY:
             chronic = True
     starts = [s for s in (egfr_since, acr_since) if s is not None]
