@@ -107,11 +107,12 @@ def factors_line(a: Assessment, output: str, n: int = 3) -> str | None:
 
 def _detail(required: list[str], optional: list[str], evidence: str) -> str:
     """Required lines, then optional ones while they fit, then the evidence line."""
+    # Paragraphs: `detail` is GitHub-flavoured Markdown, where one newline joins lines.
     lines = [line for line in required if line]
     for line in (o for o in optional if o):
-        if len("\n".join([*lines, line, evidence])) <= DETAIL_MAX:
+        if len("\n\n".join([*lines, line, evidence])) <= DETAIL_MAX:
             lines.append(line)
-    text = "\n".join([*lines, evidence])
+    text = "\n\n".join([*lines, evidence])
     return text if len(text) <= DETAIL_MAX else text[: DETAIL_MAX - 1] + "…"
 
 

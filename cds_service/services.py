@@ -91,10 +91,11 @@ ASCVD_RISK = ServiceDefinition(
     hook="patient-view",
     title="10-year ASCVD risk (Pooled Cohort Equations)",
     description=(
-        "Estimates the 10-year risk of a first atherosclerotic cardiovascular event "
-        "with the 2013 ACC/AHA Pooled Cohort Equations for adults 40-79 without ASCVD, "
-        "from the patient's own lipids, blood pressure, treatment, smoking and diabetes "
-        "status, and explains which factors moved it."
+        "The 2018 AHA/ACC statin decision for the patient: secondary prevention for "
+        "clinical ASCVD (Conditions or Procedures), high intensity at LDL >= 190 mg/dL, at "
+        "least moderate intensity in diabetes at 40-75, else the 10-year ASCVD risk (2013 "
+        "Pooled Cohort Equations, from untreated lipids) and its tier, with the factors "
+        "that moved it and a draft statin order where one is indicated."
     ),
     model_id="pce",
     prefetch={
@@ -131,11 +132,11 @@ CARDIO_RENAL_RISK = ServiceDefinition(
     hook="patient-view",
     title="Cardiovascular and kidney failure risk (PREVENT, PCE, KFRE)",
     description=(
-        "AHA PREVENT 10-year (and, under 60, 30-year) CVD, ASCVD and heart failure risk, "
-        "with the Pooled Cohort Equations beside it; the Kidney Failure Risk Equation when "
-        "eGFR < 60 or ACR >= 30 mg/g; the absolute risk reduction of a statin or a lower "
-        "blood pressure; and an order suggestion instead of a number when a laboratory "
-        "input is missing or stale."
+        "AHA PREVENT 10-year (and, under 60, 30-year) CVD, ASCVD and heart failure risk "
+        "for adults without cardiovascular disease; for chronic kidney disease G3-G5 the "
+        "stage, the Kidney Failure Risk Equation and KDIGO 2024 referral advice; an acute "
+        "kidney injury card instead of any kidney-based risk during AKI; and an order "
+        "suggestion instead of a number when a laboratory input is missing or too old."
     ),
     model_id="prevent",
     prefetch=dict(ASCVD_RISK.prefetch),
