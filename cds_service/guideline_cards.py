@@ -21,7 +21,9 @@ from cds_service.patient_view import PatientView
 from cds_service.render import OVERRIDE_REASONS, label, pct
 from onnx_models.errors import RangeViolation
 from twin_engine.clinical.guidelines import (
+    KRT_PREPARATION_KFRE_2Y,
     REFER_EGFR_BELOW,
+    kidney_failure_care,
     refer_to_nephrology,
     risk_tier,
     uspstf_2022_grade,
@@ -736,18 +738,22 @@ def _kidney_card(view: PatientView, link: Link) -> Card | None:
     egfr_stale = s.as_of - k.egfr.time > STALE_AFTER["egfr"]
     if five is not None and kfre is not None:
         two = kfre.outputs["risk_2y_kidney_failure"]
+        care = kidney_failure_care(two)
         action = "refer to nephrology" if refer else "below the referral threshold"
         summary = f"{stage}: kidney failure risk {pct(five)} at 5 years (KFRE); {action}"
         detail = _detail(
             [
                 f"{egfr_text} ({_day(k.egfr.time)}), abnormal since {since}. "
                 f"2-year risk {pct(two)}.",
+                f"KDIGO 2024 advises {care}." if care else "",
                 factors_line(kfre, "risk_5y_kidney_failure", 2) or "",
             ],
             [],
             KIDNEY_EVIDENCE,
         )
-        indicator: Indicator = "warning" if refer else "info"
+        indicator: Indicator = (
+            "critical" if two > KRT_PREPARATION_KFRE_2Y else "warning" if refer else "info"
+        )
         return _card(summary, detail, indicator, KIDNEY_SOURCE, link)
     order = _order(view, kfre, "Inputs for the kidney failure risk (KFRE)") if kfre else []
     missing = too_old_words(view, kfre) if kfre is not None else None

@@ -1,7 +1,7 @@
 """What the clinician app shows, as JSON: built by the same code the cards are built by.
 
 The risk panel runs the very assessments the services run (``assess`` and
-``cardio_renal_assessments`` on the twin's features) and formats numbers with the
+``patient_view`` on the twin and its features) and formats numbers with the
 cards' own functions (``pct``, ``shown_value``), so the app and the card cannot
 disagree for the same twin version and day. The what-if uses the cards' treatment
 effects (``twin_engine.therapy``); the dose simulator calls ``recommend`` with the
@@ -16,11 +16,7 @@ from typing import Any, Literal
 
 from cds_service.assess import Assessment
 from cds_service.audit import ChainedAuditLog
-from cds_service.cardio_renal import (
-    KFRE_EGFR_BELOW,
-    SBP_TARGET_MM_HG,
-    CardioRenalAssessments,
-)
+from cds_service.cardio_renal import SBP_TARGET_MM_HG, CardioRenalAssessments
 from cds_service.guideline_cards import aki_words, ckd_words, statin_words
 from cds_service.patient_view import patient_view
 from cds_service.render import label, output_label, pct, shown_value
@@ -28,7 +24,7 @@ from cds_service.services import ASCVD_RISK, CARDIO_RENAL_RISK
 from cds_service.vancomycin import is_vancomycin, simulator_for
 from onnx_models.pk.models import MODELS
 from onnx_models.registry import ModelRegistry
-from twin_engine.clinical.kidney import aki_episodes, egfr_series
+from twin_engine.clinical.kidney import CKD_EGFR_BELOW, aki_episodes, egfr_series
 from twin_engine.clinical.state import ClinicalState
 from twin_engine.codes import QUANTITY_LOINC
 from twin_engine.derive import FeatureSet
@@ -110,7 +106,7 @@ _CHARTS: tuple[tuple[str, str, tuple[tuple[str, str], ...], dict[str, Any] | Non
         "egfr",
         "eGFR",
         (("eGFR", "egfr"),),
-        {"low": KFRE_EGFR_BELOW, "high": None, "label": "CKD G3 below 60"},
+        {"low": CKD_EGFR_BELOW, "high": None, "label": "CKD G3 below 60"},
     ),
     ("creatinine", "Creatinine", (("Creatinine", "creatinine"),), None),
     ("vancomycin", "Vancomycin levels", (("Vancomycin", "vancomycin"),), None),

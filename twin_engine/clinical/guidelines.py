@@ -43,9 +43,14 @@ HIGH_RISK: Final = 0.20
 USPSTF_B_RISK: Final = 0.10
 USPSTF_C_RISK: Final = 0.075
 USPSTF_AGES: Final = (40, 75)
-#: KDIGO 2024 PP 2.2.1-2.2.3.
+#: KDIGO 2024 CKD guideline, chapter 2, Recommendation 2.2.1 and Practice Points
+#: 2.2.1-2.2.3: refer at eGFR < 30 or a 5-year KFRE of 3%-5% (we use the upper end,
+#: 5%); a 2-year risk > 10% calls for multidisciplinary care, > 40% for preparing
+#: kidney replacement therapy.
 REFER_EGFR_BELOW: Final = 30.0
 REFER_KFRE_5Y: Final = 0.05
+MULTIDISCIPLINARY_KFRE_2Y: Final = 0.10
+KRT_PREPARATION_KFRE_2Y: Final = 0.40
 KFRE_CATEGORIES: Final = frozenset({"G3a", "G3b", "G4", "G5"})
 
 
@@ -174,6 +179,15 @@ def kfre_applies(state: ClinicalState) -> bool:
         and k.chronic
         and k.g_category in KFRE_CATEGORIES
     )
+
+
+def kidney_failure_care(kfre_2y: float) -> str | None:
+    """KDIGO 2024 PP 2.2.3: what a 2-year kidney failure risk calls for, if anything."""
+    if kfre_2y > KRT_PREPARATION_KFRE_2Y:
+        return "prepare for kidney replacement therapy (2-year risk over 40%)"
+    if kfre_2y > MULTIDISCIPLINARY_KFRE_2Y:
+        return "multidisciplinary care (2-year risk over 10%)"
+    return None
 
 
 def refer_to_nephrology(egfr: float | None, kfre_5y: float | None) -> bool:
