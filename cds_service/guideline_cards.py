@@ -516,7 +516,7 @@ def _primary_cards(
     }.get(grade or "", "")
     detail = _detail(
         [risk_line, inputs_line(p), treated],
-        [_treated_lipids_line(view), uspstf],
+        [_treated_lipids_line(view), uspstf, _stale_vitals_line(p)],
         PCE_EVIDENCE,
     )
     indicator: Indicator = {"high": "critical", "intermediate": "warning"}.get(tier, "info")  # type: ignore[assignment]

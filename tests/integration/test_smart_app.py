@@ -848,3 +848,17 @@ def test_the_timelines_show_the_clinical_state_the_cards_act_on(
         label = timeline.locator("svg").first.get_attribute("aria-label") or ""
         assert re.search(r", ([2-9]|\d\d+) values from", label), label
         visit.context.close()
+
+
+def test_a_stale_panel_gets_the_same_order_from_both_services(product: RunningProduct) -> None:
+    """The demo patient whose last lipid panel is seven years old: neither service shows
+    a number; both say the lipids are too old and offer the same order."""
+    chart = _chart(product, product.history_patients["stale-panel"])
+    summaries = re.findall(r"<h3>([^<]*)</h3>", chart)
+    too_old = [s for s in summaries if re.search(r"lipids from \d{4} are too old", s)]
+    assert sorted(s.split(":")[0] for s in too_old) == [
+        "10-year ASCVD risk not computed",
+        "Cardiovascular risk not computed",
+    ], summaries
+    assert all(s.endswith("order a lipid panel") for s in too_old)
+    assert not any(re.search(r"risk \d+\.\d%", s) for s in summaries), summaries
