@@ -343,7 +343,7 @@ def ascvd_cards(view: PatientView, link: Link) -> list[Card]:
             on = _on(current) if current else "a statin"
             summary = f"LDL {value} mg/dL before treatment: on {on}, as advised"
         detail = _detail(
-            [f"Severe hypercholesterolaemia: {a.why}.", treated],
+            [f"Statin benefit group (severe hypercholesterolaemia): {a.why}.", treated],
             [f"LDL measured {_day(ldl.time if ldl else None)} ({ldl.source if ldl else ''})."],
             "Evidence: 2018 AHA/ACC cholesterol guideline, section 4.2 (LDL-C ≥ 190 mg/dL).",
         )
@@ -372,7 +372,7 @@ def ascvd_cards(view: PatientView, link: Link) -> list[Card]:
         else:
             summary = f"Diabetes at {age}: on {_on(current) if current else 'a statin'}, as advised"
         detail = _detail(
-            [f"Diabetes aged 40-75 is a statin benefit group: {a.why}.", treated],
+            [f"Statin benefit group: {a.why}.", treated],
             [risk_line, _blocked_line(view, view.pce)],
             "Evidence: 2018 AHA/ACC cholesterol guideline, section 4.3 (diabetes).",
         )
@@ -681,13 +681,14 @@ def _statin_what_if(view: PatientView, risk: float) -> str:
     guideline advises starting or discussing one (CTT, Lancet 2010)."""
     if view.state.current_statin is not None or view.advice.decision not in ("start", "discuss"):
         return ""
+    intensity = view.advice.indicated or "moderate"  # the one the guideline indicates
     effect = next(
-        (e for e in what_ifs(view.features, risk) if e.description.startswith("moderate")), None
+        (e for e in what_ifs(view.features, risk) if e.description.startswith(intensity)), None
     )
     if effect is None:
         return ""
     return (
-        f"With a moderate-intensity statin: {pct(effect.risk_before)} → "
+        f"With a {intensity}-intensity statin: {pct(effect.risk_before)} → "
         f"{pct(effect.risk_after)} 10-year ASCVD risk (trial averages, CTT 2010)."
     )
 
