@@ -44,8 +44,6 @@ class ServiceDefinition:
     model_id: str
     prefetch: dict[str, str] = field(default_factory=dict)
     usage_requirements: str | None = None
-    #: Twin features that, when 1.0, put the patient outside the model's population.
-    excluded_by: tuple[str, ...] = ()
     #: Which card builder answers: one risk model, or the cardio-renal suite.
     kind: Literal["single-risk", "cardio-renal", "vancomycin"] = "single-risk"
 
@@ -113,8 +111,6 @@ ASCVD_RISK = ServiceDefinition(
         "Send the prefetch, or fhirServer with fhirAuthorization scoped to read "
         "Patient, Observation, Condition, MedicationRequest and Procedure for the patient."
     ),
-    # The PCE are for primary prevention (Goff 2013): not for patients with clinical ASCVD.
-    excluded_by=("clinical_ascvd",),
 )
 
 # The same assessment at discharge, when follow-up is being planned: a service may be
@@ -141,7 +137,6 @@ CARDIO_RENAL_RISK = ServiceDefinition(
     model_id="prevent",
     prefetch=dict(ASCVD_RISK.prefetch),
     usage_requirements=ASCVD_RISK.usage_requirements,
-    excluded_by=("clinical_ascvd",),
     kind="cardio-renal",
 )
 
