@@ -325,6 +325,8 @@ class AuditQuery:
     hook_instance: str | None = None
     after_seq: int = 0
     limit: int = 1000
+    #: Only records of this tenant (the CDS client's, or the app launch's EHR's).
+    tenant: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -363,6 +365,28 @@ def _record(row: Sequence[Any]) -> StoredAuditRecord:
         prev_hash=str(row[4]),
         record_hash=str(row[5]),
     )
+
+
+def record_tenant(rec: StoredAuditRecord) -> str | None:
+    """The tenant a record belongs to: its CDS client's (hook, feedback) or its EHR's
+    (app access); None for records of no tenant (auditor reads, checkpoints)."""
+    client = rec.body.get("client")
+    if isinstance(client, dict) and isinstance(client.get("tenant"), str):
+        return str(client["tenant"])
+    tenant = rec.body.get("tenant") if rec.kind == "app-access" else None
+    return tenant if isinstance(tenant, str) else None
+
+
+def _verifiable(row: Sequence[Any]) -> StoredAuditRecord | BadRecord:
+    """The record, or why it cannot be checked: a body that is no longer a JSON object
+    was changed after it was hashed (the writer only stores objects)."""
+    try:
+        rec = _record(row)
+    except orjson.JSONDecodeError:
+        return BadRecord(int(row[0]), f"record {row[0]}: its stored body is not valid JSON")
+    if not isinstance(rec.body, dict):
+        return BadRecord(int(row[0]), f"record {row[0]}: its stored body is not a JSON object")
+    return rec
 
 
 def _utc_now_text() -> str:
@@ -426,6 +450,13 @@ class ChainedAuditLog(ABC):
     def _head(self, tx: Tx) -> tuple[int, str]:
         ((seq, digest),) = tx.rows(self._lock_head_sql())
         return int(seq), str(digest)
+
+    def _tenant_sql(self) -> str:
+        """The record's tenant (``record_tenant``) as an SQL expression on ``body``."""
+        return (
+            "COALESCE(json_extract(body, '$.client.tenant'), "
+            "CASE WHEN kind = 'app-access' THEN json_extract(body, '$.tenant') END)"
+        )
 
     def _lock_head_sql(self) -> str:
         return "SELECT seq, record_hash FROM audit_head WHERE id = 1"
@@ -528,7 +559,8 @@ class ChainedAuditLog(ABC):
                     continue
                 hook_seq, hook_instance, patient_id, hook_body = card[0]
                 # Only the client a card was sent to may report what its user did with it.
-                sent_to = (_json_object(hook_body).get("client") or {}).get("iss")
+                hook_client = _json_object(hook_body).get("client") or {}
+                sent_to = hook_client.get("iss")
                 if sent_to != client_iss:
                     unknown.append(e["card"])
                     continue
@@ -546,7 +578,9 @@ class ChainedAuditLog(ABC):
                     "hookRecord": int(hook_seq),
                     "hookInstance": hook_instance,
                     "patient": patient_id,
-                    "client": {"iss": client_iss},
+                    "client": {"iss": client_iss}
+                    # The hook's tenant, so a tenant's auditor sees the feedback too.
+                    | ({"tenant": hook_client["tenant"]} if hook_client.get("tenant") else {}),
                     "feedback": _sanitised_feedback(e),
                 }
                 last = self._append(
@@ -683,6 +717,9 @@ class ChainedAuditLog(ABC):
                 "ON f.card_uuid = c.card_uuid WHERE f.outcome = ?)"
             )
             params.append(q.outcome)
+        if q.tenant is not None:
+            clauses.append(f"{self._tenant_sql()} = ?")
+            params.append(q.tenant)
         # Clauses are fixed strings chosen above; every value is a bound parameter.
         sql = f"SELECT {_COLUMNS} FROM audit_chain WHERE {' AND '.join(clauses)} ORDER BY seq"  # noqa: S608
         if q.limit > 0:
@@ -691,8 +728,11 @@ class ChainedAuditLog(ABC):
             rows = tx.rows(sql, params)
         return (_record(r) for r in rows)
 
-    def _walk(self, batch: int = 2000) -> Iterator[tuple[StoredAuditRecord, tuple[Any, ...]]]:
-        """Records with their query columns, in seq order, in batches."""
+    def _walk(
+        self, batch: int = 2000
+    ) -> Iterator[tuple[StoredAuditRecord | BadRecord, tuple[Any, ...]]]:
+        """Records with their query columns, in seq order, in batches; a record whose
+        stored body is not a JSON object comes as the BadRecord it is."""
         after = 0
         while True:
             with self._read() as tx:
@@ -704,7 +744,7 @@ class ChainedAuditLog(ABC):
             if not rows:
                 return
             for row in rows:
-                yield _record(row), tuple(row[6:])
+                yield _verifiable(row), tuple(row[6:])
             after = int(rows[-1][0])
 
     def verify(self, verify_key: Ed25519PublicKey | None = None) -> ChainReport:
@@ -713,6 +753,9 @@ class ChainedAuditLog(ABC):
         bad: BadRecord | None = None
         sent: dict[str, set[int]] = {}
         for rec, columns in self._walk():
+            if isinstance(rec, BadRecord):
+                bad = rec
+                break
             bad = v.step(rec) or _columns_disagree(rec, columns, sent)
             if bad is not None:
                 break

@@ -27,6 +27,7 @@ from cds_service.audit import (
     RecordKind,
     StoredAuditRecord,
     record_hash,
+    record_tenant,
     verify_key_from,
 )
 from cds_service.audit_auth import (
@@ -52,7 +53,9 @@ def _verifier(request: Request) -> AuditorVerifier:
             settings.auditors,
             audience=settings.audit_audience,
             cds_client_issuers=frozenset(c.iss for c in settings.clients),
+            replay=request.app.state.replay,
             leeway_s=settings.jwt_leeway_s,
+            max_lifetime_s=settings.auditor_token_max_lifetime_s,
         )
         request.app.state.auditor_verifier = verifier
     return verifier
@@ -61,7 +64,7 @@ def _verifier(request: Request) -> AuditorVerifier:
 def require_auditor(request: Request) -> Auditor:
     """The auditor behind the call, or a bare 401/403 (the reason stays in our log)."""
     try:
-        return _verifier(request).verify(request.headers.get("authorization"))
+        return _verifier(request).verify(request.headers.getlist("authorization"))
     except AuditorUnauthorized as exc:
         raise HTTPException(
             401, "auditor authentication required", {"WWW-Authenticate": "Bearer"}
@@ -80,6 +83,7 @@ LogDep = Annotated[ChainedAuditLog, Depends(_log)]
 
 
 def _query(
+    who: AuditorDep,
     patient: str | None = None,
     service: str | None = None,
     model: str | None = None,
@@ -105,6 +109,8 @@ def _query(
         kind=chosen,
         after_seq=after,
         limit=limit,
+        # A tenant's auditor reads that tenant's records alone, whatever the query says.
+        tenant=who.tenant,
     )
 
 
@@ -148,6 +154,8 @@ def fetch_record(
     seq: Annotated[int, Path(ge=1, le=2**63 - 1)], who: AuditorDep, log: LogDep
 ) -> dict[str, Any]:
     rec = log.get(seq)
+    if rec is not None and who.tenant is not None and record_tenant(rec) != who.tenant:
+        rec = None  # another tenant's record is, to this auditor, no record
     _audit_read(log, who, "record", {"seq": seq}, [rec] if rec else [])
     if rec is None:
         raise HTTPException(404, f"no audit record {seq}")

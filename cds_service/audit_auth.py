@@ -6,6 +6,13 @@ configured auditor issuer (``TWIN_CDS_AUDITORS``), signed with an asymmetric key
 ``<public_base_url>/audit``, ``exp``/``iat``/``sub``/``jti`` present, and the role
 ``auditor`` (claim ``role`` or a member of ``roles``).
 
+An auditor token is for one call: its ``jti`` is accepted once (the same replay cache as
+CDS client tokens, so it holds across workers and replicas), and ``exp - iat`` may not
+exceed ``auditor_token_max_lifetime_s`` (1 hour by default): a leaked token is worth one
+read within the hour, not a century of them. An issuer configured with a ``tenant``
+reads that tenant's records alone; a token whose ``tenant`` claim names another tenant
+is refused.
+
 A CDS client's token is never an auditor's: an issuer configured as a CDS client is
 refused here even if also listed as an auditor issuer, and the audiences differ.
 
@@ -15,13 +22,20 @@ Failures raise ``AuditorUnauthorized`` (401: we do not know who you are) or
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from jwt import PyJWK, PyJWKSet
 from pydantic import BaseModel, ConfigDict, Field
 
-from cds_service.auth import TokenRejected, decode_verified, read_unverified
+from cds_service.auth import (
+    JtiCache,
+    TokenRejected,
+    bearer_token,
+    decode_verified,
+    read_unverified,
+)
 
 AUDITOR_ROLE = "auditor"
 
@@ -42,6 +56,9 @@ class AuditorIssuerConfig(BaseModel):
     iss: str = Field(min_length=1)
     jwks: dict[str, Any]
     algorithms: tuple[str, ...] = ("ES384", "RS384", "EdDSA")
+    #: The one tenant whose records this issuer's auditors read; None: the deployment's
+    #: own auditors, who read every tenant's.
+    tenant: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +74,8 @@ class Auditor:
     iss: str
     sub: str
     jti: str | None
+    #: Their reads are narrowed to this tenant's records (None: all records).
+    tenant: str | None = None
 
 
 class AuditorVerifier:
@@ -66,7 +85,9 @@ class AuditorVerifier:
         *,
         audience: str,
         cds_client_issuers: frozenset[str],
+        replay: JtiCache,
         leeway_s: float = 30.0,
+        max_lifetime_s: float = 3600.0,
     ) -> None:
         # An issuer that is also a CDS client is dropped: one key must not open both doors.
         self._issuers = {i.iss: i for i in issuers if i.iss not in cds_client_issuers}
@@ -76,13 +97,13 @@ class AuditorVerifier:
         }
         self._audience = audience
         self._leeway = leeway_s
+        self._replay = replay
+        self._max_lifetime = max_lifetime_s
 
-    def verify(self, authorization: str | None) -> Auditor:
-        if not authorization or not authorization.startswith("Bearer "):
-            raise AuditorUnauthorized("no bearer token")
-        token = authorization.removeprefix("Bearer ").strip()
+    def verify(self, authorization: str | Sequence[str] | None) -> Auditor:
+        """``authorization``: every value of the Authorization header, as received."""
         try:
-            verified = self._verified_claims(token)
+            verified = self._verified_claims(bearer_token(authorization))
         except TokenRejected as exc:
             raise AuditorUnauthorized(str(exc)) from exc
         claims, iss = verified.claims, verified.iss
@@ -92,8 +113,11 @@ class AuditorVerifier:
         )
         if not has_role:
             raise AuditorForbidden(f"{claims['sub']} does not have the auditor role")
-        jti = claims.get("jti")
-        return Auditor(iss, str(claims["sub"]), str(jti) if jti is not None else None)
+        jti = str(claims["jti"])
+        # Namespaced apart from CDS clients' jti values in the shared replay cache.
+        if not self._replay.first_use(f"auditor:{iss}", jti, float(claims["exp"])):
+            raise AuditorUnauthorized("auditor token jti replayed")
+        return Auditor(iss, str(claims["sub"]), jti, self._issuers[iss].tenant)
 
     def _verified_claims(self, token: str) -> _Verified:
         # The same checks as a CDS client's token (cds_service.auth), against the
@@ -113,8 +137,16 @@ class AuditorVerifier:
             audience=self._audience,
             issuer=issuer.iss,
             leeway_s=self._leeway,
-            require=("iss", "aud", "exp", "iat", "sub"),
+            require=("iss", "aud", "exp", "iat", "sub", "jti"),
         )
+        lifetime = float(claims["exp"]) - float(claims["iat"])
+        if lifetime > self._max_lifetime:
+            raise TokenRejected(
+                f"auditor token lifetime {lifetime:.0f} s over {self._max_lifetime:.0f} s"
+            )
+        claimed = claims.get("tenant")
+        if claimed is not None and claimed != issuer.tenant:
+            raise TokenRejected(f"tenant {claimed!r} is not this issuer's")
         return _Verified(claims, issuer.iss)
 
     def _key(self, iss: str, kid: str | None) -> PyJWK:

@@ -118,6 +118,12 @@ class PostgresAuditLog(ChainedAuditLog):
                 self._all.append(db)
         return db
 
+    def _tenant_sql(self) -> str:
+        return (
+            "COALESCE(body::jsonb #>> '{client,tenant}', "
+            "CASE WHEN kind = 'app-access' THEN body::jsonb ->> 'tenant' END)"
+        )
+
     def _lock_head_sql(self) -> str:
         return "SELECT seq, record_hash FROM audit_head WHERE id = 1 FOR UPDATE"
 

@@ -11,6 +11,13 @@ itself on that client's allowlist. ``aud`` must equal the exact URL called, ``ex
 
 Every failure raises ``Unauthorized``; the HTTP edge answers it with a bare 401.
 The reason is kept for the operator's log and never sent to the caller.
+
+Work done before the signature is known to be good is bounded: one ``Authorization``
+header (a second one is refused, so two parsers can never disagree on which counts),
+its scheme matched case-insensitively (RFC 7235 §2.1), and a token of at most
+``MAX_TOKEN_BYTES`` refused before it is base64-decoded. The checks that can block (the
+signature, and the replay cache's write, which may wait on a database lock) run in a
+worker thread, so one slow token never stalls the other calls.
 """
 
 from __future__ import annotations
@@ -19,10 +26,12 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import anyio.to_thread
 import httpx
 import jwt
 from jwt import PyJWK, PyJWKSet
@@ -38,6 +47,11 @@ JWKS_TTL_S = 300.0
 # A kid we have not seen triggers at most one JWKS refetch per this many seconds,
 # so a stream of forged kids cannot make us hammer the EHR's key endpoint.
 JWKS_REFETCH_MIN_INTERVAL_S = 10.0
+#: Longest bearer token read at all. A CDS Hooks JWT (header, a handful of claims, an
+#: ES384/RS384 signature) is well under 2 KiB; 8 KiB leaves room for an RS512 signature
+#: and a few extra claims. A longer one is refused before any base64 or JSON work (an
+#: unauthenticated 32 MB token took 12 s of the event loop before this cap).
+MAX_TOKEN_BYTES = 8 * 1024
 
 
 class Unauthorized(Exception):
@@ -63,12 +77,38 @@ class UnverifiedJwt:
     alg: str
 
 
+def bearer_token(authorization: str | Sequence[str] | None) -> str:
+    """The token of the one ``Authorization: Bearer`` header, or TokenRejected.
+
+    ``authorization`` is every value of the header as received: two of them are refused
+    (a proxy and the service could each pick a different one). The scheme is
+    case-insensitive (RFC 7235 §2.1); the token's length is capped before any decoding.
+    """
+    values = [authorization] if isinstance(authorization, str) else list(authorization or ())
+    if not values:
+        raise TokenRejected("no bearer token")
+    if len(values) > 1:
+        raise TokenRejected(f"{len(values)} Authorization headers")
+    scheme, _, token = values[0].strip().partition(" ")
+    if scheme.lower() != "bearer":
+        raise TokenRejected("not a bearer token")
+    token = token.strip()
+    if not token:
+        raise TokenRejected("no bearer token")
+    if len(token) > MAX_TOKEN_BYTES:
+        raise TokenRejected(f"token of {len(token)} characters, over {MAX_TOKEN_BYTES}")
+    return token
+
+
 def read_unverified(token: str, allowed_algorithms: frozenset[str] = ASYMMETRIC) -> UnverifiedJwt:
     """Header and claims of a token whose algorithm is asymmetric, or TokenRejected.
 
     ``none`` and every HMAC algorithm are refused before any key is looked at: with HS*
     the "secret" would be whatever key we hold for the issuer, which is public.
     """
+    if len(token) > MAX_TOKEN_BYTES:
+        # Also here, for callers that did not come through bearer_token.
+        raise TokenRejected(f"token over {MAX_TOKEN_BYTES} characters")
     try:
         header = jwt.get_unverified_header(token)
         claims = jwt.decode(token, options={"verify_signature": False})
@@ -289,12 +329,12 @@ class ClientVerifier:
         self._leeway = leeway_s
         self._max_lifetime = max_lifetime_s
 
-    async def verify(self, authorization: str | None, audience: str) -> VerifiedClient:
-        if not authorization or not authorization.startswith("Bearer "):
-            raise Unauthorized("no bearer token")
-        token = authorization.removeprefix("Bearer ").strip()
+    async def verify(
+        self, authorization: str | Sequence[str] | None, audience: str
+    ) -> VerifiedClient:
+        """``authorization``: every value of the Authorization header, as received."""
         try:
-            return await self._verify(token, audience)
+            return await self._verify(bearer_token(authorization), audience)
         except TokenRejected as exc:
             raise Unauthorized(str(exc)) from exc
 
@@ -307,10 +347,19 @@ class ClientVerifier:
         if unverified.alg not in client.algorithms:
             raise TokenRejected(f"algorithm {unverified.alg} not configured for this issuer")
         key = await self._key_for(client, unverified.header)
+        # The signature check and the replay cache's write (which may wait on a
+        # database lock) run in a worker thread: the event loop keeps answering.
+        return await anyio.to_thread.run_sync(
+            self._checked, token, key, unverified.alg, audience, client
+        )
+
+    def _checked(
+        self, token: str, key: PyJWK, alg: str, audience: str, client: CdsClientConfig
+    ) -> VerifiedClient:
         verified = decode_verified(
             token,
             key,
-            unverified.alg,
+            alg,
             audience=audience,
             issuer=client.iss,
             leeway_s=self._leeway,
@@ -329,17 +378,20 @@ class ClientVerifier:
 
     async def _key_for(self, client: CdsClientConfig, header: dict[str, Any]) -> PyJWK:
         kid = header.get("kid")
-        jku = header.get("jku")
-        if jku is not None:
-            if jku not in client.jku_allowlist:
-                raise Unauthorized("jku not on the issuer's allowlist")
-            return await self._jwks.key(str(jku), kid)
+        # Keys configured inline (shared out of band, CDS Hooks 2.0) win: a client that
+        # always sends a jku (the public sandbox does) can still be configured with its
+        # key, and that jku is then never fetched.
         static = self._static.get(client.iss)
         if static:
             found = _pick(static, kid)
             if found is None:
                 raise Unauthorized(f"no configured key {kid!r}")
             return found
+        jku = header.get("jku")
+        if jku is not None:
+            if jku not in client.jku_allowlist:
+                raise Unauthorized("jku not on the issuer's allowlist")
+            return await self._jwks.key(str(jku), kid)
         if client.jku_allowlist:
             return await self._jwks.key(client.jku_allowlist[0], kid)
         raise Unauthorized("no keys configured for issuer")

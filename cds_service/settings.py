@@ -98,6 +98,29 @@ class Settings(BaseSettings):
     jwt_max_lifetime_s: float = Field(
         default=600.0, gt=0, description="Longest exp - iat accepted on a CDS client JWT."
     )
+    auditor_token_max_lifetime_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description=(
+            "Longest exp - iat accepted on an auditor token (each is also single-use: "
+            "its jti is accepted once)."
+        ),
+    )
+    api_docs: bool = Field(
+        default=False,
+        description=(
+            "Serve /docs and /openapi.json. Off in production: the service's map is for "
+            "its developers, not for whoever can reach it."
+        ),
+    )
+    max_entries_per_call: int = Field(
+        default=20_000,
+        ge=1,
+        description=(
+            "Most FHIR resources one hook call reads: a prefetch holding more is refused "
+            "(413, naming the cap); a FHIR search stops paging there."
+        ),
+    )
     kfre_calibration: Literal["north_america", "non_north_america"] = Field(
         default="north_america",
         description=(

@@ -174,9 +174,9 @@ def test_auditor_reads_answer_the_auditors_questions_and_are_audited(
         == 200
     )
 
-    auditor = auditor_token()
     pid = first["patient"]["id"]
-    listing = _get(app_client, "/audit/records", auditor, patient=pid).json()
+    # An auditor token is single-use: each read below brings a fresh one.
+    listing = _get(app_client, "/audit/records", auditor_token(), patient=pid).json()
     (rec,) = listing["records"]
     body = rec["body"]
     assert (body["patient"], body["hookInstance"], body["user"]) == (
@@ -194,13 +194,13 @@ def test_auditor_reads_answer_the_auditors_questions_and_are_audited(
     assert {e["feature"] for e in body["explanation"]} <= {i["name"] for i in body["inputs"]}
     assert body["explanation"], "the Shapley factors are audited"
 
-    by_outcome = _get(app_client, "/audit/records", auditor, outcome="accepted").json()
+    by_outcome = _get(app_client, "/audit/records", auditor_token(), outcome="accepted").json()
     assert [r["seq"] for r in by_outcome["records"]] == [rec["seq"]]
 
-    detail = _get(app_client, f"/audit/records/{rec['seq']}", auditor).json()
+    detail = _get(app_client, f"/audit/records/{rec['seq']}", auditor_token()).json()
     assert detail["check"] == {"hashMatches": True, "linksToPrevious": True}
     assert detail["feedback"][card["uuid"]][0]["outcome"] == "accepted"
-    assert _get(app_client, "/audit/records/999", auditor).status_code == 404
+    assert _get(app_client, "/audit/records/999", auditor_token()).status_code == 404
 
     audit = app_client.app.state.runtime.audit  # type: ignore[attr-defined]
     reads = audit.records(kind="auditor-read")
@@ -213,7 +213,7 @@ def test_auditor_reads_answer_the_auditors_questions_and_are_audited(
     assert reads[0].body["auditor"]["sub"] == "auditor-ann"
     assert reads[0].body["query"]["patient_id"] == pid
     assert reads[0].body["seqs"] == [rec["seq"]]
-    report = _get(app_client, "/audit/verify", auditor).json()
+    report = _get(app_client, "/audit/verify", auditor_token()).json()
     assert (report["ok"], report["records"]) == (True, 2 + 1 + 4)
 
 
@@ -268,15 +268,15 @@ def test_no_token_is_ever_stored(
     any stored byte."""
     (prefetch,) = _eligible(demo_bundles, 1)
     call = _hook(app_client, prefetch, "hook-secret")
-    auditor = auditor_token()
-    assert _get(app_client, "/audit/records", auditor).status_code == 200
-    assert _get(app_client, "/audit/export", auditor).status_code == 200
+    auditors = [auditor_token(), auditor_token()]
+    assert _get(app_client, "/audit/records", auditors[0]).status_code == 200
+    assert _get(app_client, "/audit/export", auditors[1]).status_code == 200
     secrets = [
         ACCESS_TOKEN,
         call["token"],
         call["token"].split(".")[2],
-        auditor,
-        auditor.split(".")[2],
+        *auditors,
+        *(a.split(".")[2] for a in auditors),
     ]
     files = [p for p in (tmp_path / "data").rglob("*") if p.is_file()]
     assert any(p.name.startswith("audit.sqlite") for p in files)

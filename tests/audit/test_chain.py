@@ -277,7 +277,8 @@ def test_feedback_joins_the_chain_once_without_free_text(store: StoreSpec) -> No
         "hookRecord": 3,
         "hookInstance": "hook-3",
         "patient": "p0",
-        "client": {"iss": "https://ehr.example"},
+        # The hook's tenant, so that tenant's auditor reads the feedback on its cards.
+        "client": {"iss": "https://ehr.example", "tenant": "hospital-a"},
         "feedback": {
             "card": "card-3",
             "outcome": "overridden",

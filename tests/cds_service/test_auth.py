@@ -116,7 +116,15 @@ FORGED: list[tuple[str, Callable[[], str | None]]] = [
     ),
     ("nbf in the future", lambda: _sign(_claims(nbf=int(time.time()) + 3600))),
     ("unknown iss", lambda: _sign(_claims(iss="https://evil.example"))),
-    ("jku off the allowlist", lambda: _sign(_claims(), jku="https://evil.example/jwks.json")),
+    (
+        "jku off the allowlist",
+        lambda: _sign(
+            _claims(iss="https://jku-only.example", tenant=None),
+            key=JKU_KEY,
+            kid="j-1",
+            jku="https://evil.example/jwks.json",
+        ),
+    ),
     ("wrong kid", lambda: _sign(_claims(), kid="nope")),
     ("tampered payload", _tampered),
     ("signed by another key under our kid", lambda: _sign(_claims(), key=OTHER_EC_KEY)),
