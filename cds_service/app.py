@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import orjson
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
@@ -36,6 +37,16 @@ from cds_service.auth import (
 from cds_service.errors import BadHookRequest, ServiceError, UnknownService
 from cds_service.failures import install as install_failure_answers
 from cds_service.hooks import FeedbackRequest, HookRequest, missing_context
+from cds_service.http_edge import (
+    MAX_FEEDBACK_BODY_BYTES,
+    MAX_HOOK_BODY_BYTES,
+    BodyTooLarge,
+    RequestLimits,
+    read_body,
+    request_validation_error,
+    require_json,
+    validation_problems,
+)
 from cds_service.log_redaction import install_access_log_redaction
 from cds_service.pipeline import Runtime, run_service
 from cds_service.services import SERVICES
@@ -47,7 +58,7 @@ from twin_engine.store import SqliteTwinStore, TwinStore
 
 log = logging.getLogger("twin_cds")
 
-MAX_BODY_BYTES = 32 * 1024 * 1024
+MAX_BODY_BYTES = MAX_HOOK_BODY_BYTES
 
 
 def operation_outcome(status: int, message: str) -> JSONResponse:
@@ -123,8 +134,9 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         twins.close()
         app.state.app_sessions.close()
 
-    app = FastAPI(title="twin-cds", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="twin-cds", version="0.1.0", lifespan=lifespan, **_docs(settings))
     app.state.settings = settings
+    app.state.replay = replay
 
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
@@ -142,7 +154,8 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         # aud must be the exact URL called, as the EHR knows us (public_base_url).
         audience = settings.public_base_url.rstrip("/") + request.url.path
         verifier: ClientVerifier = request.app.state.verifier
-        return await verifier.verify(request.headers.get("authorization"), audience)
+        # Every Authorization value as received: two of them are refused.
+        return await verifier.verify(request.headers.getlist("authorization"), audience)
 
     @app.get("/cds-services")
     async def discovery(request: Request) -> dict[str, Any]:
@@ -169,16 +182,14 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
             message = f"no CDS service {service_id[:200]!r}"
             audit.record(_refused(service_id[:200], b"", client, message))
             raise UnknownService(message)
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > MAX_BODY_BYTES:
-            # Refused before the body is read into memory.
-            audit.record(_refused(service.id, b"", client, too_large))
-            return operation_outcome(413, too_large)
-        raw = await request.body()
-        if len(raw) > MAX_BODY_BYTES:
+        try:
+            # Refused before the body is read into memory, or as soon as it is too long.
+            raw = await read_body(request, MAX_BODY_BYTES)
+        except BodyTooLarge:
             audit.record(_refused(service.id, b"", client, too_large))
             return operation_outcome(413, too_large)
         try:
+            require_json(request)
             hook_request = _parse_hook_request(raw)
             if hook_request.hook != service.hook:
                 raise BadHookRequest(
@@ -200,11 +211,16 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     async def feedback(service_id: str, request: Request) -> Response:
         client = await authenticate(request)
         if service_id not in offered:
-            raise UnknownService(f"no CDS service {service_id!r}")
+            raise UnknownService(f"no CDS service {service_id[:200]!r}")
+        require_json(request)
+        raw = await read_body(request, MAX_FEEDBACK_BODY_BYTES)
         try:
-            body = FeedbackRequest.model_validate(orjson.loads(await request.body()))
-        except (orjson.JSONDecodeError, ValidationError) as exc:
-            raise BadHookRequest(f"not a valid feedback request: {exc}") from exc
+            body = FeedbackRequest.model_validate(orjson.loads(raw))
+        except orjson.JSONDecodeError as exc:
+            raise BadHookRequest(f"feedback body is not JSON: {exc}") from exc
+        except ValidationError as exc:
+            problems = validation_problems(exc.errors())
+            raise BadHookRequest(f"not a valid feedback request: {problems}") from exc
         result = audit.record_feedback(
             service_id,
             [e.model_dump(mode="json", exclude_none=True) for e in body.feedback],
@@ -233,9 +249,25 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         allow_headers=["Authorization", "Content-Type"],
         max_age=600,
     )
+    # Limits before CORS, auth or parsing; only the failure answers wrap them.
+    install_edge(app)
     # Last, so it wraps everything: store outages 503, our own faults 500, logged once.
     install_failure_answers(app)
     return app
+
+
+def install_edge(app: FastAPI) -> None:
+    """Request limits outermost (before CORS, auth or parsing), and a validation answer
+    that never fails on its own echo (``cds_service.http_edge``)."""
+    app.add_exception_handler(RequestValidationError, request_validation_error)
+    app.add_middleware(RequestLimits)
+
+
+def _docs(settings: Settings) -> dict[str, Any]:
+    """/docs and /openapi.json only when the operator asks for them (TWIN_CDS_API_DOCS)."""
+    if settings.api_docs:
+        return {}
+    return {"docs_url": None, "redoc_url": None, "openapi_url": None}
 
 
 def _refused(service_id: str, raw: bytes, client: VerifiedClient | None, error: str) -> AuditEntry:
@@ -277,7 +309,5 @@ def _parse_hook_request(raw: bytes) -> HookRequest:
     try:
         return HookRequest.model_validate(body)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:10]
-        )
+        problems = validation_problems(exc.errors())
         raise BadHookRequest(f"not a valid CDS Hooks request: {problems}") from exc

@@ -2,6 +2,7 @@
 
 ServiceError
 ├── BadHookRequest        the caller sent something we cannot act on (400)
+│   └── TooMuchData       more FHIR entries than one call may read (413)
 ├── UnknownService        no service with that id (404)
 └── DataUnavailable       the data a service needs could not be had (412)
     └── FhirServerNotAllowed   fhirServer is not on the allowlist
@@ -30,3 +31,9 @@ class DataUnavailable(ServiceError):
 
 class FhirServerNotAllowed(DataUnavailable):
     pass
+
+
+class TooMuchData(BadHookRequest):
+    """More entries than ``max_entries_per_call``: refused before any is parsed."""
+
+    status_code = 413

@@ -2,7 +2,11 @@
 
 Only servers on the allowlist are contacted, and a ``next`` link that leaves the
 server we were given is not followed: both keep a hook call from being turned into
-a request to somewhere else (server-side request forgery).
+a request to somewhere else (server-side request forgery). A link is compared after
+the normalisation the HTTP client itself applies (scheme and host case, default port,
+dot segments, percent-encoded dots and slashes), and what is requested is that
+normalised URL: ``http://host/fhir/../secret`` is ``http://host/secret``, outside
+``http://host/fhir``, so the token never goes there.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import httpx
 import orjson
@@ -78,10 +82,18 @@ class FhirClient:
     """Reads and searches on one FHIR server with one bearer token."""
 
     def __init__(
-        self, http: httpx.AsyncClient, base_url: str, access_token: str, *, max_pages: int
+        self,
+        http: httpx.AsyncClient,
+        base_url: str,
+        access_token: str,
+        *,
+        max_pages: int,
+        max_resources: int | None = None,
     ) -> None:
         self._http = http
         self._base = base_url.rstrip("/")
+        self._base_parts = _origin_and_path(self._base)
+        self._max_resources = max_resources
         self._headers = {
             "Authorization": f"Bearer {access_token}",
             "Accept": "application/fhir+json",
@@ -126,8 +138,10 @@ class FhirClient:
         while url is not None:
             if url in seen:
                 break  # a server that links a page to itself would loop forever
-            if pages >= self._max_pages:
-                return SearchResult(tuple(resources), pages, truncated=True)
+            if pages >= self._max_pages or (
+                self._max_resources is not None and len(resources) >= self._max_resources
+            ):
+                return SearchResult(tuple(resources[: self._max_resources]), pages, truncated=True)
             seen.add(url)
             body = await self._get_json(url)
             pages += 1
@@ -143,12 +157,44 @@ class FhirClient:
         links = bundle.get("link")
         for link in links if isinstance(links, list) else ():
             if isinstance(link, dict) and link.get("relation") == "next":
-                target = str(link.get("url", ""))
                 # Follow only links on the server we were given (no SSRF via paging).
-                if target.startswith((self._base + "/", self._base + "?")):
-                    return target
-                return None
+                return self._inside_base(link.get("url"))
         return None
+
+    def _inside_base(self, target: object) -> str | None:
+        """The normalised link when it is under our base URL, else None (not followed)."""
+        if not isinstance(target, str):
+            return None
+        parts = _origin_and_path(target)
+        if parts is None or self._base_parts is None:
+            return None
+        origin, path, url = parts
+        base_origin, base_path, _ = self._base_parts
+        if origin != base_origin:
+            return None
+        if path != base_path and not path.startswith(base_path.rstrip("/") + "/"):
+            return None
+        return url
+
+
+def _origin_and_path(text: str) -> tuple[tuple[str, str, int], str, str] | None:
+    """(scheme, host, port), the decoded path, and the URL as it will be requested, after
+    the HTTP client's normalisation; None for a URL we would not send a token to
+    (unparseable, user info, a dot segment or slash hidden by percent-encoding)."""
+    try:
+        url = httpx.URL(text)
+    except (httpx.InvalidURL, TypeError, ValueError):
+        return None
+    if url.scheme not in ("http", "https") or not url.host or url.userinfo:
+        return None
+    raw_path = url.raw_path.split(b"?", 1)[0].decode("ascii", "replace")
+    segments = [unquote(seg) for seg in raw_path.split("/")]
+    if any(seg in (".", "..") or "/" in seg or "\\" in seg for seg in segments):
+        # httpx removes literal dot segments; an encoded one (%2e%2e) it sends as is,
+        # and the server may decode it into a step out of the base.
+        return None
+    port = url.port or (443 if url.scheme == "https" else 80)
+    return (url.scheme, url.host.lower(), port), "/".join(segments), str(url)
 
 
 def encode_search(relative: str) -> str:

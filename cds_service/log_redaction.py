@@ -4,12 +4,17 @@ OAuth puts short-lived secrets in query strings: the authorization code and stat
 the redirect back to the app, the launch id on the launch URL, the PKCE challenge and
 nonce on the authorize request. Uvicorn's access log writes the full path, so every
 such value is replaced by ``[redacted]`` before the line is formatted.
+
+Names are compared as the application reads them: percent-decoded (``launc%68`` is
+``launch``), ``+`` as a space, case as sent. A value is redacted whenever its decoded name
+is a secret one, so an encoding the framework undoes cannot carry a secret past the log.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from urllib.parse import unquote_plus
 
 #: Query parameters whose values are secrets or single-use credentials.
 SECRET_PARAMS = (
@@ -24,12 +29,23 @@ SECRET_PARAMS = (
     "refresh_token",
     "token",
 )
-_PATTERN = re.compile(r"(?P<key>(?:^|[?&])(?:" + "|".join(SECRET_PARAMS) + r")=)[^&\s#]*")
+_SECRETS = frozenset(SECRET_PARAMS)
+#: One query parameter: its name (up to ``=``), and its value up to the next separator.
+_PARAM = re.compile(r"(?P<sep>[?&;])(?P<name>[^=&;#\s]*)(?P<eq>=?)(?P<value>[^&;#\s]*)")
+
+
+def _redact_param(match: re.Match[str]) -> str:
+    if unquote_plus(match["name"]).strip() in _SECRETS and match["eq"]:
+        return f"{match['sep']}{match['name']}=[redacted]"
+    return match.group(0)
 
 
 def redact_url(text: str) -> str:
-    """``/cb?code=abc&x=1`` → ``/cb?code=[redacted]&x=1``."""
-    return _PATTERN.sub(r"\g<key>[redacted]", text)
+    """``/cb?code=abc&x=1`` → ``/cb?code=[redacted]&x=1``; ``launc%68=x`` too."""
+    head, sep, query = text.partition("?")
+    if not sep:
+        return text
+    return head + _PARAM.sub(_redact_param, "?" + query)
 
 
 class RedactSecrets(logging.Filter):

@@ -23,7 +23,7 @@ from cds_service.audit import (
 )
 from cds_service.auth import VerifiedClient
 from cds_service.cards import Card, CdsResponse, Link
-from cds_service.errors import DataUnavailable
+from cds_service.errors import DataUnavailable, TooMuchData
 from cds_service.failures import mark_recorded
 from cds_service.guideline_cards import ascvd_cards, cardio_renal_cards
 from cds_service.hooks import HookRequest
@@ -200,6 +200,10 @@ async def run_service(
         # list serves only when authentication is off (local development).
         allowlist = client.config.fhir_servers if client else rt.settings.fhir_server_allowlist
         data = await gather(request, service, rt.settings, rt.http, allowlist)
+    except TooMuchData as exc:
+        # The caller's doing (a prefetch over the cap): on the record as a bad request.
+        call.fail("bad-request", str(exc), None)
+        raise
     except DataUnavailable as exc:
         call.fail("data-unavailable", str(exc), None)
         raise

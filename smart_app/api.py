@@ -126,7 +126,13 @@ async def _fetch(request: Request, s: AppSession) -> PatientData:
     if hit is not None and hit[0] > now:
         return hit[1]
     rt = _runtime(request)
-    client = FhirClient(rt.http, s.iss, s.access_token, max_pages=rt.settings.fhir_max_pages)
+    client = FhirClient(
+        rt.http,
+        s.iss,
+        s.access_token,
+        max_pages=rt.settings.fhir_max_pages,
+        max_resources=rt.settings.max_entries_per_call,
+    )
     queries = patient_queries(s.patient)
     try:
         results = await asyncio.gather(*(client.query(q) for q in queries))
