@@ -7,6 +7,7 @@ The patient-view cards themselves are built in `cds_service.guideline_cards`.
 from __future__ import annotations
 
 import json
+import re
 
 from cds_service.cards import Coding, Link
 from cds_service.services import ServiceDefinition
@@ -35,6 +36,35 @@ OVERRIDE_REASONS: tuple[Coding, ...] = tuple(
         ("not-convenient-feasible", "Not convenient or feasible"),
     )
 )
+
+
+# Characters by which data text could become Markdown structure in the EHR's renderer
+# (CDS Hooks 2.0: `detail` is GitHub-flavoured Markdown): links and images ([ ] ( ) !),
+# raw HTML and entities (< > &), table cells (|), code spans (`), emphasis (* ~, and _
+# unless between letters or digits, where GFM never reads it as emphasis),
+# headings (#), the escape itself (\), and ':', where GFM's bare-URL autolinks start.
+# CommonMark renders a backslash-escaped ASCII punctuation character as itself (spec
+# 0.31, section 2.4), so the clinician reads the text as it was recorded.
+_MD_SPECIAL = re.compile(r"([\\`*\[\]()<>#+!|~&:]|(?<![^\W_])_|_(?![^\W_]))")
+# GFM links "www." without a scheme; an escaped dot breaks the match.
+_MD_WWW = re.compile(r"(?i)(www)\.")
+# GFM's e-mail autolink is found in the rendered text, after escapes are undone, so
+# no escape stops it: a zero-width space after "@" (never an e-mail domain's first
+# character) does, and the clinician still reads "a@b".
+_MD_AT = "@\u200b"
+# A list item or setext underline where data starts a line ("- {reason}").
+# ("1. x" is an ordered list item; a lone "-", "=" a bullet, rule or heading underline.)
+_MD_LINE_START = re.compile(r"^(\d{0,9})((?<=\d)[.)](?=\s|$)|(?<!\d)[-=])")
+
+
+def md_text(value: object) -> str:
+    """Data text (a value, unit, name, source or reason from FHIR) made inert for card
+    Markdown: it reads the same, and can never be a link, an image, HTML, a new line or a
+    table cell. Every data-derived string enters `detail` through this one function."""
+    text = " ".join(str(value).split())  # a line break would start a new block or row
+    text = _MD_SPECIAL.sub(r"\\\1", text)
+    text = _MD_WWW.sub(r"\1\\.", text).replace("@", _MD_AT)
+    return _MD_LINE_START.sub(r"\1\\\2", text)
 
 
 def pct(x: float) -> str:

@@ -21,7 +21,7 @@ from functools import cache
 from typing import Any
 
 from cds_service.cards import Action, Card, Link, Source, Suggestion
-from cds_service.render import OVERRIDE_REASONS
+from cds_service.render import OVERRIDE_REASONS, md_text
 from onnx_models.pk.models import MODELS
 from onnx_models.pk.simulator import OnnxPkSimulator, load_simulator
 from twin_engine.medications import classify_medication
@@ -267,7 +267,7 @@ def _problem_card(message: str, source: Source, link: Link) -> Card:
         summary="Vancomycin AUC not predicted: the data do not allow it"[:139],
         detail=(
             "No AUC is given, because a number from these data would not be the patient's:\n\n"
-            f"- {message}"
+            f"- {md_text(message)}"
         ),
         indicator="warning",
         source=source,
@@ -289,7 +289,7 @@ def _result_card(draft: DraftVancomycin, r: DosingResult, source: Source, link: 
     )
     fit = [
         f"| {lv.time.isoformat(timespec='minutes')} | {lv.kind} | {lv.observed_mg_l:.1f} | "
-        f"{lv.predicted_mg_l:.1f} | {lv.source} |"
+        f"{lv.predicted_mg_l:.1f} | {md_text(lv.source)} |"
         for lv in r.levels
     ]
     cov = r.covariates
@@ -302,10 +302,10 @@ def _result_card(draft: DraftVancomycin, r: DosingResult, source: Source, link: 
         "",
         "**The patient's PK twin**"
         + (" (a priori: no measured levels)" if r.a_priori else " (fitted to measured levels)"),
-        f"- Weight {cov.weight_kg:.1f} kg ({cov.weight_source}); creatinine "
-        f"{cov.creatinine_mg_dl:.2f} mg/dL ({cov.creatinine_source}); CrCl "
+        f"- Weight {cov.weight_kg:.1f} kg ({md_text(cov.weight_source)}); creatinine "
+        f"{cov.creatinine_mg_dl:.2f} mg/dL ({md_text(cov.creatinine_source)}); CrCl "
         f"{cov.crcl_ml_min:.0f} mL/min (Cockcroft-Gault, the model's rules); dialysis: "
-        f"{'yes' if cov.dialysis else 'no'} ({cov.dialysis_source})",
+        f"{'yes' if cov.dialysis else 'no'} ({md_text(cov.dialysis_source)})",
         f"- Individual CL {ip.cl_l_h:.2f} L/h, Vc {ip.vc_l:.1f} L, Q {ip.q_l_h:.2f} L/h, "
         f"Vp {ip.vp_l:.1f} L",
     ]
@@ -333,7 +333,7 @@ def _result_card(draft: DraftVancomycin, r: DosingResult, source: Source, link: 
         ]
     detail += [
         "",
-        *(f"- {n}" for n in r.notes),
+        *(f"- {md_text(n)}" for n in r.notes),
         "",
         f"**Model**: {r.model_name} v{r.model_version}.",
     ]
