@@ -257,16 +257,19 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from cds_service.demo import run_demo
+    from cds_service.demo import PortInUse, run_demo
 
-    run_demo(
-        patients=args.patients,
-        seed=args.seed,
-        port=args.port,
-        fhir_port=args.fhir_port,
-        ehr_port=args.ehr_port,
-        data_dir=Path(args.data_dir),
-    )
+    try:
+        run_demo(
+            patients=args.patients,
+            seed=args.seed,
+            port=args.port,
+            fhir_port=args.fhir_port,
+            ehr_port=args.ehr_port,
+            data_dir=Path(args.data_dir),
+        )
+    except PortInUse as exc:
+        _fail(EXIT_FAILURE, str(exc))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -49,6 +49,25 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class PortInUse(RuntimeError):
+    """A port asked for is taken: the message is one line naming the option to change."""
+
+
+def claim_port(port: int, option: str) -> int:
+    """``port``, checked free on 127.0.0.1 (0: a free one), or PortInUse naming ``option``."""
+    if port == 0:
+        return free_port()
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise PortInUse(
+                f"port {port} on 127.0.0.1 is in use ({exc.strerror}); choose another with "
+                f"{option} PORT (0 picks a free one)"
+            ) from exc
+    return port
+
+
 def generate_patients(count: int, seed: int) -> list[dict[str, Any]]:
     """Transaction bundles for ``count`` adults aged 40-79 (the PCE population)."""
     import carebundle
@@ -255,6 +274,9 @@ def _wait_until_up(url: str, process: subprocess.Popen[bytes], log_path: Path) -
 def start_fhir_server(work_dir: Path, port: int = 0) -> RunningServer:
     """Start a sekmet FHIR R4 server (SQLite) on 127.0.0.1 and wait until it answers."""
     port = port or free_port()
+    # Absolute: the server runs in work_dir, where a relative path would name another
+    # file, and it would then start on its defaults (every interface, port 8090).
+    work_dir = work_dir.resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
     base_url = f"http://127.0.0.1:{port}/fhir"
     settings = work_dir / "sekmet-settings.json"  # JSON is YAML, so sekmet reads it
@@ -303,7 +325,9 @@ def load_patients(base_url: str, bundles: list[dict[str, Any]]) -> list[str]:
 def start_service(
     work_dir: Path, port: int, fhir_base: str, extra_env: dict[str, str] | None = None
 ) -> RunningServer:
-    """Start ``twin-cds serve`` under uvicorn, allowed to read ``fhir_base``."""
+    """Start ``twin-cds serve`` under uvicorn on 127.0.0.1, allowed to read ``fhir_base``."""
+    work_dir = work_dir.resolve()  # every path handed to the child is absolute
+    work_dir.mkdir(parents=True, exist_ok=True)
     log_path = work_dir / "service.log"
     env = {
         **os.environ,
@@ -316,7 +340,16 @@ def start_service(
     }
     with log_path.open("wb") as log:
         process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "cds_service.cli", "serve", "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "cds_service.cli",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -465,6 +498,11 @@ def running_product(
 def run_demo(
     *, patients: int, seed: int, port: int, fhir_port: int, data_dir: Path, ehr_port: int = 0
 ) -> None:
+    # Each port checked before anything starts: a taken one is one line naming its option.
+    port = claim_port(port, "--port")
+    fhir_port = claim_port(fhir_port, "--fhir-port")
+    ehr_port = claim_port(ehr_port, "--ehr-port")
+    data_dir = data_dir.resolve()
     with running_product(
         data_dir,
         patients=patients,

@@ -1400,11 +1400,14 @@ def start_simulator(
     """Start ``python -m smart_app.simulator`` on 127.0.0.1 and wait until it answers."""
     from cds_service.demo import RunningServer, _wait_until_up
 
+    work_dir = work_dir.resolve()  # every path handed to the child is absolute
     work_dir.mkdir(parents=True, exist_ok=True)
     command = [
         sys.executable,
         "-m",
         "smart_app.simulator",
+        "--host",
+        "127.0.0.1",
         "--port",
         str(port),
         "--fhir-upstream",
@@ -1419,7 +1422,7 @@ def start_simulator(
     if cds_service_url is not None:
         command += ["--cds-service-url", cds_service_url]
     if cds_signing_key_file is not None and cds_client_iss is not None:
-        command += ["--cds-signing-key", str(cds_signing_key_file)]
+        command += ["--cds-signing-key", str(cds_signing_key_file.resolve())]
         command += ["--cds-client-iss", cds_client_iss]
     if token_lifetime_s is not None:
         command += ["--token-lifetime", str(token_lifetime_s)]
