@@ -87,6 +87,45 @@ async def test_a_next_link_to_another_host_is_not_followed() -> None:
 
 
 @pytest.mark.parametrize(
+    "next_url",
+    [
+        f"{BASE}/../secret?page=2",
+        f"{BASE}/%2e%2e/secret?page=2",
+        f"{BASE}/%2E%2E%2Fsecret?page=2",
+        f"{BASE}/./../secret",
+        f"{BASE}x/Observation?page=2",
+        "https://ehr.example:8443/fhir/Observation?page=2",
+        "http://ehr.example/fhir/Observation?page=2",
+        "https://user@ehr.example/fhir/Observation?page=2",
+    ],
+)
+@respx.mock
+async def test_a_next_link_outside_the_base_once_normalised_is_not_followed(
+    next_url: str,
+) -> None:
+    """Dot segments (plain or percent-encoded), another port, scheme, path or user info:
+    the link is outside the base, never requested, and the token goes nowhere else."""
+    respx.get(f"{BASE}/Observation").respond(json=_page(["a"], next_url))
+    elsewhere = respx.route(url__regex=r"^(?!https://ehr\.example/fhir/Observation$).*").respond(
+        json=_page(["b"], None)
+    )
+    result = await _query("Observation")
+    assert elsewhere.call_count == 0
+    assert [r["id"] for r in result.resources] == ["a"]  # type: ignore[attr-defined]
+
+
+@respx.mock
+async def test_a_next_link_with_case_and_default_port_differences_is_followed() -> None:
+    """HTTPS://EHR.example:443/fhir/... is the base written differently: followed."""
+    respx.get(f"{BASE}/Observation", params={"page": "2"}).respond(json=_page(["b"], None))
+    respx.get(f"{BASE}/Observation").respond(
+        json=_page(["a"], "HTTPS://EHR.example:443/fhir/Observation?page=2")
+    )
+    result = await _query("Observation")
+    assert [r["id"] for r in result.resources] == ["a", "b"]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
     ("response", "message"),
     [
         (httpx.Response(500, text="boom"), "answered 500"),
