@@ -137,6 +137,9 @@ def running(
             process.wait()
 
 
+from cds_service.http_edge import SERVER_MAX_HEAD_BYTES  # noqa: E402 - beside its one use
+
+
 def our_server(port: int, workers: int, data_dir: Path, fhir_base: str, log_dir: Path) -> Any:
     env = {
         **os.environ,
@@ -157,6 +160,11 @@ def our_server(port: int, workers: int, data_dir: Path, fhir_base: str, log_dir:
         str(port),
         "--workers",
         str(workers),
+        # As the README runs it in production: h11 with a bounded request head.
+        "--http",
+        "h11",
+        "--h11-max-incomplete-event-size",
+        str(SERVER_MAX_HEAD_BYTES),
         "--no-access-log",
         "--log-level",
         "warning",
@@ -178,6 +186,11 @@ def peer_server(python: Path, port: int, workers: int, log_dir: Path) -> Any:
         str(port),
         "--workers",
         str(workers),
+        # As the README runs it in production: h11 with a bounded request head.
+        "--http",
+        "h11",
+        "--h11-max-incomplete-event-size",
+        str(SERVER_MAX_HEAD_BYTES),
         "--no-access-log",
         "--log-level",
         "warning",

@@ -252,8 +252,18 @@ def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from cds_service.app import create_app
+    from cds_service.http_edge import SERVER_MAX_HEAD_BYTES
 
-    uvicorn.run(create_app(), host=args.host, port=args.port, log_level="info")
+    # h11 with a bounded head (http_edge.SERVER_MAX_HEAD_BYTES): an oversized header is
+    # refused while it arrives, never parsed whole on the event loop.
+    uvicorn.run(
+        create_app(),
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        http="h11",
+        h11_max_incomplete_event_size=SERVER_MAX_HEAD_BYTES,
+    )
 
 
 def cmd_demo(args: argparse.Namespace) -> None:

@@ -38,6 +38,12 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 #: the JWT (at most 8 KiB, auth.MAX_TOKEN_BYTES); browsers stay far below 16 KiB
 #: (uvicorn's h11 parser refuses a head of more than 16 KiB too; httptools does not).
 MAX_HEADER_BYTES = 16 * 1024
+#: What the HTTP server itself buffers of an unfinished request head before it answers
+#: 400 and closes (``twin-cds serve`` runs uvicorn's h11 parser with this cap). uvicorn's
+#: default httptools parser has no cap and re-copies a growing header on every read: a
+#: 32 MB token held the event loop for seconds there before the app saw a byte. Twice
+#: MAX_HEADER_BYTES, so a head between the two still gets the app's own 431.
+SERVER_MAX_HEAD_BYTES = 2 * MAX_HEADER_BYTES
 #: A hook call with a whole patient's prefetch: the largest body we accept.
 MAX_HOOK_BODY_BYTES = 32 * 1024 * 1024
 #: Feedback is at most 100 entries (hooks.FeedbackRequest) of a few hundred bytes each.
