@@ -340,3 +340,21 @@ def test_dropped_checkpoints_are_caught_when_a_verify_key_is_given(store: StoreS
     assert report.first_bad is not None
     assert "checkpoint" in report.first_bad.reason
     assert unsigned.verify().first_bad is None  # without a key: only a warning, as before
+
+
+def test_a_tenant_query_returns_that_tenants_records_alone(store: StoreSpec) -> None:
+    """AuditQuery(tenant=...) narrows to hook, feedback and app-access records of that
+    tenant; auditor reads and other tenants' records are not in it (both stores' SQL)."""
+    from cds_service.audit import AppAccess, AuditQuery
+
+    log = store.open()
+    log.record(entry(1, client_tenant="hospital-a", client_iss="https://ehr.example"))
+    log.record(entry(2, client_tenant="hospital-b", client_iss="https://ehr.example"))
+    log.record_app_access(
+        AppAccess("https://ehr/fhir", "app", None, "p1", None, "hospital-a", "ehr", None)
+    )
+    log.record_auditor_read(AuditorRead("https://idp", "ann", "j", "query", {}, 0))
+    mine = log.query(AuditQuery(kind=None, tenant="hospital-a"))
+    assert [(r.seq, r.kind) for r in mine] == [(1, "hook"), (3, "app-access")]
+    assert [r.seq for r in log.query(AuditQuery(kind=None, tenant="hospital-b"))] == [2]
+    assert len(log.query(AuditQuery(kind=None))) == 4

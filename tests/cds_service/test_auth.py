@@ -352,3 +352,44 @@ def test_two_ehrs_with_the_same_patient_id_get_separate_twins(
     twins = [r.body["twin"] for r in records]
     assert [t["version"] for t in twins] == [1, 1]
     assert {t["storeKey"].split("|")[0] for t in twins} == {"hospital-a", other_iss}
+
+
+def test_a_token_over_the_cap_is_refused_before_it_is_decoded(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bearer token longer than MAX_TOKEN_BYTES gets a 401 without any JWT decoding."""
+    from cds_service.auth import MAX_TOKEN_BYTES
+
+    def decoded(*_: Any, **__: Any) -> Any:
+        raise AssertionError("an over-long token was decoded")
+
+    monkeypatch.setattr(jwt, "get_unverified_header", decoded)
+    monkeypatch.setattr(jwt, "decode", decoded)
+    token = "e" * (MAX_TOKEN_BYTES + 1)
+    response = client.get("/cds-services", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 401
+
+
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER", "BeArEr"])
+def test_the_bearer_scheme_is_case_insensitive(client: TestClient, scheme: str) -> None:
+    """RFC 7235 §2.1: `bearer` in any case is the Bearer scheme."""
+    response = client.get(
+        "/cds-services", headers={"Authorization": f"{scheme} {_sign(_claims())}"}
+    )
+    assert response.status_code == 200
+
+
+def test_a_second_authorization_header_is_refused(client: TestClient) -> None:
+    """Two Authorization headers, both valid: 401 (a proxy and we could pick differently)."""
+    headers = [("Authorization", f"Bearer {_sign(_claims())}")] * 2
+    assert client.get("/cds-services", headers=headers).status_code == 401
+
+
+def test_an_inline_key_is_used_whatever_jku_the_token_names(client: TestClient) -> None:
+    """A client with inline keys may send any jku: it is never fetched, the key verifies."""
+    with respx.mock(assert_all_called=False) as mock:
+        fetched = mock.get("https://evil.example/jwks.json").respond(json={"keys": []})
+        token = _sign(_claims(), jku="https://evil.example/jwks.json")
+        response = client.get("/cds-services", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200
+    assert fetched.call_count == 0
