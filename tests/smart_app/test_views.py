@@ -327,6 +327,11 @@ def test_history_shows_only_this_ehrs_records(tmp_path: Path) -> None:
             "/authorize?response_type=code&nonce=[redacted]&code_challenge=[redacted]",
         ),
         ("/fhir/Patient/123", "/fhir/Patient/123"),
+        # Names as the application decodes them (the attack: launc%68 is launch).
+        ("/app/launch?iss=x&launc%68=SECRET", "/app/launch?iss=x&launc%68=[redacted]"),
+        ("/app/callback?%63ode=C&st%61te=S", "/app/callback?%63ode=[redacted]&st%61te=[redacted]"),
+        ("/app/launch?launch+=L", "/app/launch?launch+=[redacted]"),
+        ("/app/launch?relaunch=x&codes=y", "/app/launch?relaunch=x&codes=y"),
     ],
 )
 def test_secrets_in_urls_are_redacted(line: str, expected: str) -> None:
