@@ -286,17 +286,15 @@ def test_an_inline_key_wins_over_a_jku_header_which_is_never_fetched(
 # --- 2. Markdown injection ---------------------------------------------------------------
 
 
-def test_a_hostile_unit_reaches_the_card_as_inert_text(
-    service: Service, demo_bundles: list[dict[str, Any]]
-) -> None:
-    """The attack's unit `[click me](javascript:alert(1)) <b>x</b>` is in the card escaped:
-    no link syntax and no raw tag survive."""
-    prefetch = prefetch_from_bundle(demo_bundles[0])
+def test_a_hostile_unit_reaches_the_card_as_inert_text(service: Service) -> None:
+    """The attack's unit `[click me](javascript:alert(1)) <b>x</b>`, on a drafted vancomycin
+    dose, is named in the card escaped: no link syntax and no raw tag survive."""
+    from tests.cds_service.test_vancomycin_service import _body, _draft
+
     unit = "[click me](javascript:alert(1)) <b>x</b>"
-    for entry in prefetch["observations"]["entry"]:
-        if entry["resource"]["code"]["coding"][0]["code"] == "2085-9":
-            entry["resource"]["valueQuantity"] = {"value": 50, "unit": unit}
-    response = _hook(service, hook_request(prefetch["patient"]["id"], prefetch))
+    draft = _draft(1000, 12)
+    draft["dosageInstruction"][0]["doseAndRate"] = [{"doseQuantity": {"value": 1, "unit": unit}}]
+    response = _hook(service, _body("order-select", draft), "vancomycin-dosing")
     assert response.status_code == 200, response.text
     detail = "\n".join(c.get("detail", "") for c in response.json()["cards"])
     assert "click me" in detail
