@@ -18,7 +18,7 @@ from cds_service.assess import Assessment, Factor
 from cds_service.cardio_renal import ORDERABLE, order_suggestion, what_ifs
 from cds_service.cards import Action, Card, Indicator, Link, Source, Suggestion
 from cds_service.patient_view import PatientView
-from cds_service.render import OVERRIDE_REASONS, label, pct
+from cds_service.render import OVERRIDE_REASONS, label, md_text, pct
 from onnx_models.errors import RangeViolation
 from twin_engine.clinical.guidelines import (
     KRT_PREPARATION_KFRE_2Y,
@@ -322,7 +322,7 @@ def ascvd_cards(view: PatientView, link: Link) -> list[Card]:
                 f"Secondary prevention: {a.why}. A primary-prevention risk score does not apply.",
                 treated,
             ],
-            [f"Source: {f.source} ({_day(f.since)})." if f else ""],
+            [f"Source: {md_text(f.source)} ({_day(f.since)})." if f else ""],
             "Evidence: 2018 AHA/ACC cholesterol guideline, section 4.1 (clinical ASCVD).",
         )
         indicator: Indicator = "warning" if a.decision in ("start", "intensify") else "info"
@@ -344,7 +344,10 @@ def ascvd_cards(view: PatientView, link: Link) -> list[Card]:
             summary = f"LDL {value} mg/dL before treatment: on {on}, as advised"
         detail = _detail(
             [f"Statin benefit group (severe hypercholesterolaemia): {a.why}.", treated],
-            [f"LDL measured {_day(ldl.time if ldl else None)} ({ldl.source if ldl else ''})."],
+            [
+                f"LDL measured {_day(ldl.time if ldl else None)} "
+                f"({md_text(ldl.source) if ldl else ''})."
+            ],
             "Evidence: 2018 AHA/ACC cholesterol guideline, section 4.2 (LDL-C ≥ 190 mg/dL).",
         )
         return [
@@ -596,7 +599,8 @@ def _aki_card(view: PatientView, link: Link) -> Card:
     summary = f"Acute kidney injury, {aki_words(k)}; no kidney-based risk until stable"
     detail = _detail(
         [
-            f"Creatinine {k.creatinine_mg_dl:g} mg/dL on {_day(k.time)} ({k.source}); baseline "
+            f"Creatinine {k.creatinine_mg_dl:g} mg/dL on {_day(k.time)} "
+            f"({md_text(k.source)}); baseline "
             f"{k.baseline_mg_dl:g} mg/dL ({k.baseline_basis}).",
             "eGFR equations assume a steady state: no eGFR, PREVENT or KFRE from this value.",
         ],
