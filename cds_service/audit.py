@@ -23,6 +23,7 @@ Kinds::
     feedback      one clinician outcome on a card, joined by card uuid (stored once)
     auditor-read  one read through the auditor API (who, which query, how many records)
     app-access    one clinician's SMART launch of the app (who, which EHR, which patient)
+    population-run  one ``twin-cds population build`` (inputs, model shas, counts, timing)
     checkpoint    a signature over the chain so far
 
 The chain lives in a relational store; ``ChainedAuditLog`` holds everything that does
@@ -638,6 +639,15 @@ class ChainedAuditLog(ABC):
             return rec
 
         return self._transaction(work)
+
+    def record_population_run(self, body: dict[str, Any]) -> StoredAuditRecord:
+        """Append one population build: its inputs, models, counts and timing (no rows)."""
+        with self._write() as tx:
+            rec = self._append(
+                tx, "population-run", body, {"status": str(body.get("status") or "")}
+            )
+            self._maybe_checkpoint(tx, rec)
+        return rec
 
     def checkpoint(self) -> StoredAuditRecord:
         """Sign the chain as it is now (on demand)."""

@@ -92,7 +92,9 @@ def _query(
     outcome: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
-    kind: Literal["hook", "feedback", "auditor-read", "app-access", "checkpoint", "any"] = "hook",
+    kind: Literal[
+        "hook", "feedback", "auditor-read", "app-access", "population-run", "checkpoint", "any"
+    ] = "hook",
     after: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_EXPORT)] = 100,
 ) -> AuditQuery:

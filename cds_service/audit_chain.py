@@ -26,12 +26,15 @@ from twin_engine.storage import StorageUnavailable
 
 log = logging.getLogger("twin_cds.audit")
 
-RecordKind = Literal["hook", "feedback", "auditor-read", "app-access", "checkpoint"]
+RecordKind = Literal[
+    "hook", "feedback", "auditor-read", "app-access", "population-run", "checkpoint"
+]
 RECORD_KINDS: tuple[RecordKind, ...] = (
     "hook",
     "feedback",
     "auditor-read",
     "app-access",
+    "population-run",
     "checkpoint",
 )
 

@@ -251,7 +251,9 @@ def add_audit_parser(sub: Any) -> None:
     export.add_argument("--since", help="ISO 8601, inclusive")
     export.add_argument("--until", help="ISO 8601, exclusive")
     export.add_argument(
-        "--kind", choices=["hook", "feedback", "auditor-read", "app-access", "any"], default="any"
+        "--kind",
+        choices=["hook", "feedback", "auditor-read", "app-access", "population-run", "any"],
+        default="any",
     )
     export.add_argument("--format", choices=["fhir", "records"], default="fhir")
     export.add_argument("--out", default=None, help="file (default: stdout)")

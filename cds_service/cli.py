@@ -353,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     from cds_service.audit_cli import add_audit_parser
 
     add_audit_parser(sub)
+    from cds_service.population.cli import add_population_parser
+
+    add_population_parser(sub)
     return p
 
 

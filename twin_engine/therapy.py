@@ -33,10 +33,14 @@ LDL_REDUCTION_BY_INTENSITY: Final[dict[StatinIntensity, float]] = {
 }
 #: Rate ratio of major vascular events per 1.0 mmol/L LDL-C reduction (CTT, Lancet 2010).
 CTT_RR_PER_MMOL_L: Final = 0.78
+#: Its 95% confidence interval (CTT, Lancet 2010), for uncertainty draws.
+CTT_RR_PER_MMOL_L_CI95: Final = (0.76, 0.80)
 #: mg/dL per mmol/L of cholesterol (molar mass 386.65 g/mol; clinical.md conversion).
 CHOLESTEROL_MG_DL_PER_MMOL_L: Final = 38.67
 #: Relative risk of major CVD events per 10 mm Hg SBP reduction (Ettehad, Lancet 2016).
 ETTEHAD_RR_PER_10_MM_HG: Final = 0.80
+#: Its 95% confidence interval (Ettehad, Lancet 2016), for uncertainty draws.
+ETTEHAD_RR_PER_10_MM_HG_CI95: Final = (0.77, 0.83)
 
 
 class TherapyError(ValueError):

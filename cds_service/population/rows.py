@@ -1,0 +1,290 @@
+"""One partition of patients to rows of the population table, by the hooks' own code.
+
+Each patient's resources go through the one FHIR reader (``build_twin_from_fhir``),
+their features are derived as of the run's date (``derive_features``), and the models
+are run by the cardio-renal service's own assessment entry point
+(``cardio_renal_assessments``, with the service's exclusions and the deployment's
+KFRE calibration), so a patient's numbers in the table are the numbers its
+patient-view cards show, by construction: whatever rule the service applies, the
+table applies too. Care gaps come from ``twin_engine.population.care_gaps``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+import pyarrow as pa
+
+from cds_service.assess import Assessment
+from cds_service.cardio_renal import _lab_blockers, cardio_renal_assessments
+from cds_service.services import CARDIO_RENAL_RISK
+from onnx_models.registry import ModelRegistry
+from twin_engine import build_twin_from_fhir, derive_features
+from twin_engine.derive import FeatureSet
+from twin_engine.errors import IngestError
+from twin_engine.population.care_gaps import care_gaps
+
+#: Model slots of the table: (column prefix, how to find the run).
+SLOTS: Final = ("prevent", "prevent_30y", "pce", "kfre")
+#: The laboratory inputs whose absence or staleness makes the card order them instead
+#: of showing a number (cds_service.cardio_renal._prevent_card / _kfre_card).
+CARD_LABS: Final[dict[str, tuple[str, ...]]] = {
+    "prevent": ("total_cholesterol_mg_dl", "hdl_cholesterol_mg_dl", "egfr_ml_min_1_73m2"),
+    "kfre": ("egfr_ml_min_1_73m2", "uacr_mg_g"),
+}
+#: Clinical state columns: feature name -> column (usable values only, else null).
+VALUE_COLUMNS: Final = {
+    "age_years": "age_years",
+    "systolic_bp_mm_hg": "sbp_mm_hg",
+    "ldl_cholesterol_mg_dl": "ldl_mg_dl",
+    "total_cholesterol_mg_dl": "total_cholesterol_mg_dl",
+    "hdl_cholesterol_mg_dl": "hdl_cholesterol_mg_dl",
+    "egfr_ml_min_1_73m2": "egfr_ml_min_1_73m2",
+    "uacr_mg_g": "uacr_mg_g",
+    "hba1c_percent": "hba1c_percent",
+}
+FLAG_COLUMNS: Final = {
+    "female": "female",
+    "statin": "on_statin",
+    "diabetes": "diabetes",
+    "clinical_ascvd": "clinical_ascvd",
+    "current_smoker": "current_smoker",
+    "treated_hypertension": "treated_hypertension",
+    "heart_failure": "heart_failure",
+}
+
+
+@functools.lru_cache(maxsize=4)
+def worker_registry(model_dir: str | None) -> ModelRegistry:
+    """The models, loaded once per worker process (sessions are not shipped over the wire)."""
+    return ModelRegistry.load(Path(model_dir) if model_dir else None)
+
+
+def output_columns(registry: ModelRegistry, kfre_model: str) -> dict[str, tuple[str, str]]:
+    """column -> (slot, output name), from the model cards."""
+    ids = {"prevent": "prevent", "prevent_30y": "prevent_30y", "pce": "pce", "kfre": kfre_model}
+    return {
+        f"{slot}_{o.name}": (slot, o.name)
+        for slot in SLOTS
+        for o in registry.get(ids[slot]).card.outputs
+    }
+
+
+def table_schema(registry: ModelRegistry, kfre_model: str) -> pa.Schema:
+    fields: list[pa.Field] = [
+        pa.field("patient_id", pa.string(), nullable=False),
+        pa.field("twin_hash", pa.string(), nullable=False),
+        pa.field("as_of", pa.date32(), nullable=False),
+        pa.field("deceased", pa.bool_()),
+    ]
+    fields += [pa.field(c, pa.float64()) for c in VALUE_COLUMNS.values()]
+    fields += [pa.field(c, pa.bool_()) for c in FLAG_COLUMNS.values()]
+    fields += [pa.field("ckd", pa.bool_())]
+    fields += [pa.field(f"{slot}_status", pa.string()) for slot in SLOTS]
+    fields += [pa.field(f"{slot}_shown", pa.bool_()) for slot in ("prevent", "kfre")]
+    fields += [pa.field(c, pa.float64()) for c in output_columns(registry, kfre_model)]
+    fields += [
+        pa.field("applicable_models", pa.list_(pa.string())),
+        pa.field("care_gaps", pa.list_(pa.string())),
+        pa.field("care_gap_reasons", pa.list_(pa.string())),
+        pa.field("stale_inputs", pa.list_(pa.string())),
+        pa.field("data_problems", pa.list_(pa.string())),
+    ]
+    return pa.schema(fields)
+
+
+@dataclass(slots=True)
+class PartitionStats:
+    patients: int = 0
+    rows: int = 0
+    unknown_patient_resources: Counter[str] = field(default_factory=Counter)
+    unknown_patients: int = 0
+    unknown_patients_named: list[str] = field(default_factory=list)
+    ingest_failures: int = 0
+    ingest_failures_named: list[str] = field(default_factory=list)
+    duplicates_replaced: int = 0
+    care_gaps: Counter[str] = field(default_factory=Counter)
+    statuses: Counter[str] = field(default_factory=Counter)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "patients": self.patients,
+            "rows": self.rows,
+            "unknownPatients": self.unknown_patients,
+            "unknownPatientsNamed": self.unknown_patients_named,
+            "unknownPatientResources": dict(sorted(self.unknown_patient_resources.items())),
+            "ingestFailures": self.ingest_failures,
+            "ingestFailuresNamed": self.ingest_failures_named,
+            "duplicatesReplaced": self.duplicates_replaced,
+            "careGaps": dict(sorted(self.care_gaps.items())),
+            "modelStatus": dict(sorted(self.statuses.items())),
+        }
+
+
+def _usable(features: FeatureSet, name: str) -> float | None:
+    f = features.get(name)
+    return f.value if f.usable else None
+
+
+def _shown(a: Assessment | None, slot: str) -> bool:
+    """The card shows this model's number (computed, no lab missing or stale)."""
+    return a is not None and a.status == "computed" and not _lab_blockers(a, CARD_LABS[slot])
+
+
+def patient_row(
+    resources: list[dict[str, Any]],
+    patient_id: str,
+    as_of: date,
+    registry: ModelRegistry,
+    kfre_model: str,
+    columns: dict[str, tuple[str, str]],
+) -> dict[str, Any]:
+    """One patient's row, built exactly as the patient-view hook builds its cards."""
+    twin = build_twin_from_fhir(resources, patient_id=patient_id)
+    features = derive_features(twin, as_of)
+    runs = cardio_renal_assessments(
+        registry,
+        features,
+        deceased=twin.demographics.deceased,
+        kfre_model=kfre_model,
+        excluded_by=CARDIO_RENAL_RISK.excluded_by,
+    )
+    by_slot: dict[str, Assessment | None] = {
+        "prevent": runs.prevent,
+        "prevent_30y": runs.prevent_30y,
+        "pce": runs.pce,
+        "kfre": runs.kfre,
+    }
+    pce_risk = runs.pce.outputs.get("risk_10y_ascvd") if runs.pce.status == "computed" else None
+    gaps = care_gaps(features, pce_risk)
+    row: dict[str, Any] = {
+        "patient_id": twin.patient_id,
+        "twin_hash": twin.content_hash(),
+        "as_of": as_of,
+        "deceased": twin.demographics.deceased,
+    }
+    for name, column in VALUE_COLUMNS.items():
+        row[column] = _usable(features, name)
+    for name, column in FLAG_COLUMNS.items():
+        row[column] = features.get(name).value == 1.0
+    egfr, uacr = row["egfr_ml_min_1_73m2"], row["uacr_mg_g"]
+    row["ckd"] = (egfr is not None and egfr < 60.0) or (uacr is not None and uacr >= 30.0)
+    for slot, a in by_slot.items():
+        row[f"{slot}_status"] = a.status if a is not None else "not-run"
+    row["prevent_shown"] = _shown(runs.prevent, "prevent")
+    row["kfre_shown"] = _shown(runs.kfre, "kfre")
+    for column, (slot, output) in columns.items():
+        a = by_slot[slot]
+        row[column] = a.outputs.get(output) if a is not None and a.status == "computed" else None
+    row["applicable_models"] = [
+        a.model.card.id for a in by_slot.values() if a is not None and a.status == "computed"
+    ]
+    row["care_gaps"] = [g.kind for g in gaps]
+    row["care_gap_reasons"] = [g.reason for g in gaps]
+    row["stale_inputs"] = sorted({i.name for a in runs.all() for i in a.stale})
+    problems = [f"{i.resource_type}/{i.resource_id or '?'}: {i.reason}" for i in twin.issues]
+    problems += [p for a in runs.all() if a.status != "not-applicable" for p in a.problems]
+    row["data_problems"] = problems
+    return row
+
+
+def read_partition(
+    part_dir: Path, shared_dir: Path | None
+) -> tuple[dict[str, dict[tuple[str, str], dict[str, Any]]], dict[str, dict[str, Any]], int]:
+    """Resources of one partition grouped by patient (later files win), and Medications."""
+    from cds_service.population.split import patient_id_of
+
+    by_patient: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
+    replaced = 0
+    anonymous = 0
+    for path in sorted(part_dir.glob("*.ndjson")):
+        with path.open("rb") as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                resource = orjson.loads(line)
+                pid = patient_id_of(resource)
+                if pid is None:  # pragma: no cover - the split wrote only patients' resources
+                    continue
+                rid = resource.get("id")
+                if not isinstance(rid, str) or not rid:
+                    anonymous += 1
+                    rid = f"#anonymous-{anonymous}"
+                key = (resource["resourceType"], rid)
+                group = by_patient.setdefault(pid, {})
+                if key in group:
+                    replaced += 1  # an incremental export's newer version of the resource
+                group[key] = resource
+    medications: dict[str, dict[str, Any]] = {}
+    if shared_dir is not None and shared_dir.is_dir():
+        for path in sorted(shared_dir.glob("*.ndjson")):
+            with path.open("rb") as f:
+                for line in f:
+                    if line.strip():
+                        r = orjson.loads(line)
+                        if isinstance(r.get("id"), str):
+                            medications[f"Medication/{r['id']}"] = r
+    return by_patient, medications, replaced
+
+
+def _referenced_medications(
+    resources: list[dict[str, Any]], medications: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    out = []
+    for r in resources:
+        ref = (r.get("medicationReference") or {}).get("reference")
+        if isinstance(ref, str):
+            key = "Medication/" + ref.rsplit("Medication/", 1)[-1]
+            if key in medications:
+                out.append(medications[key])
+    return out
+
+
+MAX_NAMED: Final = 20
+
+
+def build_partition_rows(
+    part_dir: Path,
+    shared_dir: Path | None,
+    as_of: date,
+    kfre_model: str,
+    model_dir: str | None,
+) -> tuple[pa.Table, PartitionStats]:
+    """Every patient of one partition to rows; unknown patients and failures counted."""
+    registry = worker_registry(model_dir)
+    columns = output_columns(registry, kfre_model)
+    schema = table_schema(registry, kfre_model)
+    by_patient, medications, replaced = read_partition(part_dir, shared_dir)
+    stats = PartitionStats(duplicates_replaced=replaced)
+    rows: list[dict[str, Any]] = []
+    for pid in sorted(by_patient):
+        group = by_patient[pid]
+        if ("Patient", pid) not in group:
+            stats.unknown_patients += 1
+            if len(stats.unknown_patients_named) < MAX_NAMED:
+                stats.unknown_patients_named.append(f"Patient/{pid}")
+            for rtype, _ in group:
+                stats.unknown_patient_resources[rtype] += 1
+            continue
+        stats.patients += 1
+        resources = list(group.values())
+        resources += _referenced_medications(resources, medications)
+        try:
+            row = patient_row(resources, pid, as_of, registry, kfre_model, columns)
+        except IngestError as exc:
+            stats.ingest_failures += 1
+            if len(stats.ingest_failures_named) < MAX_NAMED:
+                stats.ingest_failures_named.append(f"Patient/{pid}: {exc}")
+            continue
+        rows.append(row)
+        stats.care_gaps.update(row["care_gaps"])
+        for slot in SLOTS:
+            stats.statuses[f"{slot}:{row[f'{slot}_status']}"] += 1
+    stats.rows = len(rows)
+    return pa.Table.from_pylist(rows, schema=schema), stats
