@@ -271,8 +271,13 @@ def _wait_until_up(url: str, process: subprocess.Popen[bytes], log_path: Path) -
     raise RuntimeError(f"server at {url} did not start in 60 s; see {log_path}")
 
 
-def start_fhir_server(work_dir: Path, port: int = 0) -> RunningServer:
-    """Start a sekmet FHIR R4 server (SQLite) on 127.0.0.1 and wait until it answers."""
+def start_fhir_server(
+    work_dir: Path, port: int = 0, extra_settings: dict[str, Any] | None = None
+) -> RunningServer:
+    """Start a sekmet FHIR R4 server (SQLite) on 127.0.0.1 and wait until it answers.
+
+    ``extra_settings`` are merged into sekmet's settings (e.g. ``server_auth`` for SMART
+    Backend Services clients)."""
     port = port or free_port()
     # Absolute: the server runs in work_dir, where a relative path would name another
     # file, and it would then start on its defaults (every interface, port 8090).
@@ -290,6 +295,7 @@ def start_fhir_server(work_dir: Path, port: int = 0) -> RunningServer:
                 "simulator": {"enabled": False},
                 "log_inbound": False,
                 "validation": {"inbound": "warn"},
+                **(extra_settings or {}),
             }
         )
     )

@@ -50,8 +50,11 @@ TWIN_RESOURCE_TYPES: Final = (
     "MedicationStatement",
     "Medication",
 )
-#: SMART v2 system scopes for those types, read and search only.
-DEFAULT_SCOPE: Final = " ".join(f"system/{t}.rs" for t in TWIN_RESOURCE_TYPES)
+#: SMART v2 system scope, read and search only. Wildcard rather than one scope per type:
+#: the status and file URLs of an export name no resource type, and servers check them
+#: against ``*`` (sekmet does; the Bulk Data IG's own examples ask for system/*.rs).
+#: ``--scope`` narrows it where the EHR allows.
+DEFAULT_SCOPE: Final = "system/*.rs"
 CLIENT_ASSERTION_TYPE: Final = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 #: SMART Backend Services: the assertion's exp is at most five minutes ahead.
 ASSERTION_LIFETIME_S: Final = 300
@@ -267,14 +270,16 @@ class BulkExportClient:
         group: str | None = None,
         since: str | None = None,
         types: tuple[str, ...] = TWIN_RESOURCE_TYPES,
+        extra_params: dict[str, str] | None = None,
     ) -> str:
-        """Start an export; return its status URL."""
+        """Start an export; return its status URL (``extra_params``: more kick-off parameters)."""
         path = f"Group/{group}/$export" if group else "Patient/$export"
         params: dict[str, str] = {"_outputFormat": "application/fhir+ndjson"}
         if types:
             params["_type"] = ",".join(types)
         if since:
             params["_since"] = since
+        params.update(extra_params or {})
         url = f"{self.base_url}/{path}"
         headers = {**self._headers("application/fhir+json"), "Prefer": "respond-async"}
         r = self._http.get(url, params=params, headers=headers)
@@ -359,9 +364,10 @@ class BulkExportClient:
         group: str | None = None,
         since: str | None = None,
         timeout_s: float = 3600.0,
+        extra_params: dict[str, str] | None = None,
     ) -> ExportResult:
         """Kick off, wait, download every file (and the error files), delete the job."""
-        status_url = self.kick_off(group=group, since=since)
+        status_url = self.kick_off(group=group, since=since, extra_params=extra_params)
         manifest, polls, waits = self.wait(status_url, timeout_s=timeout_s)
         directory.mkdir(parents=True, exist_ok=True)
         files = tuple(self._download(item, directory, i) for i, item in enumerate(manifest["output"]))
@@ -377,7 +383,9 @@ class BulkExportClient:
             errors.extend(_error_diagnostics(f.path))
         # The files are ours now; the server may free them (IG: client deletes when done).
         try:
-            self._http.delete(status_url, headers=self._headers("application/json"))
+            gone = self._http.delete(status_url, headers=self._headers("application/json"))
+            if gone.status_code >= 300:
+                log.warning("export job %s not deleted: HTTP %s", status_url, gone.status_code)
         except httpx.HTTPError as exc:
             log.warning("could not delete export job %s: %s", status_url, type(exc).__name__)
         return ExportResult(
@@ -394,6 +402,12 @@ class BulkExportClient:
 
     def close(self) -> None:
         self._http.close()
+
+    def __enter__(self) -> BulkExportClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _error_diagnostics(path: Path) -> list[str]:

@@ -7,8 +7,9 @@ machine by default, or an existing cluster's scheduler):
    to the partition of their patient (``split``). Memory per task is bounded by the
    range, never by the population.
 2. build: each partition's patients become twins and rows by the hooks' own code
-   (``rows``); the task writes ``table/part-NNNNN.parquet`` itself (atomically) and a
-   sidecar with its counts and an input digest.
+   (``rows``); the task writes ``table/part-NNNNN.parquet`` itself (atomically;
+   ``table/`` holds only Parquet, one dataset for any Parquet tool) and a sidecar in
+   ``work/done/`` with its counts and an input digest.
 
 A rerun finishes only what is missing: the split is reused when the inputs (names,
 sizes, modification times) are unchanged, and a partition whose sidecar names the
@@ -111,6 +112,7 @@ def build_task(
     part_dir: str,
     shared_dir: str,
     table_dir: str,
+    done_dir: str,
     as_of_iso: str,
     kfre_model: str,
     model_dir: str | None,
@@ -133,7 +135,7 @@ def build_task(
         "workerPid": os.getpid(),
         "workerPeakRssMb": _peak_rss_mb(),
     }
-    _write_json(target.with_suffix(".json"), sidecar)
+    _write_json(Path(done_dir) / f"part-{partition:05d}.json", sidecar)
     return sidecar
 
 
@@ -306,7 +308,7 @@ def run_build(
         )
     cfg.out.mkdir(parents=True, exist_ok=True)
     work, table_dir = cfg.out / "work", cfg.out / "table"
-    work.mkdir(exist_ok=True)
+    (work / "done").mkdir(parents=True, exist_ok=True)
     table_dir.mkdir(exist_ok=True)
     run_file = cfg.out / "run.json"
     if run_file.is_file():
@@ -343,8 +345,8 @@ def run_build(
         for k in range(partitions):
             part_dir = parts / f"p{k:05d}"
             digest = _partition_digest(part_dir, cfg, models)
-            sidecar_path = table_dir / f"part-{k:05d}.json"
-            if sidecar_path.is_file() and sidecar_path.with_suffix(".parquet").is_file():
+            sidecar_path = work / "done" / f"part-{k:05d}.json"
+            if sidecar_path.is_file() and (table_dir / f"part-{k:05d}.parquet").is_file():
                 sidecar = json.loads(sidecar_path.read_text())
                 if sidecar.get("digest") == digest:
                     sidecars.append(sidecar)
@@ -355,7 +357,7 @@ def run_build(
         for stale in table_dir.glob("part-*.parquet"):
             if int(stale.stem.split("-")[1]) >= partitions:
                 stale.unlink()
-                stale.with_suffix(".json").unlink(missing_ok=True)
+                (work / "done" / f"{stale.stem}.json").unlink(missing_ok=True)
         by_partition = {int(k): int(v) for k, v in split["patientsByPartition"].items()}
         progress = Progress(sum(by_partition.get(k, 0) for k, _ in todo), cfg.progress)
         build_started = time.perf_counter()
@@ -410,6 +412,7 @@ def _build(
             str(parts / f"p{k:05d}"),
             str(parts / "shared"),
             str(table_dir),
+            str(parts.parent / "done"),
             cfg.as_of.isoformat(),
             cfg.kfre_model,
             cfg.model_dir,

@@ -1,0 +1,262 @@
+"""Population twins for real: sekmet (a FHIR server with Bulk Data and SMART Backend
+Services) on 127.0.0.1, our $export client authorised by a signed client assertion, the
+Dask build, and the patient-view hook on the same patients."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pyarrow.parquet as pq
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from fastapi.testclient import TestClient
+
+from cds_service.app import create_app
+from cds_service.demo import RunningServer, generate_patients, start_fhir_server
+from cds_service.population.bulk import (
+    BackendServicesAuth,
+    BulkAuthError,
+    BulkExportClient,
+    BulkJobExpired,
+)
+from cds_service.population.job import BuildConfig, run_build
+from cds_service.render import pct
+from cds_service.settings import Settings
+from tests.conftest import hook_request
+
+pytestmark = pytest.mark.integration
+
+CLIENT_ID = "population-job"
+KEY = ec.generate_private_key(ec.SECP384R1())
+PEM = KEY.private_bytes(
+    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+)
+
+
+def _jwks() -> dict[str, Any]:
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(KEY.public_key()))
+    return {"keys": [{**jwk, "kid": "pop1", "alg": "ES384"}]}
+
+
+@dataclasses.dataclass
+class Ehr:
+    server: RunningServer
+    patient_ids: list[str]
+    group_id: str
+    loaded_at: str
+
+    @property
+    def base(self) -> str:
+        return self.server.base_url
+
+
+def _auth(scope: str | None = None) -> BackendServicesAuth:
+    auth = BackendServicesAuth(CLIENT_ID, PEM, "ES384", "pop1")
+    return dataclasses.replace(auth, scope=scope) if scope else auth
+
+
+@pytest.fixture()
+def bulk(ehr: Ehr) -> Iterator[Any]:
+    """BulkExportClient(...) for this test, closed after it."""
+    made: list[BulkExportClient] = []
+
+    def make(**kw: Any) -> BulkExportClient:
+        client = BulkExportClient(ehr.base, **{"auth": _auth(), **kw})
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def ehr(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ehr]:
+    work: Path = tmp_path_factory.mktemp("bulk-ehr")
+    server = start_fhir_server(
+        work,
+        extra_settings={
+            "server_auth": {
+                "types": ["smart"],
+                "smart_clients": [{"client_id": CLIENT_ID, "jwks": _jwks(), "scopes": "system/*.*"}],
+            }
+        },
+    )
+    try:
+        # Loading needs write access: the same client, asking for everything it may.
+        loader = BulkExportClient(server.base_url, auth=_auth("system/*.*"))
+        headers = {
+            "Authorization": f"Bearer {loader._access_token()}",
+            "Content-Type": "application/fhir+json",
+        }
+        ids = []
+        with httpx.Client(timeout=60) as http:
+            for bundle in generate_patients(6, seed=17):
+                r = http.post(server.base_url, json=bundle, headers=headers)
+                r.raise_for_status()
+                loc = next(e["response"]["location"] for e in r.json()["entry"]
+                           if "/Patient/" in e["response"]["location"] or
+                           e["response"]["location"].startswith("Patient/"))
+                ids.append(loc.split("Patient/")[1].split("/")[0])
+            group = {
+                "resourceType": "Group",
+                "type": "person",
+                "actual": True,
+                "member": [{"entity": {"reference": f"Patient/{p}"}} for p in ids[:2]],
+            }
+            r = http.post(f"{server.base_url}/Group", json=group, headers=headers)
+            r.raise_for_status()
+            group_id = r.json()["id"]
+        loader.close()
+        yield Ehr(server, ids, group_id, datetime.now(UTC).isoformat())
+    finally:
+        server.stop()
+
+
+def test_export_without_a_token_is_refused(ehr: Ehr) -> None:
+    """The server wants SMART Backend Services: an anonymous kick-off gets 401."""
+    r = httpx.get(
+        f"{ehr.base}/Patient/$export",
+        headers={"Prefer": "respond-async", "Accept": "application/fhir+json"},
+    )
+    assert r.status_code == 401
+
+
+def test_an_unregistered_key_gets_no_token(ehr: Ehr, bulk: Any) -> None:
+    """A client assertion signed by another key is refused at the token endpoint."""
+    other = ec.generate_private_key(ec.SECP384R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    client = bulk(auth=BackendServicesAuth(CLIENT_ID, other, "ES384", "pop1"))
+    with pytest.raises(BulkAuthError, match="invalid_client"):
+        client.kick_off()
+
+
+def test_patient_export_polls_with_retry_after_and_downloads_ndjson(ehr: Ehr, bulk: Any, tmp_path: Path) -> None:
+    """Async kick-off, polling on the server's Retry-After, every patient's NDJSON on disk."""
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        import time
+
+        time.sleep(seconds)
+
+    client = bulk(sleep=sleep)
+    result = client.export(tmp_path / "export")
+    types = {f.type: f.lines for f in result.files}
+    assert types["Patient"] == len(ehr.patient_ids)
+    assert types["Observation"] > 0
+    # sekmet answers 202 with Retry-After: 1 while the job runs: we waited exactly that.
+    assert result.polls >= 2 and waits and set(waits) == {1.0}
+    patients = (tmp_path / "export").glob("Patient.*.ndjson")
+    ids = {json.loads(line)["id"] for p in patients for line in p.read_text().splitlines()}
+    assert ids == set(ehr.patient_ids)
+
+
+def test_group_export_holds_only_the_groups_members(ehr: Ehr, bulk: Any, tmp_path: Path) -> None:
+    """Group/{id}/$export exports the two members and their data, no one else."""
+    client = bulk()
+    result = client.export(tmp_path / "g", group=ehr.group_id)
+    patient_files = [f for f in result.files if f.type == "Patient"]
+    ids = {json.loads(line)["id"] for f in patient_files for line in f.path.read_text().splitlines()}
+    assert ids == set(ehr.patient_ids[:2])
+
+
+def test_since_after_the_load_exports_nothing_old(ehr: Ehr, bulk: Any, tmp_path: Path) -> None:
+    """_since = a time after every resource was written: no Patient comes back."""
+    client = bulk()
+    later = datetime.now(UTC).isoformat()
+    result = client.export(tmp_path / "s", since=later)
+    assert not [f for f in result.files if f.type == "Patient" and f.lines]
+
+
+def test_error_file_from_the_server_is_read(ehr: Ehr, bulk: Any, tmp_path: Path) -> None:
+    """A kick-off parameter the server ignores comes back in the manifest's error file."""
+    client = bulk()
+    result = client.export(tmp_path / "e", extra_params={"_elements": "id"})
+    assert result.error_files
+    assert any("_elements" in e for e in result.errors)
+
+
+def test_a_deleted_job_is_named_expired(ehr: Ehr, bulk: Any) -> None:
+    """Polling a job the server has deleted raises BulkJobExpired (HTTP 404), not a hang."""
+    client = bulk()
+    status_url = client.kick_off()
+    # sekmet checks DELETE against write scopes: the EHR's admin deletes the job.
+    admin = bulk(auth=_auth("system/*.*"))
+    r = httpx.delete(status_url, headers={"Authorization": f"Bearer {admin._access_token()}"})
+    assert r.status_code == 202
+    with pytest.raises(BulkJobExpired, match="404"):
+        client.wait(status_url, timeout_s=30)
+
+
+def _prefetch(ehr: Ehr, pid: str, token: str) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def get(path: str) -> dict[str, Any]:
+        r = httpx.get(f"{ehr.base}/{path}", headers=headers, timeout=30)
+        r.raise_for_status()
+        return dict(r.json())
+
+    return {
+        "patient": get(f"Patient/{pid}"),
+        "observations": get(f"Observation?patient={pid}&_count=1000"),
+        "conditions": get(f"Condition?patient={pid}&_count=1000"),
+        "medications": get(f"MedicationRequest?patient={pid}&_count=1000"),
+    }
+
+
+def test_population_table_equals_the_patient_view_cards(ehr: Ehr, bulk: Any, tmp_path: Path) -> None:
+    """Exported by $export and built on Dask, every patient's numbers equal what the
+    cardio-renal-risk hook computes and shows for the same patient on the same day."""
+    from distributed import Client, LocalCluster
+
+    today = datetime.now(UTC).date()
+    client = bulk()
+    export = client.export(tmp_path / "export" / "1")
+    config = BuildConfig(
+        inputs=(tmp_path / "export" / "1",), out=tmp_path / "pop", as_of=today, progress=False,
+        source={"bulkExport": ehr.base, **export.to_json()},
+    )
+    records: list[dict[str, Any]] = []
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None)
+        as cluster,
+        Client(cluster) as dask,
+    ):
+        result = run_build(config, record=lambda b: records.append(b) or 1, client=dask)
+    assert result.status == "complete" and records[0]["counts"]["rows"] == len(ehr.patient_ids)
+    rows = {r["patient_id"]: r for r in pq.read_table(tmp_path / "pop" / "table").to_pylist()}
+
+    app = create_app(Settings(data_dir=tmp_path / "svc", auth_required=False))
+    token = client._access_token()
+    assert token is not None
+    with TestClient(app) as tc:
+        tc.app.state.runtime = dataclasses.replace(tc.app.state.runtime, today=lambda: today)  # type: ignore[attr-defined]
+        shown = 0
+        for pid in ehr.patient_ids:
+            body = hook_request(pid, _prefetch(ehr, pid, token))
+            cards = tc.post("/cds-services/cardio-renal-risk", json=body).json()["cards"]
+            (audit,) = tc.app.state.runtime.audit.records(patient_id=pid)  # type: ignore[attr-defined]
+            row = rows[pid]
+            assert row["twin_hash"] == audit.body["twin"]["contentHash"]
+            outputs = audit.body.get("outputs") or {}
+            for key, value in outputs.items():
+                model, output = key.split(".")
+                slot = "kfre" if model.startswith("kfre") else model
+                assert row[f"{slot}_{output}"] == value, (pid, key)
+            if row["prevent_shown"]:
+                shown += 1
+                assert cards[0]["summary"].startswith(
+                    f"PREVENT 10-y CVD {pct(row['prevent_risk_10y_cvd'])}"
+                )
+    assert shown >= 1
