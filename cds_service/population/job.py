@@ -29,6 +29,7 @@ import resource
 import shutil
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -405,6 +406,7 @@ def _build(
     from distributed import as_completed
 
     lost = _cluster_lost_errors()
+    run_id = uuid.uuid4().hex[:12]
     futures = {
         client.submit(
             build_task,
@@ -418,7 +420,8 @@ def _build(
             cfg.model_dir,
             digest,
             pure=False,
-            key=f"population-build-{k:05d}-{digest[:12]}",
+            # A fresh key per run: the scheduler may still hold an earlier run's failure.
+            key=f"population-build-{k:05d}-{run_id}",
         ): k
         for k, digest in todo
     }
