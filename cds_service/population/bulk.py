@@ -240,7 +240,9 @@ class BulkExportClient:
             headers={"Accept": "application/json"},
         )
         if r.status_code != 200:
-            raise BulkAuthError(f"token endpoint {token_url}: HTTP {r.status_code}: {_outcome_text(r)}")
+            raise BulkAuthError(
+                f"token endpoint {token_url}: HTTP {r.status_code}: {_outcome_text(r)}"
+            )
         body = r.json()
         token = body.get("access_token")
         if not isinstance(token, str):
@@ -285,15 +287,18 @@ class BulkExportClient:
         r = self._http.get(url, params=params, headers=headers)
         if r.status_code != 202:
             raise BulkExportError(
-                f"$export kick-off at {url}: HTTP {r.status_code} (expected 202): {_outcome_text(r)}"
+                f"$export kick-off at {url}: HTTP {r.status_code} (expected 202): "
+                + _outcome_text(r)
             )
         location = r.headers.get("Content-Location")
         if not location:
             raise BulkExportError(f"$export kick-off at {url}: 202 without Content-Location")
         self._check_origin(location, "status URL")
-        return location
+        return str(location)
 
-    def wait(self, status_url: str, *, timeout_s: float = 3600.0) -> tuple[dict[str, Any], int, tuple[float, ...]]:
+    def wait(
+        self, status_url: str, *, timeout_s: float = 3600.0
+    ) -> tuple[dict[str, Any], int, tuple[float, ...]]:
         """Poll the status URL until the manifest; return it, the polls and the waits."""
         deadline = self._clock() + timeout_s
         polls = 0
@@ -329,7 +334,9 @@ class BulkExportClient:
                     f"export job {status_url} not complete within {timeout_s:.0f} s "
                     f"(last progress: {r.headers.get('X-Progress', 'unknown')})"
                 )
-            log.info("export in progress (%s); next poll in %.1f s", r.headers.get("X-Progress"), delay)
+            log.info(
+                "export in progress (%s); next poll in %.1f s", r.headers.get("X-Progress"), delay
+            )
             waits.append(delay)
             self._sleep(delay)
 
@@ -348,7 +355,9 @@ class BulkExportClient:
                     raise BulkJobExpired(
                         f"export file {url} is gone (HTTP {r.status_code}): the export expired"
                     )
-                raise BulkExportError(f"export file {url}: HTTP {r.status_code}: {_outcome_text(r)}")
+                raise BulkExportError(
+                    f"export file {url}: HTTP {r.status_code}: {_outcome_text(r)}"
+                )
             tmp = path.with_suffix(".part")
             with tmp.open("wb") as out:
                 for chunk in r.iter_bytes():
@@ -370,7 +379,9 @@ class BulkExportClient:
         status_url = self.kick_off(group=group, since=since, extra_params=extra_params)
         manifest, polls, waits = self.wait(status_url, timeout_s=timeout_s)
         directory.mkdir(parents=True, exist_ok=True)
-        files = tuple(self._download(item, directory, i) for i, item in enumerate(manifest["output"]))
+        files = tuple(
+            self._download(item, directory, i) for i, item in enumerate(manifest["output"])
+        )
         error_files: list[ExportedFile] = []
         errors: list[str] = []
         # Error files (OperationOutcome) beside, not inside, the data directory: the

@@ -45,7 +45,8 @@ def _record_run(body: dict[str, Any]) -> int | None:
 
 def _export(args: argparse.Namespace, out: Path) -> tuple[Path, dict[str, Any]]:
     """Run the Bulk Data export into OUT/export/<time>; return the directory and source."""
-    from cds_service.fhir_client import FhirServerNotAllowed, check_fhir_server
+    from cds_service.errors import FhirServerNotAllowed
+    from cds_service.fhir_client import check_fhir_server
     from cds_service.population.bulk import (
         DEFAULT_SCOPE,
         BackendServicesAuth,
@@ -70,7 +71,11 @@ def _export(args: argparse.Namespace, out: Path) -> tuple[Path, dict[str, Any]]:
             _fail(EXIT_BAD_INPUT, "SMART Backend Services needs both --client-id and --private-key")
         try:
             auth = BackendServicesAuth.from_file(
-                args.client_id, Path(args.private_key), args.alg, args.kid, args.scope or DEFAULT_SCOPE
+                args.client_id,
+                Path(args.private_key),
+                args.alg,
+                args.kid,
+                args.scope or DEFAULT_SCOPE,
             )
         except (OSError, ValueError) as exc:
             _fail(EXIT_BAD_INPUT, f"--private-key {args.private_key}: {exc}")
@@ -180,16 +185,24 @@ def add_population_parser(sub: Any) -> None:
     src.add_argument("--ndjson", metavar="DIR", help="NDJSON files, one resource type per file")
     src.add_argument("--bulk-export", metavar="FHIR_BASE", help="run $export on this FHIR server")
     build.add_argument("--group", help="Group/{id}/$export instead of Patient/$export")
-    build.add_argument("--since", help="_since: only what changed since (an earlier transactionTime)")
+    build.add_argument(
+        "--since", help="_since: only what changed since (an earlier transactionTime)"
+    )
     build.add_argument("--client-id", help="SMART Backend Services client id")
     build.add_argument("--private-key", help="PEM private key signing the client assertion")
     build.add_argument("--alg", choices=("ES384", "RS384"), default="ES384")
     build.add_argument("--kid", help="key id in the assertion's header")
-    build.add_argument("--scope", default=None, help="default: system/<type>.rs for the twin's types")
+    build.add_argument(
+        "--scope", default=None, help="default: system/<type>.rs for the twin's types"
+    )
     build.add_argument("--export-timeout", type=float, default=3600.0, help="seconds")
     build.add_argument("--out", required=True, metavar="DIR")
-    build.add_argument("--scheduler", metavar="ADDR", help="an existing Dask cluster, tcp://host:8786")
-    build.add_argument("--workers", type=int, default=None, help="local cluster size (default: cores)")
+    build.add_argument(
+        "--scheduler", metavar="ADDR", help="an existing Dask cluster, tcp://host:8786"
+    )
+    build.add_argument(
+        "--workers", type=int, default=None, help="local cluster size (default: cores)"
+    )
     build.add_argument("--as-of", help="date the twins are evaluated on (default: today, UTC)")
     build.add_argument(
         "--kfre-model", default="kfre", choices=("kfre", "kfre_non_na"), help="KFRE calibration"

@@ -146,20 +146,20 @@ def dask_client(scheduler: str | None, workers: int | None) -> Iterator[Any]:
     from distributed import Client, LocalCluster
 
     if scheduler:
-        with Client(scheduler, timeout="30s") as client:
+        with Client(scheduler, timeout="30s") as client:  # type: ignore[no-untyped-call]
             yield client
         return
     n = workers or os.cpu_count() or 1
     # One thread per worker process: twins and models are Python and hold the GIL.
     with (
-        LocalCluster(
+        LocalCluster(  # type: ignore[no-untyped-call]
             n_workers=n,
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
             dashboard_address=None,
         ) as cluster,
-        Client(cluster) as client,
+        Client(cluster) as client,  # type: ignore[no-untyped-call]
     ):
         yield client
 
@@ -231,7 +231,10 @@ def _split(client: Any, cfg: BuildConfig, work: Path, files: list[Path]) -> dict
     parts.mkdir(parents=True)
     started = time.perf_counter()
     futures = client.map(
-        split_task, chunks(files, cfg.chunk_bytes), parts_dir=str(parts), partitions=partitions,
+        split_task,
+        chunks(files, cfg.chunk_bytes),
+        parts_dir=str(parts),
+        partitions=partitions,
         pure=False,
     )
     stats = SplitStats()
@@ -367,8 +370,12 @@ def run_build(
     totals = _sum_stats(sidecars)
     body.update(
         status=status,
-        partitions={"total": partitions, "reused": reused, "built": len(sidecars) - reused,
-                    "missing": partitions - len(sidecars)},
+        partitions={
+            "total": partitions,
+            "reused": reused,
+            "built": len(sidecars) - reused,
+            "missing": partitions - len(sidecars),
+        },
         counts=totals,
         timing={
             "splitSeconds": split.get("seconds", 0.0) if not split["reused"] else 0.0,
@@ -427,7 +434,7 @@ def _build(
     }
     failed = 0
     try:
-        for future in as_completed(futures):
+        for future in as_completed(futures):  # type: ignore[no-untyped-call]
             k = futures[future]
             if future.status == "error":
                 exc = future.exception()

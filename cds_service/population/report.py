@@ -20,14 +20,19 @@ from cds_service.population.table import run_record
 from twin_engine.population import GAP_KINDS
 
 #: 2018 AHA/ACC risk categories for 10-year ASCVD risk (Grundy 2019, section 4.4.1).
-RISK_BANDS: Final = ((0.0, 0.05, "low < 5%"), (0.05, 0.075, "borderline 5-7.5%"),
-                     (0.075, 0.20, "intermediate 7.5-20%"), (0.20, 1.01, "high >= 20%"))
+RISK_BANDS: Final = (
+    (0.0, 0.05, "low < 5%"),
+    (0.05, 0.075, "borderline 5-7.5%"),
+    (0.075, 0.20, "intermediate 7.5-20%"),
+    (0.20, 1.01, "high >= 20%"),
+)
 BAR_WIDTH_PX: Final = 420
 
 CSS: Final = """
 body{font:15px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:60rem;color:#1a1a1a}
 h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem}
-table{border-collapse:collapse}td,th{padding:.2rem .6rem;text-align:left;border-bottom:1px solid #ddd}
+table{border-collapse:collapse}
+td,th{padding:.2rem .6rem;text-align:left;border-bottom:1px solid #ddd}
 td.n{text-align:right;font-variant-numeric:tabular-nums}.note{color:#555;font-size:.9rem}
 """
 
@@ -37,8 +42,7 @@ def _bars(items: list[tuple[str, int]], total: int, colour: str = "#2b6cb0") -> 
     height = 24 * len(items) + 4
     top = max([c for _, c in items] + [1])
     parts = [
-        f'<svg role="img" width="{BAR_WIDTH_PX + 260}" height="{height}" '
-        f'aria-label="bar chart">'
+        f'<svg role="img" width="{BAR_WIDTH_PX + 260}" height="{height}" aria-label="bar chart">'
     ]
     for i, (label, count) in enumerate(items):
         y = 4 + 24 * i
@@ -64,7 +68,9 @@ def _table(rows: list[tuple[str, Any]]) -> str:
 def write_report(table: pa.Table, directory: Path, out: Path) -> None:
     run = run_record(directory)
     n = table.num_rows
-    shown = np.asarray(table.column("prevent_shown").fill_null(False).to_numpy(zero_copy_only=False))
+    shown = np.asarray(
+        table.column("prevent_shown").fill_null(False).to_numpy(zero_copy_only=False)
+    )
     risk = table.column("prevent_risk_10y_cvd").to_numpy(zero_copy_only=False).astype(float)
     risk = risk[shown & ~np.isnan(risk)]
     bands = [(label, int(((risk >= lo) & (risk < hi)).sum())) for lo, hi, label in RISK_BANDS]
@@ -80,7 +86,7 @@ def write_report(table: pa.Table, directory: Path, out: Path) -> None:
     median = f"{100 * float(np.median(risk)):.1f}%" if risk.size else "n/a"
     sections = [
         f"<h1>Population twins as of {html.escape(str(run.get('asOf')))}</h1>",
-        f'<p>{n} patients; {risk.size} with a PREVENT 10-year CVD risk on their card '
+        f"<p>{n} patients; {risk.size} with a PREVENT 10-year CVD risk on their card "
         f"(median {median}). Models: "
         + ", ".join(
             html.escape(f"{m['id']} {m['version']} ({m['sha256'][:12]})") for m in run["models"]
@@ -114,7 +120,10 @@ def write_report(table: pa.Table, directory: Path, out: Path) -> None:
                     for k, v in (split.get("notAboutAPatient") or {}).items()
                 ),
                 ("patients without a Patient resource", counts.get("unknownPatients", 0)),
-                ("their resources (skipped)", sum((counts.get("unknownPatientResources") or {}).values())),
+                (
+                    "their resources (skipped)",
+                    sum((counts.get("unknownPatientResources") or {}).values()),
+                ),
                 ("patients whose data could not be read", counts.get("ingestFailures", 0)),
                 ("resources replaced by a newer export", counts.get("duplicatesReplaced", 0)),
             ]

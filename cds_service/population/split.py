@@ -78,7 +78,9 @@ def partition_of(patient_id: str, partitions: int) -> int:
 
 def input_files(directory: Path) -> list[Path]:
     """The NDJSON files of an export directory, in a stable order."""
-    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.suffix in (".ndjson", ".jsonl"))
+    files = sorted(
+        p for p in directory.rglob("*") if p.is_file() and p.suffix in (".ndjson", ".jsonl")
+    )
     return files
 
 

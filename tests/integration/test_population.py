@@ -86,7 +86,9 @@ def ehr(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ehr]:
         extra_settings={
             "server_auth": {
                 "types": ["smart"],
-                "smart_clients": [{"client_id": CLIENT_ID, "jwks": _jwks(), "scopes": "system/*.*"}],
+                "smart_clients": [
+                    {"client_id": CLIENT_ID, "jwks": _jwks(), "scopes": "system/*.*"}
+                ],
             }
         },
     )
@@ -102,9 +104,12 @@ def ehr(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ehr]:
             for bundle in generate_patients(6, seed=17):
                 r = http.post(server.base_url, json=bundle, headers=headers)
                 r.raise_for_status()
-                loc = next(e["response"]["location"] for e in r.json()["entry"]
-                           if "/Patient/" in e["response"]["location"] or
-                           e["response"]["location"].startswith("Patient/"))
+                loc = next(
+                    e["response"]["location"]
+                    for e in r.json()["entry"]
+                    if "/Patient/" in e["response"]["location"]
+                    or e["response"]["location"].startswith("Patient/")
+                )
                 ids.append(loc.split("Patient/")[1].split("/")[0])
             group = {
                 "resourceType": "Group",
@@ -140,7 +145,9 @@ def test_an_unregistered_key_gets_no_token(ehr: Ehr, bulk: Any) -> None:
         client.kick_off()
 
 
-def test_patient_export_polls_with_retry_after_and_downloads_ndjson(ehr: Ehr, bulk: Any, tmp_path: Path) -> None:
+def test_patient_export_polls_with_retry_after_and_downloads_ndjson(
+    ehr: Ehr, bulk: Any, tmp_path: Path
+) -> None:
     """Async kick-off, polling on the server's Retry-After, every patient's NDJSON on disk."""
     waits: list[float] = []
 
@@ -167,7 +174,9 @@ def test_group_export_holds_only_the_groups_members(ehr: Ehr, bulk: Any, tmp_pat
     client = bulk()
     result = client.export(tmp_path / "g", group=ehr.group_id)
     patient_files = [f for f in result.files if f.type == "Patient"]
-    ids = {json.loads(line)["id"] for f in patient_files for line in f.path.read_text().splitlines()}
+    ids = {
+        json.loads(line)["id"] for f in patient_files for line in f.path.read_text().splitlines()
+    }
     assert ids == set(ehr.patient_ids[:2])
 
 
@@ -215,7 +224,9 @@ def _prefetch(ehr: Ehr, pid: str, token: str) -> dict[str, Any]:
     }
 
 
-def test_population_table_equals_the_patient_view_cards(ehr: Ehr, bulk: Any, tmp_path: Path) -> None:
+def test_population_table_equals_the_patient_view_cards(
+    ehr: Ehr, bulk: Any, tmp_path: Path
+) -> None:
     """Exported by $export and built on Dask, every patient's numbers equal what the
     cardio-renal-risk hook computes and shows for the same patient on the same day."""
     from distributed import Client, LocalCluster
@@ -224,13 +235,17 @@ def test_population_table_equals_the_patient_view_cards(ehr: Ehr, bulk: Any, tmp
     client = bulk()
     export = client.export(tmp_path / "export" / "1")
     config = BuildConfig(
-        inputs=(tmp_path / "export" / "1",), out=tmp_path / "pop", as_of=today, progress=False,
+        inputs=(tmp_path / "export" / "1",),
+        out=tmp_path / "pop",
+        as_of=today,
+        progress=False,
         source={"bulkExport": ehr.base, **export.to_json()},
     )
     records: list[dict[str, Any]] = []
     with (
-        LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None)
-        as cluster,
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
         Client(cluster) as dask,
     ):
         result = run_build(config, record=lambda b: records.append(b) or 1, client=dask)

@@ -27,8 +27,9 @@ def dask() -> Iterator[Any]:
     from distributed import Client, LocalCluster
 
     with (
-        LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None)
-        as cluster,
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
         Client(cluster) as client,
     ):
         yield client
@@ -50,7 +51,10 @@ def _write(directory: Path, *, extra_observations: str = "") -> Path:
             obs(f"{pid}-sbp", "8480-6", 150, "mm[Hg]", WHEN, pid=pid),
             obs(f"{pid}-egfr", "98979-8", 80, "mL/min/{1.73_m2}", WHEN, pid=pid),
             obs(f"{pid}-bmi", "39156-5", 27.0, "kg/m2", WHEN, pid=pid),
-            {**smoking(f"{pid}-smk", "266919005", WHEN), "subject": {"reference": f"Patient/{pid}"}},
+            {
+                **smoking(f"{pid}-smk", "266919005", WHEN),
+                "subject": {"reference": f"Patient/{pid}"},
+            },
         )
     ]
     (directory / "Patient.ndjson").write_text(_lines(patients))
@@ -89,7 +93,12 @@ def test_a_rerun_builds_only_the_missing_partition(dask: Any, tmp_path: Path) ->
     victim = sorted((tmp_path / "out" / "table").glob("part-*.parquet"))[0]
     victim.unlink()
     again = run_build(_config((src,), tmp_path / "out"), client=dask)
-    assert again.record["partitions"] == {"total": total, "reused": total - 1, "built": 1, "missing": 0}
+    assert again.record["partitions"] == {
+        "total": total,
+        "reused": total - 1,
+        "built": 1,
+        "missing": 0,
+    }
     assert again.record["split"]["reused"] is True
     assert pq.read_table(tmp_path / "out" / "table").num_rows == len(PIDS)
 
@@ -132,7 +141,10 @@ def test_a_lost_cluster_interrupts_and_the_rerun_finishes(
     monkeypatch.setattr(job, "build_task", real)
     fixed = run_build(_config((src,), tmp_path / "out"), client=dask)
     assert fixed.status == "complete"
-    assert fixed.record["partitions"]["reused"] == broken.record["partitions"]["total"] - broken.record["partitions"]["missing"]
+    assert (
+        fixed.record["partitions"]["reused"]
+        == broken.record["partitions"]["total"] - broken.record["partitions"]["missing"]
+    )
     assert pq.read_table(tmp_path / "out" / "table").num_rows == len(PIDS)
 
 

@@ -4,6 +4,7 @@ Retry-After as an HTTP date, no Retry-After at all, an expired job (410), a fail
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -48,11 +49,17 @@ def _kickoff(request: httpx.Request) -> httpx.Response | None:
     return None
 
 
-def _manifest(files: list[dict[str, Any]], errors: list[dict[str, Any]] | None = None) -> httpx.Response:
+def _manifest(
+    files: list[dict[str, Any]], errors: list[dict[str, Any]] | None = None
+) -> httpx.Response:
     return httpx.Response(
         200,
-        json={"transactionTime": "2026-01-01T00:00:00Z", "request": BASE, "output": files,
-              "error": errors or []},
+        json={
+            "transactionTime": "2026-01-01T00:00:00Z",
+            "request": BASE,
+            "output": files,
+            "error": errors or [],
+        },
     )
 
 
@@ -60,7 +67,9 @@ def test_retry_after_http_date_is_honoured() -> None:
     """Retry-After as an HTTP date 30 s ahead: the client waits about 30 s, then polls."""
     assert retry_after_seconds("120") == 120.0
     now = datetime(2026, 1, 1, tzinfo=UTC)
-    assert retry_after_seconds(format_datetime(now + timedelta(seconds=30), usegmt=True), now) == 30.0
+    assert (
+        retry_after_seconds(format_datetime(now + timedelta(seconds=30), usegmt=True), now) == 30.0
+    )
     assert retry_after_seconds("soon") is None
 
 
@@ -107,8 +116,10 @@ def test_an_expired_job_is_named() -> None:
 
 def test_a_failed_job_reports_the_servers_diagnostics() -> None:
     """500 with an OperationOutcome: the error carries its diagnostics."""
-    outcome = {"resourceType": "OperationOutcome",
-               "issue": [{"severity": "error", "code": "exception", "diagnostics": "disk full"}]}
+    outcome = {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": "exception", "diagnostics": "disk full"}],
+    }
     waits: list[float] = []
     client = _client(lambda r: httpx.Response(500, json=outcome), waits)
     with pytest.raises(BulkExportError, match="disk full"):
@@ -132,7 +143,8 @@ def test_a_file_on_another_host_is_not_fetched(tmp_path: Path) -> None:
 
 def test_error_file_diagnostics_are_collected(tmp_path: Path) -> None:
     """The manifest's error file (OperationOutcome NDJSON) is kept and each issue counted."""
-    oo = b'{"resourceType":"OperationOutcome","issue":[{"severity":"error","diagnostics":"Observation/9 unreadable"}]}\n'
+    issue = {"severity": "error", "diagnostics": "Observation/9 unreadable"}
+    oo = json.dumps({"resourceType": "OperationOutcome", "issue": [issue]}).encode() + b"\n"
 
     def handler(request: httpx.Request) -> httpx.Response:
         if (r := _kickoff(request)) is not None:
@@ -151,7 +163,9 @@ def test_error_file_diagnostics_are_collected(tmp_path: Path) -> None:
 def test_the_deadline_stops_polling() -> None:
     """A job still running at the deadline is an error naming its last progress."""
     waits: list[float] = []
-    client = _client(lambda r: httpx.Response(202, headers={"Retry-After": "50", "X-Progress": "3%"}), waits)
+    client = _client(
+        lambda r: httpx.Response(202, headers={"Retry-After": "50", "X-Progress": "3%"}), waits
+    )
     with pytest.raises(BulkExportError, match="3%"):
         client.wait(STATUS, timeout_s=120)
     assert sum(waits) <= 120

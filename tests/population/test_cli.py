@@ -35,14 +35,26 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str
     src = _write(tmp / "in")
     out = tmp / "pop"
     built = _run(
-        ["build", "--ndjson", str(src), "--out", str(out), "--workers", "1", "--as-of", "2026-06-01"],
+        [
+            "build",
+            "--ndjson",
+            str(src),
+            "--out",
+            str(out),
+            "--workers",
+            "1",
+            "--as-of",
+            "2026-06-01",
+        ],
         env,
     )
     assert built.returncode == 0, built.stderr
     return out, env, built.stdout, built.stderr
 
 
-def test_build_prints_the_run_and_a_progress_line(built: tuple[Path, dict[str, str], str, str]) -> None:
+def test_build_prints_the_run_and_a_progress_line(
+    built: tuple[Path, dict[str, str], str, str],
+) -> None:
     """The run record goes to stdout; patients done / total, rate and ETA to stderr."""
     _, _, stdout, stderr = built
     record = json.loads(stdout)
@@ -55,16 +67,31 @@ def test_the_run_record_is_exported_from_the_audit_trail(
 ) -> None:
     """`twin-cds audit export --kind population-run` finds the build's record."""
     _, env, _, _ = built
-    audit = subprocess.run(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "cds_service.cli", "audit", "export", "--kind", "population-run",
-         "--format", "records"],
-        capture_output=True, text=True, env=env, timeout=60, check=True,
+    audit = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cds_service.cli",
+            "audit",
+            "export",
+            "--kind",
+            "population-run",
+            "--format",
+            "records",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=True,
     )
     (line,) = [ln for ln in audit.stdout.splitlines() if ln.strip()]
     assert json.loads(line)["body"]["counts"]["rows"] == len(PIDS)
 
 
-def test_report_is_a_static_page(built: tuple[Path, dict[str, str], str, str], tmp_path: Path) -> None:
+def test_report_is_a_static_page(
+    built: tuple[Path, dict[str, str], str, str], tmp_path: Path
+) -> None:
     """The report names the risk distribution and care gaps, with no script."""
     out, env, _, _ = built
     report = _run(["report", "--in", str(out), "--out", str(tmp_path / "r.html")], env)
@@ -77,7 +104,17 @@ def test_trial_on_the_table(built: tuple[Path, dict[str, str], str, str]) -> Non
     """Every patient has SBP 150 and a risk on the card: all treated, RR 0.8^2 = 0.64."""
     out, env, _, _ = built
     trial = _run(
-        ["trial", "--in", str(out), "--intervention", "sbp-130", "--format", "json", "--draws", "200"],
+        [
+            "trial",
+            "--in",
+            str(out),
+            "--intervention",
+            "sbp-130",
+            "--format",
+            "json",
+            "--draws",
+            "200",
+        ],
         env,
     )
     assert trial.returncode == 0, trial.stderr
@@ -92,7 +129,15 @@ def test_trial_refuses_an_unsafe_eligibility_expression(
     """--eligible with a function call is bad input (exit 2), never evaluated."""
     out, env, _, _ = built
     result = _run(
-        ["trial", "--in", str(out), "--intervention", "statin-high", "--eligible", "__import__('os')"],
+        [
+            "trial",
+            "--in",
+            str(out),
+            "--intervention",
+            "statin-high",
+            "--eligible",
+            "__import__('os')",
+        ],
         env,
     )
     assert result.returncode == 2 and "Call not allowed" in result.stderr

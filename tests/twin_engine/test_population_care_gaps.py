@@ -5,11 +5,10 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
+from tests.twin_engine.fhir import SNOMED, bundle, condition, med_request, obs, patient
 from twin_engine import build_twin_from_fhir, derive_features
 from twin_engine.derive import FeatureSet
 from twin_engine.population import care_gaps
-
-from tests.twin_engine.fhir import SNOMED, bundle, condition, med_request, obs, patient
 
 AS_OF = date(2026, 6, 1)
 RECENT = "2026-03-01T09:00:00Z"

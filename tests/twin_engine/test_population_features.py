@@ -46,7 +46,5 @@ def test_clinical_ascvd_history(
 )
 def test_statin_use(code: str | None, display: str, status: str, expected: float) -> None:
     """An active statin request counts; a stopped one and other classes do not."""
-    twin = build_twin_from_fhir(
-        bundle(patient(), med_request("m1", code, display, status=status))
-    )
+    twin = build_twin_from_fhir(bundle(patient(), med_request("m1", code, display, status=status)))
     assert derive_features(twin, date(2024, 1, 1)).get("statin").value == expected

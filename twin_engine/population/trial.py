@@ -150,7 +150,9 @@ def run_trial(
 ) -> TrialResult:
     """Expected events, ARR and NNT of giving ``intervention`` to every eligible patient."""
     if intervention not in INTERVENTIONS:
-        raise TrialError(f"unknown intervention {intervention!r}; one of {', '.join(INTERVENTIONS)}")
+        raise TrialError(
+            f"unknown intervention {intervention!r}; one of {', '.join(INTERVENTIONS)}"
+        )
     if draws < 0:
         raise TrialError(f"draws must be >= 0, got {draws}")
     excluded: Counter[str] = Counter()
