@@ -40,7 +40,12 @@ def _obs(oid: str, pid: str, code: str, value: float, unit: str, when: str) -> d
         "code": {"coding": [{"system": LOINC, "code": code}]},
         "subject": {"reference": f"Patient/{pid}"},
         "effectiveDateTime": when,
-        "valueQuantity": {"value": value, "unit": unit, "system": "http://unitsofmeasure.org", "code": unit},
+        "valueQuantity": {
+            "value": value,
+            "unit": unit,
+            "system": "http://unitsofmeasure.org",
+            "code": unit,
+        },
     }
 
 
@@ -74,7 +79,9 @@ def generate(directory: Path, count: int, seed: int = 7) -> int:
             _obs(f"{pid}-hdl", pid, "2085-9", max(20, rng.gauss(52, 14)), "mg/dL", when),
             _obs(f"{pid}-ldl", pid, "13457-7", max(40, rng.gauss(120, 35)), "mg/dL", when),
             _obs(f"{pid}-sbp", pid, "8480-6", rng.gauss(132, 17), "mm[Hg]", recent),
-            _obs(f"{pid}-egfr", pid, "98979-8", max(8, rng.gauss(82, 22)), "mL/min/{1.73_m2}", recent),
+            _obs(
+                f"{pid}-egfr", pid, "98979-8", max(8, rng.gauss(82, 22)), "mL/min/{1.73_m2}", recent
+            ),
             _obs(f"{pid}-bmi", pid, "39156-5", max(16, rng.gauss(28, 5)), "kg/m2", recent),
         ]
         if rng.random() < 0.4:
@@ -109,7 +116,9 @@ def generate(directory: Path, count: int, seed: int = 7) -> int:
                                 }
                             ]
                         },
-                        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "44054006"}]},
+                        "code": {
+                            "coding": [{"system": "http://snomed.info/sct", "code": "44054006"}]
+                        },
                         "subject": {"reference": f"Patient/{pid}"},
                         "onsetDateTime": "2018-01-01",
                     }

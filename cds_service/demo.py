@@ -545,6 +545,15 @@ def run_demo(
             f"curl -s -X POST {service.base_url}/cds-services/cardio-renal-risk "
             f"-H 'Content-Type: application/json' -d '{body}' | python3 -m json.tool\n"
         )
+        print("The whole panel's twins from the FHIR server's Bulk Data $export, on Dask:\n")
+        print(
+            f"TWIN_CDS_FHIR_SERVER_ALLOWLIST='[\"{fhir.base_url}\"]' twin-cds population build "
+            f"--bulk-export {fhir.base_url} --out {data_dir}/population\n"
+            f"twin-cds population report --in {data_dir}/population "
+            f"--out {data_dir}/population/report.html\n"
+            f"twin-cds population trial --in {data_dir}/population --intervention statin-moderate "
+            "--eligible 'prevent_risk_10y_ascvd >= 0.075'\n"
+        )
         print(
             "Authentication of CDS clients is OFF in this demo; production configures "
             "TWIN_CDS_CLIENTS and keeps TWIN_CDS_AUTH_REQUIRED=true."

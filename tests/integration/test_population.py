@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -275,3 +278,61 @@ def test_population_table_equals_the_patient_view_cards(
                     f"PREVENT 10-y CVD {pct(row['prevent_risk_10y_cvd'])}"
                 )
     assert shown >= 1
+
+
+def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "cds_service.cli", "population", "build", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_build_from_bulk_export_on_the_command_line(ehr: Ehr, tmp_path: Path) -> None:
+    """`population build --bulk-export` with a key file: the export, then the table, and
+    the run record names the server and its transactionTime."""
+    key = tmp_path / "key.pem"
+    key.write_bytes(PEM)
+    env = {
+        **os.environ,
+        "TWIN_CDS_DATA_DIR": str(tmp_path / "data"),
+        "TWIN_CDS_FHIR_SERVER_ALLOWLIST": json.dumps([ehr.base]),
+    }
+    args = [
+        "--bulk-export",
+        ehr.base,
+        "--group",
+        ehr.group_id,
+        "--client-id",
+        CLIENT_ID,
+        "--private-key",
+        str(key),
+        "--kid",
+        "pop1",
+        "--out",
+        str(tmp_path / "pop"),
+        "--workers",
+        "1",
+        "--quiet",
+    ]
+    done = _cli(args, env)
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    assert record["source"]["bulkExport"] == ehr.base
+    assert record["source"]["transactionTime"]
+    assert record["counts"]["rows"] == 2  # the group's two members
+
+
+def test_a_fhir_server_not_allowlisted_is_never_contacted(ehr: Ehr, tmp_path: Path) -> None:
+    """Without the server on TWIN_CDS_FHIR_SERVER_ALLOWLIST: exit 2, nothing exported."""
+    env = {
+        **os.environ,
+        "TWIN_CDS_DATA_DIR": str(tmp_path / "data"),
+        "TWIN_CDS_FHIR_SERVER_ALLOWLIST": "[]",
+    }
+    done = _cli(["--bulk-export", ehr.base, "--out", str(tmp_path / "pop")], env)
+    assert done.returncode == 2 and "allowlist" in done.stderr
+    assert not (tmp_path / "pop" / "export").exists()
