@@ -105,6 +105,9 @@ def cmd_build(args: argparse.Namespace) -> None:
     out = Path(args.out)
     inputs: list[Path]
     if args.ndjson:
+        for flag, value in (("--group", args.group), ("--since", args.since)):
+            if value:
+                _fail(EXIT_BAD_INPUT, f"{flag} applies to --bulk-export, not --ndjson")
         directory = Path(args.ndjson)
         if not directory.is_dir():
             _fail(EXIT_BAD_INPUT, f"--ndjson {directory} is not a directory")
