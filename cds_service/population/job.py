@@ -51,7 +51,7 @@ from cds_service.population.split import (
 
 #: Target input bytes per partition: a build task holds one partition's resources.
 PARTITION_BYTES: Final = 16 * 1024 * 1024
-SPLIT_FORMAT: Final = 1
+SPLIT_FORMAT: Final = 2
 
 
 class PopulationInputError(Exception):
@@ -246,6 +246,7 @@ def _split(client: Any, cfg: BuildConfig, work: Path, files: list[Path]) -> dict
         "bytes": total_bytes,
         "stats": stats.to_json(),
         "patientsByPartition": {str(k): v for k, v in sorted(stats.patients_by_partition.items())},
+        "written": dict(sorted(stats.written.items())),
         "seconds": time.perf_counter() - started,
     }
     _write_json(marker, result)
@@ -253,18 +254,13 @@ def _split(client: Any, cfg: BuildConfig, work: Path, files: list[Path]) -> dict
     return result
 
 
-def _partition_digest(part_dir: Path, cfg: BuildConfig, models: list[dict[str, str]]) -> str:
-    files = (
-        [(p.name, p.stat().st_size) for p in sorted(part_dir.glob("*.ndjson"))]
-        if part_dir.is_dir()
-        else []
-    )
-    shared = part_dir.parent / "shared"
-    shared_files = (
-        [(p.name, p.stat().st_size) for p in sorted(shared.glob("*.ndjson"))]
-        if shared.is_dir()
-        else []
-    )
+def _partition_digest(
+    partition: int, written: dict[str, str], cfg: BuildConfig, models: list[dict[str, str]]
+) -> str:
+    """What a partition's rows depend on: its files' content, the date, the models."""
+    prefix = f"p{partition:05d}/"
+    files = sorted((k, v) for k, v in written.items() if k.startswith(prefix))
+    shared_files = sorted((k, v) for k, v in written.items() if k.startswith("shared/"))
     return _digest(
         {
             "files": files,
@@ -340,15 +336,16 @@ def run_build(
             "workers": len(info.get("workers", {})),
         }
         split = _split(dc, cfg, work, files)
-        body["split"] = {k: v for k, v in split.items() if k not in ("key", "patientsByPartition")}
+        body["split"] = {
+            k: v for k, v in split.items() if k not in ("key", "patientsByPartition", "written")
+        }
         partitions = int(split["partitions"])
         parts = work / "parts"
         todo: list[tuple[int, str]] = []
         sidecars: list[dict[str, Any]] = []
         reused = 0
         for k in range(partitions):
-            part_dir = parts / f"p{k:05d}"
-            digest = _partition_digest(part_dir, cfg, models)
+            digest = _partition_digest(k, split["written"], cfg, models)
             sidecar_path = work / "done" / f"part-{k:05d}.json"
             if sidecar_path.is_file() and (table_dir / f"part-{k:05d}.parquet").is_file():
                 sidecar = json.loads(sidecar_path.read_text())

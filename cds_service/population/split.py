@@ -13,6 +13,7 @@ prescriptions that reference it).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import zlib
 from collections import Counter, defaultdict
@@ -51,6 +52,8 @@ class SplitStats:
     malformed: int = 0
     malformed_named: list[str] = field(default_factory=list)
     no_patient: Counter[str] = field(default_factory=Counter)
+    #: "pNNNNN/file.ndjson" (or "shared/...") -> sha256 of the file written.
+    written: dict[str, str] = field(default_factory=dict)
 
     def add(self, other: SplitStats) -> None:
         self.lines += other.lines
@@ -60,6 +63,7 @@ class SplitStats:
         room = MAX_NAMED - len(self.malformed_named)
         self.malformed_named.extend(other.malformed_named[: max(0, room)])
         self.no_patient.update(other.no_patient)
+        self.written.update(other.written)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -169,7 +173,9 @@ def split_chunk(chunk: Chunk, parts_dir: str, partitions: int) -> SplitStats:
         target = Path(parts_dir) / part
         target.mkdir(parents=True, exist_ok=True)
         tmp = target / f".{out_name}.tmp"
+        data = b"\n".join(lines) + b"\n"
         with tmp.open("wb") as f:
-            f.write(b"\n".join(lines) + b"\n")
+            f.write(data)
         os.replace(tmp, target / out_name)
+        stats.written[f"{part}/{out_name}"] = hashlib.sha256(data).hexdigest()
     return stats

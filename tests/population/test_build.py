@@ -173,3 +173,18 @@ def test_an_out_directory_of_another_date_is_refused(dask: Any, tmp_path: Path) 
     later = BuildConfig(inputs=(src,), out=tmp_path / "out", as_of=date(2026, 7, 1), progress=False)
     with pytest.raises(job.PopulationInputError, match="as of 2026-06-01"):
         run_build(later, client=dask)
+
+
+def test_an_input_edited_in_place_is_rebuilt(dask: Any, tmp_path: Path) -> None:
+    """A value changed in an input file (same size) reaches the table on the rerun."""
+    src = _write(tmp_path / "in")
+    run_build(_config((src,), tmp_path / "out"), client=dask)
+    path = src / "Observation.ndjson"
+    text = path.read_text()
+    value_at = text.index('"value": 150', text.index('"pt3-sbp"'))
+    path.write_text(text[:value_at] + '"value": 128' + text[value_at + len('"value": 150') :])
+    assert path.stat().st_size == len(text.encode())
+    again = run_build(_config((src,), tmp_path / "out"), client=dask)
+    rows = {r["patient_id"]: r for r in pq.read_table(tmp_path / "out" / "table").to_pylist()}
+    assert rows["pt3"]["sbp_mm_hg"] == 128
+    assert again.record["partitions"]["built"] == 1
