@@ -7,7 +7,8 @@ patient at ~30 ms each, too slow to make 100k patients here), then runs
 measured in this one run:
 
 - cost per patient (cold: a new output directory; warm: the rerun that finds every
-  partition done), wall time and the workers' task seconds, beside the same twins
+  partition done): wall time, the workers' task seconds, and the tasks' own CPU seconds
+  (the measure other load on a shared machine does not inflate), beside the same twins
   and models built in one plain loop in this process (the bare work, no Dask, no I/O);
 - peak memory (max RSS) per worker process;
 - the speed-up of the same build from 1 to 2 workers (at the size given by
@@ -201,6 +202,12 @@ def _build(src: Path, out: Path, workers: int) -> tuple[dict[str, Any], float, f
     return cold.record, t1 - t0, t2 - t1
 
 
+def _task_cpu_s(out: Path) -> float:
+    return sum(
+        json.loads(p.read_text())["cpuSeconds"] for p in (out / "work" / "done").glob("*.json")
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--sizes", default="1000,10000")
@@ -213,7 +220,8 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="population-bench-"))
     print(f"population build, {args.workers} workers (LocalCluster, 1 thread each); as of {AS_OF}")
     print(
-        f"{'patients':>9} {'MB in':>7} {'cold ms/pt':>10} {'task ms/pt':>10} {'warm ms/pt':>10} "
+        f"{'patients':>9} {'MB in':>7} {'cold ms/pt':>10} {'task ms/pt':>10} {'cpu ms/pt':>9} "
+        f"{'warm ms/pt':>10} "
         f"{'bare ms/pt':>10} {'cold/bare':>9} {'peak MB/worker':>14}"
     )
     results: dict[int, dict[str, float]] = {}
@@ -223,34 +231,45 @@ def main() -> None:
             size = generate(src, n)
             record, cold_s, warm_s = _build(src, root / f"out-{n}-{args.workers}", args.workers)
             patients = record["counts"]["rows"]
-            task_s = sum(
-                json.loads(p.read_text())["seconds"]
+            sidecars = [
+                json.loads(p.read_text())
                 for p in (root / f"out-{n}-{args.workers}" / "work" / "done").glob("*.json")
-            )
+            ]
+            task_s = sum(s["seconds"] for s in sidecars)
+            cpu_s = sum(s["cpuSeconds"] for s in sidecars)
             bare = _bare_per_patient_s(src, min(n, 2000))
             cold_pp = cold_s / patients
-            results[n] = {"cold": cold_pp, "peak": record["workerPeakRssMb"]}
+            results[n] = {
+                "cold": cold_pp,
+                "cpu": cpu_s / patients,
+                "peak": record["workerPeakRssMb"],
+            }
             print(
                 f"{patients:>9} {size / 1e6:>7.1f} {1e3 * cold_pp:>10.2f} "
-                f"{1e3 * task_s / patients:>10.2f} {1e3 * warm_s / patients:>10.3f} "
+                f"{1e3 * task_s / patients:>10.2f} {1e3 * cpu_s / patients:>9.2f} "
+                f"{1e3 * warm_s / patients:>10.3f} "
                 f"{1e3 * bare:>10.2f} {cold_pp / bare:>9.2f} {record['workerPeakRssMb']:>14.0f}",
                 flush=True,
             )
         if len(sizes) > 1:
             lo, hi = min(sizes), max(sizes)
+            wall = results[hi]["cold"] / results[lo]["cold"]
+            cpu_ratio = results[hi]["cpu"] / results[lo]["cpu"]
+            peak = results[hi]["peak"] / results[lo]["peak"]
             print(
-                f"cost per patient {hi} vs {lo}: {results[hi]['cold'] / results[lo]['cold']:.2f}x "
-                f"(goal: within 1.2x); peak memory per worker "
-                f"{results[hi]['peak'] / results[lo]['peak']:.2f}x"
+                f"cost per patient {hi} vs {lo}: wall {wall:.2f}x, task CPU {cpu_ratio:.2f}x "
+                f"(goal: within 1.2x); peak memory per worker {peak:.2f}x"
             )
         src = root / f"in-{speedup_size}"
         if not src.is_dir():
             generate(src, speedup_size)
         _, one, _ = _build(src, root / f"out-{speedup_size}-1w", 1)
         _, two, _ = _build(src, root / f"out-{speedup_size}-2w", 2)
+        cpu = {w: _task_cpu_s(root / f"out-{speedup_size}-{w}w") for w in (1, 2)}
         print(
             f"speed-up 1 -> 2 workers at {speedup_size} patients: {one:.1f} s -> {two:.1f} s = "
-            f"{one / two:.2f}x (goal: >= 1.7x)"
+            f"{one / two:.2f}x (goal: >= 1.7x); the tasks' CPU {cpu[1]:.1f} s and {cpu[2]:.1f} s, "
+            f"so 2 workers got {cpu[2] / two:.2f} of this machine's cores"
         )
     finally:
         if not args.keep:
