@@ -642,12 +642,15 @@ class ChainedAuditLog(ABC):
 
     def record_population_run(self, body: dict[str, Any]) -> StoredAuditRecord:
         """Append one population build: its inputs, models, counts and timing (no rows)."""
-        with self._write() as tx:
+
+        def work(tx: Tx) -> StoredAuditRecord:
             rec = self._append(
                 tx, "population-run", body, {"status": str(body.get("status") or "")}
             )
             self._maybe_checkpoint(tx, rec)
-        return rec
+            return rec
+
+        return self._transaction(work)
 
     def checkpoint(self) -> StoredAuditRecord:
         """Sign the chain as it is now (on demand)."""
