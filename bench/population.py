@@ -158,7 +158,7 @@ def generate(directory: Path, count: int, seed: int = 7) -> int:
 
 def _bare_per_patient_s(directory: Path, sample: int) -> float:
     """The same work in one plain loop: read, twin, features, the service's models."""
-    from cds_service.cardio_renal import cardio_renal_assessments
+    from cds_service.patient_view import patient_view
     from cds_service.population.rows import worker_registry
     from cds_service.population.split import patient_id_of
     from twin_engine import build_twin_from_fhir, derive_features
@@ -176,7 +176,7 @@ def _bare_per_patient_s(directory: Path, sample: int) -> float:
     for pid, resources in by_patient.items():
         twin = build_twin_from_fhir(resources, patient_id=pid)
         features = derive_features(twin, AS_OF)
-        cardio_renal_assessments(registry, features, deceased=twin.demographics.deceased)
+        patient_view(registry, twin, features)
     return (time.perf_counter() - started) / len(by_patient)
 
 

@@ -2,11 +2,12 @@
 
 Each patient's resources go through the one FHIR reader (``build_twin_from_fhir``),
 their features are derived as of the run's date (``derive_features``), and the models
-are run by the cardio-renal service's own assessment entry point
-(``cardio_renal_assessments``, with the service's exclusions and the deployment's
-KFRE calibration), so a patient's numbers in the table are the numbers its
-patient-view cards show, by construction: whatever rule the service applies, the
-table applies too. Care gaps come from ``twin_engine.population.care_gaps``.
+and clinical rules run through the patient-view services' own entry point
+(``patient_view``: the clinical state, every applicability rule, the model runs, the
+statin decision; with the deployment's KFRE calibration), so a patient's numbers in
+the table are the numbers its patient-view cards show, by construction: whatever rule
+the services apply, the table applies too. Care gaps come from
+``twin_engine.population.care_gaps`` on the same statin decision.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ import orjson
 import pyarrow as pa
 
 from cds_service.assess import Assessment
-from cds_service.cardio_renal import _lab_blockers, cardio_renal_assessments
-from cds_service.services import CARDIO_RENAL_RISK
+from cds_service.guideline_cards import outside_ages
+from cds_service.patient_view import PatientView, patient_view
 from onnx_models.registry import ModelRegistry
 from twin_engine import build_twin_from_fhir, derive_features
 from twin_engine.derive import FeatureSet
@@ -32,12 +33,6 @@ from twin_engine.population.care_gaps import care_gaps
 
 #: Model slots of the table: (column prefix, how to find the run).
 SLOTS: Final = ("prevent", "prevent_30y", "pce", "kfre")
-#: The laboratory inputs whose absence or staleness makes the card order them instead
-#: of showing a number (cds_service.cardio_renal._prevent_card / _kfre_card).
-CARD_LABS: Final[dict[str, tuple[str, ...]]] = {
-    "prevent": ("total_cholesterol_mg_dl", "hdl_cholesterol_mg_dl", "egfr_ml_min_1_73m2"),
-    "kfre": ("egfr_ml_min_1_73m2", "uacr_mg_g"),
-}
 #: Clinical state columns: feature name -> column (usable values only, else null).
 VALUE_COLUMNS: Final = {
     "age_years": "age_years",
@@ -85,7 +80,13 @@ def table_schema(registry: ModelRegistry, kfre_model: str) -> pa.Schema:
     ]
     fields += [pa.field(c, pa.float64()) for c in VALUE_COLUMNS.values()]
     fields += [pa.field(c, pa.bool_()) for c in FLAG_COLUMNS.values()]
-    fields += [pa.field("ckd", pa.bool_())]
+    fields += [pa.field("ckd", pa.bool_()), pa.field("aki", pa.bool_())]
+    fields += [
+        pa.field("ckd_category", pa.string()),
+        pa.field("statin_group", pa.string()),
+        pa.field("statin_decision", pa.string()),
+        pa.field("statin_indicated_intensity", pa.string()),
+    ]
     fields += [pa.field(f"{slot}_status", pa.string()) for slot in SLOTS]
     fields += [pa.field(f"{slot}_shown", pa.bool_()) for slot in ("prevent", "kfre")]
     fields += [pa.field(c, pa.float64()) for c in output_columns(registry, kfre_model)]
@@ -132,9 +133,37 @@ def _usable(features: FeatureSet, name: str) -> float | None:
     return f.value if f.usable else None
 
 
-def _shown(a: Assessment | None, slot: str) -> bool:
-    """The card shows this model's number (computed, no lab missing or stale)."""
-    return a is not None and a.status == "computed" and not _lab_blockers(a, CARD_LABS[slot])
+def _prevent_shown(view: PatientView) -> bool:
+    """The cardio-renal card shows the PREVENT number (cds_service.guideline_cards)."""
+    p = view.prevent
+    return (
+        p is not None
+        and not view.deceased
+        and view.state.aki is None
+        and view.prevent_excluded is None
+        and p.status == "computed"
+        and not outside_ages(view, p)
+        and not view.lab_blockers(p)
+    )
+
+
+def _ckd_category(view: PatientView) -> str | None:
+    """KDIGO 'G3a A2' when the kidney abnormality is chronic (> 3 months), else None."""
+    k = view.state.kidney
+    if not k.chronic or k.g_category is None:
+        return None
+    return f"{k.g_category} {k.a_category}" if k.a_category else k.g_category
+
+
+def _kfre_shown(view: PatientView) -> bool:
+    k = view.kfre
+    return (
+        k is not None
+        and not view.deceased
+        and view.state.aki is None
+        and k.status == "computed"
+        and not view.lab_blockers(k)
+    )
 
 
 def patient_row(
@@ -148,21 +177,15 @@ def patient_row(
     """One patient's row, built exactly as the patient-view hook builds its cards."""
     twin = build_twin_from_fhir(resources, patient_id=patient_id)
     features = derive_features(twin, as_of)
-    runs = cardio_renal_assessments(
-        registry,
-        features,
-        deceased=twin.demographics.deceased,
-        kfre_model=kfre_model,
-        excluded_by=CARDIO_RENAL_RISK.excluded_by,
-    )
+    view = patient_view(registry, twin, features, kfre_model=kfre_model, with_prevent=True)
     by_slot: dict[str, Assessment | None] = {
-        "prevent": runs.prevent,
-        "prevent_30y": runs.prevent_30y,
-        "pce": runs.pce,
-        "kfre": runs.kfre,
+        "prevent": view.prevent,
+        "prevent_30y": view.prevent_30y,
+        "pce": view.pce,
+        "kfre": view.kfre,
     }
-    pce_risk = runs.pce.outputs.get("risk_10y_ascvd") if runs.pce.status == "computed" else None
-    gaps = care_gaps(features, pce_risk)
+    runs = tuple(a for a in by_slot.values() if a is not None)
+    gaps = care_gaps(features, view.advice)
     row: dict[str, Any] = {
         "patient_id": twin.patient_id,
         "twin_hash": twin.content_hash(),
@@ -175,10 +198,15 @@ def patient_row(
         row[column] = features.get(name).value == 1.0
     egfr, uacr = row["egfr_ml_min_1_73m2"], row["uacr_mg_g"]
     row["ckd"] = (egfr is not None and egfr < 60.0) or (uacr is not None and uacr >= 30.0)
+    row["aki"] = view.state.aki is not None
+    row["ckd_category"] = _ckd_category(view)
+    row["statin_group"] = view.advice.group
+    row["statin_decision"] = view.advice.decision
+    row["statin_indicated_intensity"] = view.advice.indicated
     for slot, a in by_slot.items():
         row[f"{slot}_status"] = a.status if a is not None else "not-run"
-    row["prevent_shown"] = _shown(runs.prevent, "prevent")
-    row["kfre_shown"] = _shown(runs.kfre, "kfre")
+    row["prevent_shown"] = _prevent_shown(view)
+    row["kfre_shown"] = _kfre_shown(view)
     for column, (slot, output) in columns.items():
         a = by_slot[slot]
         row[column] = a.outputs.get(output) if a is not None and a.status == "computed" else None
@@ -187,9 +215,9 @@ def patient_row(
     ]
     row["care_gaps"] = [g.kind for g in gaps]
     row["care_gap_reasons"] = [g.reason for g in gaps]
-    row["stale_inputs"] = sorted({i.name for a in runs.all() for i in a.stale})
+    row["stale_inputs"] = sorted({i.name for a in runs for i in a.stale})
     problems = [f"{i.resource_type}/{i.resource_id or '?'}: {i.reason}" for i in twin.issues]
-    problems += [p for a in runs.all() if a.status != "not-applicable" for p in a.problems]
+    problems += [p for a in runs if a.status != "not-applicable" for p in a.problems]
     row["data_problems"] = problems
     return row
 

@@ -275,7 +275,7 @@ def test_population_table_equals_the_patient_view_cards(
             if row["prevent_shown"]:
                 shown += 1
                 assert cards[0]["summary"].startswith(
-                    f"PREVENT 10-y CVD {pct(row['prevent_risk_10y_cvd'])}"
+                    f"10-year cardiovascular risk {pct(row['prevent_risk_10y_cvd'])} (PREVENT)"
                 )
     assert shown >= 1
 

@@ -3,8 +3,10 @@
 A care gap is something a care-management team can act on for a patient of a panel:
 a therapy the guideline indicates and the record does not show, or a test the
 guideline asks for that is missing or overdue. Each rule reads only the twin's
-derived features as of the run's date (and, for the statin rule, the 10-year ASCVD
-risk the service computed on the same twin), and says why in one line.
+derived features as of the run's date, and the statin rules read the 2018 AHA/ACC
+decision the cards make (``twin_engine.clinical.guidelines.statin_advice``: benefit
+groups, untreated risk tier, current statin and its intensity), so the gap list and
+the cards cannot disagree; each gap says why in one line.
 
 These are population-level flags for outreach, not orders: a patient may have a
 documented reason (intolerance, shared decision) that the FHIR data does not carry.
@@ -16,11 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from twin_engine.clinical.guidelines import StatinAdvice
 from twin_engine.derive import FeatureSet
 from twin_engine.features import Feature
 
 GapKind = Literal[
     "statin-indicated-not-on-statin",
+    "statin-below-indicated-intensity",
     "ckd-without-uacr",
     "lipids-overdue",
     "kidney-function-overdue",
@@ -28,23 +32,13 @@ GapKind = Literal[
 ]
 GAP_KINDS: Final[tuple[GapKind, ...]] = (
     "statin-indicated-not-on-statin",
+    "statin-below-indicated-intensity",
     "ckd-without-uacr",
     "lipids-overdue",
     "kidney-function-overdue",
     "hba1c-overdue",
 )
 
-# 2018 AHA/ACC cholesterol guideline (Grundy et al., Circulation 2019;139:e1082):
-#: section 4.2, rec. 1: primary severe hypercholesterolaemia, LDL-C >= 190 mg/dL, ages 20-75.
-SEVERE_LDL_MG_DL: Final = 190.0
-SEVERE_LDL_AGE_YEARS: Final = (20.0, 75.0)
-#: section 4.3, rec. 1: diabetes mellitus, ages 40-75 (moderate-intensity statin).
-DIABETES_AGE_YEARS: Final = (40.0, 75.0)
-#: section 4.4.1, rec. 5 and Figure 2: primary prevention, ages 40-75, LDL-C 70-189 mg/dL,
-#: 10-year ASCVD risk (Pooled Cohort Equations) >= 7.5% (intermediate or high risk).
-PRIMARY_PREVENTION_AGE_YEARS: Final = (40.0, 75.0)
-PRIMARY_PREVENTION_LDL_MG_DL: Final = (70.0, 189.0)
-PRIMARY_PREVENTION_RISK: Final = 0.075
 #: CKD by eGFR < 60 mL/min/1.73 m2 (G3a-G5; KDIGO 2024, Kidney Int 2024;105(4S):S117,
 #: chapter 1); KDIGO 2012 rec. 2.1.3 (Kidney Int Suppl 2013;3:1): assess GFR and
 #: albuminuria at least annually in CKD, so a UACR older than a year is a gap.
@@ -74,42 +68,29 @@ def _flag(features: FeatureSet, name: str) -> bool:
     return features.get(name).value == 1.0
 
 
-def statin_benefit_group(features: FeatureSet, pce_risk_10y_ascvd: float | None) -> str | None:
-    """The 2018 AHA/ACC statin benefit group the patient is in, or None."""
-    age = _value(features.get("age_years"))
-    ldl = _value(features.get("ldl_cholesterol_mg_dl"))
-    if _flag(features, "clinical_ascvd"):
-        return "clinical ASCVD (secondary prevention, Grundy 2019 section 4.1)"
-    if ldl is not None and ldl >= SEVERE_LDL_MG_DL and _between(age, SEVERE_LDL_AGE_YEARS):
-        return f"LDL-C {ldl:.0f} mg/dL >= 190 (Grundy 2019 section 4.2)"
-    if _flag(features, "diabetes") and _between(age, DIABETES_AGE_YEARS):
-        return "diabetes, age 40-75 (Grundy 2019 section 4.3)"
-    if (
-        _between(age, PRIMARY_PREVENTION_AGE_YEARS)
-        and _between(ldl, PRIMARY_PREVENTION_LDL_MG_DL)
-        and pce_risk_10y_ascvd is not None
-        and pce_risk_10y_ascvd >= PRIMARY_PREVENTION_RISK
-    ):
-        return (
-            f"10-year ASCVD risk {100 * pce_risk_10y_ascvd:.1f}% >= 7.5%, age 40-75, "
-            "LDL-C 70-189 mg/dL (Grundy 2019 section 4.4.1)"
-        )
-    return None
-
-
-def statin_indicated_not_on_statin(
-    features: FeatureSet, pce_risk_10y_ascvd: float | None
-) -> CareGap | None:
-    """In a statin benefit group (2018 AHA/ACC) and no active statin on the record."""
-    if _flag(features, "statin"):
+def statin_indicated_not_on_statin(features: FeatureSet, advice: StatinAdvice) -> CareGap | None:
+    """The 2018 AHA/ACC decision (the cards' own, ``statin_advice``) is to start a statin."""
+    if advice.decision != "start":
         return None
-    group = statin_benefit_group(features, pce_risk_10y_ascvd)
-    if group is None:
+    intensity = f"{advice.indicated} intensity; " if advice.indicated else ""
+    return CareGap(
+        "statin-indicated-not-on-statin",
+        f"statin benefit group {advice.group}: {advice.why}; {intensity}no statin on record",
+    )
+
+
+def statin_below_indicated_intensity(features: FeatureSet, advice: StatinAdvice) -> CareGap | None:
+    """On a statin of lower intensity than the benefit group indicates (Grundy 2019)."""
+    if advice.decision != "intensify":
         return None
-    return CareGap("statin-indicated-not-on-statin", f"statin benefit group: {group}; no statin")
+    return CareGap(
+        "statin-below-indicated-intensity",
+        f"statin benefit group {advice.group}: {advice.why}; "
+        f"{advice.indicated} intensity indicated",
+    )
 
 
-def ckd_without_uacr(features: FeatureSet, _risk: float | None = None) -> CareGap | None:
+def ckd_without_uacr(features: FeatureSet, _advice: StatinAdvice) -> CareGap | None:
     """eGFR < 60 and no urine albumin-creatinine ratio in the last year (KDIGO 2012 2.1.3)."""
     egfr = _value(features.get("egfr_ml_min_1_73m2"))
     if egfr is None or egfr >= CKD_EGFR_BELOW:
@@ -132,7 +113,7 @@ def _overdue(f: Feature) -> str | None:
     return f"latest unusable ({f.quality})"
 
 
-def lipids_overdue(features: FeatureSet, _risk: float | None = None) -> CareGap | None:
+def lipids_overdue(features: FeatureSet, _advice: StatinAdvice) -> CareGap | None:
     """Age 40-75 and no lipid panel in 5 years (Grundy 2019: reassess every 4-6 years)."""
     if not _between(_value(features.get("age_years")), LIPID_SCREEN_AGE_YEARS):
         return None
@@ -142,7 +123,7 @@ def lipids_overdue(features: FeatureSet, _risk: float | None = None) -> CareGap 
     return None if when is None else CareGap("lipids-overdue", f"lipid panel overdue ({when})")
 
 
-def kidney_function_overdue(features: FeatureSet, _risk: float | None = None) -> CareGap | None:
+def kidney_function_overdue(features: FeatureSet, _advice: StatinAdvice) -> CareGap | None:
     """Diabetes or CKD and no creatinine in a year (KDIGO 2012 rec. 2.1.3; ADA 2024 11.1a)."""
     egfr = features.get("egfr_ml_min_1_73m2")
     ckd = egfr.usable and egfr.value is not None and egfr.value < CKD_EGFR_BELOW
@@ -152,7 +133,7 @@ def kidney_function_overdue(features: FeatureSet, _risk: float | None = None) ->
     return None if when is None else CareGap("kidney-function-overdue", f"creatinine ({when})")
 
 
-def hba1c_overdue(features: FeatureSet, _risk: float | None = None) -> CareGap | None:
+def hba1c_overdue(features: FeatureSet, _advice: StatinAdvice) -> CareGap | None:
     """Diabetes and no HbA1c in a year (ADA Standards of Care 2024, rec. 6.1)."""
     if not _flag(features, "diabetes"):
         return None
@@ -160,8 +141,9 @@ def hba1c_overdue(features: FeatureSet, _risk: float | None = None) -> CareGap |
     return None if when is None else CareGap("hba1c-overdue", f"HbA1c ({when})")
 
 
-RULES: Final[tuple[Callable[[FeatureSet, float | None], CareGap | None], ...]] = (
+RULES: Final[tuple[Callable[[FeatureSet, StatinAdvice], CareGap | None], ...]] = (
     statin_indicated_not_on_statin,
+    statin_below_indicated_intensity,
     ckd_without_uacr,
     lipids_overdue,
     kidney_function_overdue,
@@ -169,6 +151,6 @@ RULES: Final[tuple[Callable[[FeatureSet, float | None], CareGap | None], ...]] =
 )
 
 
-def care_gaps(features: FeatureSet, pce_risk_10y_ascvd: float | None) -> tuple[CareGap, ...]:
+def care_gaps(features: FeatureSet, advice: StatinAdvice) -> tuple[CareGap, ...]:
     """Every rule's gap for this patient, in rule order."""
-    return tuple(g for rule in RULES if (g := rule(features, pce_risk_10y_ascvd)) is not None)
+    return tuple(g for rule in RULES if (g := rule(features, advice)) is not None)
