@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from cds_service.audit import AuditEntry, open_audit_log
 from cds_service.audit_api import router as audit_router
+from cds_service.audit_replay import ModelArchive, archive_served
 from cds_service.auth import (
     ClientVerifier,
     JtiCache,
@@ -100,6 +101,9 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     )
     # The PK model the settings name is loaded now: a missing file fails the start.
     simulator_for(settings.vancomycin_model)
+    # Every model file served is kept by its sha256, so old records stay replayable
+    # after the models are upgraded (twin-cds audit replay).
+    archive_served(ModelArchive(settings.model_archive_dir), registry, [settings.vancomycin_model])
     loaded = set(registry.ids())
     offered = {sid: s for sid, s in SERVICES.items() if set(s.required_models) <= loaded}
     for sid in SERVICES.keys() - offered.keys():

@@ -179,6 +179,10 @@ class AuditEntry:
     # Exact Shapley contributions to the primary output: {feature, value,
     # baselineValue, contribution} each (see ``explanation_for_audit``).
     explanation: tuple[dict[str, Any], ...] = ()
+    #: What replay needs beyond the twin and the models (the day the features were
+    #: derived, the deployment settings the cards depend on, the PK history); its
+    #: contract is ``cds_service.audit_replay``'s. Absent from the record when None.
+    replay_basis: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -227,6 +231,7 @@ class AuditEntry:
             "dataProblems": list(self.data_problems),
             "cards": list(self.cards),
             "error": self.error,
+            **({"replayBasis": self.replay_basis} if self.replay_basis is not None else {}),
         }
 
 
@@ -261,7 +266,7 @@ class AuditorRead:
     auditor_iss: str
     auditor_sub: str
     token_jti: str | None
-    action: Literal["query", "record", "export", "verify"]
+    action: Literal["query", "record", "export", "verify", "replay", "stats", "selfcheck"]
     query: dict[str, Any]
     returned: int
     seqs: tuple[int, ...] = ()

@@ -21,6 +21,7 @@ from cds_service.audit import (
     ModelUse,
     explanation_for_audit,
 )
+from cds_service.audit_replay import dosing_basis, risk_basis
 from cds_service.auth import VerifiedClient
 from cds_service.cards import Card, CdsResponse, Link
 from cds_service.errors import DataUnavailable, TooMuchData
@@ -88,6 +89,7 @@ def _run_models(
     twin: Twin,
     request: HookRequest,
     data: GatheredData,
+    as_of: datetime,
 ) -> Outcome:
     link = app_link(service, rt.settings.app_launch_url, patient_id, twin_version)
     if service.kind == "vancomycin":
@@ -100,7 +102,7 @@ def _run_models(
         dosing = dosing_cards(
             list(data.resources),
             request.context.model_dump(),
-            as_of=datetime.now(UTC),
+            as_of=as_of,
             model_id=rt.settings.vancomycin_model,
             link=simulator_link,
         )
@@ -232,9 +234,12 @@ def _answer(call: _Call, data: GatheredData) -> CdsResponse:
         # twin is keyed by tenant (or issuer) too, so two EHRs' patient "123" never mix.
         twin_key = store_key(call.entry.client_tenant or call.entry.client_iss, twin.patient_id)
         version = rt.twins.save(twin, key=twin_key)
-        features = derive_features(twin, rt.today())
+        # One "now" and one "today" per call, both on the record, so replay derives the
+        # same features and fits the same PK history as the call did.
+        as_of, today = datetime.now(UTC), rt.today()
+        features = derive_features(twin, today)
         outcome = _run_models(
-            service, rt, twin.patient_id, version.version, features, twin, request, data
+            service, rt, twin.patient_id, version.version, features, twin, request, data, as_of
         )
     except Exception as exc:
         call.fail("error", type(exc).__name__, data)
@@ -258,6 +263,13 @@ def _answer(call: _Call, data: GatheredData) -> CdsResponse:
                 outputs=_dosing_outputs(outcome.dosing),
                 data_problems=data.problems
                 + ((outcome.dosing.problem,) if outcome.dosing.problem else ()),
+                replay_basis=dosing_basis(
+                    list(data.resources),
+                    request.context.model_dump(),
+                    as_of=as_of,
+                    model_id=rt.settings.vancomycin_model,
+                    launch_url=rt.settings.app_launch_url,
+                ),
             )
         )
         return response
@@ -275,6 +287,9 @@ def _answer(call: _Call, data: GatheredData) -> CdsResponse:
             explanation=explanation_for_audit(primary.factors),
             missing=tuple(n.name for n in primary.not_used),
             data_problems=data.problems + tuple(p for a in outcome.assessments for p in a.problems),
+            replay_basis=risk_basis(
+                today, launch_url=rt.settings.app_launch_url, kfre_model=rt.settings.kfre_model
+            ),
         )
     )
     return response

@@ -211,6 +211,11 @@ class Settings(BaseSettings):
         return self.data_dir / "audit.sqlite"
 
     @property
+    def model_archive_dir(self) -> Path:
+        """Every model file ever served, by sha256 (audit replay reads old records' models)."""
+        return self.data_dir / "model-archive"
+
+    @property
     def audit_audience(self) -> str:
         return self.public_base_url.rstrip("/") + "/audit"
 

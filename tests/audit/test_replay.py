@@ -1,0 +1,248 @@
+"""Replay: every record the real service writes rebuilds byte for byte, or says why not."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from cds_service.app import create_app, open_twin_store
+from cds_service.audit import SqliteAuditLog, StoredAuditRecord
+from cds_service.audit_replay import (
+    ModelArchive,
+    ReplayReport,
+    installed_shas,
+    replay_record,
+)
+from cds_service.settings import Settings
+from onnx_models.registry import ModelRegistry
+from tests.conftest import hook_request, prefetch_from_bundle
+from tests.pk.fhir import base_record
+
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+#: A fixed day (after the demo data) for the risk calls: replay must use the recorded day.
+FIXED_TODAY = date(2026, 6, 1)
+
+
+def _searchset(resources: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "entry": [{"resource": r} for r in resources],
+    }
+
+
+def _draft(dose_mg: float, every_h: float, drug: str = "11124") -> dict[str, Any]:
+    return {
+        "resourceType": "MedicationRequest",
+        "id": "draft-1",
+        "status": "draft",
+        "intent": "order",
+        "subject": {"reference": "Patient/p1"},
+        "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": drug}]},
+        "dosageInstruction": [
+            {
+                "timing": {"repeat": {"frequency": 1, "period": every_h, "periodUnit": "h"}},
+                "doseAndRate": [{"doseQuantity": {"value": dose_mg, "unit": "mg", "code": "mg"}}],
+            }
+        ],
+    }
+
+
+def _dosing_call(n: int, draft: dict[str, Any], *, dialysis: bool | None) -> dict[str, Any]:
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for r in base_record(dialysis=dialysis):
+        by_type.setdefault(r["resourceType"], []).append(r)
+    context: dict[str, Any] = {
+        "userId": "Practitioner/1",
+        "patientId": "p1",
+        "draftOrders": {
+            "resourceType": "Bundle",
+            "type": "collection",
+            "entry": [{"resource": draft}],
+        },
+    }
+    return {
+        "hook": "order-sign",
+        "hookInstance": f"dose-{n}",
+        "context": context,
+        "prefetch": {
+            "patient": by_type["Patient"][0],
+            "observations": _searchset(by_type.get("Observation", [])),
+            "administrations": _searchset(by_type.get("MedicationAdministration", [])),
+            "medications": _searchset([]),
+            "conditions": _searchset(by_type.get("Condition", [])),
+            "procedures": None,
+        },
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class Trail:
+    settings: Settings
+    records: list[StoredAuditRecord]
+
+
+@pytest.fixture(scope="module")
+def trail(
+    tmp_path_factory: pytest.TempPathFactory, demo_bundles: list[dict[str, Any]]
+) -> Iterator[Trail]:
+    """Risk (two services), dosing (fitted, off target), no-card, dosing-problem and error
+    records, written by the real service."""
+    data = tmp_path_factory.mktemp("replay") / "data"
+    settings = Settings(data_dir=data, auth_required=False)
+    with TestClient(create_app(settings)) as c:
+        c.app.state.runtime = dataclasses.replace(c.app.state.runtime, today=lambda: FIXED_TODAY)  # type: ignore[attr-defined]
+        for n, bundle in enumerate(demo_bundles[:4]):
+            pf = prefetch_from_bundle(bundle)
+            for service in ("ascvd-risk", "cardio-renal-risk"):
+                body = hook_request(pf["patient"]["id"], pf, hookInstance=f"{service}-{n}")
+                assert c.post(f"/cds-services/{service}", json=body).status_code == 200
+        calls = [
+            _dosing_call(1, _draft(500, 24), dialysis=False),  # off target: a suggestion
+            _dosing_call(2, _draft(1250, 12), dialysis=False),
+            _dosing_call(3, _draft(5, 24, drug="11289"), dialysis=False),  # warfarin: no card
+            _dosing_call(4, _draft(1000, 12), dialysis=None),  # dialysis unknown: a problem card
+        ]
+        for body in calls:
+            assert c.post("/cds-services/vancomycin-dosing-sign", json=body).status_code == 200
+        # A malformed call (bad request) and a refused one are on the record too.
+        c.post("/cds-services/ascvd-risk", json={"hook": "patient-view"})
+        c.post("/cds-services/no-such-service", json={})
+    log = SqliteAuditLog(settings.audit_db, checkpoint_every=0)
+    try:
+        records = log.records()
+    finally:
+        log.close()
+    yield Trail(settings, records)
+
+
+def _replay(trail: Trail, rec: StoredAuditRecord, **over: Any) -> ReplayReport:
+    twins = open_twin_store(trail.settings)
+    try:
+        kwargs: dict[str, Any] = {
+            "twins": twins,
+            "archive": ModelArchive(trail.settings.model_archive_dir),
+            "installed": installed_shas(ModelRegistry.load()),
+        }
+        kwargs.update(over)
+        return replay_record(rec, **kwargs)
+    finally:
+        twins.close()
+
+
+def _kind(rec: StoredAuditRecord) -> str:
+    body = rec.body
+    if body["status"] in ("error", "bad-request", "data-unavailable"):
+        return "error"
+    if body["status"] == "no-card":
+        return "no-card"
+    return "dosing" if body["service"].startswith("vancomycin") else "risk"
+
+
+def test_every_record_replays_byte_identical_or_says_why_not(trail: Trail) -> None:
+    """Risk, dosing and no-card records replay byte-identical; error records say nothing ran."""
+    seen: dict[str, int] = {}
+    for rec in trail.records:
+        report = _replay(trail, rec)
+        kind = _kind(rec)
+        seen[kind] = seen.get(kind, 0) + 1
+        if kind == "error":
+            assert report.outcome == "nothing-to-replay", report.to_json()
+            assert "before any model ran" in report.reason
+        else:
+            assert report.outcome == "identical", report.to_json()
+    assert set(seen) == {"risk", "dosing", "no-card", "error"}, seen
+    computed = [r for r in trail.records if _kind(r) == "risk" and r.body["outputs"]]
+    assert {r.body["service"] for r in computed} == {"ascvd-risk", "cardio-renal-risk"}
+
+
+def test_a_dosing_fit_is_replayed_not_copied(trail: Trail) -> None:
+    """An off-target dosing record compares the refitted outputs and the suggested regimen."""
+    rec = next(r for r in trail.records if r.body["hookInstance"] == "dose-1" and r.body["outputs"])
+    report = _replay(trail, rec)
+    assert report.outcome == "identical"
+    assert {c.part for c in report.checks} == {"outputs", "cards"}
+    assert rec.body["outputs"]["recommended_dose_mg"] > 0
+
+
+def test_a_changed_output_is_named(trail: Trail) -> None:
+    """A record whose output differs from what its twin and model give is reported with the path."""
+    rec = next(r for r in trail.records if _kind(r) == "risk" and r.body["outputs"])
+    name = next(iter(rec.body["outputs"]))
+    body = json.loads(json.dumps(rec.body))
+    body["outputs"][name] += 0.01
+    report = _replay(trail, dataclasses.replace(rec, body=body))
+    assert report.outcome == "different"
+    (bad,) = [c for c in report.checks if not c.identical]
+    assert bad.part == "outputs" and bad.difference is not None and name in bad.difference
+
+
+def test_a_changed_model_file_is_detected(trail: Trail, tmp_path: Path) -> None:
+    """An archived model file whose bytes changed is named with its sha256; nothing is replayed."""
+    rec = next(r for r in trail.records if r.body["service"] == "ascvd-risk" and r.body["outputs"])
+    sha = rec.body["model"]["sha256"]
+    archive = ModelArchive(tmp_path / "archive")
+    archive.directory.mkdir()
+    changed = bytearray(trail.settings.model_archive_dir.joinpath(f"{sha}.onnx").read_bytes())
+    changed[-1] ^= 0xFF
+    archive.path(sha).write_bytes(bytes(changed))
+    report = _replay(trail, rec, archive=archive)
+    assert report.outcome == "not-replayable"
+    assert "model pce" in report.reason and sha in report.reason and "changed" in report.reason
+
+
+def test_a_model_no_longer_archived_is_named(trail: Trail, tmp_path: Path) -> None:
+    """A record whose model file is in no archive names the model, its version and sha256."""
+    rec = next(
+        r for r in trail.records if r.body["service"] == "cardio-renal-risk" and _kind(r) == "risk"
+    )
+    report = _replay(trail, rec, archive=ModelArchive(tmp_path / "empty"))
+    assert report.outcome == "not-replayable"
+    first = rec.body["model"]
+    assert f"model {first['id']} v{first['version']}" in report.reason
+    assert first["sha256"] in report.reason
+
+
+def test_a_model_since_replaced_is_replayed_from_the_archive(trail: Trail) -> None:
+    """When the installed file's sha differs, replay still uses the recorded file and says so."""
+    rec = next(r for r in trail.records if r.body["service"] == "ascvd-risk" and r.body["outputs"])
+    report = _replay(trail, rec, installed={"pce": "0" * 64})
+    assert report.outcome == "identical"
+    assert any("pce" in n and "0" * 64 in n for n in report.notes)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TWIN_CDS_")}
+    return subprocess.run(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "cds_service.cli", "audit", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        env=env,
+    )
+
+
+def test_cli_replay_exits_0_on_an_identical_record(trail: Trail) -> None:
+    """twin-cds audit replay SEQ prints the report and exits 0 when byte-identical."""
+    rec = next(r for r in trail.records if _kind(r) == "dosing")
+    result = _cli("replay", str(rec.seq), "--data-dir", str(trail.settings.data_dir))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["outcome"] == "identical"
+
+
+def test_cli_replay_of_an_unknown_record_exits_2(trail: Trail) -> None:
+    """A seq with no record is bad input."""
+    result = _cli("replay", "99999", "--data-dir", str(trail.settings.data_dir))
+    assert result.returncode == 2
+    assert "no audit record 99999" in result.stderr
