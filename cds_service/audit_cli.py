@@ -263,3 +263,8 @@ def add_audit_parser(sub: Any) -> None:
         "checkpoint", parents=[common], help="sign the chain as it is now"
     )
     checkpoint.set_defaults(func=run, audit_func=cmd_checkpoint)
+
+    # replay, stats, selfcheck: the follow-through commands, in their own module.
+    from cds_service.audit_commands import add_follow_through_parsers
+
+    add_follow_through_parsers(audit_sub, common)

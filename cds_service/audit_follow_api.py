@@ -1,0 +1,76 @@
+"""The auditor API's follow-through reads: replay, statistics and forecast self-check.
+
+    GET /audit/records/{seq}/replay   rebuild the call; byte-identical or the first difference
+    GET /audit/stats                  acceptance / override (by reason) / no-response rates
+                                      by service, model version, card kind, tenant and month
+    GET /audit/selfcheck              forecasts against what was measured later, per model
+
+Same rules as ``audit_api``: auditors only, bound to their issuer's tenant, and every
+read is an ``auditor-read`` record on the chain before the answer is sent.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Path, Request
+
+from cds_service.audit import AuditorRead, ChainedAuditLog, record_tenant
+from cds_service.audit_api import AuditorDep, LogDep
+from cds_service.audit_auth import Auditor
+
+router = APIRouter(prefix="/audit", tags=["audit"])
+
+
+def _on_chain(
+    log: ChainedAuditLog,
+    who: Auditor,
+    action: Literal["replay", "stats", "selfcheck"],
+    query: dict[str, Any],
+    seqs: tuple[int, ...] = (),
+) -> None:
+    log.record_auditor_read(
+        AuditorRead(
+            auditor_iss=who.iss,
+            auditor_sub=who.sub,
+            token_jti=who.jti,
+            action=action,
+            query=query,
+            returned=len(seqs),
+            seqs=seqs,
+        )
+    )
+
+
+@router.get("/records/{seq}/replay")
+def replay(
+    seq: Annotated[int, Path(ge=1, le=2**63 - 1)], who: AuditorDep, log: LogDep, request: Request
+) -> dict[str, Any]:
+    from cds_service.audit_replay import ModelArchive, installed_shas, replay_record
+
+    rec = log.get(seq)
+    if rec is not None and who.tenant is not None and record_tenant(rec) != who.tenant:
+        rec = None  # another tenant's record is, to this auditor, no record
+    _on_chain(log, who, "replay", {"seq": seq}, (rec.seq,) if rec else ())
+    if rec is None:
+        raise HTTPException(404, f"no audit record {seq}")
+    rt = request.app.state.runtime
+    report = replay_record(
+        rec,
+        twins=rt.twins,
+        archive=ModelArchive(rt.settings.model_archive_dir),
+        installed=installed_shas(rt.registry),
+    )
+    return report.to_json()
+
+
+@router.get("/stats")
+def stats(who: AuditorDep, log: LogDep, since: datetime | None = None) -> dict[str, Any]:
+    from cds_service.audit_stats import follow_through
+
+    result = follow_through(log, since=since, tenant=who.tenant)
+    _on_chain(
+        log, who, "stats", {"since": since.isoformat() if since else None, "tenant": who.tenant}
+    )
+    return result.to_json()
