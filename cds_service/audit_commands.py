@@ -75,6 +75,24 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_selfcheck(args: argparse.Namespace) -> int:
+    from cds_service.audit_replay import ModelArchive
+    from cds_service.audit_selfcheck import self_check_of_log
+
+    settings = _settings(args)
+    log = _open(settings)
+    try:
+        report = self_check_of_log(
+            log, ModelArchive(settings.model_archive_dir), settings, tenant=args.tenant
+        )
+    finally:
+        log.close()
+    if not args.pairs:
+        report.pop("pairs")
+    _print(report)
+    return EXIT_OK
+
+
 def add_follow_through_parsers(audit_sub: Any, common: argparse.ArgumentParser) -> None:
     replay = audit_sub.add_parser(
         "replay",
@@ -99,3 +117,12 @@ def add_follow_through_parsers(audit_sub: Any, common: argparse.ArgumentParser) 
         help="the table's grouping (json has them all)",
     )
     stats.set_defaults(func=run, audit_func=cmd_stats)
+
+    selfcheck = audit_sub.add_parser(
+        "selfcheck",
+        parents=[common],
+        help="vancomycin forecasts against the levels measured later (MDPE, MDAPE, drift)",
+    )
+    selfcheck.add_argument("--tenant", help="only this tenant's calls")
+    selfcheck.add_argument("--pairs", action="store_true", help="list every forecast pair")
+    selfcheck.set_defaults(func=run, audit_func=cmd_selfcheck)

@@ -74,3 +74,16 @@ def stats(who: AuditorDep, log: LogDep, since: datetime | None = None) -> dict[s
         log, who, "stats", {"since": since.isoformat() if since else None, "tenant": who.tenant}
     )
     return result.to_json()
+
+
+@router.get("/selfcheck")
+def selfcheck(who: AuditorDep, log: LogDep, request: Request) -> dict[str, Any]:
+    from cds_service.audit_replay import ModelArchive
+    from cds_service.audit_selfcheck import self_check_of_log
+
+    settings = request.app.state.settings
+    report = self_check_of_log(
+        log, ModelArchive(settings.model_archive_dir), settings, tenant=who.tenant
+    )
+    _on_chain(log, who, "selfcheck", {"tenant": who.tenant})
+    return report

@@ -167,6 +167,20 @@ class Settings(BaseSettings):
     model_dir: Path | None = Field(
         default=None, description="Directory of .onnx models; default: the packaged models."
     )
+    # Forecast self-check bounds. External evaluations of vancomycin population PK models
+    # call predictive performance acceptable at MDPE within +/-15% and MDAPE <= 30%
+    # (Front Pharmacol 2021;12:623907, an external evaluation of 18 published models).
+    selfcheck_mdpe_bound: float = Field(
+        default=0.15,
+        gt=0,
+        description="A model drifts when its median prediction error (MDPE) is beyond "
+        "+/- this fraction and its 95% interval excludes 0.",
+    )
+    selfcheck_mdape_bound: float = Field(
+        default=0.30,
+        gt=0,
+        description="A model is imprecise when its median absolute prediction error exceeds this.",
+    )
 
     database_url: str | None = Field(
         default=None,
