@@ -157,7 +157,7 @@ def _check(
 def test_a_true_model_is_unbiased_and_equals_the_direct_computation(
     tmp_path: Path, archive: ModelArchive
 ) -> None:
-    """Levels from the model itself: MDPE and MDAPE equal a direct computation; no bias, no drift."""
+    """Levels from the model itself: MDPE and MDAPE equal a direct computation; no drift."""
     report, errors = _check(tmp_path, archive, cl_factor=1.0)
     (model,) = report["models"]
     assert model["pairs"] == PATIENTS
