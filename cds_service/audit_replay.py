@@ -194,6 +194,10 @@ class ModelArchive:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        # Loaded sessions by sha256: the bytes are still read and hashed on every use,
+        # so a file changed since is caught; only the session build is saved.
+        self._models: dict[str, LoadedModel] = {}
+        self._simulators: dict[str, Any] = {}
 
     def path(self, sha256: str) -> Path:
         if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
@@ -228,6 +232,30 @@ class ModelArchive:
                 f"recorded {sha256}: it was changed after it was served"
             )
         return data
+
+    def model(self, sha256: str, what: str) -> LoadedModel:
+        """The archived risk model of this sha256, checked, as an inference session."""
+        self.read(sha256, what)
+        if sha256 not in self._models:
+            try:
+                loaded = load_model(self.path(sha256))
+            except ModelFileError as exc:
+                raise ArchivedModelChanged(
+                    f"{what}: the archived file cannot be loaded: {exc}"
+                ) from exc
+            if loaded.sha256 != sha256:
+                raise ArchivedModelChanged(f"{what}: the archived file changed while loading")
+            self._models[sha256] = loaded
+        return self._models[sha256]
+
+    def simulator(self, sha256: str, what: str) -> Any:
+        """The archived PK model of this sha256, checked, as a simulator."""
+        from onnx_models.pk.simulator import OnnxPkSimulator
+
+        data = self.read(sha256, what)
+        if sha256 not in self._simulators:
+            self._simulators[sha256] = OnnxPkSimulator(data)
+        return self._simulators[sha256]
 
 
 def pk_artifact(model_id: str) -> Path:
@@ -462,16 +490,12 @@ def _load_twin(rec: StoredAuditRecord, twins: TwinStore) -> tuple[Any, int]:
 
 
 def _archived_registry(body: Mapping[str, Any], archive: ModelArchive) -> ModelRegistry:
-    models: dict[str, LoadedModel] = {}
-    for use in _model_uses(body):
-        what = f"model {use['id']} v{use['version']}"
-        path = archive.path(use["sha256"])
-        archive.read(use["sha256"], what)  # present and unchanged, else named
-        try:
-            models[use["id"]] = load_model(path)
-        except ModelFileError as exc:
-            raise _NotReplayable(f"{what}: the archived file cannot be loaded: {exc}") from exc
-    return ModelRegistry(models=models)
+    return ModelRegistry(
+        models={
+            use["id"]: archive.model(use["sha256"], f"model {use['id']} v{use['version']}")
+            for use in _model_uses(body)
+        }
+    )
 
 
 def _replay(rec: StoredAuditRecord, *, twins: TwinStore, archive: ModelArchive) -> _Replayed:
@@ -580,7 +604,6 @@ def _replay_dosing(
         read_draft,
     )
     from onnx_models.pk.models import MODELS
-    from onnx_models.pk.simulator import OnnxPkSimulator
     from twin_engine.pk.recommend import covariates_from_history, plan_dosing
 
     body = rec.body
@@ -612,8 +635,8 @@ def _replay_dosing(
         outcome = DosingOutcome((), None, None)
         notes = ("no vancomycin draft in the call: nothing was computed and no card sent",)
     else:
-        simulator = OnnxPkSimulator(
-            archive.read(recorded_use["sha256"], f"PK model {model_id} v{recorded_use['version']}")
+        simulator = archive.simulator(
+            recorded_use["sha256"], f"PK model {model_id} v{recorded_use['version']}"
         )
         draft = read_draft(dict(basis["draft"]))
         history = history_from_json(basis["history"])

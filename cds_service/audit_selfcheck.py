@@ -121,11 +121,9 @@ class _Predictor:
         self._params: dict[int, np.ndarray[Any, np.dtype[np.float64]]] = {}
 
     def _simulator(self, f: _Forecast) -> Any:
-        from onnx_models.pk.simulator import OnnxPkSimulator
-
         if f.sha256 not in self._simulators:
-            data = self._archive.read(f.sha256, f"PK model {f.model_id} v{f.model_version}")
-            self._simulators[f.sha256] = OnnxPkSimulator(data)
+            what = f"PK model {f.model_id} v{f.model_version}"
+            self._simulators[f.sha256] = self._archive.simulator(f.sha256, what)
         return self._simulators[f.sha256]
 
     def params(self, f: _Forecast) -> np.ndarray[Any, np.dtype[np.float64]]:
