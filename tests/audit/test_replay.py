@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cds_service.app import create_app, open_twin_store
-from cds_service.audit import SqliteAuditLog, StoredAuditRecord
+from cds_service.audit import StoredAuditRecord, open_audit_log
 from cds_service.audit_replay import (
     ModelArchive,
     ReplayReport,
@@ -25,6 +25,8 @@ from cds_service.audit_replay import (
 )
 from cds_service.settings import Settings
 from onnx_models.registry import ModelRegistry
+from tests.audit.conftest import STORES
+from tests.audit.stores import pg_schema, pg_url
 from tests.conftest import hook_request, prefetch_from_bundle
 from tests.pk.fhir import base_record
 
@@ -92,14 +94,24 @@ class Trail:
     records: list[StoredAuditRecord]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=STORES)
 def trail(
-    tmp_path_factory: pytest.TempPathFactory, demo_bundles: list[dict[str, Any]]
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    demo_bundles: list[dict[str, Any]],
 ) -> Iterator[Trail]:
     """Risk (two services), dosing (fitted, off target), no-card, dosing-problem and error
-    records, written by the real service."""
+    records, written by the real service (SQLite stores, and PostgreSQL when present)."""
     data = tmp_path_factory.mktemp("replay") / "data"
-    settings = Settings(data_dir=data, auth_required=False)
+    if request.param == "postgres":
+        with pg_schema() as schema:
+            settings = Settings(data_dir=data, auth_required=False, database_url=pg_url(schema))
+            yield _write_trail(settings, demo_bundles)
+        return
+    yield _write_trail(Settings(data_dir=data, auth_required=False), demo_bundles)
+
+
+def _write_trail(settings: Settings, demo_bundles: list[dict[str, Any]]) -> Trail:
     with TestClient(create_app(settings)) as c:
         c.app.state.runtime = dataclasses.replace(c.app.state.runtime, today=lambda: FIXED_TODAY)  # type: ignore[attr-defined]
         for n, bundle in enumerate(demo_bundles[:4]):
@@ -118,12 +130,12 @@ def trail(
         # A malformed call (bad request) and a refused one are on the record too.
         c.post("/cds-services/ascvd-risk", json={"hook": "patient-view"})
         c.post("/cds-services/no-such-service", json={})
-    log = SqliteAuditLog(settings.audit_db, checkpoint_every=0)
+    log = open_audit_log(settings)
     try:
         records = log.records()
     finally:
         log.close()
-    yield Trail(settings, records)
+    return Trail(settings, records)
 
 
 def _replay(trail: Trail, rec: StoredAuditRecord, **over: Any) -> ReplayReport:
@@ -221,7 +233,10 @@ def test_a_model_since_replaced_is_replayed_from_the_archive(trail: Trail) -> No
     assert any("pce" in n and "0" * 64 in n for n in report.notes)
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+def _cli(trail: Trail, *args: str) -> subprocess.CompletedProcess[str]:
+    args += ("--data-dir", str(trail.settings.data_dir))
+    if trail.settings.database_url:
+        args += ("--database-url", trail.settings.database_url)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TWIN_CDS_")}
     return subprocess.run(  # noqa: S603 - our own interpreter and module
         [sys.executable, "-m", "cds_service.cli", "audit", *args],
@@ -236,13 +251,13 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_cli_replay_exits_0_on_an_identical_record(trail: Trail) -> None:
     """twin-cds audit replay SEQ prints the report and exits 0 when byte-identical."""
     rec = next(r for r in trail.records if _kind(r) == "dosing")
-    result = _cli("replay", str(rec.seq), "--data-dir", str(trail.settings.data_dir))
+    result = _cli(trail, "replay", str(rec.seq))
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["outcome"] == "identical"
 
 
 def test_cli_replay_of_an_unknown_record_exits_2(trail: Trail) -> None:
     """A seq with no record is bad input."""
-    result = _cli("replay", "99999", "--data-dir", str(trail.settings.data_dir))
+    result = _cli(trail, "replay", "99999")
     assert result.returncode == 2
     assert "no audit record 99999" in result.stderr
