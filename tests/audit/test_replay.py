@@ -29,6 +29,7 @@ from tests.audit.conftest import STORES
 from tests.audit.stores import pg_schema, pg_url
 from tests.conftest import hook_request, prefetch_from_bundle
 from tests.pk.fhir import base_record
+from twin_engine.store import StoredTwin
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 #: A fixed day (after the demo data) for the risk calls: replay must use the recorded day.
@@ -261,3 +262,38 @@ def test_cli_replay_of_an_unknown_record_exits_2(trail: Trail) -> None:
     result = _cli(trail, "replay", "99999")
     assert result.returncode == 2
     assert "no audit record 99999" in result.stderr
+
+
+class _AlteredTwins:
+    """The real twin store, except that every loaded state has one value changed (as an
+    attacker who can write the twin store would leave it)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def load(self, patient_id: str, version: int | None = None) -> StoredTwin:
+        stored: StoredTwin = self._inner.load(patient_id, version)
+        state = json.loads(json.dumps(stored.twin_json))
+        state["demographics"]["birth_date"] = "1900-01-01"
+        return StoredTwin(stored.version, state)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def test_a_changed_twin_version_is_named(trail: Trail) -> None:
+    """A twin state that no longer has the recorded content hash is named; nothing is replayed."""
+    rec = next(r for r in trail.records if _kind(r) == "risk")
+    twins = _AlteredTwins(open_twin_store(trail.settings))
+    try:
+        report = replay_record(
+            rec,
+            twins=twins,  # type: ignore[arg-type]
+            archive=ModelArchive(trail.settings.model_archive_dir),
+            installed={},
+        )
+    finally:
+        twins.close()
+    assert report.outcome == "not-replayable"
+    assert f"twin version {rec.body['twin']['version']}" in report.reason
+    assert rec.body["twin"]["contentHash"] in report.reason

@@ -66,7 +66,7 @@ def simulate(cl_factor: float, seed: int) -> tuple[list[AuditEntry], list[float]
     errors: list[float] = []
     for n in range(PATIENTS):
         pid = f"sim-{n}"
-        cov = {
+        cov: dict[str, Any] = {
             "age": float(rng.uniform(30, 80)),
             "sex": "female" if n % 2 else "male",
             "weight": float(rng.uniform(55, 100)),

@@ -77,7 +77,7 @@ def seed(log: ChainedAuditLog) -> None:
         )
     )
     log.record(entry(5, status="no-card", cards=()))
-    fb = [
+    fb: list[tuple[str, dict[str, Any]]] = [
         ("ascvd-risk", {"card": "c1", "outcome": "accepted", "outcomeTimestamp": "t1"}),
         (
             "ascvd-risk",
