@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from cds_service.audit import AuditEntry, open_audit_log
 from cds_service.audit_api import router as audit_router
+from cds_service.audit_console import install_console
 from cds_service.audit_follow_api import router as audit_follow_router
 from cds_service.audit_replay import ModelArchive, archive_served
 from cds_service.auth import (
@@ -246,6 +247,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     install_smart_app(app, settings)
     app.include_router(audit_router)
     app.include_router(audit_follow_router)
+    install_console(app)
     # Browser-based CDS clients call from their own origin and send Authorization, so
     # the preflight must allow that header.
     app.add_middleware(

@@ -167,6 +167,20 @@ class Settings(BaseSettings):
     model_dir: Path | None = Field(
         default=None, description="Directory of .onnx models; default: the packaged models."
     )
+    audit_console_issuer: str | None = Field(
+        default=None,
+        description="The OpenID Connect provider auditors sign in to /audit/ui with: the iss "
+        "of one of TWIN_CDS_AUDITORS (its keys verify the id_token). Unset: no console.",
+    )
+    audit_console_client_id: str = Field(
+        default="twin-cds-audit-console",
+        description="The console's client_id at that provider (a public client with PKCE).",
+    )
+    audit_console_aud: str | None = Field(
+        default=None,
+        description="An aud parameter the provider requires on its authorize request "
+        "(a SMART EHR's FHIR base); unset: none sent.",
+    )
     # Forecast self-check bounds. External evaluations of vancomycin population PK models
     # call predictive performance acceptable at MDPE within +/-15% and MDAPE <= 30%
     # (Front Pharmacol 2021;12:623907, an external evaluation of 18 published models).

@@ -174,6 +174,9 @@ class SimulatedClient:
     client_id: str
     redirect_uris: tuple[str, ...]  # exact-match list (RFC 6749 §3.1.2.3)
     launch_url: str  # the EHR opens {launch_url}?iss=...&launch=...
+    #: Further id_token claims for this client's users, e.g. (("role", "auditor"),
+    #: ("tenant", "hospital-a")) for the audit console; the standard claims win.
+    id_token_claims: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -919,6 +922,7 @@ def create_simulator_app(
     def id_token(auth: _AuthRequest, user: str, now: float) -> str:
         """OpenID Connect Core §2 claims, with SMART's fhirUser when that scope is granted."""
         claims: dict[str, Any] = {
+            **dict(clients[auth.client_id].id_token_claims),
             "iss": config.issuer,
             "sub": user,
             "aud": auth.client_id,
