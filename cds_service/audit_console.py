@@ -38,6 +38,7 @@ from cds_service.audit import (
     AuditQuery,
     ChainedAuditLog,
     StoredAuditRecord,
+    key_id,
     record_hash,
     record_tenant,
     verify_key_from,
@@ -356,7 +357,7 @@ async def stylesheet() -> Response:
     return Response(_CSS, media_type="text/css", headers={"Cache-Control": "max-age=300"})
 
 
-_FILTERS = ("patient", "service", "model", "status", "since", "until")
+_FILTERS = ("patient", "service", "model", "version", "status", "since", "until")
 
 
 def _query(params: dict[str, str], user: ConsoleUser, limit: int) -> AuditQuery:
@@ -373,6 +374,7 @@ def _query(params: dict[str, str], user: ConsoleUser, limit: int) -> AuditQuery:
         patient_id=params.get("patient") or None,
         service_id=params.get("service") or None,
         model_id=params.get("model") or None,
+        model_version=params.get("version") or None,
         status=params.get("status") or None,
         since=when("since"),
         until=when("until"),
@@ -483,6 +485,7 @@ async def record_page(
         f"{'matches' if hash_ok else 'DOES NOT MATCH'}</dd></dl>",
         "<h2>Twin and model</h2>",
         _pre({"twin": body.get("twin"), "model": body.get("model")}),
+        _twin_state(request, body),
         "<h2>Inputs</h2>",
         '<table><thead><tr><th scope="col">Input</th><th scope="col">Value</th>'
         f'<th scope="col">Unit</th><th scope="col">Measured</th></tr></thead>'
@@ -495,6 +498,27 @@ async def record_page(
         _pre(feedback),
     ]
     return _html(f"Record {seq}", "".join(parts), user=user)
+
+
+def _twin_state(request: Request, body: dict[str, Any]) -> str:
+    """The state the models saw: the twin version the record names, from the store."""
+    from twin_engine.errors import TwinEngineError
+
+    twin = body.get("twin")
+    if not twin or not body.get("patient"):
+        return ""
+    try:
+        stored = request.app.state.runtime.twins.load(
+            twin.get("storeKey") or body["patient"], int(twin["version"])
+        )
+    except TwinEngineError as exc:
+        return f"<p>The twin version is not in the store: {escape(str(exc))}</p>"
+    matches = stored.twin().content_hash() == twin["contentHash"]
+    return (
+        f"<details><summary>Twin state, version {stored.version.version} (content hash "
+        f"{'matches' if matches else 'DOES NOT MATCH'} the record)</summary>"
+        f"{_pre(stored.twin_json)}</details>"
+    )
 
 
 @router.post("/records/{seq}/replay")
@@ -542,8 +566,10 @@ async def replay_page(
 @router.get("/chain")
 async def chain_page(request: Request, user: UserDep) -> HTMLResponse:
     log = _log(request)
-    report = log.verify(verify_key_from(_settings(request)))
+    key = verify_key_from(_settings(request))
+    report = log.verify(key)
     _on_chain(log, user, "verify", {})
+    signer = f"Ed25519 key {key_id(key)}" if key is not None else "no verify key configured"
     status = (
         "intact"
         if report.first_bad is None
@@ -553,7 +579,8 @@ async def chain_page(request: Request, user: UserDep) -> HTMLResponse:
         f'<p class="outcome">The chain is <strong>{escape(status)}</strong>.</p>'
         f"<dl><dt>Records</dt><dd>{report.records}</dd><dt>Last seq</dt><dd>{report.last_seq}"
         f"</dd><dt>Signed checkpoints</dt><dd>{report.checkpoints} ({report.signatures_checked}"
-        f" signatures checked)</dd><dt>Signed through</dt><dd>{report.signed_through}</dd></dl>"
+        f" signatures checked)</dd><dt>Signed through</dt><dd>{report.signed_through}</dd>"
+        f"<dt>Signer</dt><dd>{escape(signer)}</dd></dl>"
         + "".join(f"<p>Warning: {escape(w)}</p>" for w in report.warnings)
     )
     return _html("Chain status", body, user=user)

@@ -182,6 +182,7 @@ def test_records_filter_record_replay_and_exports(
         assert first["patient"]["id"] in only.text and second["patient"]["id"] not in only.text
         record = c.get("/audit/ui/records/1")
         assert record.status_code == 200 and "Chain position" in record.text
+        assert "Twin state, version 1 (content hash matches the record)" in record.text
         csrf = record.text.split('name="csrf" value="')[1].split('"')[0]
         replay = c.post("/audit/ui/records/1/replay", data={"csrf": csrf})
         assert "Outcome: <strong>identical</strong>" in replay.text
@@ -196,7 +197,9 @@ def test_records_filter_record_replay_and_exports(
         stats = c.get("/audit/ui/stats")
         assert stats.status_code == 200 and "<svg" in stats.text
         chain = c.get("/audit/ui/chain")
-        assert "intact" in chain.text
+        assert "intact" in chain.text and "Signer" in chain.text
+        pce = c.get("/audit/ui", params={"model": "pce", "version": "no-such-version"})
+        assert first["patient"]["id"] not in pce.text
         reads = _reads(c)
     assert {r["action"] for r in reads} >= {
         "query",

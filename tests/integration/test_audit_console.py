@@ -49,43 +49,40 @@ def _serve(app: Any, port: int) -> uvicorn.Server:
 class Running:
     service: str
     patients: tuple[str, str]
+    #: The same trail served to a provider whose auditors belong to hospital-b.
+    service_b: str
 
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    sim_port, service_port = free_port(), free_port()
-    sim, service = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{service_port}"
-    simulator = _serve(
-        create_simulator_app(
-            SimulatorConfig(
-                fhir_upstream="http://127.0.0.1:9/fhir",  # not used at sign-in
-                public_base_url=sim,
-                clients=(
-                    SimulatedClient(
-                        client_id="twin-cds-audit-console",
-                        redirect_uris=(f"{service}/audit/ui/callback",),
-                        launch_url=f"{service}/audit/ui",
-                        id_token_claims=(("role", "auditor"), ("tenant", "hospital-a")),
-                    ),
+    data = tmp_path_factory.mktemp("console") / "data"
+    servers = []
+    urls = []
+    # Two service processes on one trail (SQLite, WAL), each with its own provider: one
+    # signs in hospital-a's auditors, the other hospital-b's.
+    for tenant in ("hospital-a", "hospital-b"):
+        sim_port, service_port = free_port(), free_port()
+        sim, service = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{service_port}"
+        servers.append(_serve(_provider_app(sim, service, tenant), sim_port))
+        settings = Settings(
+            data_dir=data,
+            public_base_url=service,
+            clients=(
+                CdsClientConfig(iss=EHR, jwks=_jwks(CLIENT_KEY, "ehr-1"), tenant="hospital-a"),
+            ),
+            auditors=(
+                AuditorIssuerConfig(
+                    iss=sim,
+                    jwks={"keys": [{**_public_jwk(KEY), "use": "sig"}]},
+                    algorithms=("RS256",),
                 ),
             ),
-            signing_key=KEY,
-        ),
-        sim_port,
-    )
-    settings = Settings(
-        data_dir=tmp_path_factory.mktemp("console") / "data",
-        public_base_url=service,
-        clients=(CdsClientConfig(iss=EHR, jwks=_jwks(CLIENT_KEY, "ehr-1"), tenant="hospital-a"),),
-        auditors=(
-            AuditorIssuerConfig(
-                iss=sim, jwks={"keys": [{**_public_jwk(KEY), "use": "sig"}]}, algorithms=("RS256",)
-            ),
-        ),
-        audit_console_issuer=sim,
-        audit_console_aud=sim + "/fhir",
-    )
-    server = _serve(create_app(settings), service_port)
+            audit_console_issuer=sim,
+            audit_console_aud=sim + "/fhir",
+        )
+        servers.append(_serve(create_app(settings), service_port))
+        urls.append(service)
+    service = urls[0]
     ids = []
     for n, bundle in enumerate(generate_patients(2, seed=7)):
         pf = prefetch_from_bundle(bundle)
@@ -97,9 +94,27 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
             == 200
         )
         ids.append(pf["patient"]["id"])
-    yield Running(service, (ids[0], ids[1]))
-    server.should_exit = True
-    simulator.should_exit = True
+    yield Running(service, (ids[0], ids[1]), urls[1])
+    for server in servers:
+        server.should_exit = True
+
+
+def _provider_app(sim: str, service: str, tenant: str) -> Any:
+    return create_simulator_app(
+        SimulatorConfig(
+            fhir_upstream="http://127.0.0.1:9/fhir",  # not used at sign-in
+            public_base_url=sim,
+            clients=(
+                SimulatedClient(
+                    client_id="twin-cds-audit-console",
+                    redirect_uris=(f"{service}/audit/ui/callback",),
+                    launch_url=f"{service}/audit/ui",
+                    id_token_claims=(("role", "auditor"), ("tenant", tenant)),
+                ),
+            ),
+        ),
+        signing_key=KEY,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -116,21 +131,24 @@ def browser() -> Iterator[Any]:
         b.close()
 
 
-def _signed_in(browser: Any, running: Running) -> tuple[Any, Any, list[str]]:
+def _signed_in(
+    browser: Any, running: Running, service: str | None = None
+) -> tuple[Any, Any, list[str]]:
+    service = service or running.service
     context = browser.new_context(accept_downloads=True)
     page = context.new_page()
     bodies: list[str] = []
 
     def keep(response: Any) -> None:
-        if response.url.startswith(running.service) and response.status < 300:
+        if response.url.startswith(service) and response.status < 300:
             try:
                 bodies.append(response.text())
             except Exception:
                 return
 
     page.on("response", keep)
-    page.goto(f"{running.service}/audit/ui/login")
-    page.wait_for_url(f"{running.service}/audit/ui")
+    page.goto(f"{service}/audit/ui/login")
+    page.wait_for_url(f"{service}/audit/ui")
     return context, page, bodies
 
 
@@ -187,4 +205,14 @@ def test_console_pages_pass_an_accessibility_audit(
     # axe ran (under the console's CSP) when it reports rules that passed.
     assert Axe().run(page).response["passes"]
     assert _axe_violations(page) == []
+    context.close()
+
+
+def test_a_second_tenants_records_are_invisible(browser: Any, running: Running) -> None:
+    """A hospital-b auditor, on the same trail, sees no hospital-a record, list or page."""
+    context, page, _ = _signed_in(browser, running, running.service_b)
+    expect(page.get_by_role("heading", name="Recommendations")).to_be_visible()
+    expect(page.locator("tbody tr")).to_have_count(0)
+    page.goto(f"{running.service_b}/audit/ui/records/1")
+    expect(page.get_by_role("heading", name="No such record")).to_be_visible()
     context.close()
