@@ -525,46 +525,23 @@ def _replay_risk(
     version: int,
     archive: ModelArchive,
 ) -> _Replayed:
-    from cds_service.assess import assess
-    from cds_service.cardio_renal import cardio_renal_cards
-    from cds_service.pipeline import _outputs_for_audit
-    from cds_service.render import app_link, render_cards
+    from cds_service.pipeline import _outputs_for_audit, risk_outcome
+    from cds_service.render import app_link
     from onnx_models.errors import UnknownModelError
     from twin_engine import derive_features
 
     body = rec.body
     registry = _archived_registry(body, archive)
     features = derive_features(twin, date.fromisoformat(basis["today"]))
-    launch_url = str(basis["appLaunchUrl"])
-    deceased = twin.demographics.deceased
+    link = app_link(service, str(basis["appLaunchUrl"]), twin.patient_id, version)
     try:
-        if service.kind == "cardio-renal":
-            result = cardio_renal_cards(
-                registry,
-                features,
-                patient_id=twin.patient_id,
-                deceased=deceased,
-                link=app_link(service, launch_url, twin.patient_id, version),
-                kfre_model=str(basis["kfreModel"]),
-                excluded_by=service.excluded_by,
-            )
-            cards, assessments = list(result.cards), result.assessments
-        else:
-            a = assess(
-                registry.get(service.model_id),
-                features,
-                excluded_by=service.excluded_by,
-                deceased=deceased,
-            )
-            cards = render_cards(
-                service, a, patient_id=twin.patient_id, twin_version=version, launch_url=launch_url
-            )
-            assessments = (a,)
+        outcome = risk_outcome(service, registry, twin, features, str(basis["kfreModel"]), link)
     except UnknownModelError as exc:
         raise _NotReplayable(
             f"record {rec.seq}: the replay needs model {exc.model_id!r}, "
             "which the record does not name"
         ) from exc
+    cards, assessments = list(outcome.cards), outcome.assessments
     primary = assessments[0]
     uses = [
         {"id": a.model.card.id, "version": a.model.card.version, "sha256": a.model.sha256}

@@ -107,11 +107,21 @@ def _run_models(
             link=simulator_link,
         )
         return Outcome(dosing.cards, (), dosing=dosing)
+    return risk_outcome(service, rt.registry, twin, features, rt.settings.kfre_model, link)
+
+
+def risk_outcome(
+    service: ServiceDefinition,
+    registry: ModelRegistry,
+    twin: Twin,
+    features: FeatureSet,
+    kfre_model: str,
+    link: Link,
+) -> Outcome:
+    """A patient-view service's cards and model runs (audit replay reruns this too)."""
     # Every patient-view service renders a part of one reading of the patient.
     cardio_renal = service.kind == "cardio-renal"
-    view = patient_view(
-        rt.registry, twin, features, kfre_model=rt.settings.kfre_model, with_prevent=cardio_renal
-    )
+    view = patient_view(registry, twin, features, kfre_model=kfre_model, with_prevent=cardio_renal)
     if cardio_renal:
         assert view.prevent is not None and view.prevent_30y is not None  # noqa: S101
         runs: tuple[Assessment, ...] = (view.prevent, view.prevent_30y, view.pce)
