@@ -23,7 +23,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
-from cds_service.audit import AuditEntry, open_audit_log
+from cds_service.audit import AuditEntry, AuditLog, open_audit_log
 from cds_service.audit_api import router as audit_router
 from cds_service.audit_console import install_console
 from cds_service.audit_follow_api import router as audit_follow_router
@@ -51,7 +51,11 @@ from cds_service.http_edge import (
     validation_problems,
 )
 from cds_service.log_redaction import install_access_log_redaction
+from cds_service.logs import configure_logging
+from cds_service.metrics import MeasuredTransport, exposition
+from cds_service.observe import HookCallObserver, observe_audit_append
 from cds_service.pipeline import Runtime, run_service
+from cds_service.readiness import Readiness, report
 from cds_service.services import SERVICES
 from cds_service.settings import Settings
 from cds_service.vancomycin import simulator_for
@@ -90,10 +94,12 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     """Build the app. Models load once here, so a broken model fails the start, not a call."""
     settings = settings or Settings()
     install_access_log_redaction()
+    configure_logging(settings.log_format)
     registry = registry or ModelRegistry.load(settings.model_dir)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     twins = open_twin_store(settings)
     audit = open_audit_log(settings)
+    audit.on_append = observe_audit_append
     # The jti replay cache lives where the other replicas can see it: PostgreSQL when
     # configured, else a SQLite file shared by the workers of this host.
     replay: JtiCache = (
@@ -120,7 +126,11 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         timeout = httpx.Timeout(settings.fhir_timeout_s)
-        async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as http:
+        # Every outgoing request is timed and counted by server (twin_cds_fhir_request_*).
+        transport = MeasuredTransport(httpx.AsyncHTTPTransport())
+        async with httpx.AsyncClient(
+            timeout=timeout, follow_redirects=False, transport=transport
+        ) as http:
             app.state.runtime = Runtime(settings, registry, twins, audit, http)
             app.state.verifier = ClientVerifier(
                 settings.clients,
@@ -244,12 +254,26 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     async def healthz() -> dict[str, Any]:
         return {"status": "ok", "models": registry.ids()}
 
+    readiness = readiness_checks(settings, registry, twins, audit, app)
+    app.state.readiness = readiness  # a schema-version check is added here once there is one
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> JSONResponse:
+        ready, results = await readiness.run()
+        return JSONResponse(report(ready, results), status_code=200 if ready else 503)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        body, content_type = exposition()
+        return Response(body, media_type=content_type)
+
     install_smart_app(app, settings)
     app.include_router(audit_router)
     app.include_router(audit_follow_router)
     install_console(app)
     # Browser-based CDS clients call from their own origin and send Authorization, so
     # the preflight must allow that header.
+    app.add_middleware(HookCallObserver, services=frozenset(offered))
     app.add_middleware(
         CORSMiddleware,
         allow_origins=list(settings.cors_origins),
@@ -276,6 +300,38 @@ def _docs(settings: Settings) -> dict[str, Any]:
     if settings.api_docs:
         return {}
     return {"docs_url": None, "redoc_url": None, "openapi_url": None}
+
+
+def readiness_checks(
+    settings: Settings,
+    registry: ModelRegistry,
+    twins: TwinStore,
+    audit: AuditLog,
+    app: FastAPI,
+) -> Readiness:
+    """Stores reachable (one read each), models loaded with their shas."""
+    checks = Readiness()
+
+    def twin_store() -> None:
+        twins.versions("readyz|probe")
+
+    def audit_trail() -> None:
+        audit.get(0)
+
+    def app_sessions() -> None:
+        app.state.app_sessions.get("readyz-probe", "active")
+
+    checks.add("twin_store", twin_store)
+    checks.add("audit_trail", audit_trail)
+    checks.add("app_sessions", app_sessions)
+
+    def models() -> dict[str, Any]:
+        shas = {mid: registry.get(mid).sha256 for mid in registry.ids()}
+        pk = simulator_for(settings.vancomycin_model)
+        return shas | {settings.vancomycin_model: pk.sha256}
+
+    checks.add("models", models)
+    return checks
 
 
 def _refused(service_id: str, raw: bytes, client: VerifiedClient | None, error: str) -> AuditEntry:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
+from cds_service.metrics import MODEL_RUN_DURATION, timed
 from onnx_models.errors import MissingInputsError, OutOfRangeError, RangeViolation
 from onnx_models.registry import LoadedModel
 from twin_engine.derive import FeatureSet
@@ -176,7 +177,8 @@ def assess(
         return result("out-of-range", problems, exc.violations)
 
     complete = {k: v for k, v in values.items() if v is not None}
-    explanation = model.predict_and_explain(complete).explanation
+    with timed(MODEL_RUN_DURATION, card.id):
+        explanation = model.predict_and_explain(complete).explanation
     by_name = {i.name: i for i in used}
     factors = {
         output: tuple(

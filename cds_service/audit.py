@@ -38,6 +38,7 @@ import contextlib
 import logging
 import sqlite3
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -423,6 +424,10 @@ def _sanitised_feedback(entry: dict[str, Any]) -> dict[str, Any]:
 class ChainedAuditLog(ABC):
     """The audit chain over any SQL store; subclasses supply transactions and the lock."""
 
+    #: Told of each hook, auditor-read and app-access record once committed (kind, body,
+    #: seq, seconds the append took): the app wires its metrics and call log here.
+    on_append: Callable[[RecordKind, dict[str, Any], int, float], None] | None = None
+
     def __init__(
         self,
         *,
@@ -514,8 +519,14 @@ class ChainedAuditLog(ABC):
         tx.run("UPDATE audit_head SET checkpoint_seq = ? WHERE id = 1", (rec.seq,))
         return rec
 
+    def _appended(self, rec: StoredAuditRecord, started: float) -> StoredAuditRecord:
+        if self.on_append is not None:
+            self.on_append(rec.kind, rec.body, rec.seq, time.perf_counter() - started)
+        return rec
+
     def record(self, entry: AuditEntry) -> StoredAuditRecord:
         """Append one hook call; the record, its card index and any checkpoint commit together."""
+        started = time.perf_counter()
         body = entry.to_json()
 
         def work(tx: Tx) -> StoredAuditRecord:
@@ -541,7 +552,7 @@ class ChainedAuditLog(ABC):
             self._maybe_checkpoint(tx, rec)
             return rec
 
-        return self._transaction(work)
+        return self._appended(self._transaction(work), started)
 
     def record_feedback(
         self, service_id: str, entries: list[dict[str, Any]], client_iss: str | None
@@ -614,6 +625,7 @@ class ChainedAuditLog(ABC):
     def record_auditor_read(self, read: AuditorRead) -> StoredAuditRecord:
         """Append one auditor read (the auditor API calls this before answering)."""
         patient = read.query.get("patient_id")
+        started = time.perf_counter()
 
         def work(tx: Tx) -> StoredAuditRecord:
             rec = self._append(
@@ -628,10 +640,11 @@ class ChainedAuditLog(ABC):
             self._maybe_checkpoint(tx, rec)
             return rec
 
-        return self._transaction(work)
+        return self._appended(self._transaction(work), started)
 
     def record_app_access(self, access: AppAccess) -> StoredAuditRecord:
         """Append one clinician's launch of the app on a patient (before it is shown)."""
+        started = time.perf_counter()
 
         def work(tx: Tx) -> StoredAuditRecord:
             rec = self._append(
@@ -643,7 +656,7 @@ class ChainedAuditLog(ABC):
             self._maybe_checkpoint(tx, rec)
             return rec
 
-        return self._transaction(work)
+        return self._appended(self._transaction(work), started)
 
     def record_population_run(self, body: dict[str, Any]) -> StoredAuditRecord:
         """Append one population build: its inputs, models, counts and timing (no rows)."""

@@ -28,6 +28,8 @@ from cds_service.errors import DataUnavailable, TooMuchData
 from cds_service.failures import mark_recorded
 from cds_service.guideline_cards import ascvd_cards, cardio_renal_cards
 from cds_service.hooks import HookRequest
+from cds_service.metrics import MODEL_RUN_DURATION, TWIN_VERSIONS_WRITTEN, timed
+from cds_service.observe import lap
 from cds_service.patient_view import patient_view
 from cds_service.prefetch import GatheredData, gather
 from cds_service.render import app_link
@@ -99,13 +101,14 @@ def _run_models(
             type="smart",
             appContext=dose_simulator_context(patient_id, twin_version),
         )
-        dosing = dosing_cards(
-            list(data.resources),
-            request.context.model_dump(),
-            as_of=as_of,
-            model_id=rt.settings.vancomycin_model,
-            link=simulator_link,
-        )
+        with timed(MODEL_RUN_DURATION, rt.settings.vancomycin_model):
+            dosing = dosing_cards(
+                list(data.resources),
+                request.context.model_dump(),
+                as_of=as_of,
+                model_id=rt.settings.vancomycin_model,
+                link=simulator_link,
+            )
         return Outcome(dosing.cards, (), dosing=dosing)
     return risk_outcome(service, rt.registry, twin, features, rt.settings.kfre_model, link)
 
@@ -212,6 +215,7 @@ async def run_service(
         # list serves only when authentication is off (local development).
         allowlist = client.config.fhir_servers if client else rt.settings.fhir_server_allowlist
         data = await gather(request, service, rt.settings, rt.http, allowlist)
+        lap("gather")
     except TooMuchData as exc:
         # The caller's doing (a prefetch over the cap): on the record as a bad request.
         call.fail("bad-request", str(exc), None)
@@ -236,6 +240,7 @@ def _answer(call: _Call, data: GatheredData) -> CdsResponse:
     rt, request, service = call.rt, call.request, call.service
     try:
         twin = build_twin_from_fhir(list(data.resources), patient_id=request.context.patientId)
+        lap("twin")
     except IngestError as exc:
         call.fail("data-unavailable", str(exc), data)
         raise DataUnavailable(str(exc)) from exc
@@ -244,6 +249,8 @@ def _answer(call: _Call, data: GatheredData) -> CdsResponse:
         # twin is keyed by tenant (or issuer) too, so two EHRs' patient "123" never mix.
         twin_key = store_key(call.entry.client_tenant or call.entry.client_iss, twin.patient_id)
         version = rt.twins.save(twin, key=twin_key)
+        lap("store")
+        TWIN_VERSIONS_WRITTEN.inc(version.created)
         # One "now" and one "today" per call, both on the record, so replay derives the
         # same features and fits the same PK history as the call did.
         as_of, today = datetime.now(UTC), rt.today()
@@ -251,6 +258,7 @@ def _answer(call: _Call, data: GatheredData) -> CdsResponse:
         outcome = _run_models(
             service, rt, twin.patient_id, version.version, features, twin, request, data, as_of
         )
+        lap("models")
     except Exception as exc:
         call.fail("error", type(exc).__name__, data)
         raise

@@ -24,6 +24,7 @@ from cds_service.fhir_client import (
     entry_resources,
 )
 from cds_service.hooks import HookRequest
+from cds_service.metrics import FHIR_BUDGET_OVERRUNS, server_label
 from cds_service.services import ServiceDefinition
 from cds_service.settings import Settings
 
@@ -183,6 +184,8 @@ async def _fetch_missing(
     # and never longer than the budget: what has not come by then is reported missing.
     tasks = {key: asyncio.create_task(client.query(query)) for key, query in to_fetch.items()}
     _, pending = await asyncio.wait(tasks.values(), timeout=settings.fhir_budget_ms / 1000)
+    if pending:
+        FHIR_BUDGET_OVERRUNS.labels(server_label(base)).inc()
     for task in pending:
         task.cancel()
     if pending:

@@ -80,6 +80,10 @@ class Settings(BaseSettings):
         default=("*",),
         description="Origins of browser-based CDS clients allowed to call (CORS).",
     )
+    log_format: Literal["json", "console"] = Field(
+        default="json",
+        description="Log lines as JSON (one object a line, for collectors) or console text.",
+    )
     fhir_max_pages: int = Field(
         default=20, ge=1, description="Most Bundle.link[next] pages followed per search."
     )

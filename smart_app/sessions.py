@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from cds_service.metrics import APP_SESSIONS
 from twin_engine.storage import ReconnectingPg, StorageUnavailable, sqlite_storage_failure
 
 SessionKind = Literal["pending", "active"]
@@ -241,6 +242,7 @@ class SessionStore:
         sealed = _seal(session_id, id_hash, kind, data)
         now = self._clock()
         self._rows.purge_and_insert(now, id_hash, kind, now + ttl_s, sealed)
+        APP_SESSIONS.labels(kind).inc()
         return session_id
 
     def get(self, session_id: str | None, kind: SessionKind) -> dict[str, Any] | None:
