@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
@@ -266,6 +267,24 @@ def cmd_serve(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_config_check(args: argparse.Namespace) -> None:
+    from pydantic import ValidationError
+
+    from cds_service.config_check import production_problems
+    from cds_service.settings import Settings
+
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        raise CliInputError(f"the TWIN_CDS_* settings do not parse: {exc}") from exc
+    problems = production_problems(settings, workers=args.workers)
+    if problems:
+        for problem in problems:
+            print(f"twin-cds: config: {problem}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT)
+    _print_json({"ok": True, "workers": args.workers})
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from cds_service.demo import PortInUse, run_demo
 
@@ -349,6 +368,20 @@ def build_parser() -> argparse.ArgumentParser:
     mbuild = models_sub.add_parser("build", help="rebuild the .onnx files reproducibly")
     mbuild.add_argument("--out", default=None, help="directory (default: the package's)")
     mbuild.set_defaults(func=cmd_models)
+
+    config = sub.add_parser("config", help="the service's settings (TWIN_CDS_*)")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    check = config_sub.add_parser(
+        "check", help="name every setting unfit for production; exit 2 if there is one"
+    )
+    check.add_argument(
+        "--workers",
+        type=int,
+        # uvicorn reads its worker count from WEB_CONCURRENCY too.
+        default=int(os.environ.get("WEB_CONCURRENCY", "1")),
+        help="worker processes the service will run (default: $WEB_CONCURRENCY or 1)",
+    )
+    check.set_defaults(func=cmd_config_check)
 
     from cds_service.audit_cli import add_audit_parser
 
