@@ -42,7 +42,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
@@ -69,6 +69,14 @@ from cds_service.audit_chain import (
     load_signer,
     load_verify_key,
     record_hash,
+)
+from cds_service.audit_parts import (
+    MARK,
+    MARK_VALUE,
+    join_parts,
+    part_name,
+    part_refs,
+    split_parts,
 )
 from twin_engine.storage import sqlite_storage_failure
 
@@ -121,6 +129,12 @@ SCHEMA = (
         card_uuid TEXT PRIMARY KEY,
         seq BIGINT NOT NULL,
         service_id TEXT NOT NULL
+    )""",
+    # Card material every call repeats, stored once by its sha256 (audit_parts). The
+    # chained body names each part, so a changed part no longer matches its name.
+    """CREATE TABLE IF NOT EXISTS audit_part (
+        sha256 TEXT PRIMARY KEY,
+        content TEXT NOT NULL
     )""",
     """CREATE TABLE IF NOT EXISTS audit_feedback (
         card_uuid TEXT NOT NULL,
@@ -528,8 +542,16 @@ class ChainedAuditLog(ABC):
         """Append one hook call; the record, its card index and any checkpoint commit together."""
         started = time.perf_counter()
         body = entry.to_json()
+        if entry.cards:
+            body[MARK] = MARK_VALUE
+        body, parts = split_parts(body)
 
         def work(tx: Tx) -> StoredAuditRecord:
+            for name, content in parts.items():
+                tx.run(
+                    "INSERT INTO audit_part VALUES (?, ?) ON CONFLICT DO NOTHING",
+                    (name, content.decode()),
+                )
             rec = self._append(
                 tx,
                 "hook",
@@ -711,7 +733,34 @@ class ChainedAuditLog(ABC):
     def get(self, seq: int) -> StoredAuditRecord | None:
         with self._read() as tx:
             rows = tx.rows(f"SELECT {_COLUMNS} FROM audit_chain WHERE seq = ?", (seq,))  # noqa: S608 - fixed column list
-        return _record(rows[0]) if rows else None
+        return self._joined([_record(rows[0])])[0] if rows else None
+
+    def _parts(self, names: set[str]) -> dict[str, bytes]:
+        """The stored parts of these names (missing ones are simply absent)."""
+        found: dict[str, bytes] = {}
+        ordered = sorted(names)
+        with self._read() as tx:
+            for i in range(0, len(ordered), 500):
+                batch = ordered[i : i + 500]
+                marks = ", ".join("?" * len(batch))
+                rows = tx.rows(
+                    f"SELECT sha256, content FROM audit_part WHERE sha256 IN ({marks})",  # noqa: S608 - placeholders only
+                    batch,
+                )
+                found.update((str(n), str(c).encode()) for n, c in rows)
+        return found
+
+    def _joined(self, records: list[StoredAuditRecord]) -> list[StoredAuditRecord]:
+        """Records whose cards are as sent: stored parts put back in place."""
+
+        def hook(r: StoredAuditRecord) -> bool:
+            return r.kind == "hook" and isinstance(r.body, dict)
+
+        names = set().union(*(part_refs(r.body) for r in records if hook(r)))
+        if not names:
+            return records
+        parts = {n: orjson.loads(c) for n, c in self._parts(names).items()}
+        return [replace(r, body=join_parts(r.body, parts)) if hook(r) else r for r in records]
 
     def cards_of(self, seq: int) -> list[str]:
         with self._read() as tx:
@@ -757,7 +806,7 @@ class ChainedAuditLog(ABC):
             sql += f" LIMIT {int(q.limit)}"
         with self._read() as tx:
             rows = tx.rows(sql, params)
-        return (_record(r) for r in rows)
+        return iter(self._joined([_record(r) for r in rows]))
 
     def _walk(
         self, batch: int = 2000
@@ -783,11 +832,16 @@ class ChainedAuditLog(ABC):
         v = _Verifier(verify_key if verify_key is not None else self._public_key())
         bad: BadRecord | None = None
         sent: dict[str, set[int]] = {}
+        checked_parts: set[str] = set()
         for rec, columns in self._walk():
             if isinstance(rec, BadRecord):
                 bad = rec
                 break
-            bad = v.step(rec) or _columns_disagree(rec, columns, sent)
+            bad = (
+                v.step(rec)
+                or _columns_disagree(rec, columns, sent)
+                or self._parts_disagree(rec, checked_parts)
+            )
             if bad is not None:
                 break
         if bad is None:
@@ -832,6 +886,21 @@ class ChainedAuditLog(ABC):
         """The seq of the first record whose hash or link is wrong, or None when intact."""
         report = self.verify()
         return report.first_bad.seq if report.first_bad else None
+
+    def _parts_disagree(self, rec: StoredAuditRecord, checked: set[str]) -> BadRecord | None:
+        """Every part a record names must be stored, and hash to its name."""
+        hook = rec.kind == "hook" and isinstance(rec.body, dict)
+        names = part_refs(rec.body) - checked if hook else set()
+        if not names:
+            return None
+        found = self._parts(names)
+        for name in sorted(names):
+            content = found.get(name)
+            if content is None or part_name(content) != name:
+                what = "is missing" if content is None else "does not match its sha256"
+                return BadRecord(rec.seq, f"record {rec.seq}: card part {name[:12]} {what}")
+        checked.update(names)
+        return None
 
     def _public_key(self) -> Ed25519PublicKey | None:
         return self._signer.public_key if self._signer else None

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from cds_service.audit_parts import chain_form
 from twin_engine.storage import StorageUnavailable
 
 log = logging.getLogger("twin_cds.audit")
@@ -100,7 +101,9 @@ def record_hash(
     The seq and kind are inside the hash, so renumbering records (to hide a deletion
     or an insertion) changes every renumbered hash.
     """
-    envelope = {"seq": seq, "kind": kind, "recordedAt": recorded_at, "body": body}
+    # A hook record with cards stored by parts is hashed in its stored form, whether the
+    # caller holds that form (verify) or the cards as sent (a reader of one record).
+    envelope = {"seq": seq, "kind": kind, "recordedAt": recorded_at, "body": chain_form(body)}
     return hashlib.sha256(prev_hash.encode() + canonical_json(envelope)).hexdigest()
 
 

@@ -261,6 +261,10 @@ class _Proxy:
                     s.shutdown(socket.SHUT_RDWR)
 
     def cut(self) -> None:
+        # shutdown wakes the thread blocked in accept(); a bare close would leave the
+        # socket listening until that accept returned.
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
         self.listener.close()
         for s in self.sockets:
             with contextlib.suppress(OSError):
