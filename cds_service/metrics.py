@@ -10,7 +10,8 @@ Under ``uvicorn --workers N`` each worker is its own process: with
 ``PROMETHEUS_MULTIPROC_DIR`` set (an empty directory, wiped before the service starts),
 prometheus-client writes every worker's values to memory-mapped files there, and
 ``/metrics`` aggregates the files of all workers, whichever worker answers the scrape.
-Without it (one process) the default registry is served directly.
+Without it (one process) the default registry is served directly. The gauge (chain
+length) takes the largest value any worker wrote, so no per-worker cleanup is needed.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ HOOK_DURATION = Histogram(
 )
 FHIR_REQUEST_DURATION = Histogram(
     "twin_cds_fhir_request_duration_seconds",
-    "One HTTP request to a FHIR server (or its JWKS/SMART endpoints), by server origin.",
+    "One outgoing HTTP request (FHIR server, JWKS, SMART endpoints) until its response "
+    "headers, by server origin.",
     ("server",),
     buckets=_HOOK_BUCKETS_S,
 )
@@ -133,12 +135,6 @@ def exposition() -> tuple[bytes, str]:
         _multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
-
-
-def mark_worker_dead(pid: int) -> None:
-    """Drop a stopped worker's live gauges (its counters stay summed in the files)."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        _multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
 class MeasuredTransport(httpx.AsyncBaseTransport):
