@@ -61,6 +61,7 @@ from cds_service.settings import Settings
 from cds_service.vancomycin import simulator_for
 from onnx_models.registry import ModelRegistry
 from smart_app.routes import install as install_smart_app
+from twin_engine.ingest import set_parse_memo
 from twin_engine.store import SqliteTwinStore, TwinStore
 
 log = logging.getLogger("twin_cds")
@@ -95,6 +96,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     settings = settings or Settings()
     install_access_log_redaction()
     configure_logging(settings.log_format)
+    set_parse_memo(settings.parse_memo)
     registry = registry or ModelRegistry.load(settings.model_dir)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     twins = open_twin_store(settings)

@@ -80,6 +80,13 @@ class Settings(BaseSettings):
         default=("*",),
         description="Origins of browser-based CDS clients allowed to call (CORS).",
     )
+    parse_memo: bool = Field(
+        default=True,
+        description=(
+            "Remember parsed FHIR entries by content (an EHR resends the same resources). "
+            "false: parse everything every time (benchmarks of never-seen patients)."
+        ),
+    )
     log_format: Literal["json", "console"] = Field(
         default="json",
         description="Log lines as JSON (one object a line, for collectors) or console text.",

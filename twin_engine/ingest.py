@@ -399,10 +399,22 @@ _memo_lock = threading.Lock()
 _R = TypeVar("_R")
 
 
+_memo_enabled = True
+
+
 def clear_parse_memo() -> None:
     """Forget every remembered record (benchmarks measure the cold path with it)."""
     with _memo_lock:
         _memo_records.clear()
+
+
+def set_parse_memo(enabled: bool) -> None:
+    """Switch the memo on (default) or off: off, every entry is parsed and nothing is
+    kept, which is how bench/load.py measures patients never seen before."""
+    global _memo_enabled
+    _memo_enabled = enabled
+    if not enabled:
+        clear_parse_memo()
 
 
 def _memo(
@@ -413,6 +425,8 @@ def _memo(
     The key covers the parser, the fullUrl and the resource's JSON text, so two
     entries share a record only when everything the parser reads is the same.
     """
+    if not _memo_enabled:
+        return parse(entry, issues)
     # orjson: ~10x json.dumps on the cold path, where every entry is keyed and missed.
     # (It writes NaN as null; JSON off the wire has no NaN: orjson.loads refuses it.)
     try:

@@ -66,3 +66,18 @@ def test_contained_that_is_not_a_list_is_not_a_crash() -> None:
     request["contained"] = 1
     twin = build_twin_from_fhir(bundle(patient(), request))
     assert twin.medications == {} or all(not v for v in twin.medications.values())
+
+
+def test_with_the_memo_off_nothing_is_kept_and_results_are_the_same() -> None:
+    """The cold-path switch: every parse is fresh, no record is remembered, same twin."""
+    from twin_engine.ingest import _memo_records, set_parse_memo
+
+    data = bundle(patient(), obs("o1", "2093-3", 180, "mg/dL"))
+    remembered = ingest(data)
+    set_parse_memo(False)
+    try:
+        fresh = ingest(data)
+        assert len(_memo_records) == 0
+    finally:
+        set_parse_memo(True)
+    assert fresh == remembered
