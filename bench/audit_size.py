@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sqlite3
 import statistics
 import sys
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+# The per-call log line (one JSON object a call) would drown the bench's own output.
+logging.getLogger("twin_cds.hooks").setLevel(logging.WARNING)
 sys.path.insert(0, str(REPO))
 
 from fastapi.testclient import TestClient  # noqa: E402

@@ -4,6 +4,13 @@ Bodies: a small typical prefetch (a generated patient) and the largest shared Sy
 patient (when ../shared/data is present), both as the service's prefetch keys and as the
 whole record. "warm" is a patient seen before (parsed records are remembered by
 content); "cold" clears that memo before every call, so every resource is validated.
+
+New patients (the headline): with the parse memo off, distinct patients the service
+has never seen, each sent once (a new twin validated, built, stored and audited), in two
+groups: generated patients, and the shared Synthea corpus (its prefetch keys). For each
+body its server time and the median ``json.loads`` of the same body; the table gives
+the p50 of each and of the per-body ratio (goal: within 10x).
+
 Server-side time is the service's own Server-Timing header (body read → response built),
 so the test client's overhead is not counted.
 
@@ -14,13 +21,14 @@ from the timelines (AKI and CKD over the creatinine/eGFR history, statin exposur
 periods, pre-treatment lipids, ASCVD/HF/pregnancy/kidney-failure rules), the PCE and,
 in CKD, KFRE (`patient_view`). Writes bench/results/hook_latency.json.
 
-    python bench/hook_latency.py [--iterations 200]
+    python bench/hook_latency.py [--iterations 200] [--new-patients 60]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import statistics
 import sys
 import tempfile
@@ -29,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+# The per-call log line (one JSON object a call) would drown the bench's own output.
+logging.getLogger("twin_cds.hooks").setLevel(logging.WARNING)
 sys.path.insert(0, str(REPO))
 
 from fastapi.testclient import TestClient  # noqa: E402
@@ -138,9 +148,41 @@ def measure(client: TestClient, name: str, body: dict[str, Any], n: int) -> dict
     }
 
 
+def new_patients(client: TestClient, group: str, raws: list[bytes]) -> dict[str, Any]:
+    """Each body once, to a service that has never seen the patient (memo off)."""
+    headers = {"Content-Type": "application/json"}
+    server, loads, ratios = [], [], []
+    for raw in raws:
+        r = client.post("/cds-services/ascvd-risk", content=raw, headers=headers)
+        r.raise_for_status()
+        ms = float(r.headers["Server-Timing"].split("dur=")[1])
+        j = statistics.median(_json_loads_ms(raw, 20))
+        server.append(ms)
+        loads.append(j)
+        ratios.append(ms / j)
+    return {
+        "group": group,
+        "patients": len(raws),
+        "mean_bytes": round(statistics.mean(len(r) for r in raws)),
+        "server_p50_ms": round(_pct(server, 0.5), 3),
+        "server_p99_ms": round(_pct(server, 0.99), 3),
+        "json_loads_p50_ms": round(_pct(loads, 0.5), 3),
+        "ratio_p50": round(_pct(ratios, 0.5), 2),
+    }
+
+
+def _bodies_of(bundles: list[dict[str, Any]]) -> list[bytes]:
+    out = []
+    for bundle in bundles:
+        pf = prefetch_from_bundle(bundle)
+        out.append(json.dumps(hook_request(pf["patient"]["id"], pf)).encode())
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--iterations", type=int, default=200)
+    parser.add_argument("--new-patients", type=int, default=60)
     args = parser.parse_args()
     from cds_service.demo import generate_patients
 
@@ -184,9 +226,38 @@ def main() -> None:
             f"{r['body']:<40} {r['snapshot_p50_ms']:>8.2f} {r['clinical_state_p50_ms']:>7.2f} "
             f"{r['longitudinal_p50_ms']:>7.2f} {r['ratio_longitudinal_to_snapshot']:>6.2f}"
         )
+    groups = [("generated", _bodies_of(generate_patients(args.new_patients, seed=21)))]
+    if corpus:
+        groups.append(
+            ("shared Synthea corpus", _bodies_of([json.loads(p.read_text()) for p in corpus]))
+        )
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        TestClient(
+            create_app(Settings(data_dir=Path(tmp), auth_required=False, parse_memo=False))
+        ) as client,
+    ):
+        client.post(  # warm-up on a patient outside the groups: imports, statements
+            "/cds-services/ascvd-risk",
+            content=_bodies_of(generate_patients(1, seed=99))[0],
+            headers={"Content-Type": "application/json"},
+        )
+        fresh = [new_patients(client, name, raws) for name, raws in groups]
+    print(
+        f"\nnew patients, memo off\n{'group':<24} {'n':>4} {'KiB':>5} {'srv p50':>8} "
+        f"{'srv p99':>8} {'loads p50':>9} {'ratio p50':>9}"
+    )
+    for g in fresh:
+        print(
+            f"{g['group']:<24} {g['patients']:>4} {g['mean_bytes'] / 1024:>5.0f} "
+            f"{g['server_p50_ms']:>8.2f} {g['server_p99_ms']:>8.2f} "
+            f"{g['json_loads_p50_ms']:>9.3f} {g['ratio_p50']:>9.1f}"
+        )
     out = REPO / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "hook_latency.json").write_text(json.dumps(rows, indent=2))
+    (out / "hook_latency.json").write_text(
+        json.dumps({"repeated_bodies": rows, "new_patients": fresh}, indent=2)
+    )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import statistics
 import sys
 import tempfile
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+# The per-call log line (one JSON object a call) would drown the bench's own output.
+logging.getLogger("twin_cds.hooks").setLevel(logging.WARNING)
 sys.path.insert(0, str(REPO))
 
 import httpx  # noqa: E402
