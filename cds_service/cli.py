@@ -256,12 +256,13 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from cds_service.http_edge import SERVER_MAX_HEAD_BYTES
 
     # h11 with a bounded head (http_edge.SERVER_MAX_HEAD_BYTES): an oversized header is
-    # refused while it arrives, never parsed whole on the event loop.
+    # refused while it arrives, never parsed whole on the event loop. log_config=None: the
+    # app's own logging (JSON lines, redacted) covers uvicorn's too.
     uvicorn.run(
         create_app(),
         host=args.host,
         port=args.port,
-        log_level="info",
+        log_config=None,
         http="h11",
         h11_max_incomplete_event_size=SERVER_MAX_HEAD_BYTES,
     )

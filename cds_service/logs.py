@@ -136,6 +136,14 @@ def configure_logging(fmt: LogFormat = "json", stream: TextIO | None = None) -> 
         service.removeHandler(old)
     service.addHandler(ours)
     service.setLevel(logging.INFO)
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
-        for handler in logging.getLogger(name).handlers:
+    for name in ("uvicorn", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        if not logger.handlers:
+            # uvicorn.run(log_config=None) (twin-cds serve): its loggers are ours to set up.
+            own = logging.StreamHandler(stream or sys.stderr)
+            own.set_name(_HANDLER_NAME)
+            logger.addHandler(own)
+            logger.setLevel(logging.INFO)
+            logger.propagate = False
+        for handler in logger.handlers:
             handler.setFormatter(formatter(fmt))
