@@ -291,3 +291,41 @@ def test_readyz_fails_when_postgresql_is_unreachable(tmp_path: Path) -> None:
         assert failed == {"twin_store", "audit_trail", "app_sessions"}
         assert body["checks"]["models"]["ok"]
         assert str(proxy.port) not in json.dumps(body)  # never the URL
+
+
+def test_fhir_fetches_are_counted_by_server_with_failures_and_overruns(tmp_path: Path) -> None:
+    """Failing searches count by status class; a hanging server counts one budget overrun."""
+    from tests.integration.faulty_fhir import PATIENT, faulty_fhir_server
+
+    with faulty_fhir_server() as (base, state):
+        settings = Settings(
+            data_dir=tmp_path / "data",
+            auth_required=False,
+            fhir_server_allowlist=(base,),
+            fhir_budget_ms=400,
+        )
+        server = base.removesuffix("/fhir")
+        body = {
+            "hook": "patient-view",
+            "hookInstance": "fetch-1",
+            "fhirServer": base,
+            "fhirAuthorization": {"access_token": TOKEN, "token_type": "Bearer"},
+            "context": {"patientId": "p1", "userId": USER},
+            "prefetch": {"patient": PATIENT},
+        }
+        with TestClient(create_app(settings)) as c:
+            before = _samples(c.get("/metrics").text)
+            state["mode"] = "500"
+            assert c.post(HOOK, json=body).status_code == 200
+            state["mode"] = "hang"
+            assert c.post(HOOK, json=body).status_code == 200
+            after = _samples(c.get("/metrics").text)
+
+    def delta(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    searches = 3  # observations, conditions, medications (the Patient came in prefetch)
+    assert delta("twin_cds_fhir_request_errors_total", server=server, reason="5xx") == searches
+    assert delta("twin_cds_fhir_request_duration_seconds_count", server=server) == 2 * searches
+    assert delta("twin_cds_fhir_budget_overruns_total", server=server) == 1
