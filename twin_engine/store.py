@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -146,6 +147,10 @@ class SqliteTwinStore:
         """
         store_key = key if key is not None else twin.patient_id
         content_hash = twin.content_hash()
+        # The connection is kept open, and an open file stays writable when the data
+        # directory is made read-only (or remounted so): ask, as opening it used to.
+        if not os.access(self._path, os.W_OK):
+            raise TwinStoreUnavailable(f"twin store {self._path} is not writable")
         with self._connect() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
