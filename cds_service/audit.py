@@ -542,9 +542,9 @@ class ChainedAuditLog(ABC):
         """Append one hook call; the record, its card index and any checkpoint commit together."""
         started = time.perf_counter()
         body = entry.to_json()
-        if entry.cards:
-            body[MARK] = MARK_VALUE
-        body, parts = split_parts(body)
+        # Marked (and so hashed in its stored form) only when some card material is a part.
+        stored, parts = split_parts({**body, MARK: MARK_VALUE}) if entry.cards else (body, {})
+        body = stored if parts else body
 
         def work(tx: Tx) -> StoredAuditRecord:
             for name, content in parts.items():

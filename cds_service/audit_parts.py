@@ -1,11 +1,9 @@
 """Card material that every call repeats, stored once and named by its sha256.
 
 A hook record keeps the cards exactly as sent (an auditor must see what the clinician
-saw). Most of a card's bytes are the same on every call of a service: the coded
-override reasons, the card's source, and the paragraph of the detail text that comes
-from the model card (intended use, population, evidence, validation). Measured on
-generated patients, a record was 7.3 KB (PCE) to 9.3 KB (PREVENT with PCE and KFRE),
-cards 60% of it.
+saw). Part of a card's bytes are the same on every call of a service: the coded
+override reasons, and (in cards that carry it) the paragraph of the detail text that
+comes from the model card. bench/audit_size.py measures what this saves.
 
 In the stored body such a value is replaced by ``{"$part": sha256}`` (a card's
 ``detail`` by ``{"$paragraphs": [...]}`` whose model-card paragraph is a part), and the value
@@ -29,6 +27,8 @@ _WHOLE: Final = ("overrideReasons", "source")
 #: of a model version (a patient's own paragraphs never repeat, and stay inline).
 SHARED_PARAGRAPHS: Final = ("**Model**",)
 _SEP: Final = "\n\n"
+#: A value is worth a reference (~75 bytes stored) only when it is longer than this.
+MIN_PART_BYTES: Final = 128
 
 
 def canonical(value: Any) -> bytes:
@@ -58,8 +58,10 @@ def split_parts(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, bytes]]
         return body, {}
     parts: dict[str, bytes] = {}
 
-    def ref(value: Any) -> dict[str, str]:
+    def ref(value: Any) -> Any:
         content = canonical(value)
+        if len(content) < MIN_PART_BYTES:
+            return value  # inline is smaller
         name = part_name(content)
         parts[name] = content
         return {"$part": name}
@@ -75,12 +77,12 @@ def split_parts(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, bytes]]
                 stored[key] = ref(stored[key])
         detail = stored.get("detail")
         if isinstance(detail, str):
-            stored["detail"] = {
-                "$paragraphs": [
-                    ref(p) if p.lstrip("\n").startswith(SHARED_PARAGRAPHS) else p
-                    for p in detail.split(_SEP)
-                ]
-            }
+            paragraphs = [
+                ref(p) if p.lstrip("\n").startswith(SHARED_PARAGRAPHS) else p
+                for p in detail.split(_SEP)
+            ]
+            if any(_is_ref(p) for p in paragraphs):
+                stored["detail"] = {"$paragraphs": paragraphs}
         stored_cards.append(stored)
     return {**body, "cards": stored_cards}, parts
 

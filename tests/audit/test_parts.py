@@ -39,21 +39,23 @@ def test_split_then_join_gives_the_cards_back_exactly() -> None:
     """The stored form names its parts; joining them gives the body as recorded."""
     body = entry(1, cards=(_card(1),)).to_json() | {"cardStorage": "parts"}
     stored, parts = split_parts(body)
-    assert len(parts) == 3  # the reasons, the source, the long model paragraph
+    # The reasons and the long model paragraph; the short source stays inline.
+    assert len(parts) == 2
+    assert stored["cards"][0]["source"] == body["cards"][0]["source"]
     assert set(stored["cards"][0]["overrideReasons"]) == {"$part"}
     assert join_parts(stored, {n: orjson.loads(c) for n, c in parts.items()}) == body
     assert split_parts(stored)[0] == stored  # the stored form is its own stored form
 
 
 def test_a_repeated_card_costs_its_varying_part_only(store: StoreSpec) -> None:
-    """Ten calls share one copy of the reasons, source and model text; reads are as sent."""
+    """Ten calls share one copy of the reasons and the model text; reads are as sent."""
     log = store.open()
     for n in range(1, 11):
         log.record(entry(n, cards=(_card(n),)))
-    assert store.rows("SELECT COUNT(*) FROM audit_part") == [(3,)]
+    assert store.rows("SELECT COUNT(*) FROM audit_part") == [(2,)]
     stored = [len(r[0]) for r in store.rows("SELECT body FROM audit_chain ORDER BY seq")]
     as_sent = [len(canonical_json(r.body)) for r in log.records()]
-    # Each record keeps its 3 references (~75 bytes each) instead of ~700 bytes of text.
+    # Each record keeps 2 references (~75 bytes each) instead of ~640 bytes of text.
     assert all(a - s > 400 for s, a in zip(stored, as_sent, strict=True))
     assert [r.body["cards"] for r in log.records()] == [[_card(n)] for n in range(1, 11)]
     assert log.verify().ok
