@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cds_service.app import create_app
 from cds_service.logs import configure_logging, drop_identifiers, formatter
+from cds_service.services import SERVICES
 from cds_service.settings import Settings
 from tests.audit.stores import pg_available, pg_schema, pg_url
 from tests.conftest import hook_request, prefetch_from_bundle
@@ -43,23 +44,10 @@ def _eligible(demo_bundles: list[dict[str, Any]]) -> dict[str, Any]:
     raise AssertionError("no generated patient has a lipid panel")
 
 
-def _with_mi(prefetch: dict[str, Any]) -> dict[str, Any]:
+def _deceased(prefetch: dict[str, Any]) -> dict[str, Any]:
+    """The same patient recorded as deceased: outside every model's population, no card."""
     pf = copy.deepcopy(prefetch)
-    pf["conditions"]["entry"].append(
-        {
-            "resource": {
-                "resourceType": "Condition",
-                "id": "mi-1",
-                "clinicalStatus": {"coding": [{"code": "active"}]},
-                "code": {
-                    "coding": [
-                        {"system": "http://snomed.info/sct", "code": "22298006"},
-                    ]
-                },
-                "subject": {"reference": f"Patient/{pf['patient']['id']}"},
-            }
-        }
-    )
+    pf["patient"]["deceasedDateTime"] = "2025-03-01T00:00:00Z"
     return pf
 
 
@@ -77,7 +65,7 @@ def _script(client: TestClient, prefetch: dict[str, Any], monkeypatch: Any) -> l
     codes = [
         client.post(HOOK, json=hook_request(pid, prefetch)).status_code,  # ok, new twin
         client.post(HOOK, json=hook_request(pid, prefetch)).status_code,  # ok, same twin
-        client.post(HOOK, json=hook_request(pid, _with_mi(prefetch))).status_code,  # no-card
+        client.post(HOOK, json=hook_request(pid, _deceased(prefetch))).status_code,  # no-card
         client.post(
             HOOK,
             json=hook_request(
@@ -139,7 +127,7 @@ def test_metrics_count_each_call_by_service_and_outcome(
     assert delta(calls, service="ascvd-risk", outcome="error") == 1
     assert delta("twin_cds_audit_append_duration_seconds_count", kind="hook") == 7
     assert after[("twin_cds_audit_chain_length", ())] == 7
-    # The second call's twin equals the first's (no version); the MI changes it (one), and
+    # The second call's twin equals the first's (no version); death changes it (one), and
     # the faulty call's twin, the first one again, differs from the latest (one more).
     assert delta("twin_cds_twin_versions_written_total") == 3
     assert delta("twin_cds_model_run_duration_seconds_count", model="pce") == 2
@@ -325,7 +313,8 @@ def test_fhir_fetches_are_counted_by_server_with_failures_and_overruns(tmp_path:
         key = (name, tuple(sorted(labels.items())))
         return after.get(key, 0.0) - before.get(key, 0.0)
 
-    searches = 3  # observations, conditions, medications (the Patient came in prefetch)
+    # One search per prefetch key but the Patient's, which came in prefetch.
+    searches = len(SERVICES["ascvd-risk"].prefetch) - 1
     assert delta("twin_cds_fhir_request_errors_total", server=server, reason="5xx") == searches
     assert delta("twin_cds_fhir_request_duration_seconds_count", server=server) == 2 * searches
     assert delta("twin_cds_fhir_budget_overruns_total", server=server) == 1
