@@ -24,8 +24,10 @@ from cds_service.cards import Action, Card, Link, Source, Suggestion
 from cds_service.render import OVERRIDE_REASONS, md_text
 from onnx_models.pk.models import MODELS
 from onnx_models.pk.simulator import OnnxPkSimulator, load_simulator
+from twin_engine.fhir.dosage import DosageError, read_request_dosage
 from twin_engine.medications import classify_medication
 from twin_engine.pk.errors import DosingError
+from twin_engine.pk.history import SYSTEMIC_ROUTES
 from twin_engine.pk.recommend import DosingResult, recommend
 from twin_engine.pk.regimen import infusion_hours
 from twin_engine.pk.types import Regimen
@@ -33,7 +35,6 @@ from twin_engine.pk.types import Regimen
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 #: Probability of target attainment below which the drafted regimen is called off target.
 PTA_OFF_TARGET = 0.5
-_HOURS = {"h": 1.0, "d": 24.0, "min": 1.0 / 60.0}
 
 
 class DraftOrderError(ValueError):
@@ -46,6 +47,7 @@ class DraftVancomycin:
 
     resource: dict[str, Any]
     regimen: Regimen
+    notes: tuple[str, ...] = ()  # what the order leaves to convention, for the card
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,54 +121,57 @@ def is_vancomycin(
 #: loading-dose ceiling (Rybak 2020), so a real order is never refused but a typo of
 #: 1e308 g cannot reach the arithmetic.
 MAX_DRAFT_DOSE_MG = 4000.0
-#: Longest dosing interval read from a draft (a week); the regimens searched go to 48 h.
+#: Longest dosing interval read from a draft (a week); shorter than 1 h is an entry error.
 MAX_DRAFT_INTERVAL_H = 168.0
+DRAFT_INTERVAL_H = (1.0, MAX_DRAFT_INTERVAL_H)
 
 
-def _hours(value: object, unit: object, where: str) -> float:
-    if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
-        raise DraftOrderError(f"{where} has no positive number")
-    factor = _HOURS.get(str(unit))
-    if factor is None:
-        raise DraftOrderError(f"{where} unit {unit!r} is not h, d or min")
-    hours = float(value) * factor
-    if not hours <= MAX_DRAFT_INTERVAL_H:
-        raise DraftOrderError(f"{where} of {value} {unit} is longer than a week")
-    return hours
+def read_draft(
+    request: dict[str, Any], medication: object = None
+) -> DraftVancomycin | None:
+    """The regimen a drafted vancomycin MedicationRequest orders; None when it is not given
+    intravenously (oral, rectal, intrathecal vancomycin: no systemic exposure to predict).
 
-
-def _dose_mg(quantity: object, where: str) -> float:
-    quantity = _dict(quantity)
-    value = quantity.get("value")
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        raise DraftOrderError(f"{where} has no doseQuantity value")
-    unit = str(quantity.get("code") or quantity.get("unit") or "")
-    # UCUM: mg and g only; an unknown unit is refused, never guessed.
-    factor = {"mg": 1.0, "g": 1000.0}.get(unit)
-    if factor is None:
-        raise DraftOrderError(f"{where} dose unit {unit!r} is not mg or g")
-    dose = float(value) * factor
-    if not 0 < dose <= MAX_DRAFT_DOSE_MG:
-        raise DraftOrderError(f"{where} dose {value} {unit} is not between 0 and 4 g")
-    return dose
-
-
-def read_draft(request: dict[str, Any]) -> DraftVancomycin:
-    """The regimen a drafted vancomycin MedicationRequest orders."""
+    The dosage is read by `twin_engine.fhir.dosage`, the reader the dose history uses too.
+    """
     where = f"MedicationRequest/{request.get('id', '?')}"
     instructions = _list(request.get("dosageInstruction"))
-    if not instructions or not isinstance(instructions[0], dict):
+    if not instructions:
         raise DraftOrderError(f"{where} has no dosageInstruction")
-    dosage = instructions[0]
-    dose_and_rate = _dict((_list(dosage.get("doseAndRate")) or [{}])[0])
-    dose = _dose_mg(dose_and_rate.get("doseQuantity"), where)
-    repeat = _dict(_dict(dosage.get("timing")).get("repeat"))
-    interval = _hours(repeat.get("period"), repeat.get("periodUnit"), f"{where} timing period")
-    if repeat.get("duration") is not None:
-        infusion = _hours(repeat.get("duration"), repeat.get("durationUnit"), f"{where} duration")
-    else:
-        infusion = infusion_hours(dose)
-    return DraftVancomycin(request, Regimen(dose_mg=dose, interval_h=interval, infusion_h=infusion))
+    if len(instructions) > 1:
+        raise DraftOrderError(
+            f"{where} has {len(instructions)} dosageInstructions; one regimen is needed"
+        )
+    try:
+        dosage = read_request_dosage(instructions[0], where, medication=medication)
+    except DosageError as exc:
+        raise DraftOrderError(str(exc)) from exc
+    if dosage.route not in SYSTEMIC_ROUTES:
+        return None
+    dose, interval = dosage.dose_mg, dosage.timing.interval_h
+    if dose is None:  # read_request_dosage always reads the dose of a systemic order
+        raise DraftOrderError(f"{where} has no doseAndRate.doseQuantity")
+    if not dose <= MAX_DRAFT_DOSE_MG:
+        raise DraftOrderError(f"{where} dose {dose:g} mg is not between 0 and 4 g")
+    if interval is None:
+        raise DraftOrderError(
+            f"{where} has no timing.repeat period or timing.code; the dosing interval is unknown"
+        )
+    low, high = DRAFT_INTERVAL_H
+    if not low <= interval <= high:
+        raise DraftOrderError(
+            f"{where} timing gives a dose every {interval:g} h, outside {low:g} h to a week"
+        )
+    infusion = dosage.infusion_h if dosage.infusion_h is not None else infusion_hours(dose)
+    if not 0 < infusion < interval:
+        raise DraftOrderError(
+            f"{where} infuses over {infusion:g} h, not less than its {interval:g} h interval"
+        )
+    return DraftVancomycin(
+        request,
+        Regimen(dose_mg=dose, interval_h=interval, infusion_h=infusion),
+        dosage.notes,
+    )
 
 
 def find_draft(context: dict[str, Any]) -> DraftVancomycin | None:
@@ -189,7 +194,9 @@ def find_draft(context: dict[str, Any]) -> DraftVancomycin | None:
         if selections and f"MedicationRequest/{resource.get('id')}" not in selections:
             continue
         if is_vancomycin(resource, bundled):
-            return read_draft(resource)
+            draft = read_draft(resource, _medication_concept(resource, bundled))
+            if draft is not None:
+                return draft
     return None
 
 

@@ -118,15 +118,14 @@ def test_no_vancomycin_draft_no_card(client: TestClient) -> None:
     assert response.json()["cards"] == []
 
 
-def test_unknown_dialysis_is_refused_without_a_number(client: TestClient) -> None:
-    """No dialysis status on record: a warning that says so, and no AUC number."""
+def test_no_dialysis_record_doses_and_says_so(client: TestClient) -> None:
+    """No dialysis record (most inpatients): dosed as not on dialysis, said in one line."""
     body = _body("order-select", _draft(1000, 12), dialysis=None)
     response = client.post("/cds-services/vancomycin-dosing", json=body)
     assert response.status_code == 200
     (card,) = response.json()["cards"]
-    assert "dialysis unknown" in card["detail"]
-    assert "mg·h/L" not in card["summary"]
-    assert "suggestions" not in card
+    assert "mg·h/L" in card["detail"]
+    assert "no dialysis recorded in the last 30 days" in card["detail"]
 
 
 def test_an_unreadable_draft_is_named(client: TestClient) -> None:

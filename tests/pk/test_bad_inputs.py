@@ -85,18 +85,6 @@ CASES: list[Any] = [
         id="missing-creatinine",
     ),
     pytest.param(
-        _without("dx"),
-        DialysisUnknownError,
-        ["dialysis unknown", "no Condition or Procedure"],
-        id="dialysis-unknown",
-    ),
-    pytest.param(
-        lambda res: [*_without("dx")(res), condition("esrd", ICD10, "N18.6")],
-        DialysisUnknownError,
-        ["Condition/esrd", "N18.6"],
-        id="esrd-is-not-dialysis",
-    ),
-    pytest.param(
         _plus(administration("nodur", 36, 1000, duration_h=None)),
         DoseRecordError,
         ["MedicationAdministration/nodur", "duration is unknown"],

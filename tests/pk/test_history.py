@@ -80,8 +80,8 @@ def test_medication_request_is_the_fallback() -> None:
         ([condition("c", ICD10, "Z99.2")], True),
         ([condition("c", SNOMED, "302497006")], True),
         ([condition("c", ICD10, "Z99.2", clinical="resolved")], False),
-        ([condition("c", ICD10, "N18.6")], None),
-        ([], None),
+        ([condition("c", ICD10, "N18.6")], True),
+        ([], False),
         (
             [
                 {
@@ -95,10 +95,10 @@ def test_medication_request_is_the_fallback() -> None:
             True,
         ),
     ],
-    ids=["z99.2", "snomed-hd", "resolved", "esrd-only", "nothing", "recent-procedure"],
+    ids=["z99.2", "snomed-hd", "resolved", "esrd", "nothing", "recent-procedure"],
 )
-def test_dialysis_status(resources: list[dict[str, object]], status: bool | None) -> None:
-    """Active codes say yes, resolved says no, ESRD alone and silence say unknown."""
+def test_dialysis_status(resources: list[dict[str, object]], status: bool) -> None:
+    """Active codes (ESRD too) say yes; resolved and silence say not on dialysis."""
     h = extract_history([patient(), *resources], as_of=T0)
     assert h.dialysis.status is status
 

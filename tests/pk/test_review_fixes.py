@@ -165,15 +165,18 @@ def test_round_next_dose_holds_below_half_a_step() -> None:
     ]
 
 
-def test_drug_on_board_gives_no_dose_now(goti_sim: OnnxPkSimulator) -> None:
-    """3 g q6h x4 ending just before the as-of time: enough on board; next dose 0 with a note."""
+def test_drug_on_board_delays_the_next_dose(goti_sim: OnnxPkSimulator) -> None:
+    """3 g q6h x4 ending just before the as-of time: the next dose waits for the level to fall
+    to the recommended regimen's trough, and is a maintenance dose, not a catch-up."""
     res = [r for r in base_record() if not r["id"].startswith(("ma", "lvl"))]
     res += [administration(f"big{k}", 24 + 6 * k, 3000, duration_h=3.0) for k in range(4)]
     result = _run(res, goti_sim)
-    assert result.next_dose is not None
-    assert result.next_dose.amount_mg < 125.0
-    assert result.next_dose.rounded_mg == 0.0
-    assert any("no dose needed now (drug on board)" in n for n in result.notes)
+    nd, best = result.next_dose, result.recommendations[0]
+    assert nd is not None and best.trough_ss_mg_l is not None
+    assert nd.start > result.as_of + timedelta(hours=6)
+    assert nd.rounded_mg <= 20.0 * 70.0
+    assert nd.level_at_start_mg_l is not None
+    assert nd.level_at_start_mg_l <= 1.5 * best.trough_ss_mg_l
 
 
 # --- 3. malformed FHIR ----------------------------------------------------------------------

@@ -2,24 +2,23 @@
 
 What is read, and why:
 * MedicationAdministration for vancomycin (RxNorm ingredient 11124 on the medication code, a
-  referenced/contained Medication, or "vancomycin" in its text): dosage.dose in mg or g; the
-  infusion from effectivePeriod start/end, or effectiveDateTime with dosage.rateRatio /
-  rateQuantity in mg per time. Oral vancomycin (route SNOMED 26643006) is not absorbed and is
-  skipped. Statuses entered-in-error and not-done are skipped.
-* MedicationRequest, only when no administration is recorded: dosageInstruction timing
-  repeat period/periodUnit from boundsPeriod.start (to boundsPeriod.end or the as-of time),
-  doseAndRate doseQuantity, duration from repeat.duration or the rate. Planned doses are
-  assumed given; the source says so.
+  referenced/contained Medication, or "vancomycin" in its text): the dosage read by
+  `twin_engine.fhir.dosage` (dose in mg or g; the infusion from effectivePeriod start/end, or
+  effectiveDateTime with rateRatio / rateQuantity in mass per time). Only intravenous doses
+  count (route, else dose form; neither recorded: read as intravenous, said so): oral
+  vancomycin is not absorbed, rectal and intrathecal act locally. Statuses entered-in-error
+  and not-done are skipped.
+* MedicationRequest, only when no administration is recorded: dosageInstruction read by the
+  same reader (timing.repeat frequency per period, timeOfDay, timing.code, boundsPeriod,
+  count; doseAndRate dose and rate); planned doses from boundsPeriod.start to its end or the
+  as-of time. Planned doses are assumed given; the source says so.
 * Levels: LOINC 20578-1 (any), 4092-3 (trough), 4090-7 (peak) in mg/L or ug/mL (1 ug/mL =
   1 mg/L, the same mass concentration; docs/clinical.md lists mg/L).
-* Weight LOINC 29463-7 (kg, g, lb); serum creatinine 2160-0 / 38483-4 (mg/dL, or umol/L / 88.4,
+* Weight LOINC 29463-7 (UCUM kg, g, [lb_av]; another unit is named and not used); serum creatinine 2160-0 / 38483-4 (mg/dL, or umol/L / 88.4,
   KDIGO 2012); age and sex from Patient.
-* Dialysis: Condition or Procedure coded ICD-10-CM Z99.2 (dependence on renal dialysis),
-  Z49.x (encounter for dialysis), Z91.15 (noncompliance with dialysis), or SNOMED 108241001
-  (dialysis procedure), 265764009 (renal dialysis), 302497006 (hemodialysis), 105502003
-  (dependence on renal dialysis). An active Condition, or a Procedure in the 30 days before
-  the as-of time, says yes; a resolved/inactive or refuted Condition says no. N18.6 (ESRD)
-  alone is not read as dialysis: it is noted, and the status stays unknown.
+* Dialysis: the named rule `twin_engine.dialysis.on_dialysis` (ESRD or dialysis-dependence
+  Conditions, dialysis Procedures or Encounters in the last 30 days); nothing recorded means
+  not on dialysis, and the statement says so.
 * Exactly one Patient; resources whose subject/patient names another patient are ignored
   (noted), a resource without a subject is taken as this patient's.
 * Malformed FHIR in a resource that matters (a vancomycin dose or order, a level, weight,
@@ -36,6 +35,13 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
 
+from twin_engine.dialysis import DialysisRecordError, dialysis_code, on_dialysis
+from twin_engine.fhir.dosage import (
+    DosageError,
+    planned_times,
+    read_administration_dosage,
+    read_request_dosage,
+)
 from twin_engine.pk.errors import (
     DoseRecordError,
     DosingError,
@@ -50,7 +56,10 @@ ICD10CM: Final = "http://hl7.org/fhir/sid/icd-10-cm"
 RXNORM: Final = "http://www.nlm.nih.gov/research/umls/rxnorm"
 
 VANCOMYCIN_RXNORM: Final = "11124"  # docs/clinical.md: vancomycin ingredient
-ORAL_ROUTE_SNOMED: Final = "26643006"  # SNOMED CT "Oral route"
+# Routes that give systemic exposure: intravenous, and no route or dose form recorded (read
+# as intravenous, the only systemic form of vancomycin, and said so). Oral vancomycin is not
+# absorbed (C. difficile only); rectal and intrathecal act locally (docs/clinical.md).
+SYSTEMIC_ROUTES: Final = frozenset({"intravenous", "unknown"})
 LEVEL_KINDS: Final[Mapping[str, LevelKind]] = {
     "4092-3": "trough",
     "4090-7": "peak",
@@ -66,13 +75,8 @@ WEIGHT_LOINC: Final = frozenset({"29463-7"})
 CREATININE_LOINC: Final = frozenset({"2160-0", "38483-4"})
 # mg/dL = umol/L / 88.4 (creatinine 113.12 g/mol; KDIGO 2012, as twin_engine.units).
 CREATININE_UMOL_PER_MG_DL: Final = 88.4
-LB_KG: Final = 0.45359237  # international avoirdupois pound
-DIALYSIS_ICD10: Final = frozenset(
-    {"Z99.2", "Z49.01", "Z49.02", "Z49.31", "Z49.32", "Z49.0", "Z49.3", "Z91.15"}
-)
-DIALYSIS_SNOMED: Final = frozenset({"108241001", "265764009", "302497006", "105502003"})
-ESRD_ICD10: Final = "N18.6"
-RECENT_PROCEDURE: Final = timedelta(days=30)
+LB_KG: Final = 0.45359237  # international avoirdupois pound (UCUM [lb_av])
+WEIGHT_UCUM_KG: Final[Mapping[str, float]] = {"kg": 1.0, "g": 0.001, "[lb_av]": LB_KG}
 # Plausible body weight (project choice: wide bounds that only catch entry/unit errors).
 WEIGHT_RANGE_KG: Final = (0.3, 400.0)
 # The population models were developed in adults (Goti 2018: 17-101 y; Buelga 2005 >= 15 y;
@@ -95,15 +99,6 @@ MIN_REQUEST_PERIOD_H: Final = 1.0
 # DosingError that names the resource.
 _MALFORMED: Final = (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError)
 _PARTIAL_DATE: Final = re.compile(r"^(\d{4})(?:-(\d{2}))?$")
-_TIME_UNITS_H: Final[Mapping[str, float]] = {
-    "h": 1.0,
-    "hr": 1.0,
-    "hour": 1.0,
-    "hours": 1.0,
-    "min": 1.0 / 60.0,
-    "d": 24.0,
-    "day": 24.0,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,9 +112,9 @@ class Measured:
 
 @dataclass(frozen=True, slots=True)
 class DialysisEvidence:
-    """Recorded dialysis status: True, False, or None (unknown), and why."""
+    """Dialysis status by the rule `twin_engine.dialysis.on_dialysis`, and why."""
 
-    status: bool | None
+    status: bool
     source: str
     note: str
 
@@ -268,55 +263,8 @@ def _medication_concept(
     return med.get("code")
 
 
-def _time_factor(unit: object, where: str, what: str) -> float:
-    factor = _TIME_UNITS_H.get(str(unit).strip().lower())
-    if factor is None:
-        raise DoseRecordError(f"{where} gives {what} in {unit!r}, not min, h or d")
-    return factor
-
-
-def _amount_mg(quantity: object, where: str) -> float:
-    q = _obj(quantity, where, "the dose quantity")
-    if q.get("value") is None:
-        raise DoseRecordError(f"{where} has no dose amount; the dose history is incomplete")
-    unit = str(q.get("code") or q.get("unit") or "").strip().lower()
-    value = _number(q["value"], where, "dose amount")
-    if value <= 0:
-        raise DoseRecordError(f"{where} gives a dose of {value:g} {unit}; a dose must be positive")
-    if unit == "mg":
-        return value
-    if unit == "g":
-        return value * 1000.0
-    raise DoseRecordError(f"{where} gives the dose in {unit or 'no unit'!r}, not mg or g")
-
-
-def _rate_mg_h(dosage: Mapping[str, Any], where: str) -> float | None:
-    if dosage.get("rateRatio") is not None:
-        ratio = _obj(dosage.get("rateRatio"), where, "rateRatio")
-        mg = _amount_mg(ratio.get("numerator"), where)
-        den = _obj(ratio.get("denominator"), where, "rateRatio.denominator")
-        unit = den.get("code") or den.get("unit") or "h"
-        value = _number(den.get("value", 1.0), where, "rate denominator")
-        hours = value * _time_factor(unit, where, "the rate denominator")
-        return mg / hours if hours > 0 else None
-    if dosage.get("rateQuantity") is not None:
-        quantity = _obj(dosage.get("rateQuantity"), where, "rateQuantity")
-        unit = str(quantity.get("code") or quantity.get("unit") or "").lower()
-        factors = {"mg/h": 1.0, "mg/hr": 1.0, "mg/min": 60.0, "g/h": 1000.0}
-        if unit not in factors:
-            raise DoseRecordError(f"{where} gives the infusion rate in {unit!r}; mg/h needed")
-        rate = _number(quantity.get("value"), where, "infusion rate") * factors[unit]
-        if rate <= 0:
-            raise DoseRecordError(f"{where} gives an infusion rate of {rate:g} mg/h")
-        return rate
-    return None
-
-
-def _is_oral(dosage: Mapping[str, Any], where: str) -> bool:
-    route = dosage.get("route")
-    return bool(_has_code(route, SNOMED, {ORAL_ROUTE_SNOMED}, where)) or any(
-        t.strip().lower() in ("oral", "po", "by mouth") for t in _texts(route, where)
-    )
+def _dosage_error(exc: DosageError) -> DoseRecordError:
+    return DoseRecordError(str(exc))
 
 
 def _administration(
@@ -325,12 +273,16 @@ def _administration(
     where = _ref(res)
     if res.get("status") in ("entered-in-error", "not-done"):
         return None
-    if not _is_vancomycin(_medication_concept(res, medications), where):
+    concept = _medication_concept(res, medications)
+    if not _is_vancomycin(concept, where):
         return None
-    dosage = _obj(res.get("dosage"), where, "dosage")
-    if _is_oral(dosage, where):
-        return None
-    amount = _amount_mg(dosage.get("dose"), where)
+    try:
+        dosage = read_administration_dosage(res.get("dosage"), where, medication=concept)
+    except DosageError as exc:
+        raise _dosage_error(exc) from exc
+    if dosage.route not in SYSTEMIC_ROUTES or dosage.dose_mg is None:
+        return None  # oral, rectal, intrathecal vancomycin: no systemic exposure
+    amount = dosage.dose_mg
     period = _obj(res.get("effectivePeriod"), where, "effectivePeriod")
     if period.get("start") and period.get("end"):
         start = parse_time(period["start"], where)
@@ -338,90 +290,76 @@ def _administration(
     else:
         when = res.get("effectiveDateTime") or period.get("start")
         start = parse_time(when, where)
-        rate = _rate_mg_h(dosage, where)
-        if rate is None:
+        if dosage.rate_mg_h is None:
             raise DoseRecordError(
                 f"{where} has a start time but neither an end time nor an infusion rate; "
                 "the infusion duration is unknown"
             )
-        hours = amount / rate
+        hours = amount / dosage.rate_mg_h
     if not hours > 0:
         raise DoseRecordError(f"{where} has an infusion duration of {hours:g} h")
     return DoseEvent(start=start, duration_h=hours, amount_mg=amount, source=where)
 
 
-def _request_doses(res: Mapping[str, Any], as_of: datetime, notes: list[str]) -> list[DoseEvent]:
+def _request_doses(
+    res: Mapping[str, Any],
+    medications: Mapping[str, Mapping[str, Any]],
+    as_of: datetime,
+    notes: list[str],
+) -> list[DoseEvent]:
     where = _ref(res)
+    concept = _medication_concept(res, medications)
     out: list[DoseEvent] = []
     for raw in _arr(res.get("dosageInstruction"), where, "dosageInstruction"):
-        instruction = _obj(raw, where, "a dosageInstruction")
-        if _is_oral(instruction, where):
+        try:
+            dosage = read_request_dosage(raw, where, medication=concept)
+        except DosageError as exc:
+            raise _dosage_error(exc) from exc
+        if dosage.route not in SYSTEMIC_ROUTES or dosage.dose_mg is None:
             continue
-        timing = _obj(instruction.get("timing"), where, "timing")
-        repeat = _obj(timing.get("repeat"), where, "timing.repeat")
-        bounds = _obj(repeat.get("boundsPeriod"), where, "boundsPeriod")
-        if not bounds.get("start") or repeat.get("period") is None:
+        timing = dosage.timing
+        if timing.bounds_start is None or timing.interval_h is None:
             raise DoseRecordError(
-                f"{where} has no timing.repeat.boundsPeriod.start or period; "
+                f"{where} has no timing.repeat.boundsPeriod.start or dosing interval; "
                 "planned dose times unknown"
             )
-        unit = repeat.get("periodUnit", "h")
-        interval_h = _number(repeat["period"], where, "timing.repeat.period") * _time_factor(
-            unit, where, "the period"
-        )
+        interval_h = timing.interval_h
         if not interval_h >= MIN_REQUEST_PERIOD_H:
             raise DoseRecordError(
                 f"{where} repeats every {interval_h:g} h; a vancomycin dosing period under "
                 f"{MIN_REQUEST_PERIOD_H:g} h is not plausible"
             )
-        rates = _arr(instruction.get("doseAndRate"), where, "doseAndRate") or [{}]
-        dose_rate = _obj(rates[0], where, "a doseAndRate entry")
-        amount = _amount_mg(dose_rate.get("doseQuantity"), where)
-        if repeat.get("duration") is not None:
-            du = repeat.get("durationUnit", "h")
-            hours = _number(repeat["duration"], where, "timing.repeat.duration") * _time_factor(
-                du, where, "the duration"
+        amount = dosage.dose_mg
+        hours = dosage.infusion_h
+        if hours is None:
+            raise DoseRecordError(
+                f"{where} has neither timing.repeat.duration nor a rate; "
+                "the infusion duration is unknown"
             )
-        else:
-            rate = _rate_mg_h(dose_rate, where)
-            if rate is None:
-                raise DoseRecordError(
-                    f"{where} has neither timing.repeat.duration nor a rate; "
-                    "the infusion duration is unknown"
-                )
-            hours = amount / rate
-        if not hours > 0:
-            raise DoseRecordError(f"{where} has an unusable infusion duration of {hours:g} h")
-        start = parse_time(bounds["start"], where)
-        end = min(as_of, parse_time(bounds["end"], where)) if bounds.get("end") else as_of
-        count = repeat.get("count")
-        limit = None if count is None else int(_number(count, where, "timing.repeat.count"))
-        # Only the last REQUEST_WINDOW (see its comment): index of the first dose in it.
-        window_start = as_of - REQUEST_WINDOW
-        first = 0
-        if start < window_start:
-            first = math.ceil((window_start - start).total_seconds() / 3600.0 / interval_h)
-        if limit is not None:
-            first = min(first, limit)
-        if first > 0:
+        end = min(as_of, timing.bounds_end) if timing.bounds_end else as_of
+        # Only the last REQUEST_WINDOW (see its comment).
+        try:
+            times, skipped = planned_times(
+                timing, start=timing.bounds_start, end=end, since=as_of - REQUEST_WINDOW
+            )
+        except DosageError as exc:
+            raise _dosage_error(exc) from exc
+        if skipped > 0:
             notes.append(
-                f"{where}: {first} planned dose(s) more than "
+                f"{where}: {skipped} planned dose(s) more than "
                 f"{REQUEST_WINDOW.days} days before the as-of time not counted (negligible "
                 "now unless the patient is anuric)"
             )
-        k = first
-        while (limit is None or k < limit) and (
-            dose_time := start + timedelta(hours=k * interval_h)
-        ) <= end:
-            out.append(
-                DoseEvent(
-                    start=dose_time,
-                    duration_h=hours,
-                    amount_mg=amount,
-                    source=f"{where} (planned dose {k + 1}, assumed given)",
-                )
+        notes.extend(dosage.notes)
+        out.extend(
+            DoseEvent(
+                start=when,
+                duration_h=hours,
+                amount_mg=amount,
+                source=f"{where} (planned dose {skipped + k + 1}, assumed given)",
             )
-            k += 1
+            for k, when in enumerate(times)
+        )
     return out
 
 
@@ -462,12 +400,18 @@ def _level(res: Mapping[str, Any], code: str) -> LevelObservation | None:
     return LevelObservation(time=when, value_mg_l=value, kind=LEVEL_KINDS[code], source=where)
 
 
-def _weight_kg(q: Mapping[str, Any], where: str) -> float | None:
-    unit = str(q.get("code") or q.get("unit") or "").strip().lower()
+def _weight_kg(q: Mapping[str, Any], where: str, notes: list[str]) -> float | None:
+    """Body weight in kg from UCUM kg, g or [lb_av]; another unit is named and not used."""
+    unit = str(q.get("code") or q.get("unit") or "").strip()
     value = _number(q["value"], f"{where} (body weight)", "value", MissingCovariateError)
-    return {"kg": value, "g": value / 1000.0, "[lb_av]": value * LB_KG, "lb": value * LB_KG}.get(
-        unit
-    )
+    factor = WEIGHT_UCUM_KG.get(unit)
+    if factor is None:
+        notes.append(
+            f"{where} gives body weight in {unit or 'no unit'!r}, not a UCUM unit of mass "
+            "(kg, g, [lb_av]); not used"
+        )
+        return None
+    return value * factor
 
 
 def _creatinine_mg_dl(q: Mapping[str, Any], where: str) -> float | None:
@@ -484,64 +428,13 @@ def _latest(found: list[Measured]) -> Measured | None:
     return max(found, key=lambda m: m.time) if found else None
 
 
-def _dialysis(
-    resources: Sequence[Mapping[str, Any]], as_of: datetime, notes: list[str]
-) -> DialysisEvidence:
-    yes: list[str] = []
-    no: list[str] = []
-    esrd: list[str] = []
-    for res in resources:
-        kind = res.get("resourceType")
-        if kind not in ("Condition", "Procedure"):
-            continue
-        where = _ref(res)
-        try:
-            code = res.get("code")
-            hit = _has_code(code, ICD10CM, DIALYSIS_ICD10, where) or _has_code(
-                code, SNOMED, DIALYSIS_SNOMED, where
-            )
-            esrd_hit = hit is None and _has_code(code, ICD10CM, {ESRD_ICD10}, where)
-        except DoseRecordError as exc:
-            notes.append(f"{exc}; its code is unreadable, so it is not read as dialysis evidence")
-            continue
-        if hit is None:
-            if esrd_hit:
-                esrd.append(where)
-            continue
-        # A dialysis record: malformed parts refuse (it decides the clearance model).
-        try:
-            if kind == "Condition":
-                verification = [
-                    c.get("code") for c in _codings(res.get("verificationStatus"), where)
-                ]
-                clinical = [c.get("code") for c in _codings(res.get("clinicalStatus"), where)]
-                if "entered-in-error" in verification:
-                    continue
-                if "refuted" in verification or set(clinical) & {
-                    "inactive",
-                    "resolved",
-                    "remission",
-                }:
-                    no.append(f"{where} ({hit}, not active)")
-                else:
-                    yes.append(f"{where} ({hit})")
-            else:
-                if res.get("status") in ("entered-in-error", "not-done"):
-                    continue
-                period = _obj(res.get("performedPeriod"), where, "performedPeriod")
-                when = res.get("performedDateTime") or period.get("start")
-                if when and as_of - RECENT_PROCEDURE <= parse_time(when, where) <= as_of:
-                    yes.append(f"{where} ({hit})")
-        except _MALFORMED as exc:
-            raise DoseRecordError(f"{where} (dialysis record) could not be read: {exc}") from exc
-    if yes:
-        return DialysisEvidence(True, ", ".join(yes), "dialysis recorded")
-    if no:
-        return DialysisEvidence(False, ", ".join(no), "dialysis recorded as not active")
-    note = "no Condition or Procedure records dialysis"
-    if esrd:
-        note += f"; {', '.join(esrd)} records ESRD (N18.6), which alone does not say dialysis"
-    return DialysisEvidence(None, "", note)
+def _dialysis(resources: Sequence[Mapping[str, Any]], as_of: datetime) -> DialysisEvidence:
+    """The named rule `twin_engine.dialysis.on_dialysis` over this patient's records."""
+    try:
+        status = on_dialysis(resources, as_of=as_of)
+    except DialysisRecordError as exc:
+        raise DoseRecordError(str(exc)) from exc
+    return DialysisEvidence(status.on_dialysis, ", ".join(status.evidence), status.statement)
 
 
 _PATIENT_REF: Final = re.compile(r"(?:^|/)Patient/([^/]+)(?:/_history/[^/]+)?$")
@@ -600,12 +493,8 @@ def _relevant(res: Mapping[str, Any], medications: Mapping[str, Mapping[str, Any
             return False
         wanted = set(LEVEL_KINDS) | WEIGHT_LOINC | CREATININE_LOINC
         return bool(set(_loinc_codes(res)) & wanted)
-    if kind in ("Condition", "Procedure"):
-        code = res.get("code")
-        return bool(
-            _has_code(code, ICD10CM, DIALYSIS_ICD10 | {ESRD_ICD10}, where)
-            or _has_code(code, SNOMED, DIALYSIS_SNOMED, where)
-        )
+    if kind in ("Condition", "Procedure", "Encounter"):
+        return dialysis_code(res) is not None
     return False
 
 
@@ -678,6 +567,7 @@ def extract_history(resources: Sequence[Mapping[str, Any]], *, as_of: datetime) 
             "Observation",
             "Condition",
             "Procedure",
+            "Encounter",
         ):
             continue
         where = _ref(res)
@@ -701,7 +591,7 @@ def extract_history(resources: Sequence[Mapping[str, Any]], *, as_of: datetime) 
                 if dose is not None and dose.start <= as_of:
                     administered.append(dose)
             elif kind == "MedicationRequest":
-                requested.extend(_request_doses(res, as_of, notes))
+                requested.extend(_request_doses(res, medications, as_of, notes))
             elif kind == "Observation":
                 loinc = _loinc_codes(res)
                 level_code = next((c for c in loinc if c in LEVEL_KINDS), None)
@@ -722,7 +612,7 @@ def extract_history(resources: Sequence[Mapping[str, Any]], *, as_of: datetime) 
                 if q.get("value") is None:
                     continue
                 if WEIGHT_LOINC & set(loinc):
-                    kg = _weight_kg(q, where)
+                    kg = _weight_kg(q, where, notes)
                     if kg is not None:
                         weights.append(Measured(kg, when, where))
                 else:
@@ -761,7 +651,7 @@ def extract_history(resources: Sequence[Mapping[str, Any]], *, as_of: datetime) 
         sex=sex,
         weight=weight,
         creatinine=creatinine,
-        dialysis=_dialysis(mine, as_of, notes),
+        dialysis=_dialysis(mine, as_of),
         doses=tuple(sorted(doses, key=lambda d: d.start)),
         levels=tuple(sorted(levels, key=lambda lv: lv.time)),
         notes=tuple(notes),

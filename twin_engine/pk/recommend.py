@@ -31,7 +31,8 @@ from twin_engine.pk.regimen import (
     RegimenPrediction,
     add_first_day,
     infusion_hours,
-    next_dose_for_auc,
+    maintenance_doses,
+    plan_next_dose,
     rank_regimens,
     round_next_dose,
     steady_state_auc24,
@@ -71,13 +72,16 @@ class FittedLevel:
 
 @dataclass(frozen=True, slots=True)
 class NextDose:
-    """One infusion at `start` reaching `target_auc` over the following 24 h (MAP)."""
+    """The next dose of the recommended regimen (MAP): due at `start`, when the predicted
+    level has fallen to that regimen's steady-state trough; the amount reaches the target's
+    middle over one interval, within the maintenance ceiling."""
 
     start: datetime
     amount_mg: float
     rounded_mg: float
     duration_h: float
     target_auc_mg_h_l: float
+    level_at_start_mg_l: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +159,9 @@ class DosingResult:
                 "rounded_mg": self.next_dose.rounded_mg,
                 "duration_h": self.next_dose.duration_h,
                 "target_auc_mg_h_l": self.next_dose.target_auc_mg_h_l,
+                "predicted_level_at_start_mg_l": None
+                if self.next_dose.level_at_start_mg_l is None
+                else _r(self.next_dose.level_at_start_mg_l),
             },
             "posterior_samples": self.n_samples,
             "notes": list(self.notes),
@@ -185,6 +192,9 @@ def _prediction(p: RegimenPrediction) -> dict[str, Any]:
         "auc24_mg_h_l": _r(p.auc24_ss_mg_h_l, 1),
         "auc24_90pct_interval": [_r(p.auc24_ss_low, 1), _r(p.auc24_ss_high, 1)],
         "probability_in_target": _r(p.probability_in_target, 3),
+        "probability_above_target": _r(p.probability_above_target, 3),
+        "predicted_peak_mg_l": None if p.peak_ss_mg_l is None else _r(p.peak_ss_mg_l, 1),
+        "predicted_trough_mg_l": None if p.trough_ss_mg_l is None else _r(p.trough_ss_mg_l, 1),
         "auc24_first_day_mg_h_l": None
         if p.auc24_first_day_mg_h_l is None
         else _r(p.auc24_first_day_mg_h_l, 1),
@@ -270,9 +280,11 @@ def plan_dosing(
     current_pred = None
     if current is not None:
         auc = steady_state_auc24(cl, np.array([current.dose_mg]), np.array([current.interval_h]))
-        current_pred = summarise(current, auc[0], target_auc)
+        current_pred = summarise(current, auc[0], target_auc, posterior.params_samples)
 
-    ranked = rank_regimens(cl, target_auc, top=top)
+    ranked = rank_regimens(
+        posterior.params_samples, target_auc, weight_kg=covariates.weight_kg, top=top
+    )
     # A loading dose is offered when the patient has little drug on board: no doses yet.
     loading = offer_loading if offer_loading is not None else not doses
     ranked = add_first_day(
@@ -286,27 +298,36 @@ def plan_dosing(
         offer_loading=loading,
     )
     next_dose = None
-    if doses:
-        mid = 0.5 * (target_auc[0] + target_auc[1])
-        amount, _ = next_dose_for_auc(
+    if doses and ranked:
+        best = ranked[0].regimen
+        plan = plan_next_dose(
             simulator,
-            posterior.params_map[None, :],
+            posterior.params_map,
             timeline.doses,
             start_h=start_h,
-            target_auc=mid,
+            regimen=best,
+            target=target_auc,
+            max_dose_mg=maintenance_doses(covariates.weight_kg)[-1],
         )
-        rounded = round_next_dose(amount)
+        rounded = round_next_dose(plan.amount_mg)
         next_dose = NextDose(
-            start=as_of,
-            amount_mg=amount,
+            start=as_of + timedelta(hours=plan.delay_h),
+            amount_mg=plan.amount_mg,
             rounded_mg=rounded,
             duration_h=infusion_hours(rounded) if rounded > 0 else 0.0,
-            target_auc_mg_h_l=mid,
+            target_auc_mg_h_l=0.5 * (target_auc[0] + target_auc[1]),
+            level_at_start_mg_l=plan.level_at_start_mg_l,
         )
+        if not plan.found:
+            notes.append(
+                f"the predicted level stays above the {best.describe()} trough for the next "
+                f"{plan.delay_h:g} h; recheck a level before the next dose"
+            )
         if rounded == 0.0:
             notes.append(
-                f"no dose needed now (drug on board): the dose for AUC {mid:g} mg.h/L over the "
-                f"next 24 h is {amount:.0f} mg, below half a dose step ({0.5 * DOSE_STEP_MG:g} mg)"
+                f"no dose needed (drug on board): the dose for the target over the next "
+                f"{best.interval_h:g} h is {plan.amount_mg:.0f} mg, below half a dose step "
+                f"({0.5 * DOSE_STEP_MG:g} mg)"
             )
     if posterior.prior_covariance_fallback:
         notes.append(
@@ -388,7 +409,11 @@ def covariates_from_history(
     """Model covariates from the record; refuses missing weight/creatinine/age/sex/dialysis."""
     age, sex, weight, creatinine = require_covariates(history, as_of)
     status, why = resolve_dialysis(
-        model, history.dialysis.status, dialysis, history.dialysis.source, history.dialysis.note
+        model,
+        history.dialysis.status,
+        dialysis,
+        history.dialysis.source or history.dialysis.note,
+        history.dialysis.note,
     )
     return Covariates(
         weight_kg=weight.value,

@@ -1,11 +1,18 @@
-"""Regimen search over the posterior: practical regimens ranked by target attainment.
+"""Regimen search over the posterior: regimens a pharmacist would write, ranked by consensus.
+
+The candidates and their order are the table `CONSENSUS_2020` (Rybak et al., Am J Health
+Syst Pharm 2020;77:835-864): q8h, q12h, q24h (q36h/q48h only when clearance is too low for
+q24h), maintenance doses in 250 mg steps within 15-20 mg/kg and 2 g, ranked by P(400 <=
+AUC24 <= 600), then the lower P(AUC24 > 600), then a steady-state trough within 1-15 mg/L,
+then the shorter interval. Only the posterior enters the ranking, so it cannot change with
+the time of day the card is asked for.
 
 Steady-state AUC24 is exact without simulation for linear PK: over one dosing interval at
 steady state AUC_tau = dose / CL (Rowland & Tozer, Clinical Pharmacokinetics, 4th ed., ch. 11),
 so AUC24_ss = dose x 24 / tau / CL for each posterior sample. The first 24 h after the new
 regimen starts (residual drug from the history, loading dose, first maintenance doses) is not
 at steady state: every candidate x loading option x posterior sample is simulated in ONE
-batched call of the structural model.
+batched call of the structural model, to choose a loading dose (never to reorder).
 """
 
 from __future__ import annotations
@@ -18,33 +25,85 @@ import numpy as np
 
 from twin_engine.pk.types import FloatArray, PkSimulator, Regimen
 
-# Practical regimens (project choice): doses in 250 mg steps (the common vial sizes, 250 mg
-# to 1 g, give any such dose without partial vials), the usual intervals q8h-q48h, and an
-# infusion rate of at most 1 g/h (the label's <= 10 mg/min, with margin).
-DOSE_STEP_MG = 250.0
-INTERVALS_H: tuple[float, ...] = (8.0, 12.0, 24.0, 36.0, 48.0)
+# Infusions at <= 1 g/h and at least 1 h (vancomycin label: over >= 60 min, <= 10 mg/min,
+# with margin).
 MAX_RATE_MG_H = 1000.0
-# Infusions last at least 1 h (vancomycin label: over >= 60 min, <= 10 mg/min).
 MIN_INFUSION_H = 1.0
-# Single doses up to 3 g: the consensus' loading-dose ceiling (Rybak et al., AJHP 2020;77:835,
-# loading 20-35 mg/kg, max 3000 mg); applied to maintenance doses too (project choice).
+# Single doses up to 3 g anywhere (the consensus' loading-dose ceiling, below); a regimen's
+# maintenance dose obeys the tighter rules of `CONSENSUS_2020`.
 MAX_DOSE_MG = 3000.0
-# Loading doses 20-35 mg/kg actual body weight (Rybak 2020, recommendation for loading doses).
-LOADING_MG_KG = (20.0, 35.0)
 # Target AUC24 400-600 mg.h/L, MIC 1 mg/L (Rybak 2020).
 DEFAULT_TARGET = (400.0, 600.0)
 INTERVAL_QUANTILES = (0.05, 0.95)  # 90 % interval
 
 
 @dataclass(frozen=True, slots=True)
+class DosingRules:
+    """The rules a recommended regimen obeys and the order regimens are ranked in.
+
+    Source: Rybak MJ et al. Therapeutic monitoring of vancomycin for serious MRSA infections:
+    a revised consensus guideline and review by ASHP, IDSA, PIDS and SIDP. Am J Health Syst
+    Pharm 2020;77:835-864 ("Rybak 2020" below).
+    """
+
+    #: Intervals the ward uses: 15-20 mg/kg every 8-12 h with normal renal function, every
+    #: 24 h as clearance falls (Rybak 2020, maintenance dosing recommendations).
+    intervals_h: tuple[float, ...]
+    #: Longer intervals, only when clearance is so low that the smallest allowed dose every
+    #: 24 h already overshoots the target (Rybak 2020: "longer intervals as clearance falls").
+    extended_intervals_h: tuple[float, ...]
+    #: Doses in 250 mg steps: vials of 250 mg, 500 mg, 750 mg and 1 g make any such dose
+    #: without a partial vial (project choice, common pharmacy practice).
+    dose_step_mg: float
+    #: Maintenance 15-20 mg/kg actual body weight per dose (Rybak 2020). The 250 mg steps
+    #: nearest outside the band are allowed too (the step at or below 15 mg/kg, the step at or
+    #: above 20 mg/kg), so every weight has at least two doses to choose from.
+    maintenance_mg_kg: tuple[float, float]
+    #: At most 2 g per maintenance dose (the per-dose ceiling of common practice and of the
+    #: consensus' dosing examples; larger single doses are loading doses).
+    max_maintenance_mg: float
+    #: Loading 20-35 mg/kg actual body weight, at most 3 g (Rybak 2020, loading doses).
+    loading_mg_kg: tuple[float, float]
+    max_loading_mg: float
+    #: Predicted steady-state trough that needs no second look: at most 15 mg/L (Rybak 2020:
+    #: troughs of 15-20 mg/L carry more nephrotoxicity, and AUC 400-600 is reachable with
+    #: lower troughs), and at least the MIC the target assumes (1 mg/L), below which the
+    #: organism goes unexposed for part of every interval (project choice).
+    trough_range_mg_l: tuple[float, float]
+    #: Probabilities are compared in steps of 5 points: with 1,000 posterior samples the Monte
+    #: Carlo error of a probability is up to 1.6 points, and the Laplace approximation adds
+    #: more, so smaller differences are ties (project choice).
+    probability_step: float
+
+
+CONSENSUS_2020 = DosingRules(
+    intervals_h=(8.0, 12.0, 24.0),
+    extended_intervals_h=(36.0, 48.0),
+    dose_step_mg=250.0,
+    maintenance_mg_kg=(15.0, 20.0),
+    max_maintenance_mg=2000.0,
+    loading_mg_kg=(20.0, 35.0),
+    max_loading_mg=3000.0,
+    trough_range_mg_l=(1.0, 15.0),
+    probability_step=0.05,
+)
+DOSE_STEP_MG = CONSENSUS_2020.dose_step_mg
+LOADING_MG_KG = CONSENSUS_2020.loading_mg_kg
+
+
+@dataclass(frozen=True, slots=True)
 class RegimenPrediction:
-    """A regimen's predicted AUC24 over the posterior: median, 90 % interval, attainment."""
+    """A regimen over the posterior: AUC24 (median, 90 % interval), attainment, peak, trough."""
 
     regimen: Regimen
     auc24_ss_mg_h_l: float
     auc24_ss_low: float
     auc24_ss_high: float
     probability_in_target: float
+    probability_above_target: float = 0.0
+    # Steady state, medians over the posterior: at the end of the infusion and of the interval.
+    peak_ss_mg_l: float | None = None
+    trough_ss_mg_l: float | None = None
     # AUC over the first 24 h after the regimen starts (history + loading + maintenance).
     auc24_first_day_mg_h_l: float | None = None
     probability_first_day_in_target: float | None = None
@@ -70,6 +129,16 @@ def round_next_dose(dose_mg: float) -> float:
     return round_dose(dose_mg)
 
 
+def maintenance_doses(weight_kg: float, rules: DosingRules = CONSENSUS_2020) -> list[float]:
+    """Maintenance doses allowed for this weight: 250 mg steps from the step at or below
+    15 mg/kg to the step at or above 20 mg/kg, within one step and 2 g."""
+    step = rules.dose_step_mg
+    low = max(step, math.floor(rules.maintenance_mg_kg[0] * weight_kg / step) * step)
+    high = min(rules.max_maintenance_mg, math.ceil(rules.maintenance_mg_kg[1] * weight_kg / step) * step)
+    low = min(low, high)
+    return [float(x) for x in np.arange(low, high + 1.0, step)]
+
+
 def steady_state_auc24(
     cl_samples: FloatArray, dose_mg: FloatArray, interval_h: FloatArray
 ) -> FloatArray:
@@ -78,43 +147,123 @@ def steady_state_auc24(
     return np.asarray(daily[:, None] / cl_samples[None, :], dtype=np.float64)
 
 
-def summarise(regimen: Regimen, auc: FloatArray, target: tuple[float, float]) -> RegimenPrediction:
+def steady_state_peak_trough(
+    params: FloatArray, dose_mg: float, interval_h: float, infusion_h: float
+) -> tuple[FloatArray, FloatArray]:
+    """[M] concentrations at steady state at the end of the infusion (peak) and of the
+    interval (trough), for M rows of [CL, V1, Q, V2], in closed form.
+
+    Two-compartment model with zero-order input: the central concentration after a unit
+    bolus is (A e^-at + B e^-bt) / V1 with a, b the roots of s^2 - (k10 + k12 + k21) s +
+    k10 k21 and A = (a - k21) / (a - b), B = (k21 - b) / (a - b); an infusion of rate R over
+    T gives each exponential R c / l (1 - e^-lT) at its end, and steady state multiplies it
+    by 1 / (1 - e^-l tau) (Gibaldi & Perrier, Pharmacokinetics, 2nd ed., ch. 2-3). With
+    Q = 0 it is the one-compartment model.
+    """
+    cl, v1, q, v2 = (params[:, i] for i in range(4))
+    k10 = cl / v1
+    k12 = q / v1
+    k21 = np.divide(q, v2, out=np.zeros_like(q), where=v2 > 0)
+    total = k10 + k12 + k21
+    root = np.sqrt(np.maximum(total * total - 4.0 * k10 * k21, 0.0))
+    alpha, beta = 0.5 * (total + root), 0.5 * (total - root)
+    spread = alpha - beta
+    a_coef = (alpha - k21) / spread
+    b_coef = (k21 - beta) / spread
+    rate = dose_mg / infusion_h
+    peak = np.zeros_like(cl)
+    trough = np.zeros_like(cl)
+    for coef, lam in ((a_coef, alpha), (b_coef, beta)):
+        live = (np.abs(coef) > 0) & (lam > 0)
+        safe = np.where(live, lam, 1.0)
+        accumulate = -np.expm1(-safe * infusion_h) / -np.expm1(-safe * interval_h)
+        term = np.where(live, rate * coef / safe * accumulate, 0.0)
+        peak += term
+        trough += term * np.where(live, np.exp(-safe * (interval_h - infusion_h)), 0.0)
+    return np.asarray(peak / v1, dtype=np.float64), np.asarray(trough / v1, dtype=np.float64)
+
+
+def summarise(
+    regimen: Regimen,
+    auc: FloatArray,
+    target: tuple[float, float],
+    params: FloatArray | None = None,
+) -> RegimenPrediction:
+    """The regimen's AUC24 summary; with posterior ``params``, its steady-state peak and trough."""
     lo, hi = np.quantile(auc, INTERVAL_QUANTILES)
+    peak = trough = None
+    if params is not None:
+        peaks, troughs = steady_state_peak_trough(
+            params, regimen.dose_mg, regimen.interval_h, regimen.infusion_h
+        )
+        peak, trough = float(np.median(peaks)), float(np.median(troughs))
     return RegimenPrediction(
         regimen=regimen,
         auc24_ss_mg_h_l=float(np.median(auc)),
         auc24_ss_low=float(lo),
         auc24_ss_high=float(hi),
         probability_in_target=float(np.mean((auc >= target[0]) & (auc <= target[1]))),
+        probability_above_target=float(np.mean(auc > target[1])),
+        peak_ss_mg_l=peak,
+        trough_ss_mg_l=trough,
+    )
+
+
+def rank_key(
+    p: RegimenPrediction, rules: DosingRules = CONSENSUS_2020
+) -> tuple[int, int, int, float, float]:
+    """Sort key, best first: P(in target), then the lower P(above target), then a trough in
+    the sensible range, then the shorter interval and the smaller dose (deterministic: only
+    the posterior enters, never the time of day)."""
+    step = rules.probability_step
+    low, high = rules.trough_range_mg_l
+    trough = p.trough_ss_mg_l
+    trough_off = 0 if trough is None or low <= trough <= high else 1
+    return (
+        -round(p.probability_in_target / step),
+        round(p.probability_above_target / step),
+        trough_off,
+        p.regimen.interval_h,
+        p.regimen.dose_mg,
     )
 
 
 def rank_regimens(
-    cl_samples: FloatArray,
+    params_samples: FloatArray,
     target: tuple[float, float] = DEFAULT_TARGET,
     *,
+    weight_kg: float,
     top: int = 5,
-    intervals: Sequence[float] = INTERVALS_H,
+    rules: DosingRules = CONSENSUS_2020,
 ) -> list[RegimenPrediction]:
-    """The best dose for each interval, ranked by P(AUC24_ss in target) over the samples.
+    """The best allowed dose for each interval, the intervals ranked by `rank_key`.
 
-    Within an interval the best dose maximises attainment (ties to 0.5 %: median closest to the
-    target's middle). Regimens with the same daily dose have the same steady-state AUC, so
-    across intervals ties are left for the first-day evaluation to break (`add_first_day`).
+    Candidates: `rules.intervals_h` (q8h, q12h, q24h) with the maintenance doses allowed for
+    the weight; q36h and q48h join only when the smallest allowed dose every 24 h has a
+    median AUC24 above the target (clearance too low for q24h).
     """
-    doses = np.arange(DOSE_STEP_MG, MAX_DOSE_MG + 1.0, DOSE_STEP_MG)
-    mid = 0.5 * (target[0] + target[1])
+    cl = params_samples[:, 0]
+    doses = maintenance_doses(weight_kg, rules)
+    intervals = list(rules.intervals_h)
+    smallest_daily = np.median(steady_state_auc24(cl, np.array([doses[0]]), np.array([24.0])))
+    if smallest_daily > target[1]:
+        intervals += list(rules.extended_intervals_h)
     best: list[RegimenPrediction] = []
     for tau in intervals:
-        auc = steady_state_auc24(cl_samples, doses, np.full(doses.size, tau))
-        p = np.mean((auc >= target[0]) & (auc <= target[1]), axis=1)
-        median = np.median(auc, axis=1)
-        i = min(range(doses.size), key=lambda j: (-round(p[j] * 200.0), abs(median[j] - mid)))
-        regimen = Regimen(
-            dose_mg=float(doses[i]), interval_h=float(tau), infusion_h=infusion_hours(doses[i])
-        )
-        best.append(summarise(regimen, auc[i], target))
-    best.sort(key=lambda r: -round(r.probability_in_target * 200.0))
+        auc = steady_state_auc24(cl, np.array(doses), np.full(len(doses), tau))
+        options = [
+            summarise(
+                Regimen(dose_mg=dose, interval_h=tau, infusion_h=infusion_hours(dose)),
+                auc[i],
+                target,
+                params_samples,
+            )
+            for i, dose in enumerate(doses)
+            if infusion_hours(dose) < tau
+        ]
+        if options:
+            best.append(min(options, key=lambda p: rank_key(p, rules)))
+    best.sort(key=lambda p: rank_key(p, rules))
     return best[:top]
 
 
@@ -157,10 +306,11 @@ def first_day_auc(
     return np.asarray((auc[:, 1] - auc[:, 0]).reshape(len(plans), m), dtype=np.float64)
 
 
-def loading_options(weight_kg: float) -> list[float]:
+def loading_options(weight_kg: float, rules: DosingRules = CONSENSUS_2020) -> list[float]:
     """Loading doses in 250 mg steps within 20-35 mg/kg and <= 3 g."""
-    low = math.ceil(LOADING_MG_KG[0] * weight_kg / DOSE_STEP_MG) * DOSE_STEP_MG
-    high = min(MAX_DOSE_MG, math.floor(LOADING_MG_KG[1] * weight_kg / DOSE_STEP_MG) * DOSE_STEP_MG)
+    step = rules.dose_step_mg
+    low = math.ceil(rules.loading_mg_kg[0] * weight_kg / step) * step
+    high = min(rules.max_loading_mg, math.floor(rules.loading_mg_kg[1] * weight_kg / step) * step)
     return [float(x) for x in np.arange(low, high + 1.0, DOSE_STEP_MG)]
 
 
@@ -204,16 +354,15 @@ def add_first_day(
                 auc24_ss_low=pred.auc24_ss_low,
                 auc24_ss_high=pred.auc24_ss_high,
                 probability_in_target=pred.probability_in_target,
+                probability_above_target=pred.probability_above_target,
+                peak_ss_mg_l=pred.peak_ss_mg_l,
+                trough_ss_mg_l=pred.trough_ss_mg_l,
                 auc24_first_day_mg_h_l=float(np.median(auc[choice])),
                 probability_first_day_in_target=float(in_target[choice]),
             )
         )
-    out.sort(
-        key=lambda r: (
-            -round(r.probability_in_target * 200.0),
-            -(r.probability_first_day_in_target or 0.0),
-        )
-    )
+    # The order stays the steady-state ranking's: the first day depends on when the card is
+    # asked for, and the recommendation must not change with the time of day.
     return out
 
 
@@ -247,3 +396,61 @@ def next_dose_for_auc(
             break
         duration = infusion_hours(amount)
     return float(amount), float(duration)
+
+
+@dataclass(frozen=True, slots=True)
+class NextDosePlan:
+    """When the next dose is due (hours after the as-of time) and how much."""
+
+    delay_h: float
+    amount_mg: float
+    duration_h: float
+    level_at_start_mg_l: float
+    found: bool  # False: the level stays above the trough over the whole search window
+
+
+def plan_next_dose(
+    simulator: PkSimulator,
+    params: FloatArray,
+    history: FloatArray,
+    *,
+    start_h: float,
+    regimen: Regimen,
+    target: tuple[float, float],
+    max_dose_mg: float,
+    search_h: float = 72.0,
+    step_h: float = 0.25,
+) -> NextDosePlan:
+    """The next dose of ``regimen`` after the recorded doses, with the MAP ``params`` [4].
+
+    Due when the predicted level has fallen to the regimen's steady-state trough (not before
+    the last infusion ends), so the regimen continues from where the patient is; the amount
+    gives the target's middle over one interval (AUC24 x tau / 24), at most ``max_dose_mg``.
+    """
+    rows = history.reshape(-1, 3)
+    grid = start_h + np.arange(0.0, search_h + step_h / 2, step_h)
+    conc, _ = simulator.simulate(params[None, :], rows[None], grid[None, :])
+    _, trough = steady_state_peak_trough(
+        params[None, :], regimen.dose_mg, regimen.interval_h, regimen.infusion_h
+    )
+    last_end = float(np.max(rows[:, 0] + rows[:, 1])) if rows.shape[0] else -math.inf
+    due = (conc[0] <= trough[0] + 1e-9) & (grid >= last_end)
+    found = bool(due.any())
+    i = int(np.argmax(due)) if found else grid.size - 1
+    mid = 0.5 * (target[0] + target[1])
+    amount, duration = next_dose_for_auc(
+        simulator,
+        params[None, :],
+        rows,
+        start_h=float(grid[i]),
+        target_auc=mid * regimen.interval_h / 24.0,
+        window_h=regimen.interval_h,
+    )
+    amount = min(amount, max_dose_mg)
+    return NextDosePlan(
+        delay_h=float(grid[i] - start_h),
+        amount_mg=amount,
+        duration_h=infusion_hours(amount) if amount > 0 else 0.0,
+        level_at_start_mg_l=float(conc[0, i]),
+        found=found,
+    )

@@ -1,0 +1,7 @@
+"""Readers of FHIR R4 structures, one per structure, shared by every service.
+
+Pure functions over the JSON dicts a FHIR server or a CDS client sends, returning the
+twin's own frozen values; each refuses what it cannot read with an error that names the
+resource and the field. ``dosage`` reads Dosage and Timing (what the vancomycin draft
+order and the dose history both need).
+"""
