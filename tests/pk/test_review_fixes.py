@@ -23,7 +23,7 @@ from twin_engine.pk import (
     extract_history,
     recommend,
 )
-from twin_engine.pk.regimen import round_next_dose
+from twin_engine.pk.regimen import maintenance_doses, round_next_dose
 
 from .fhir import T0, administration, base_record, observation, patient
 
@@ -174,7 +174,7 @@ def test_drug_on_board_delays_the_next_dose(goti_sim: OnnxPkSimulator) -> None:
     nd, best = result.next_dose, result.recommendations[0]
     assert nd is not None and best.trough_ss_mg_l is not None
     assert nd.start > result.as_of + timedelta(hours=6)
-    assert nd.rounded_mg <= 20.0 * 70.0
+    assert nd.rounded_mg <= maintenance_doses(70.0)[-1]  # 1500 mg: the step above 20 mg/kg
     assert nd.level_at_start_mg_l is not None
     assert nd.level_at_start_mg_l <= 1.5 * best.trough_ss_mg_l
 
