@@ -353,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--dialysis",
         choices=("yes", "no"),
         default=None,
-        help="state dialysis status when the record does not (otherwise it is refused)",
+        help="state dialysis status (overrides the record; without a record: not on dialysis)",
     )
     vanco.set_defaults(func=cmd_dose)
 

@@ -170,11 +170,14 @@ VANCOMYCIN_DOSING = ServiceDefinition(
         "medications": "MedicationRequest?patient={{context.patientId}}",
         "conditions": "Condition?patient={{context.patientId}}",
         "procedures": "Procedure?patient={{context.patientId}}",
+        # Dialysis sessions are often recorded as encounters (twin_engine.dialysis).
+        "encounters": "Encounter?patient={{context.patientId}}",
     },
     usage_requirements=(
         "Send the prefetch, or fhirServer with fhirAuthorization scoped to read the "
         "patient's Observations, MedicationAdministrations, MedicationRequests, "
-        "Conditions and Procedures. Dialysis status must be recorded or the dose is refused."
+        "Conditions, Procedures and Encounters. Without a dialysis record in the last "
+        "30 days the patient is dosed as not on dialysis, and the card says so."
     ),
     kind="vancomycin",
 )

@@ -18,6 +18,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
+from collections.abc import Callable
 from typing import Any
 
 from cds_service.cards import Action, Card, Link, Source, Suggestion
@@ -29,7 +30,7 @@ from twin_engine.medications import classify_medication
 from twin_engine.pk.errors import DosingError
 from twin_engine.pk.history import SYSTEMIC_ROUTES
 from twin_engine.pk.recommend import DosingResult, recommend
-from twin_engine.pk.regimen import infusion_hours
+from twin_engine.pk.regimen import RegimenPrediction, infusion_hours
 from twin_engine.pk.types import Regimen
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
@@ -282,6 +283,33 @@ def _problem_card(message: str, source: Source, link: Link) -> Card:
     )
 
 
+def _pct(p: float) -> str:
+    return f"{100 * p:.0f}%"
+
+
+def _peak_trough(p: RegimenPrediction) -> str:
+    if p.peak_ss_mg_l is None or p.trough_ss_mg_l is None:
+        return "-"
+    return f"{p.peak_ss_mg_l:.0f} / {p.trough_ss_mg_l:.1f}"
+
+
+def _summary(draft: DraftVancomycin, current: RegimenPrediction, best: RegimenPrediction | None,
+             on_target: bool, target: tuple[float, float]) -> str:
+    """Decision first, plain words, at most 140 characters."""
+    low, high = target
+    drafted = (
+        f"AUC24 {current.auc24_ss_mg_h_l:.0f}, {_pct(current.probability_in_target)} "
+        f"in {low:.0f}-{high:.0f}"
+    )
+    if on_target or best is None:
+        text = f"Vancomycin {draft.regimen.short()} is on target: {drafted}"
+        if not on_target:
+            text = f"Vancomycin {draft.regimen.short()} is off target: {drafted}"
+    else:
+        text = f"Change vancomycin to {best.regimen.short()}: drafted {draft.regimen.short()} gives {drafted}"
+    return text if len(text) <= 140 else text[:139] + "…"
+
+
 def _result_card(draft: DraftVancomycin, r: DosingResult, source: Source, link: Link) -> Card:
     low, high = r.target_auc
     current = r.current_regimen
@@ -290,31 +318,67 @@ def _result_card(draft: DraftVancomycin, r: DosingResult, source: Source, link: 
     on_target = current.probability_in_target >= PTA_OFF_TARGET and (
         low <= current.auc24_ss_mg_h_l <= high
     )
-    summary = (
-        f"Vancomycin {draft.regimen.describe()}: AUC24 {current.auc24_ss_mg_h_l:.0f} "
-        f"mg·h/L, {100 * current.probability_in_target:.0f}% in {low:.0f}-{high:.0f}"
-    )
-    fit = [
-        f"| {lv.time.isoformat(timespec='minutes')} | {lv.kind} | {lv.observed_mg_l:.1f} | "
-        f"{lv.predicted_mg_l:.1f} | {md_text(lv.source)} |"
-        for lv in r.levels
+    best = r.recommendations[0] if r.recommendations else None
+    columns = [("Drafted", current)] + ([("Recommended", best)] if best is not None else [])
+    head = "| | " + " | ".join(name for name, _ in columns) + " |"
+
+    def row(label: str, cell: Callable[[RegimenPrediction], str]) -> str:
+        return f"| {label} | " + " | ".join(cell(p) for _, p in columns) + " |"
+
+    detail = [
+        head,
+        "|---" * (len(columns) + 1) + "|",
+        row("Regimen", lambda p: p.regimen.describe()),
+        row(
+            "AUC24 mg·h/L (90% interval)",
+            lambda p: f"{p.auc24_ss_mg_h_l:.0f} ({p.auc24_ss_low:.0f}-{p.auc24_ss_high:.0f})",
+        ),
+        row(f"P(AUC24 {low:.0f}-{high:.0f})", lambda p: _pct(p.probability_in_target)),
+        row(f"P(AUC24 > {high:.0f})", lambda p: _pct(p.probability_above_target)),
+        row("Peak / trough at steady state, mg/L", _peak_trough),
+        "",
     ]
+    nd = r.next_dose
+    if nd is not None and nd.rounded_mg > 0 and best is not None:
+        when = nd.start.isoformat(timespec="minutes")
+        wait_h = (nd.start - r.as_of).total_seconds() / 3600.0
+        due = "now" if wait_h < 0.25 else f"at {when} (in {wait_h:.1f} h)"
+        level = (
+            f", when the predicted level is {nd.level_at_start_mg_l:.1f} mg/L"
+            if nd.level_at_start_mg_l is not None
+            else ""
+        )
+        detail.append(f"**Next dose**: {nd.rounded_mg:g} mg over {nd.duration_h:g} h {due}{level}.")
+    if best is not None and len(r.recommendations) > 1:
+        detail.append(
+            "Also within the consensus rules: "
+            + "; ".join(
+                f"{alt.regimen.short()} (AUC24 {alt.auc24_ss_mg_h_l:.0f}, "
+                f"{_pct(alt.probability_in_target)} in target, {_pct(alt.probability_above_target)} > {high:.0f})"
+                for alt in r.recommendations[1:4]
+            )
+            + "."
+        )
     cov = r.covariates
     ip = r.individual_parameters
-    detail = [
-        f"**Drafted regimen**: {draft.regimen.describe()}. Predicted steady-state AUC24 "
-        f"**{current.auc24_ss_mg_h_l:.0f} mg·h/L** (90% interval {current.auc24_ss_low:.0f}-"
-        f"{current.auc24_ss_high:.0f}); probability in {low:.0f}-{high:.0f}: "
-        f"**{100 * current.probability_in_target:.0f}%** (target: Rybak et al., AJHP 2020).",
+    dialysis = (
+        f"on dialysis ({cov.dialysis_source})" if cov.dialysis else cov.dialysis_source
+    )
+    detail += [
         "",
         "**The patient's PK twin**"
         + (" (a priori: no measured levels)" if r.a_priori else " (fitted to measured levels)"),
-        f"- Weight {cov.weight_kg:.1f} kg ({md_text(cov.weight_source)}); creatinine "
-        f"{cov.creatinine_mg_dl:.2f} mg/dL ({md_text(cov.creatinine_source)}); CrCl "
-        f"{cov.crcl_ml_min:.0f} mL/min (Cockcroft-Gault, the model's rules); dialysis: "
-        f"{'yes' if cov.dialysis else 'no'} ({md_text(cov.dialysis_source)})",
+        f"- Weight {cov.weight_kg:.1f} kg ({cov.weight_source}); creatinine "
+        f"{cov.creatinine_mg_dl:.2f} mg/dL ({cov.creatinine_source}); CrCl "
+        f"{cov.crcl_ml_min:.0f} mL/min (Cockcroft-Gault, the model's rules)",
+        f"- Dialysis: {dialysis}",
         f"- Individual CL {ip.cl_l_h:.2f} L/h, Vc {ip.vc_l:.1f} L, Q {ip.q_l_h:.2f} L/h, "
         f"Vp {ip.vp_l:.1f} L",
+    ]
+    fit = [
+        f"| {lv.time.isoformat(timespec='minutes')} | {lv.kind} | {lv.observed_mg_l:.1f} | "
+        f"{lv.predicted_mg_l:.1f} | {lv.source} |"
+        for lv in r.levels
     ]
     if fit:
         detail += [
@@ -323,26 +387,13 @@ def _result_card(draft: DraftVancomycin, r: DosingResult, source: Source, link: 
             "|---|---|---|---|---|",
             *fit,
         ]
-    best = r.recommendations[0] if r.recommendations else None
-    if best is not None:
-        detail += [
-            "",
-            f"**Recommended**: {best.regimen.describe()}: AUC24 {best.auc24_ss_mg_h_l:.0f} "
-            f"(90% {best.auc24_ss_low:.0f}-{best.auc24_ss_high:.0f}), "
-            f"{100 * best.probability_in_target:.0f}% in target.",
-            # Regimens of equal attainment differ in interval and single dose; the
-            # clinician chooses, so the next best are shown too.
-            *(
-                f"- or {alt.regimen.describe()}: AUC24 {alt.auc24_ss_mg_h_l:.0f}, "
-                f"{100 * alt.probability_in_target:.0f}% in target"
-                for alt in r.recommendations[1:4]
-            ),
-        ]
+    notes = (*draft.notes, *r.notes)
     detail += [
         "",
-        *(f"- {md_text(n)}" for n in r.notes),
-        "",
-        f"**Model**: {r.model_name} v{r.model_version}.",
+        *(f"- {n}" for n in notes),
+        "" if notes else "",
+        f"Target AUC24 {low:.0f}-{high:.0f} mg·h/L and regimen rules: 2020 ASHP/IDSA/PIDS/SIDP "
+        f"consensus (Rybak et al., AJHP 2020). **Model**: {r.model_name} v{r.model_version}.",
     ]
     suggestions = None
     if not on_target and best is not None:
@@ -362,7 +413,7 @@ def _result_card(draft: DraftVancomycin, r: DosingResult, source: Source, link: 
         ]
     return Card(
         uuid=str(uuid.uuid4()),
-        summary=summary[:139],
+        summary=_summary(draft, current, best, on_target, r.target_auc),
         detail="\n".join(detail),
         indicator="info" if on_target else "warning",
         source=source,

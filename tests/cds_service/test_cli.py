@@ -192,17 +192,19 @@ def test_dose_bad_arguments_exit_2(tmp_path: Path, args: tuple[str, ...], messag
     assert result.stdout == ""
 
 
-def test_dose_refuses_unknown_dialysis_unless_stated(tmp_path: Path) -> None:
-    """No dialysis record: exit 2 naming it; --dialysis no supplies the fact and it doses."""
+def test_dose_needs_no_dialysis_statement(tmp_path: Path) -> None:
+    """No dialysis record: dosed as not on dialysis, said in the sources; --dialysis overrides."""
     bundle = _vanco_bundle(tmp_path, dialysis=None)
-    refused = _run("dose", "vancomycin", "--bundle", str(bundle), "--as-of", "2024-03-03")
-    assert refused.returncode == 2
-    assert "dialysis unknown" in refused.stderr
+    plain = _run("dose", "vancomycin", "--bundle", str(bundle), "--as-of", "2024-03-03")
+    assert plain.returncode == 0, plain.stderr
+    covariates = json.loads(plain.stdout)["covariates"]
+    assert covariates["dialysis"] is False
+    assert covariates["sources"]["dialysis"] == "no dialysis recorded in the last 30 days"
     stated = _run(
-        "dose", "vancomycin", "--bundle", str(bundle), "--as-of", "2024-03-03", "--dialysis", "no"
+        "dose", "vancomycin", "--bundle", str(bundle), "--as-of", "2024-03-03", "--dialysis", "yes"
     )
     assert stated.returncode == 0, stated.stderr
-    assert json.loads(stated.stdout)["covariates"]["dialysis"] is False
+    assert json.loads(stated.stdout)["covariates"]["dialysis"] is True
 
 
 def _with(bundle: dict[str, Any], *resources: dict[str, Any]) -> dict[str, Any]:
@@ -295,3 +297,13 @@ def test_an_out_of_range_input_is_said_in_words(
     result = _run("predict", "prevent", "--bundle", str(bundle), "--as-of", "2026-02-01")
     assert result.returncode == 2
     assert "systolic BP 194 mmHg is above the 180 the PREVENT equations accept" in result.stderr
+
+
+def test_dose_entries_carry_trough_peak_and_overshoot(tmp_path: Path) -> None:
+    """Each recommendation names its steady-state trough and peak and P(AUC24 > target)."""
+    bundle = _vanco_bundle(tmp_path)
+    result = _run("dose", "vancomycin", "--bundle", str(bundle), "--as-of", "2024-03-03")
+    assert result.returncode == 0, result.stderr
+    for entry in json.loads(result.stdout)["recommendation"]:
+        assert 0 < entry["predicted_trough_mg_l"] < entry["predicted_peak_mg_l"]
+        assert 0 <= entry["probability_above_target"] <= 1 - entry["probability_in_target"]

@@ -73,6 +73,7 @@ def _body(hook: str, draft: dict[str, Any], *, dialysis: bool | None = False) ->
             "medications": _searchset([]),
             "conditions": _searchset(by_type.get("Condition", [])),
             "procedures": None,
+            "encounters": None,
         },
     }
 
@@ -205,3 +206,114 @@ def test_a_draft_by_medication_reference_is_recognised(client: TestClient, where
     response = client.post("/cds-services/vancomycin-dosing", json=body)
     (card,) = response.json()["cards"]
     assert "AUC24" in card["summary"]
+
+
+def _card(client: TestClient, draft: dict[str, Any], **kw: Any) -> dict[str, Any]:
+    response = client.post("/cds-services/vancomycin-dosing", json=_body("order-select", draft, **kw))
+    assert response.status_code == 200, response.text
+    (card,) = response.json()["cards"]
+    return dict(card)
+
+
+def _auc_row(card: dict[str, Any]) -> str:
+    return next(line for line in card["detail"].splitlines() if line.startswith("| AUC24"))
+
+
+def _timed(timing: dict[str, Any]) -> dict[str, Any]:
+    draft = _draft(1000, 12)
+    draft["dosageInstruction"][0]["timing"] = timing
+    return draft
+
+
+def test_twice_daily_written_two_ways_gives_equal_aucs(client: TestClient) -> None:
+    """Issue finding: frequency 2 per 1 d was read as every 24 h; it equals period 12 h."""
+    per_day = _card(client, _timed({"repeat": {"frequency": 2, "period": 1, "periodUnit": "d"}}))
+    every_12 = _card(client, _timed({"repeat": {"period": 12, "periodUnit": "h"}}))
+    assert _auc_row(per_day) == _auc_row(every_12)
+    assert "q12h" in per_day["summary"]
+
+
+@pytest.mark.parametrize("code", ["BID", "Q12H"])
+def test_timing_code_gives_the_interval(client: TestClient, code: str) -> None:
+    """timing.code BID or Q12H (v3-GTSAbbreviation) alone is every 12 h."""
+    system = "http://terminology.hl7.org/CodeSystem/v3-GTSAbbreviation"
+    card = _card(client, _timed({"code": {"coding": [{"system": system, "code": code}]}}))
+    every_12 = _card(client, _timed({"repeat": {"period": 12, "periodUnit": "h"}}))
+    assert _auc_row(card) == _auc_row(every_12)
+
+
+def test_a_rate_gives_the_infusion_time(client: TestClient) -> None:
+    """doseAndRate rateQuantity 500 mg/h: a 1000 mg dose runs over 2 h."""
+    draft = _draft(1000, 12)
+    draft["dosageInstruction"][0]["doseAndRate"][0]["rateQuantity"] = {"value": 500, "code": "mg/h"}
+    card = _card(client, draft)
+    assert "1000 mg every 12 h over 2 h" in card["detail"]
+
+
+def test_an_ambiguous_timing_is_named_not_guessed(client: TestClient) -> None:
+    """Every 8 to 12 h: no AUC, and the card names the range."""
+    card = _card(client, _timed({"repeat": {"period": 8, "periodMax": 12, "periodUnit": "h"}}))
+    assert "mg·h/L" not in card["summary"]
+    assert "periodMax" in card["detail"]
+
+
+@pytest.mark.parametrize(
+    "route",
+    [
+        {"coding": [{"system": "http://snomed.info/sct", "code": "26643006"}]},
+        {"text": "rectal"},
+    ],
+)
+def test_oral_or_rectal_vancomycin_gets_no_card(client: TestClient, route: dict[str, Any]) -> None:
+    """Oral (C. difficile) and rectal vancomycin are not absorbed: this service stays silent."""
+    draft = _draft(125, 6)
+    draft["dosageInstruction"][0]["route"] = route
+    response = client.post("/cds-services/vancomycin-dosing", json=_body("order-select", draft))
+    assert response.status_code == 200
+    assert response.json()["cards"] == []
+
+
+def test_an_oral_capsule_order_without_route_gets_no_card(client: TestClient) -> None:
+    """125 mg oral capsules named only by the medication: silent too."""
+    draft = _draft(125, 6)
+    draft["medicationCodeableConcept"]["coding"][0]["display"] = "vancomycin 125 MG Oral Capsule"
+    response = client.post("/cds-services/vancomycin-dosing", json=_body("order-select", draft))
+    assert response.json()["cards"] == []
+
+
+def test_an_iv_order_is_dosed(client: TestClient) -> None:
+    """Route intravenous: the card predicts exposure, with P(> 600) and trough."""
+    draft = _draft(1000, 12)
+    draft["dosageInstruction"][0]["route"] = {
+        "coding": [{"system": "http://snomed.info/sct", "code": "47625008"}]
+    }
+    card = _card(client, draft)
+    assert "P(AUC24 > 600)" in card["detail"]
+    assert "trough at steady state" in card["detail"]
+    assert len(card["summary"]) <= 140
+
+
+def test_a_dialysis_encounter_in_prefetch_is_used(client: TestClient) -> None:
+    """A dialysis encounter last week (prefetch key encounters) puts the patient on dialysis."""
+    body = _body("order-select", _draft(1000, 24), dialysis=None)
+    body["prefetch"]["encounters"] = _searchset(
+        [
+            {
+                "resourceType": "Encounter",
+                "id": "hd1",
+                "status": "finished",
+                "subject": {"reference": "Patient/p1"},
+                "type": [{"coding": [{"system": "http://snomed.info/sct", "code": "302497006"}]}],
+                "period": {"start": _recent(days=7)},
+            }
+        ]
+    )
+    response = client.post("/cds-services/vancomycin-dosing", json=body)
+    (card,) = response.json()["cards"]
+    assert "on dialysis (Encounter/hd1 (302497006))" in card["detail"]
+
+
+def _recent(days: float) -> str:
+    from datetime import UTC, datetime, timedelta
+
+    return (datetime.now(UTC) - timedelta(days=days)).isoformat()

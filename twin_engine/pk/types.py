@@ -68,6 +68,13 @@ class Regimen:
     # None: start at the as-of time of the recommendation.
     start: datetime | None = None
 
+    def short(self) -> str:
+        """As a ward writes it: "1000 mg q12h", "loading 2000 mg, then 1000 mg q12h"."""
+        text = f"{self.dose_mg:g} mg q{self.interval_h:g}h"
+        if self.loading_dose_mg:
+            text = f"loading {self.loading_dose_mg:g} mg, then {text}"
+        return text
+
     def describe(self) -> str:
         text = f"{self.dose_mg:g} mg every {self.interval_h:g} h over {self.infusion_h:g} h"
         if self.loading_dose_mg:
