@@ -42,7 +42,14 @@ from twin_engine.pk import (  # noqa: E402
     plan_dosing,
 )
 from twin_engine.pk.estimate import residual_sd  # noqa: E402
-from twin_engine.pk.regimen import infusion_hours, round_dose  # noqa: E402
+from twin_engine.pk.regimen import (  # noqa: E402
+    Regimen,
+    add_first_day,
+    infusion_hours,
+    round_dose,
+    steady_state_auc24,
+    summarise,
+)
 
 T0 = datetime(2024, 1, 1, 8, tzinfo=UTC)
 TARGET = (400.0, 600.0)
@@ -121,6 +128,41 @@ def virtual_patients(
     return out
 
 
+def previous_ranking(result: Any, model: PopulationPkModel, sim: OnnxPkSimulator) -> Regimen:
+    """The ranking before the consensus table (kept to compare against): for each of q8h to
+    q48h the dose in 250 mg steps up to 3 g with the best attainment (ties to 0.5 %: median
+    nearest 500), then the intervals by attainment, ties by first-day attainment."""
+    post, tl = result.posterior, result.timeline
+    cl = post.params_samples[:, 0]
+    doses = np.arange(250.0, 3001.0, 250.0)
+    best = []
+    for tau in (8.0, 12.0, 24.0, 36.0, 48.0):
+        auc = steady_state_auc24(cl, doses, np.full(doses.size, tau))
+        p = np.mean((auc >= TARGET[0]) & (auc <= TARGET[1]), axis=1)
+        med = np.median(auc, axis=1)
+        i = min(range(doses.size), key=lambda j: (-round(p[j] * 200.0), abs(med[j] - 500.0)))
+        reg = Regimen(float(doses[i]), tau, infusion_hours(float(doses[i])))
+        best.append(summarise(reg, auc[i], TARGET))
+    best.sort(key=lambda r: -round(r.probability_in_target * 200.0))
+    ranked = add_first_day(
+        sim,
+        post.params_samples,
+        tl.doses,
+        tl.hours(result.as_of),
+        best,
+        TARGET,
+        weight_kg=result.covariates.weight_kg,
+        offer_loading=False,
+    )
+    ranked.sort(
+        key=lambda r: (
+            -round(r.probability_in_target * 200.0),
+            -(r.probability_first_day_in_target or 0.0),
+        )
+    )
+    return ranked[0].regimen
+
+
 def simulation_study(
     n: int = 500, seed: int = 1, n_samples: int = 500, model: PopulationPkModel = GOTI_2018
 ) -> dict[str, Any]:
@@ -128,6 +170,8 @@ def simulation_study(
     patients = virtual_patients(n, sim, model, seed)
     pe_obs, pe_true, pe_auc, pe_auc_prior = [], [], [], []
     in_target, in_target_prior, in_target_standard = [], [], []
+    in_target_previous, in_target_fifteen = [], []
+    intervals_new, intervals_previous = [], []
     started = time.perf_counter()
     for p in patients:
         (t1, _, y1), (t2, _, y2), (t3, c3, y3) = p.levels
@@ -166,6 +210,13 @@ def simulation_study(
         auc_rec = best.dose_mg * 24.0 / best.interval_h / p.true_params[0]
         in_target.append(TARGET[0] <= auc_rec <= TARGET[1])
         in_target_standard.append(TARGET[0] <= true_auc <= TARGET[1])
+        old = previous_ranking(result, model, sim)
+        auc_old = old.dose_mg * 24.0 / old.interval_h / p.true_params[0]
+        in_target_previous.append(TARGET[0] <= auc_old <= TARGET[1])
+        fifteen = round_dose(15.0 * p.covariates.weight_kg) * 2.0 / p.true_params[0]
+        in_target_fifteen.append(TARGET[0] <= fifteen <= TARGET[1])
+        intervals_new.append(best.interval_h)
+        intervals_previous.append(old.interval_h)
         prior = plan_dosing(
             covariates=p.covariates,
             doses=[],
@@ -203,9 +254,20 @@ def simulation_study(
             "recommended_after_two_levels": round(float(np.mean(in_target)), 3),
             "recommended_a_priori": round(float(np.mean(in_target_prior)), 3),
             "standard_empiric_regimen": round(float(np.mean(in_target_standard)), 3),
+            "previous_ranking_after_two_levels": round(float(np.mean(in_target_previous)), 3),
+            "fifteen_mg_kg_q12h": round(float(np.mean(in_target_fifteen)), 3),
+        },
+        "recommended_intervals_h": {
+            "consensus_ranking": _counts(intervals_new),
+            "previous_ranking": _counts(intervals_previous),
         },
         "seconds": round(elapsed, 1),
     }
+
+
+def _counts(values: list[float]) -> dict[str, int]:
+    keys = sorted(set(values))
+    return {f"q{k:g}h": sum(1 for v in values if v == k) for k in keys}
 
 
 def _patient_case(n_levels: int, sim: OnnxPkSimulator) -> dict[str, Any]:

@@ -150,6 +150,7 @@ def _dosing_outputs(dosing: DosingOutcome) -> dict[str, float] | None:
     if result.current_regimen is not None:
         out["draft_auc24_mg_h_l"] = result.current_regimen.auc24_ss_mg_h_l
         out["draft_probability_in_target"] = result.current_regimen.probability_in_target
+        out["draft_probability_above_target"] = result.current_regimen.probability_above_target
     if result.recommendations:
         best = result.recommendations[0]
         out["recommended_dose_mg"] = best.regimen.dose_mg
@@ -278,6 +279,11 @@ def _answer(call: _Call, data: GatheredData) -> CdsResponse:
             replace(
                 answered,
                 model=_pk_model_use(rt.settings.vancomycin_model),
+                # Like a risk record: the inputs the numbers rest on (the twin version is
+                # already on the record).
+                inputs=tuple(outcome.dosing.result.inputs_json())
+                if outcome.dosing.result is not None
+                else (),
                 outputs=_dosing_outputs(outcome.dosing),
                 data_problems=data.problems
                 + ((outcome.dosing.problem,) if outcome.dosing.problem else ()),

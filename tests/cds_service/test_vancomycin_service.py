@@ -317,3 +317,17 @@ def _recent(days: float) -> str:
     from datetime import UTC, datetime, timedelta
 
     return (datetime.now(UTC) - timedelta(days=days)).isoformat()
+
+
+def test_dosing_audit_record_names_twin_version_and_inputs(client: TestClient) -> None:
+    """Like a risk record: twin version, and the weight, creatinine, dialysis and levels used."""
+    _card(client, _draft(1000, 12))
+    (record,) = client.app.state.runtime.audit.records()  # type: ignore[attr-defined]
+    body = record.body
+    assert body["twin"]["version"] == 1 and body["model"]["id"] == "vancomycin_goti2018"
+    inputs = {i["name"]: i for i in body["inputs"]}
+    assert inputs["weight"]["value"] == 70.0 and inputs["weight"]["sources"] == ["Observation/wt"]
+    assert inputs["dialysis"]["value"] is False
+    assert inputs["regimen assessed"]["value"] == "1000 mg every 12 h over 1 h"
+    levels = [i["value"] for i in body["inputs"] if i["name"] == "vancomycin level"]
+    assert levels == [12.0, 9.5]

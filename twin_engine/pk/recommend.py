@@ -167,6 +167,48 @@ class DosingResult:
             "notes": list(self.notes),
         }
 
+    def inputs_json(self) -> list[dict[str, object]]:
+        """The inputs the dose rests on, in the shape risk records use (name, value, unit,
+        time, sources), so a dosing audit record says what it was computed from."""
+        cov = self.covariates
+
+        def item(
+            name: str, value: object, unit: str | None, when: datetime | None, source: str
+        ) -> dict[str, object]:
+            return {
+                "name": name,
+                "value": value,
+                "unit": unit,
+                "time": _iso(when),
+                "sources": [source] if source else [],
+            }
+
+        rows = [
+            item("weight", _r(cov.weight_kg), "kg", cov.weight_time, cov.weight_source),
+            item(
+                "creatinine",
+                _r(cov.creatinine_mg_dl),
+                "mg/dL",
+                cov.creatinine_time,
+                cov.creatinine_source,
+            ),
+            item("crcl", _r(cov.crcl_ml_min), "mL/min", None, "Cockcroft-Gault"),
+            item("age", _r(cov.age), "a", None, ""),
+            item("sex", cov.sex, None, None, ""),
+            item("dialysis", cov.dialysis, None, None, cov.dialysis_source),
+        ]
+        rows += [
+            item("vancomycin level", _r(lv.observed_mg_l), "mg/L", lv.time, lv.source)
+            for lv in self.levels
+        ]
+        if self.timeline is not None:
+            rows.append(item("vancomycin doses", int(self.timeline.doses.shape[0]), None, None, ""))
+        if self.current_regimen is not None:
+            rows.append(
+                item("regimen assessed", self.current_regimen.regimen.describe(), None, None, "")
+            )
+        return rows
+
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False)
 
