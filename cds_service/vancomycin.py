@@ -15,10 +15,10 @@ from __future__ import annotations
 import copy
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
-from collections.abc import Callable
 from typing import Any
 
 from cds_service.cards import Action, Card, Link, Source, Suggestion
@@ -127,9 +127,7 @@ MAX_DRAFT_INTERVAL_H = 168.0
 DRAFT_INTERVAL_H = (1.0, MAX_DRAFT_INTERVAL_H)
 
 
-def read_draft(
-    request: dict[str, Any], medication: object = None
-) -> DraftVancomycin | None:
+def read_draft(request: dict[str, Any], medication: object = None) -> DraftVancomycin | None:
     """The regimen a drafted vancomycin MedicationRequest orders; None when it is not given
     intravenously (oral, rectal, intrathecal vancomycin: no systemic exposure to predict).
 
@@ -293,20 +291,27 @@ def _peak_trough(p: RegimenPrediction) -> str:
     return f"{p.peak_ss_mg_l:.0f} / {p.trough_ss_mg_l:.1f}"
 
 
-def _summary(draft: DraftVancomycin, current: RegimenPrediction, best: RegimenPrediction | None,
-             on_target: bool, target: tuple[float, float]) -> str:
+def _summary(
+    draft: DraftVancomycin,
+    current: RegimenPrediction,
+    best: RegimenPrediction | None,
+    on_target: bool,
+    target: tuple[float, float],
+) -> str:
     """Decision first, plain words, at most 140 characters."""
     low, high = target
     drafted = (
         f"AUC24 {current.auc24_ss_mg_h_l:.0f}, {_pct(current.probability_in_target)} "
         f"in {low:.0f}-{high:.0f}"
     )
-    if on_target or best is None:
-        text = f"Vancomycin {draft.regimen.short()} is on target: {drafted}"
-        if not on_target:
-            text = f"Vancomycin {draft.regimen.short()} is off target: {drafted}"
+    drafted_regimen = draft.regimen.short()
+    if on_target:
+        text = f"Vancomycin {drafted_regimen} is on target: {drafted}"
+    elif best is None:
+        text = f"Vancomycin {drafted_regimen} is off target: {drafted}"
     else:
-        text = f"Change vancomycin to {best.regimen.short()}: drafted {draft.regimen.short()} gives {drafted}"
+        change = best.regimen.short()
+        text = f"Change vancomycin to {change}: drafted {drafted_regimen} gives {drafted}"
     return text if len(text) <= 140 else text[:139] + "…"
 
 
@@ -345,7 +350,7 @@ def _result_card(draft: DraftVancomycin, r: DosingResult, source: Source, link: 
         due = "now" if wait_h < 0.25 else f"at {when} (in {wait_h:.1f} h)"
         level = (
             f", when the predicted level is {nd.level_at_start_mg_l:.1f} mg/L"
-            if nd.level_at_start_mg_l is not None
+            if nd.level_at_start_mg_l is not None and nd.level_at_start_mg_l >= 0.05
             else ""
         )
         detail.append(f"**Next dose**: {nd.rounded_mg:g} mg over {nd.duration_h:g} h {due}{level}.")
@@ -354,16 +359,15 @@ def _result_card(draft: DraftVancomycin, r: DosingResult, source: Source, link: 
             "Also within the consensus rules: "
             + "; ".join(
                 f"{alt.regimen.short()} (AUC24 {alt.auc24_ss_mg_h_l:.0f}, "
-                f"{_pct(alt.probability_in_target)} in target, {_pct(alt.probability_above_target)} > {high:.0f})"
+                f"{_pct(alt.probability_in_target)} in target, "
+                f"{_pct(alt.probability_above_target)} > {high:.0f})"
                 for alt in r.recommendations[1:4]
             )
             + "."
         )
     cov = r.covariates
     ip = r.individual_parameters
-    dialysis = (
-        f"on dialysis ({cov.dialysis_source})" if cov.dialysis else cov.dialysis_source
-    )
+    dialysis = f"on dialysis ({cov.dialysis_source})" if cov.dialysis else cov.dialysis_source
     detail += [
         "",
         "**The patient's PK twin**"
@@ -391,7 +395,7 @@ def _result_card(draft: DraftVancomycin, r: DosingResult, source: Source, link: 
     detail += [
         "",
         *(f"- {n}" for n in notes),
-        "" if notes else "",
+        *([""] if notes else []),
         f"Target AUC24 {low:.0f}-{high:.0f} mg·h/L and regimen rules: 2020 ASHP/IDSA/PIDS/SIDP "
         f"consensus (Rybak et al., AJHP 2020). **Model**: {r.model_name} v{r.model_version}.",
     ]

@@ -115,9 +115,7 @@ def dialysis_code(res: Mapping[str, Any]) -> str | None:
             DIALYSIS_CONDITION_SNOMED | DIALYSIS_PROCEDURE_SNOMED,
         )
     if kind in ("Procedure", "Encounter"):
-        return _hit(
-            _concepts(res), DIALYSIS_CONDITION_ICD10 - {"N18.6"}, DIALYSIS_PROCEDURE_SNOMED
-        )
+        return _hit(_concepts(res), DIALYSIS_CONDITION_ICD10 - {"N18.6"}, DIALYSIS_PROCEDURE_SNOMED)
     return None
 
 

@@ -209,7 +209,9 @@ def test_a_draft_by_medication_reference_is_recognised(client: TestClient, where
 
 
 def _card(client: TestClient, draft: dict[str, Any], **kw: Any) -> dict[str, Any]:
-    response = client.post("/cds-services/vancomycin-dosing", json=_body("order-select", draft, **kw))
+    response = client.post(
+        "/cds-services/vancomycin-dosing", json=_body("order-select", draft, **kw)
+    )
     assert response.status_code == 200, response.text
     (card,) = response.json()["cards"]
     return dict(card)

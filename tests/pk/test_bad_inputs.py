@@ -12,7 +12,6 @@ import pytest
 from onnx_models.pk import BUELGA_2005, GOTI_2018, OnnxPkSimulator
 from twin_engine.errors import TwinEngineError
 from twin_engine.pk import (
-    DialysisUnknownError,
     DoseRecordError,
     DosingError,
     ImplausibleLevelError,
@@ -22,7 +21,7 @@ from twin_engine.pk import (
     recommend,
 )
 
-from .fhir import ICD10, T0, administration, base_record, condition, observation
+from .fhir import T0, administration, base_record, observation
 
 Edit = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
 

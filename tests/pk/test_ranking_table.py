@@ -33,9 +33,7 @@ def _plan(crcl: float, weight: float, at: datetime, sim: OnnxPkSimulator) -> lis
 
 @pytest.fixture(scope="module")
 def table(goti_sim: OnnxPkSimulator) -> dict[tuple[float, float], list[Regimen]]:
-    return {
-        (c, w): _plan(c, w, DAY + timedelta(minutes=5), goti_sim) for c in CRCL for w in WEIGHT
-    }
+    return {(c, w): _plan(c, w, DAY + timedelta(minutes=5), goti_sim) for c in CRCL for w in WEIGHT}
 
 
 def test_top_regimens_obey_the_consensus_rules(

@@ -39,7 +39,9 @@ def _encounter(days_ago: float, status: str = "finished") -> dict[str, Any]:
         "resourceType": "Encounter",
         "id": "e",
         "status": status,
-        "type": [{"coding": [{"system": SNOMED, "code": "265764009", "display": "Renal dialysis"}]}],
+        "type": [
+            {"coding": [{"system": SNOMED, "code": "265764009", "display": "Renal dialysis"}]}
+        ],
         "period": {"start": start.isoformat(), "end": (start + timedelta(hours=4)).isoformat()},
     }
 
@@ -59,7 +61,9 @@ def _encounter(days_ago: float, status: str = "finished") -> dict[str, Any]:
         pytest.param([_condition(ICD10, "Z99.2", "resolved")], False, id="resolved-transplant"),
     ],
 )
-def test_dialysis_is_inferred_from_the_record(records: list[dict[str, Any]], expected: bool) -> None:
+def test_dialysis_is_inferred_from_the_record(
+    records: list[dict[str, Any]], expected: bool
+) -> None:
     """A recent session or an active ESRD/dependence condition says dialysis; else not."""
     status = on_dialysis(records, as_of=NOW)
     assert status.on_dialysis is expected

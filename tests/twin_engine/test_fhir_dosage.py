@@ -45,9 +45,7 @@ def _code(code: str) -> dict[str, Any]:
             12.0,
             id="max-equal-is-no-range",
         ),
-        pytest.param(
-            {"repeat": {"timeOfDay": ["08:00:00", "20:00:00"]}}, 12.0, id="time-of-day"
-        ),
+        pytest.param({"repeat": {"timeOfDay": ["08:00:00", "20:00:00"]}}, 12.0, id="time-of-day"),
         pytest.param(
             {"repeat": {"period": 1, "periodUnit": "d", "timeOfDay": ["06:00:00", "18:00:00"]}},
             12.0,
@@ -227,7 +225,10 @@ def test_administration_rate_and_route() -> None:
     read = read_administration_dosage(
         {
             "dose": {"value": 1, "code": "g"},
-            "rateRatio": {"numerator": {"value": 1, "code": "g"}, "denominator": {"value": 1, "code": "h"}},
+            "rateRatio": {
+                "numerator": {"value": 1, "code": "g"},
+                "denominator": {"value": 1, "code": "h"},
+            },
             "route": {"coding": [{"system": SNOMED, "code": "47625008"}]},
         },
         "MedicationAdministration/a",

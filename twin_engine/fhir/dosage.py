@@ -34,6 +34,7 @@ and https://hl7.org/fhir/R4/dosage.html):
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -262,7 +263,7 @@ def read_timing(timing: object, where: str) -> TimingRead:
     if len(times) > 1:
         gaps = [
             (datetime.combine(date.min, b) - datetime.combine(date.min, a)).total_seconds() / 3600
-            for a, b in zip(times, times[1:], strict=False)
+            for a, b in itertools.pairwise(times)
         ]
         gaps.append(24.0 - sum(gaps))
         if max(gaps) - min(gaps) > 0.01:
@@ -285,7 +286,11 @@ def read_timing(timing: object, where: str) -> TimingRead:
             repeat.get("durationUnit"), where, "timing.repeat.duration"
         )
     bounds = _obj(repeat.get("boundsPeriod"), where, "timing.repeat.boundsPeriod")
-    start = parse_datetime(bounds["start"], where, "boundsPeriod.start") if bounds.get("start") else None
+    start = (
+        parse_datetime(bounds["start"], where, "boundsPeriod.start")
+        if bounds.get("start")
+        else None
+    )
     end = parse_datetime(bounds["end"], where, "boundsPeriod.end") if bounds.get("end") else None
     count = None
     if repeat.get("count") is not None:
@@ -332,7 +337,9 @@ def _rate_mg_h(container: Mapping[str, Any], where: str) -> float | None:
         value = _positive(den.get("value", 1), where, "rate denominator")
         return mg / (value * time_unit_h(_unit(den), where, "the rate denominator"))
     if container.get("rateRange") is not None:
-        raise DosageError(f"{where} gives a range of infusion rates; the infusion time is ambiguous")
+        raise DosageError(
+            f"{where} gives a range of infusion rates; the infusion time is ambiguous"
+        )
     if container.get("rateQuantity") is not None:
         q = _obj(container["rateQuantity"], where, "rateQuantity")
         unit = _unit(q)

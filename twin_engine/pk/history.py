@@ -14,8 +14,8 @@ What is read, and why:
   as-of time. Planned doses are assumed given; the source says so.
 * Levels: LOINC 20578-1 (any), 4092-3 (trough), 4090-7 (peak) in mg/L or ug/mL (1 ug/mL =
   1 mg/L, the same mass concentration; docs/clinical.md lists mg/L).
-* Weight LOINC 29463-7 (UCUM kg, g, [lb_av]; another unit is named and not used); serum creatinine 2160-0 / 38483-4 (mg/dL, or umol/L / 88.4,
-  KDIGO 2012); age and sex from Patient.
+* Weight LOINC 29463-7 (UCUM kg, g, [lb_av]; another unit is named and not used); serum
+  creatinine 2160-0 / 38483-4 (mg/dL, or umol/L / 88.4, KDIGO 2012); age and sex from Patient.
 * Dialysis: the named rule `twin_engine.dialysis.on_dialysis` (ESRD or dialysis-dependence
   Conditions, dialysis Procedures or Encounters in the last 30 days); nothing recorded means
   not on dialysis, and the statement says so.

@@ -134,7 +134,9 @@ def maintenance_doses(weight_kg: float, rules: DosingRules = CONSENSUS_2020) -> 
     15 mg/kg to the step at or above 20 mg/kg, within one step and 2 g."""
     step = rules.dose_step_mg
     low = max(step, math.floor(rules.maintenance_mg_kg[0] * weight_kg / step) * step)
-    high = min(rules.max_maintenance_mg, math.ceil(rules.maintenance_mg_kg[1] * weight_kg / step) * step)
+    high = min(
+        rules.max_maintenance_mg, math.ceil(rules.maintenance_mg_kg[1] * weight_kg / step) * step
+    )
     low = min(low, high)
     return [float(x) for x in np.arange(low, high + 1.0, step)]
 
@@ -438,7 +440,7 @@ def plan_next_dose(
     found = bool(due.any())
     i = int(np.argmax(due)) if found else grid.size - 1
     mid = 0.5 * (target[0] + target[1])
-    amount, duration = next_dose_for_auc(
+    amount, _ = next_dose_for_auc(
         simulator,
         params[None, :],
         rows,
