@@ -494,6 +494,10 @@ def _regimen_view(p: RegimenPrediction) -> dict[str, Any]:
         "interval_display": f"{p.auc24_ss_low:.0f}-{p.auc24_ss_high:.0f}",
         "pta": p.probability_in_target,
         "pta_display": f"{100 * p.probability_in_target:.0f}%",
+        "p_above": p.probability_above_target,
+        "p_above_display": f"{100 * p.probability_above_target:.0f}%",
+        "peak_ss_mg_l": p.peak_ss_mg_l,
+        "trough_ss_mg_l": p.trough_ss_mg_l,
     }
 
 

@@ -17,3 +17,5 @@ def test_two_levels_forecast_and_recommendation() -> None:
     share = study["share_true_auc_in_400_600"]
     assert share["recommended_after_two_levels"] > share["standard_empiric_regimen"]
     assert share["recommended_after_two_levels"] >= share["recommended_a_priori"]
+    # The consensus-ranked regimen beats a fixed 15 mg/kg every 12 h for everyone.
+    assert share["recommended_after_two_levels"] > share["fifteen_mg_kg_q12h"]

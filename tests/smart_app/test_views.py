@@ -218,10 +218,12 @@ def test_the_dose_simulator_gives_the_dosing_cards_numbers() -> None:
     card = dosing_cards(
         resources, context, as_of=now, model_id="vancomycin_goti2018", link=LINK
     ).cards[0]
-    match = re.search(r"AUC24 (\d+) mg·h/L, (\d+%) in", card.summary)
+    match = re.search(r"AUC24 (\d+), (\d+%) in", card.summary)
     assert match is not None, card.summary
     assert (shown["auc24_display"], shown["pta_display"]) == match.groups()
-    assert f"(90% interval {shown['interval_display']})" in (card.detail or "")
+    drafted = f"| {shown['auc24_display']} ({shown['interval_display']}) |"
+    assert drafted in (card.detail or "")
+    assert f"| P(AUC24 > 600) | {shown['p_above_display']} |" in (card.detail or "")
 
 
 def test_the_pk_curve_adds_up() -> None:
@@ -269,16 +271,17 @@ def test_the_pk_curve_adds_up() -> None:
     assert np.any(high - low > 1.0)  # the posterior has spread
 
 
-def test_no_vancomycin_and_unknown_dialysis_are_said_not_guessed() -> None:
+def test_no_vancomycin_is_said_and_no_dialysis_record_is_stated() -> None:
+    """No vancomycin: said so. No dialysis record: dosed as not on dialysis, and shown."""
     now = datetime(2026, 3, 2, 12, tzinfo=UTC)
     patient = {"resourceType": "Patient", "id": "p", "gender": "male", "birthDate": "1960-01-01"}
     none = views.vancomycin_view([patient], now, "vancomycin_goti2018")
     assert none["available"] is False
     assert "no vancomycin" in none["reason"]
     resources = [r for r in _vancomycin_resources(now) if r["resourceType"] != "Condition"]
-    unknown = views.vancomycin_view(resources, now, "vancomycin_goti2018")
-    assert unknown["available"] is False
-    assert "dialysis" in unknown["reason"]
+    silent = views.vancomycin_view(resources, now, "vancomycin_goti2018")
+    assert silent["available"] is True
+    assert silent["covariates"]["dialysis"] is False
 
 
 def test_history_shows_only_this_ehrs_records(tmp_path: Path) -> None:
