@@ -149,8 +149,8 @@ _LOINC = "http://loinc.org"
 
 def vancomycin_patient(now: datetime | None = None) -> dict[str, Any]:
     """A transaction bundle: an inpatient on vancomycin 1000 mg every 12 h over 1 h for
-    two days, with weight, creatinine, a peak and a trough, and dialysis recorded as
-    not active (the dosing service refuses to guess dialysis status).
+    two days, with weight, creatinine, a peak and a trough, and a resolved dialysis
+    dependence (read as not on dialysis, and the card names the record).
 
     Times are relative to ``now`` so the demo's dose simulator always has recent doses.
     """
