@@ -498,6 +498,9 @@ def _regimen_view(p: RegimenPrediction) -> dict[str, Any]:
         "p_above_display": f"{100 * p.probability_above_target:.0f}%",
         "peak_ss_mg_l": p.peak_ss_mg_l,
         "trough_ss_mg_l": p.trough_ss_mg_l,
+        "peak_trough_display": "-"
+        if p.peak_ss_mg_l is None or p.trough_ss_mg_l is None
+        else f"{p.peak_ss_mg_l:.0f} / {p.trough_ss_mg_l:.1f}",
     }
 
 

@@ -748,7 +748,7 @@ function renderRecommended(recs) {
       h("strong", { text: r.describe }),
       r.loading_dose_mg ? h("span", { class: "muted", text: ` after a loading dose of ${r.loading_dose_mg} mg` }) : null,
       h("br"),
-      h("span", { class: "muted", text: `AUC24 ${r.auc24_display} (90% ${r.interval_display}); probability in target ${r.pta_display}` })),
+      h("span", { class: "muted", text: `AUC24 ${r.auc24_display} (90% ${r.interval_display}); probability in target ${r.pta_display}, above ${r.p_above_display}; peak / trough ${r.peak_trough_display} mg/L` })),
     h("button", {
       type: "button", class: "secondary", text: "Try", "aria-label": `Try ${r.describe}`,
       onclick: () => { setRegimen(r); simulate(); },
@@ -772,6 +772,8 @@ function showRegimen(r) {
   $("sim-auc24").textContent = r.auc24_display;
   $("sim-interval").textContent = r.interval_display;
   $("sim-pta").textContent = r.pta_display;
+  $("sim-above").textContent = r.p_above_display;
+  $("sim-peak-trough").textContent = r.peak_trough_display;
 }
 
 async function simulate() {
@@ -804,7 +806,10 @@ async function simulate() {
     if (seq !== simSeq) return;
     // Keep the history on the plot but drop the simulation that no longer matches the controls.
     state.sim = null;
-    showRegimen({ describe: "", auc24_display: "—", interval_display: "—", pta_display: "—" });
+    showRegimen({
+      describe: "", auc24_display: "—", interval_display: "—", pta_display: "—",
+      p_above_display: "—", peak_trough_display: "—",
+    });
     drawConc();
     err.textContent = `Could not simulate: ${e.message}`;
     err.hidden = false;

@@ -478,3 +478,19 @@ def test_each_card_has_its_own_validation(model_id: str) -> None:
     assert ("posologyr's worked examples" in text) == (model_id == GOTI_2018.id)
     if model_id != GOTI_2018.id:
         assert "no independent worked example" in text
+
+
+def test_next_dose_respects_the_maintenance_ceiling_after_a_recent_level(
+    goti_sim: OnnxPkSimulator,
+) -> None:
+    """Issue finding: a level of 9 mg/L two hours ago gave a 2-2.75 g dose "now" (36-40 mg/kg);
+    the next dose is now within the maintenance ceiling and due when the level has fallen."""
+    res = [r for r in base_record() if not r["id"].startswith(("ma", "lvl"))]
+    res += [administration(f"d{k}", 12 * k, 1000, duration_h=1.0) for k in range(4)]
+    res.append(observation("lv", "4092-3", 9.0, "mg/L", 46.0))
+    result = recommend(res, as_of=T0 + timedelta(hours=48), model=GOTI_2018, simulator=goti_sim)
+    nd = result.next_dose
+    assert nd is not None
+    assert 0 < nd.rounded_mg <= maintenance_doses(70.0)[-1]
+    assert nd.rounded_mg <= 35.0 * 70.0
+    assert nd.start >= result.as_of

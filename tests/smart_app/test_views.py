@@ -224,6 +224,7 @@ def test_the_dose_simulator_gives_the_dosing_cards_numbers() -> None:
     drafted = f"| {shown['auc24_display']} ({shown['interval_display']}) |"
     assert drafted in (card.detail or "")
     assert f"| P(AUC24 > 600) | {shown['p_above_display']} |" in (card.detail or "")
+    assert f"mg/L | {shown['peak_trough_display']} |" in (card.detail or "")
 
 
 def test_the_pk_curve_adds_up() -> None:
