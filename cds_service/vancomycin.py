@@ -1,10 +1,13 @@
 """The vancomycin-dosing service: the drafted regimen against the patient's own PK twin.
 
-On order-select and order-sign, when a draft MedicationRequest for vancomycin is in
-context, the card gives the drafted regimen's predicted AUC24 (steady state) with its
-90% interval and the probability that it lies in the target range, the fit of the
-model to the patient's measured levels, and, when off target, a suggestion whose
-``update`` action carries the recommended regimen as a full MedicationRequest.
+On order-select and order-sign, when a draft MedicationRequest for intravenous vancomycin
+is in context (its dosage read by ``twin_engine.fhir.dosage``, the reader the dose history
+uses; oral, rectal and intrathecal orders get no card), the card puts the decision first
+and then, for the draft and the recommended regimen side by side, the steady-state AUC24
+with its 90% interval, P(in target), P(above target) and the predicted peak and trough; the
+next dose; the fit of the model to the patient's levels; and, when off target, a suggestion
+whose ``update`` action carries the recommended regimen as a full MedicationRequest. A
+timing the order leaves ambiguous is named on a card, never guessed.
 
 Target AUC24 400-600 mg·h/L (MIC 1 mg/L): 2020 ASHP/IDSA/PIDS/SIDP consensus
 (Rybak et al., Am J Health Syst Pharm 2020;77:835-64).
@@ -251,7 +254,10 @@ def dosing_cards(
     try:
         draft = find_draft(context)
     except DraftOrderError as exc:
-        return DosingOutcome((_problem_card(str(exc), source, link),), None, str(exc))
+        card = _problem_card(
+            str(exc), source, link, "Vancomycin AUC not predicted: the drafted order is unclear"
+        )
+        return DosingOutcome((card,), None, str(exc))
     if draft is None:
         return DosingOutcome((), None, None)
     try:
@@ -267,10 +273,15 @@ def dosing_cards(
     return DosingOutcome((_result_card(draft, result, source, link),), result, None)
 
 
-def _problem_card(message: str, source: Source, link: Link) -> Card:
+def _problem_card(
+    message: str,
+    source: Source,
+    link: Link,
+    summary: str = "Vancomycin AUC not predicted: the data do not allow it",
+) -> Card:
     return Card(
         uuid=str(uuid.uuid4()),
-        summary="Vancomycin AUC not predicted: the data do not allow it"[:139],
+        summary=summary[:139],
         detail=(
             "No AUC is given, because a number from these data would not be the patient's:\n\n"
             f"- {md_text(message)}"
