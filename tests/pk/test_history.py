@@ -6,10 +6,21 @@ from datetime import timedelta
 
 import pytest
 
+from cds_service.vancomycin import DraftOrderError, read_draft
 from onnx_models.pk import GOTI_2018
-from twin_engine.pk import cockcroft_gault, extract_history, model_crcl
+from twin_engine.pk import DoseRecordError, cockcroft_gault, extract_history, model_crcl
 
-from .fhir import ICD10, SNOMED, T0, administration, base_record, condition, observation, patient
+from .fhir import (
+    ICD10,
+    RXNORM,
+    SNOMED,
+    T0,
+    administration,
+    base_record,
+    condition,
+    observation,
+    patient,
+)
 
 
 def test_doses_levels_and_covariates_are_read() -> None:
@@ -109,3 +120,38 @@ def test_cockcroft_gault_and_goti_rules() -> None:
     assert cockcroft_gault(age=60, weight_kg=72, creatinine_mg_dl=1.0, sex="female") == 68.0
     assert model_crcl(GOTI_2018, age=70, weight_kg=72, creatinine_mg_dl=0.5, sex="male") == 70.0
     assert model_crcl(GOTI_2018, age=30, weight_kg=120, creatinine_mg_dl=0.5, sex="male") == 150.0
+
+
+def test_weight_in_lbs_is_named_not_guessed() -> None:
+    """UCUM [lb_av] is read; "lbs" is not a UCUM unit: named in the notes and not used."""
+    h = extract_history([patient(), observation("w", "29463-7", 154.0, "lbs", -1)], as_of=T0)
+    assert h.weight is None
+    assert any("Observation/w" in n and "'lbs'" in n for n in h.notes)
+
+
+def test_history_and_draft_refuse_hr_alike() -> None:
+    """periodUnit "hr" is not a UnitsOfTime code: the dose history refuses it as the draft does."""
+    req = {
+        "resourceType": "MedicationRequest",
+        "id": "r",
+        "status": "active",
+        "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "11124"}]},
+        "dosageInstruction": [
+            {
+                "timing": {
+                    "repeat": {
+                        "boundsPeriod": {"start": T0.isoformat()},
+                        "period": 12,
+                        "periodUnit": "hr",
+                        "duration": 1,
+                        "durationUnit": "h",
+                    }
+                },
+                "doseAndRate": [{"doseQuantity": {"value": 1, "unit": "g"}}],
+            }
+        ],
+    }
+    with pytest.raises(DoseRecordError, match="'hr'"):
+        extract_history([patient(), req], as_of=T0 + timedelta(hours=30))
+    with pytest.raises(DraftOrderError, match="'hr'"):
+        read_draft(req)
