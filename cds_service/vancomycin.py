@@ -378,13 +378,14 @@ def _result_card(draft: DraftVancomycin, r: DosingResult, source: Source, link: 
         )
     cov = r.covariates
     ip = r.individual_parameters
-    dialysis = f"on dialysis ({cov.dialysis_source})" if cov.dialysis else cov.dialysis_source
+    said = md_text(cov.dialysis_source)
+    dialysis = f"on dialysis ({said})" if cov.dialysis else said
     detail += [
         "",
         "**The patient's PK twin**"
         + (" (a priori: no measured levels)" if r.a_priori else " (fitted to measured levels)"),
-        f"- Weight {cov.weight_kg:.1f} kg ({cov.weight_source}); creatinine "
-        f"{cov.creatinine_mg_dl:.2f} mg/dL ({cov.creatinine_source}); CrCl "
+        f"- Weight {cov.weight_kg:.1f} kg ({md_text(cov.weight_source)}); creatinine "
+        f"{cov.creatinine_mg_dl:.2f} mg/dL ({md_text(cov.creatinine_source)}); CrCl "
         f"{cov.crcl_ml_min:.0f} mL/min (Cockcroft-Gault, the model's rules)",
         f"- Dialysis: {dialysis}",
         f"- Individual CL {ip.cl_l_h:.2f} L/h, Vc {ip.vc_l:.1f} L, Q {ip.q_l_h:.2f} L/h, "
@@ -392,7 +393,7 @@ def _result_card(draft: DraftVancomycin, r: DosingResult, source: Source, link: 
     ]
     fit = [
         f"| {lv.time.isoformat(timespec='minutes')} | {lv.kind} | {lv.observed_mg_l:.1f} | "
-        f"{lv.predicted_mg_l:.1f} | {lv.source} |"
+        f"{lv.predicted_mg_l:.1f} | {md_text(lv.source)} |"
         for lv in r.levels
     ]
     if fit:
@@ -405,7 +406,7 @@ def _result_card(draft: DraftVancomycin, r: DosingResult, source: Source, link: 
     notes = (*draft.notes, *r.notes)
     detail += [
         "",
-        *(f"- {n}" for n in notes),
+        *(f"- {md_text(n)}" for n in notes),
         *([""] if notes else []),
         f"Target AUC24 {low:.0f}-{high:.0f} mg·h/L and regimen rules: 2020 ASHP/IDSA/PIDS/SIDP "
         f"consensus (Rybak et al., AJHP 2020). **Model**: {r.model_name} v{r.model_version}.",

@@ -312,7 +312,8 @@ def test_a_dialysis_encounter_in_prefetch_is_used(client: TestClient) -> None:
     )
     response = client.post("/cds-services/vancomycin-dosing", json=body)
     (card,) = response.json()["cards"]
-    assert "on dialysis (Encounter/hd1 (302497006))" in card["detail"]
+    # The record's name enters the Markdown escaped (render.md_text).
+    assert "on dialysis (Encounter/hd1 \\(302497006\\))" in card["detail"]
 
 
 def _recent(days: float) -> str:
