@@ -617,6 +617,16 @@ def _replay_dosing(
         )
         draft = read_draft(dict(basis["draft"]))
         history = history_from_json(basis["history"])
+        if draft is None:
+            # The Dosage reader now reads the recorded order as not intravenous (oral,
+            # rectal, intrathecal): no systemic exposure, so no card.
+            return _Replayed(
+                {
+                    "outputs": (body.get("outputs"), None),
+                    "cards": (body.get("cards"), []),
+                },
+                ("the recorded draft is not an intravenous order: no card is sent for it now",),
+            )
         try:
             covariates = covariates_from_history(history, model, as_of=as_of, dialysis=None)
             result = plan_dosing(
