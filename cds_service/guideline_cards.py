@@ -599,9 +599,9 @@ def _aki_card(view: PatientView, link: Link) -> Card:
     summary = f"Acute kidney injury, {aki_words(k)}; no kidney-based risk until stable"
     detail = _detail(
         [
-            f"Creatinine {k.creatinine_mg_dl:g} mg/dL on {_day(k.time)} "
+            f"Creatinine {_mg_dl(k.creatinine_mg_dl)} mg/dL on {_day(k.time)} "
             f"({md_text(k.source)}); baseline "
-            f"{k.baseline_mg_dl:g} mg/dL ({k.baseline_basis}).",
+            f"{_mg_dl(k.baseline_mg_dl)} mg/dL ({k.baseline_basis}).",
             "eGFR equations assume a steady state: no eGFR, PREVENT or KFRE from this value.",
         ],
         [],
