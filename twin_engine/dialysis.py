@@ -33,10 +33,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 from twin_engine.errors import TwinEngineError
+from twin_engine.fhir.shape import fhir_datetime
 
 SNOMED: Final = "http://snomed.info/sct"
 ICD10CM: Final = "http://hl7.org/fhir/sid/icd-10-cm"
@@ -120,16 +121,7 @@ def dialysis_code(res: Mapping[str, Any]) -> str | None:
 
 
 def _time(text: object, where: str) -> datetime:
-    if not isinstance(text, str) or not text:
-        raise DialysisRecordError(f"{where} (dialysis record) has no date")
-    try:
-        if len(text) == 10:
-            value = datetime.combine(date.fromisoformat(text), datetime.min.time())
-        else:
-            value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise DialysisRecordError(f"{where} (dialysis record) has an unreadable date") from exc
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return fhir_datetime(text, f"{where} (dialysis record)", "date", DialysisRecordError)
 
 
 def _status_codes(concept: object) -> set[str]:

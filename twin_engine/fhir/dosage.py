@@ -43,6 +43,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Final, Literal
 
 from twin_engine.errors import TwinEngineError
+from twin_engine.fhir.shape import fhir_datetime, finite_number, json_array, json_object
 
 GTS_ABBREVIATION: Final = "http://terminology.hl7.org/CodeSystem/v3-GTSAbbreviation"
 SNOMED: Final = "http://snomed.info/sct"
@@ -131,27 +132,15 @@ class DosageRead:
 
 
 def _obj(value: object, where: str, what: str) -> Mapping[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise DosageError(f"{where} has {what} as a {type(value).__name__}, not an object")
-    return value
+    return json_object(value, where, what, DosageError)
 
 
 def _arr(value: object, where: str, what: str) -> list[Any]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise DosageError(f"{where} has {what} as a {type(value).__name__}, not a list")
-    return value
+    return json_array(value, where, what, DosageError)
 
 
 def _positive(value: object, where: str, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise DosageError(f"{where} has {what} {value!r}, which is not a number")
-    number = float(value)
-    if not math.isfinite(number):
-        raise DosageError(f"{where} has {what} {value!r}, which is not a finite number")
+    number = finite_number(value, where, what, DosageError)
     if not number > 0:
         raise DosageError(f"{where} has {what} {value!r}; it must be positive")
     return number
@@ -169,16 +158,7 @@ def time_unit_h(unit: object, where: str, what: str) -> float:
 
 def parse_datetime(text: object, where: str, what: str) -> datetime:
     """A FHIR dateTime as an aware datetime (a date, or a time without offset, taken as UTC)."""
-    if not isinstance(text, str) or not text:
-        raise DosageError(f"{where} has no {what}")
-    try:
-        if len(text) == 10:
-            value = datetime.combine(date.fromisoformat(text), datetime.min.time())
-        else:
-            value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise DosageError(f"{where} has an unreadable {what} {text!r}") from exc
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return fhir_datetime(text, where, what, DosageError)
 
 
 def _code_interval_h(timing: Mapping[str, Any], where: str) -> tuple[str | None, float | None]:

@@ -28,11 +28,10 @@ What is read, and why:
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from twin_engine.dialysis import DialysisRecordError, dialysis_code, on_dialysis
@@ -42,6 +41,7 @@ from twin_engine.fhir.dosage import (
     read_administration_dosage,
     read_request_dosage,
 )
+from twin_engine.fhir.shape import fhir_datetime, finite_number, json_array, json_object
 from twin_engine.pk.errors import (
     DoseRecordError,
     DosingError,
@@ -139,47 +139,22 @@ def _ref(res: Mapping[str, Any]) -> str:
 
 
 def _obj(value: object, where: str, what: str) -> Mapping[str, Any]:
-    """A JSON object field (absent: empty); anything else is malformed."""
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise DoseRecordError(f"{where} has {what} as a {type(value).__name__}, not an object")
-    return value
+    return json_object(value, where, what, DoseRecordError)
 
 
 def _arr(value: object, where: str, what: str) -> list[Any]:
-    """A JSON array field (absent: empty); anything else is malformed."""
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise DoseRecordError(f"{where} has {what} as a {type(value).__name__}, not a list")
-    return value
+    return json_array(value, where, what, DoseRecordError)
 
 
 def _number(
     value: object, where: str, what: str, error: type[DosingError] = DoseRecordError
 ) -> float:
-    """A finite JSON number; strings, booleans and non-finite values are refused."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise error(f"{where} has {what} {value!r}, which is not a number")
-    number = float(value)
-    if not math.isfinite(number):
-        raise error(f"{where} has {what} {value!r}, which is not a finite number")
-    return number
+    return finite_number(value, where, what, error)
 
 
 def parse_time(text: object, where: str) -> datetime:
     """FHIR dateTime to an aware datetime (dates and naive times taken as UTC)."""
-    if not isinstance(text, str) or not text:
-        raise DoseRecordError(f"{where} has no time")
-    try:
-        if len(text) == 10:
-            value = datetime.combine(date.fromisoformat(text), datetime.min.time())
-        else:
-            value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise DoseRecordError(f"{where} has an unreadable time {text!r}") from exc
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return fhir_datetime(text, where, "time", DoseRecordError)
 
 
 def parse_birth_date(text: object, where: str) -> tuple[datetime, str | None]:
