@@ -426,6 +426,45 @@ def _blocked_line(view: PatientView, a: Assessment) -> str:
     return f"No 10-year risk: {blocked[0]}." if blocked else ""
 
 
+def _not_computed(
+    view: PatientView,
+    a: Assessment,
+    link: Link,
+    *,
+    head: str,
+    equations: str,
+    source: str,
+    evidence: str,
+    order_why: str,
+    lines: list[str],
+) -> Card | None:
+    """The card for a risk that is not computed (inputs too old or absent, with the order
+    for them; outside the equations' ranges; missing), or None when it was computed."""
+    blocked = too_old_words(view, a)
+    if blocked is not None:
+        return _card(
+            f"{head}: {blocked[0]}; order {_ORDER_WORDS[blocked[1]]}",
+            _detail(
+                ["A risk from values this old or absent would not be the patient's today.", *lines],
+                [],
+                evidence,
+            ),
+            "info",
+            source,
+            link,
+            _order(view, a, order_why),
+            decision=False,
+        )
+    if a.status == "out-of-range":
+        said = "; ".join(range_words(v, equations) for v in a.violations)
+        summary = f"{head}: {said}"
+    elif a.status != "computed":
+        summary = f"{head}: {_missing_words(a)}"
+    else:
+        return None
+    return _card(summary, _detail(lines, [], evidence), "info", source, link, decision=False)
+
+
 def _primary_cards(
     view: PatientView, link: Link, suggestions: list[Suggestion], treated: str, risk_line: str
 ) -> list[Card]:
@@ -445,51 +484,19 @@ def _primary_cards(
             PCE_EVIDENCE,
         )
         return [_card(summary, detail, "info", PCE_SOURCE, link, decision=False)]
-    blocked = too_old_words(view, p)
-    if blocked is not None:
-        what = blocked[1]
-        summary = f"10-year ASCVD risk not computed: {blocked[0]}; order {_ORDER_WORDS[what]}"
-        detail = _detail(
-            ["A risk from values this old or absent would not be the patient's today.", treated],
-            [],
-            PCE_EVIDENCE,
-        )
-        return [
-            _card(
-                summary,
-                detail,
-                "info",
-                PCE_SOURCE,
-                link,
-                _order(view, p, "Inputs for the 10-year ASCVD risk"),
-                decision=False,
-            )
-        ]
-    if p.status == "out-of-range":
-        said = "; ".join(range_words(v, "Pooled Cohort") for v in p.violations)
-        summary = f"10-year ASCVD risk not computed: {said}"
-        return [
-            _card(
-                summary,
-                _detail([treated], [], PCE_EVIDENCE),
-                "info",
-                PCE_SOURCE,
-                link,
-                decision=False,
-            )
-        ]
-    if p.status == "missing-inputs":
-        summary = f"10-year ASCVD risk not computed: {_missing_words(p)}"
-        return [
-            _card(
-                summary,
-                _detail([treated], [], PCE_EVIDENCE),
-                "info",
-                PCE_SOURCE,
-                link,
-                decision=False,
-            )
-        ]
+    not_computed = _not_computed(
+        view,
+        p,
+        link,
+        head="10-year ASCVD risk not computed",
+        equations="Pooled Cohort",
+        source=PCE_SOURCE,
+        evidence=PCE_EVIDENCE,
+        order_why="Inputs for the 10-year ASCVD risk",
+        lines=[treated],
+    )
+    if not_computed is not None:
+        return [not_computed]
     risk = p.outputs["risk_10y_ascvd"]
     tier = risk_tier(risk)
     head = (
@@ -616,44 +623,19 @@ def _prevent_card(view: PatientView, link: Link) -> Card | None:
         return None  # not run: the caller shows no PREVENT
     if view.prevent_excluded is not None or p.status == "not-applicable" or outside_ages(view, p):
         return None
-    blocked = too_old_words(view, p)
-    if blocked is not None:
-        summary = (
-            f"Cardiovascular risk not computed: {blocked[0]}; order {_ORDER_WORDS[blocked[1]]}"
-        )
-        detail = _detail(
-            ["A risk from values this old or absent would not be the patient's today."],
-            [],
-            PREVENT_EVIDENCE,
-        )
-        return _card(
-            summary,
-            detail,
-            "info",
-            PREVENT_SOURCE,
-            link,
-            _order(view, p, "Inputs for the PREVENT risk"),
-            decision=False,
-        )
-    if p.status == "out-of-range":
-        said = "; ".join(range_words(v, "PREVENT") for v in p.violations)
-        return _card(
-            f"Cardiovascular risk not computed: {said}",
-            _detail([], [], PREVENT_EVIDENCE),
-            "info",
-            PREVENT_SOURCE,
-            link,
-            decision=False,
-        )
-    if p.status != "computed":
-        return _card(
-            f"Cardiovascular risk not computed: {_missing_words(p)}",
-            _detail([], [], PREVENT_EVIDENCE),
-            "info",
-            PREVENT_SOURCE,
-            link,
-            decision=False,
-        )
+    not_computed = _not_computed(
+        view,
+        p,
+        link,
+        head="Cardiovascular risk not computed",
+        equations="PREVENT",
+        source=PREVENT_SOURCE,
+        evidence=PREVENT_EVIDENCE,
+        order_why="Inputs for the PREVENT risk",
+        lines=[],
+    )
+    if not_computed is not None:
+        return not_computed
     o = p.outputs
     summary = (
         f"10-year cardiovascular risk {pct(o['risk_10y_cvd'])} (PREVENT): ASCVD "
