@@ -274,6 +274,10 @@ def explanation_for_audit(factors: Iterable[_FactorLike]) -> tuple[dict[str, Any
     )
 
 
+#: What an auditor did: the API's and the console's reads alike.
+AuditorReadAction = Literal["query", "record", "export", "verify", "replay", "stats", "selfcheck"]
+
+
 @dataclass(frozen=True, slots=True)
 class AuditorRead:
     """One read through the auditor API: who, what they asked, what they got (ids only)."""
@@ -281,7 +285,7 @@ class AuditorRead:
     auditor_iss: str
     auditor_sub: str
     token_jti: str | None
-    action: Literal["query", "record", "export", "verify", "replay", "stats", "selfcheck"]
+    action: AuditorReadAction
     query: dict[str, Any]
     returned: int
     seqs: tuple[int, ...] = ()

@@ -14,6 +14,7 @@ is sent, so a read that could not be audited is not answered.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -22,10 +23,10 @@ from fastapi.responses import Response
 
 from cds_service.audit import (
     AuditorRead,
+    AuditorReadAction,
     AuditQuery,
     ChainedAuditLog,
     RecordKind,
-    StoredAuditRecord,
     record_hash,
     record_tenant,
     verify_key_from,
@@ -119,13 +120,16 @@ def _query(
 QueryDep = Annotated[AuditQuery, Depends(_query)]
 
 
-def _audit_read(
+def record_read(
     log: ChainedAuditLog,
     who: Auditor,
-    action: Literal["query", "record", "export", "verify"],
+    action: AuditorReadAction,
     query: dict[str, Any],
-    records: list[StoredAuditRecord],
+    seqs: Iterable[int] = (),
 ) -> None:
+    """Every auditor read goes on the chain: who, what they asked, which records came back
+    (the API's and the console's reads alike)."""
+    returned = tuple(seqs)
     log.record_auditor_read(
         AuditorRead(
             auditor_iss=who.iss,
@@ -133,8 +137,8 @@ def _audit_read(
             token_jti=who.jti,
             action=action,
             query=query,
-            returned=len(records),
-            seqs=tuple(r.seq for r in records),
+            returned=len(returned),
+            seqs=returned,
         )
     )
 
@@ -144,7 +148,7 @@ def query_records(who: AuditorDep, log: LogDep, q: QueryDep) -> dict[str, Any]:
     if q.limit > MAX_PAGE:
         raise HTTPException(400, f"limit is at most {MAX_PAGE} here; use /audit/export")
     records = log.query(q)
-    _audit_read(log, who, "query", q.to_json(), records)
+    record_read(log, who, "query", q.to_json(), (r.seq for r in records))
     return {
         "records": [r.to_json() for r in records],
         "next": records[-1].seq if len(records) == q.limit else None,
@@ -158,7 +162,7 @@ def fetch_record(
     rec = log.get(seq)
     if rec is not None and who.tenant is not None and record_tenant(rec) != who.tenant:
         rec = None  # another tenant's record is, to this auditor, no record
-    _audit_read(log, who, "record", {"seq": seq}, [rec] if rec else [])
+    record_read(log, who, "record", {"seq": seq}, (rec.seq,) if rec else ())
     if rec is None:
         raise HTTPException(404, f"no audit record {seq}")
     previous = log.get(seq - 1) if seq > 1 else None
@@ -179,7 +183,7 @@ def fetch_record(
 @router.get("/export")
 def export(who: AuditorDep, log: LogDep, q: QueryDep) -> Response:
     records = log.query(q)
-    _audit_read(log, who, "export", q.to_json(), records)
+    record_read(log, who, "export", q.to_json(), (r.seq for r in records))
     body = b"".join(to_ndjson(export_resources(records)))
     return Response(body, media_type="application/fhir+ndjson")
 
@@ -188,5 +192,5 @@ def export(who: AuditorDep, log: LogDep, q: QueryDep) -> Response:
 def verify(who: AuditorDep, log: LogDep, request: Request) -> dict[str, Any]:
     settings: Settings = request.app.state.settings
     report = log.verify(verify_key_from(settings))
-    _audit_read(log, who, "verify", {}, [])
+    record_read(log, who, "verify", {})
     return report.to_json()

@@ -26,7 +26,7 @@ from base64 import urlsafe_b64encode
 from dataclasses import dataclass
 from datetime import datetime
 from html import escape
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from urllib.parse import urlencode, urlsplit
 
 import jwt
@@ -34,7 +34,7 @@ from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Path, Requ
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from cds_service.audit import (
-    AuditorRead,
+    AuditorReadAction,
     AuditQuery,
     ChainedAuditLog,
     StoredAuditRecord,
@@ -43,7 +43,8 @@ from cds_service.audit import (
     record_tenant,
     verify_key_from,
 )
-from cds_service.audit_auth import AuditorIssuerConfig
+from cds_service.audit_api import record_read
+from cds_service.audit_auth import Auditor, AuditorIssuerConfig
 from cds_service.settings import Settings
 
 router = APIRouter(prefix="/audit/ui", include_in_schema=False)
@@ -170,22 +171,14 @@ def install_console(app: FastAPI) -> None:
 def _on_chain(
     log: ChainedAuditLog,
     user: ConsoleUser,
-    action: Literal["query", "record", "export", "verify", "replay", "stats", "selfcheck"],
+    action: AuditorReadAction,
     query: dict[str, Any],
     records: list[StoredAuditRecord] | None = None,
 ) -> None:
-    records = records or []
-    log.record_auditor_read(
-        AuditorRead(
-            auditor_iss=user.iss,
-            auditor_sub=user.sub,
-            token_jti=None,
-            action=action,
-            query={"console": True, **query},
-            returned=len(records),
-            seqs=tuple(r.seq for r in records),
-        )
-    )
+    """A console read on the chain like an API read, marked as the console's."""
+    reader = Auditor(user.iss, user.sub, None, user.tenant)
+    seqs = (r.seq for r in records or ())
+    record_read(log, reader, action, {"console": True, **query}, seqs)
 
 
 # ---------------------------------------------------------------- sign-in

@@ -12,35 +12,14 @@ read is an ``auditor-read`` record on the chain before the answer is sent.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Request
 
-from cds_service.audit import AuditorRead, ChainedAuditLog, record_tenant
-from cds_service.audit_api import AuditorDep, LogDep
-from cds_service.audit_auth import Auditor
+from cds_service.audit import record_tenant
+from cds_service.audit_api import AuditorDep, LogDep, record_read
 
 router = APIRouter(prefix="/audit", tags=["audit"])
-
-
-def _on_chain(
-    log: ChainedAuditLog,
-    who: Auditor,
-    action: Literal["replay", "stats", "selfcheck"],
-    query: dict[str, Any],
-    seqs: tuple[int, ...] = (),
-) -> None:
-    log.record_auditor_read(
-        AuditorRead(
-            auditor_iss=who.iss,
-            auditor_sub=who.sub,
-            token_jti=who.jti,
-            action=action,
-            query=query,
-            returned=len(seqs),
-            seqs=seqs,
-        )
-    )
 
 
 @router.get("/records/{seq}/replay")
@@ -52,7 +31,7 @@ def replay(
     rec = log.get(seq)
     if rec is not None and who.tenant is not None and record_tenant(rec) != who.tenant:
         rec = None  # another tenant's record is, to this auditor, no record
-    _on_chain(log, who, "replay", {"seq": seq}, (rec.seq,) if rec else ())
+    record_read(log, who, "replay", {"seq": seq}, (rec.seq,) if rec else ())
     if rec is None:
         raise HTTPException(404, f"no audit record {seq}")
     rt = request.app.state.runtime
@@ -70,7 +49,7 @@ def stats(who: AuditorDep, log: LogDep, since: datetime | None = None) -> dict[s
     from cds_service.audit_stats import follow_through
 
     result = follow_through(log, since=since, tenant=who.tenant)
-    _on_chain(
+    record_read(
         log, who, "stats", {"since": since.isoformat() if since else None, "tenant": who.tenant}
     )
     return result.to_json()
@@ -85,5 +64,5 @@ def selfcheck(who: AuditorDep, log: LogDep, request: Request) -> dict[str, Any]:
     report = self_check_of_log(
         log, ModelArchive(settings.model_archive_dir), settings, tenant=who.tenant
     )
-    _on_chain(log, who, "selfcheck", {"tenant": who.tenant})
+    record_read(log, who, "selfcheck", {"tenant": who.tenant})
     return report
