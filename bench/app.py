@@ -37,8 +37,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from cds_service.demo import example_request, free_port, running_product  # noqa: E402
-from cds_service.vancomycin import simulator_for  # noqa: E402
+from cds_service.services.vancomycin import simulator_for  # noqa: E402
+from ehr_sim.demo import example_request, free_port, running_product  # noqa: E402
 from onnx_models.pk.models import MODELS  # noqa: E402
 from twin_engine.pk.recommend import recommend  # noqa: E402
 from twin_engine.pk.types import Regimen  # noqa: E402

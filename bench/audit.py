@@ -35,16 +35,17 @@ sys.path.insert(0, str(REPO))
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from cds_service.app import create_app, open_twin_store  # noqa: E402
-from cds_service.audit import AuditQuery, SqliteAuditLog  # noqa: E402
-from cds_service.audit_replay import ModelArchive, installed_shas, replay_record  # noqa: E402
-from cds_service.audit_stats import follow_through  # noqa: E402
-from cds_service.demo import generate_patients  # noqa: E402
+from cds_service.audit.log import AuditQuery, SqliteAuditLog  # noqa: E402
+from cds_service.audit.replay import ModelArchive, installed_shas, replay_record  # noqa: E402
+from cds_service.audit.stats import follow_through  # noqa: E402
 from cds_service.settings import Settings  # noqa: E402
+from cds_service.stores import open_twin_store  # noqa: E402
+from ehr_sim.demo import generate_patients  # noqa: E402
 from onnx_models.registry import ModelRegistry  # noqa: E402
 from tests.audit.conftest import entry  # noqa: E402
 from tests.audit.test_replay import _dosing_call, _draft  # noqa: E402
 from tests.conftest import hook_request, prefetch_from_bundle  # noqa: E402
+from twin_cds.app import create_app  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "audit_follow_through.json"
 

@@ -26,12 +26,12 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cds_service.audit import (  # noqa: E402
+from cds_service.audit.fhir import export_resources, to_ndjson  # noqa: E402
+from cds_service.audit.log import (  # noqa: E402
     canonical_json,
     generate_demo_signing_key,
     load_signer,
 )
-from cds_service.audit_fhir import export_resources, to_ndjson  # noqa: E402
 from tests.audit.conftest import entry  # noqa: E402
 from tests.audit.stores import StoreSpec, pg_available, pg_schema, pg_url  # noqa: E402
 

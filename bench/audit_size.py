@@ -28,12 +28,12 @@ sys.path.insert(0, str(REPO))
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from cds_service import audit as audit_module  # noqa: E402
-from cds_service.app import create_app  # noqa: E402
-from cds_service.audit_chain import canonical_json  # noqa: E402
-from cds_service.demo import generate_patients  # noqa: E402
+from cds_service.audit import log as audit_module  # noqa: E402
+from cds_service.audit.chain import canonical_json  # noqa: E402
 from cds_service.settings import Settings  # noqa: E402
+from ehr_sim.demo import generate_patients  # noqa: E402
 from tests.conftest import hook_request, prefetch_from_bundle  # noqa: E402
+from twin_cds.app import create_app  # noqa: E402
 
 SERVICES = ("ascvd-risk", "cardio-renal-risk")
 

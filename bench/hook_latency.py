@@ -43,7 +43,6 @@ sys.path.insert(0, str(REPO))
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from cds_service.app import create_app  # noqa: E402
 from cds_service.settings import Settings  # noqa: E402
 from tests.conftest import (  # noqa: E402
     hook_request,
@@ -51,6 +50,7 @@ from tests.conftest import (  # noqa: E402
     synthea_bundles,
     with_ids,
 )
+from twin_cds.app import create_app  # noqa: E402
 from twin_engine.ingest import clear_parse_memo  # noqa: E402
 
 
@@ -95,8 +95,8 @@ def twin_cost(body: dict[str, Any], n: int) -> dict[str, float]:
     """p50 ms of the snapshot path and of the longitudinal path on one built twin."""
     from datetime import date
 
-    from cds_service.assess import assess
-    from cds_service.patient_view import patient_view
+    from cds_service.pipeline.patient_view import patient_view
+    from cds_service.pipeline.predict import assess
     from onnx_models.registry import ModelRegistry
     from twin_engine import build_twin_from_fhir, derive_features
     from twin_engine.clinical.state import clinical_state
@@ -196,7 +196,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=200)
     parser.add_argument("--new-patients", type=int, default=60)
     args = parser.parse_args()
-    from cds_service.demo import generate_patients
+    from ehr_sim.demo import generate_patients
 
     bodies: list[tuple[str, dict[str, Any]]] = []
     small = prefetch_from_bundle(generate_patients(1, seed=3)[0])

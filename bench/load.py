@@ -62,7 +62,7 @@ REPO = Path(__file__).resolve().parents[1]
 logging.getLogger("twin_cds.hooks").setLevel(logging.WARNING)
 sys.path.insert(0, str(REPO))
 
-from cds_service.demo import (  # noqa: E402
+from ehr_sim.demo import (  # noqa: E402
     example_request,
     free_port,
     generate_patients,
@@ -150,7 +150,7 @@ def running(
             process.wait()
 
 
-from cds_service.http_edge import SERVER_MAX_HEAD_BYTES  # noqa: E402 - beside its one use
+from cds_service.http.edge import SERVER_MAX_HEAD_BYTES  # noqa: E402 - beside its one use
 
 
 def our_server(
@@ -173,7 +173,7 @@ def our_server(
         sys.executable,
         "-m",
         "uvicorn",
-        "cds_service.app:create_app",
+        "twin_cds.app:create_app",
         "--factory",
         "--host",
         "127.0.0.1",
@@ -437,8 +437,8 @@ def carded_patients(count: int, seed: int) -> tuple[list[dict[str, Any]], list[b
     patient outside the model's population."""
     from fastapi.testclient import TestClient
 
-    from cds_service.app import create_app
     from cds_service.settings import Settings
+    from twin_cds.app import create_app
 
     bundles, bodies = [], []
     candidates = generate_patients(4 * count, seed=seed)

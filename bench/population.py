@@ -158,7 +158,7 @@ def generate(directory: Path, count: int, seed: int = 7) -> int:
 
 def _bare_per_patient_s(directory: Path, sample: int) -> float:
     """The same work in one plain loop: read, twin, features, the service's models."""
-    from cds_service.patient_view import patient_view
+    from cds_service.pipeline.patient_view import patient_view
     from cds_service.population.rows import worker_registry
     from cds_service.population.split import patient_id_of
     from twin_engine import build_twin_from_fhir, derive_features

@@ -29,10 +29,10 @@ sys.path.insert(0, str(REPO))
 import httpx  # noqa: E402
 from pyinstrument import Profiler  # noqa: E402
 
-from cds_service.app import create_app  # noqa: E402
-from cds_service.demo import generate_patients  # noqa: E402
 from cds_service.settings import Settings  # noqa: E402
+from ehr_sim.demo import generate_patients  # noqa: E402
 from tests.conftest import hook_request, prefetch_from_bundle, synthea_bundles  # noqa: E402
+from twin_cds.app import create_app  # noqa: E402
 from twin_engine.ingest import clear_parse_memo  # noqa: E402
 
 

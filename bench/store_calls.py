@@ -21,7 +21,7 @@ from collections.abc import Callable
 import psycopg
 from psycopg import sql
 
-from cds_service.auth import PostgresReplayCache
+from cds_service.http.auth import PostgresReplayCache
 from twin_engine import build_twin_from_fhir
 from twin_engine.store_pg import PostgresTwinStore
 

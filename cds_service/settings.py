@@ -13,8 +13,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from cds_service.audit_auth import AuditorIssuerConfig
-from cds_service.auth import CdsClientConfig
+from cds_service.audit.auth import AuditorIssuerConfig
+from cds_service.http.auth import CdsClientConfig
 
 #: The SMART scopes the clinician app asks for (SMART App Launch 2.x, v2 scopes): the
 #: launch context, the user's identity, and read/search of what the twin and the dose

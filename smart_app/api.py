@@ -18,11 +18,11 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from cds_service.cardio_renal import CardioRenalAssessments
-from cds_service.fhir_client import FhirClient, FhirFetchError
-from cds_service.pipeline import Runtime
-from cds_service.services import LOINC, RISK_OBSERVATION_LOINC
-from cds_service.vancomycin import MAX_DRAFT_DOSE_MG, MAX_DRAFT_INTERVAL_H
+from cds_service.pipeline.fhir_client import FhirClient, FhirFetchError
+from cds_service.pipeline.run import Runtime
+from cds_service.services.cardio_renal import CardioRenalAssessments
+from cds_service.services.catalog import LOINC, RISK_OBSERVATION_LOINC
+from cds_service.services.vancomycin import MAX_DRAFT_DOSE_MG, MAX_DRAFT_INTERVAL_H
 from smart_app import views
 from smart_app.embedding import COOKIE
 from smart_app.launch import refresh_due, refresh_session, twin_scope

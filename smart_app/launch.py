@@ -41,9 +41,9 @@ import jwt
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from cds_service.audit import AppAccess, ChainedAuditLog
+from cds_service.audit.log import AppAccess, ChainedAuditLog
 from cds_service.errors import FhirServerNotAllowed
-from cds_service.fhir_client import check_fhir_server
+from cds_service.pipeline.fhir_client import check_fhir_server
 from cds_service.settings import Settings, SmartServerConfig
 from smart_app.embedding import COOKIE, expired_session_cookie, session_cookie
 from smart_app.sessions import SessionStore

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from cds_service.metrics import APP_SESSIONS
+from cds_service.ops.metrics import APP_SESSIONS
 from twin_engine.storage import ReconnectingPg, StorageUnavailable, sqlite_storage_failure
 
 SessionKind = Literal["pending", "active"]

@@ -14,14 +14,14 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from cds_service.assess import Assessment
-from cds_service.audit import ChainedAuditLog
-from cds_service.cardio_renal import SBP_TARGET_MM_HG, CardioRenalAssessments
-from cds_service.guideline_cards import aki_words, ckd_words, statin_words
-from cds_service.patient_view import patient_view
-from cds_service.render import label, output_label, pct, shown_value
-from cds_service.services import ASCVD_RISK, CARDIO_RENAL_RISK
-from cds_service.vancomycin import is_vancomycin, simulator_for
+from cds_service.audit.log import ChainedAuditLog
+from cds_service.pipeline.patient_view import patient_view
+from cds_service.pipeline.predict import Assessment
+from cds_service.pipeline.render import label, output_label, pct, shown_value
+from cds_service.services.cardio_renal import SBP_TARGET_MM_HG, CardioRenalAssessments
+from cds_service.services.catalog import ASCVD_RISK, CARDIO_RENAL_RISK
+from cds_service.services.guideline_cards import aki_words, ckd_words, statin_words
+from cds_service.services.vancomycin import is_vancomycin, simulator_for
 from onnx_models.pk.models import MODELS
 from onnx_models.registry import ModelRegistry
 from twin_engine.clinical.kidney import CKD_EGFR_BELOW, aki_episodes, egfr_series

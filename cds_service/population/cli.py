@@ -33,7 +33,7 @@ def _as_of(text: str | None) -> date:
 
 def _record_run(body: dict[str, Any]) -> int | None:
     """Append the run record to the audit trail the settings name."""
-    from cds_service.audit import open_audit_log
+    from cds_service.audit.log import open_audit_log
     from cds_service.settings import Settings
 
     audit = open_audit_log(Settings())
@@ -46,7 +46,7 @@ def _record_run(body: dict[str, Any]) -> int | None:
 def _export(args: argparse.Namespace, out: Path) -> tuple[Path, dict[str, Any]]:
     """Run the Bulk Data export into OUT/export/<time>; return the directory and source."""
     from cds_service.errors import FhirServerNotAllowed
-    from cds_service.fhir_client import check_fhir_server
+    from cds_service.pipeline.fhir_client import check_fhir_server
     from cds_service.population.bulk import (
         DEFAULT_SCOPE,
         BackendServicesAuth,

@@ -14,7 +14,7 @@ from twin_engine.population import TrialPatient, TrialResult, evaluate, run_tria
 from twin_engine.population.trial import Intervention
 
 #: The trial's baseline risk: PREVENT 10-year ASCVD, the number the card's treatment
-#: response starts from (cds_service.cardio_renal.what_ifs).
+#: response starts from (cds_service.services.cardio_renal.what_ifs).
 RISK_COLUMN = "prevent_risk_10y_ascvd"
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cds_service.audit import (
+from cds_service.audit.log import (
     AuditEntry,
     AuditSigner,
     ModelUse,

@@ -16,12 +16,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi.testclient import TestClient
 from fhir.resources.R4B import get_fhir_model_class
 
-from cds_service.app import create_app
-from cds_service.audit_auth import AuditorIssuerConfig
-from cds_service.auth import CdsClientConfig
+from cds_service.audit.auth import AuditorIssuerConfig
+from cds_service.http.auth import CdsClientConfig
 from cds_service.settings import Settings
 from tests.audit.stores import StoreSpec, pg_available, pg_schema, pg_url
 from tests.conftest import hook_request, prefetch_from_bundle
+from twin_cds.app import create_app
 
 BASE = "http://testserver"
 EHR = "https://ehr.example"

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cds_service.audit import (
+from cds_service.audit.log import (
     AuditConfigError,
     AuditorRead,
     AuditSigner,
@@ -297,7 +297,7 @@ def test_feedback_joins_the_chain_once_without_free_text(store: StoreSpec) -> No
 
 def test_queries_filter_by_patient_model_time_status_and_outcome(store: StoreSpec) -> None:
     """The auditor's questions: by patient, service, model version, time, status, outcome."""
-    from cds_service.audit import AuditQuery
+    from cds_service.audit.log import AuditQuery
 
     log = _filled(store)
     log.record(entry(11, patient="p1", model=None, status="error", error="boom"))
@@ -345,7 +345,7 @@ def test_dropped_checkpoints_are_caught_when_a_verify_key_is_given(store: StoreS
 def test_a_tenant_query_returns_that_tenants_records_alone(store: StoreSpec) -> None:
     """AuditQuery(tenant=...) narrows to hook, feedback and app-access records of that
     tenant; auditor reads and other tenants' records are not in it (both stores' SQL)."""
-    from cds_service.audit import AppAccess, AuditQuery
+    from cds_service.audit.log import AppAccess, AuditQuery
 
     log = store.open()
     log.record(entry(1, client_tenant="hospital-a", client_iss="https://ehr.example"))

@@ -15,10 +15,10 @@ import pytest
 from fastapi.testclient import TestClient
 from fhir.resources.R4B import get_fhir_model_class
 
-from cds_service.app import create_app
-from cds_service.audit import generate_demo_signing_key
+from cds_service.audit.log import generate_demo_signing_key
 from cds_service.settings import Settings
 from tests.conftest import hook_request, prefetch_from_bundle
+from twin_cds.app import create_app
 
 CALLS = 5
 
@@ -28,7 +28,7 @@ def _run(*args: str, key: Path | None = None) -> subprocess.CompletedProcess[str
     if key is not None:
         env["TWIN_CDS_AUDIT_SIGNING_KEY_FILE"] = str(key)
     return subprocess.run(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "cds_service.cli", "audit", *args],
+        [sys.executable, "-m", "twin_cds.cli", "audit", *args],
         capture_output=True,
         text=True,
         check=False,

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from cds_service.audit import AuditSigner, ChainReport, generate_demo_signing_key, load_signer
+from cds_service.audit.log import AuditSigner, ChainReport, generate_demo_signing_key, load_signer
 from tests.audit.stores import StoreSpec
 
 PROCESSES = 4

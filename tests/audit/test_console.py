@@ -20,15 +20,15 @@ import uvicorn
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
 
-from cds_service.app import create_app
-from cds_service.audit import ChainedAuditLog
-from cds_service.audit_auth import AuditorIssuerConfig
-from cds_service.auth import CdsClientConfig
-from cds_service.demo import free_port
+from cds_service.audit.auth import AuditorIssuerConfig
+from cds_service.audit.log import ChainedAuditLog
+from cds_service.http.auth import CdsClientConfig
 from cds_service.settings import Settings
-from smart_app.simulator import SimulatedClient, SimulatorConfig, _public_jwk, create_simulator_app
+from ehr_sim.demo import free_port
+from ehr_sim.simulator import SimulatedClient, SimulatorConfig, _public_jwk, create_simulator_app
 from tests.audit.test_api import CLIENT_KEY, EHR, _jwks, client_token
 from tests.conftest import hook_request, prefetch_from_bundle
+from twin_cds.app import create_app
 
 BASE = "http://127.0.0.1:8000"
 CALLBACK = f"{BASE}/audit/ui/callback"

@@ -10,10 +10,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi.testclient import TestClient
 
-from cds_service.app import create_app
-from cds_service.audit import ChainedAuditLog
-from cds_service.audit_auth import AuditorIssuerConfig
-from cds_service.auth import CdsClientConfig
+from cds_service.audit.auth import AuditorIssuerConfig
+from cds_service.audit.log import ChainedAuditLog
+from cds_service.http.auth import CdsClientConfig
 from cds_service.settings import Settings
 from tests.audit.test_api import (
     AUDITOR_KEY,
@@ -28,6 +27,7 @@ from tests.audit.test_api import (
     auditor_token,
 )
 from tests.conftest import prefetch_from_bundle
+from twin_cds.app import create_app
 
 IDP_B = "https://idp.hospital-b.example"
 KEY_B = ec.generate_private_key(ec.SECP384R1())

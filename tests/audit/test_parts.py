@@ -8,8 +8,8 @@ from typing import Any
 
 import orjson
 
-from cds_service.audit import canonical_json, record_hash
-from cds_service.audit_parts import join_parts, split_parts
+from cds_service.audit.log import canonical_json, record_hash
+from cds_service.audit.parts import join_parts, split_parts
 from tests.audit.conftest import entry
 from tests.audit.stores import StoreSpec
 

@@ -15,20 +15,21 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from cds_service.app import create_app, open_twin_store
-from cds_service.audit import StoredAuditRecord, open_audit_log
-from cds_service.audit_replay import (
+from cds_service.audit.log import StoredAuditRecord, open_audit_log
+from cds_service.audit.replay import (
     ModelArchive,
     ReplayReport,
     installed_shas,
     replay_record,
 )
 from cds_service.settings import Settings
+from cds_service.stores import open_twin_store
 from onnx_models.registry import ModelRegistry
 from tests.audit.conftest import STORES
 from tests.audit.stores import pg_schema, pg_url
 from tests.conftest import hook_request, prefetch_from_bundle
 from tests.pk.fhir import base_record
+from twin_cds.app import create_app
 from twin_engine.store import StoredTwin
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
@@ -240,7 +241,7 @@ def _cli(trail: Trail, *args: str) -> subprocess.CompletedProcess[str]:
         args += ("--database-url", trail.settings.database_url)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TWIN_CDS_")}
     return subprocess.run(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "cds_service.cli", "audit", *args],
+        [sys.executable, "-m", "twin_cds.cli", "audit", *args],
         capture_output=True,
         text=True,
         check=False,

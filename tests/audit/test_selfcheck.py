@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from cds_service.audit import AuditEntry, ModelUse, SqliteAuditLog, StoredAuditRecord
-from cds_service.audit_replay import ModelArchive, history_to_json, pk_artifact
-from cds_service.audit_selfcheck import median_interval, self_check
+from cds_service.audit.log import AuditEntry, ModelUse, SqliteAuditLog, StoredAuditRecord
+from cds_service.audit.replay import ModelArchive, history_to_json, pk_artifact
+from cds_service.audit.selfcheck import median_interval, self_check
+from cds_service.services.vancomycin import simulator_for
 from cds_service.settings import Settings
-from cds_service.vancomycin import simulator_for
 from onnx_models.pk.models import MODELS
 from twin_engine.pk.covariates import model_crcl
 from twin_engine.pk.estimate import build_timeline, estimate, residual_sd

@@ -16,13 +16,13 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi.testclient import TestClient
 
-from cds_service.app import create_app
-from cds_service.audit import ChainedAuditLog, ModelUse, SqliteAuditLog
-from cds_service.audit_auth import AuditorIssuerConfig
-from cds_service.audit_stats import card_kind, follow_through
+from cds_service.audit.auth import AuditorIssuerConfig
+from cds_service.audit.log import ChainedAuditLog, ModelUse, SqliteAuditLog
+from cds_service.audit.stats import card_kind, follow_through
 from cds_service.settings import Settings
 from tests.audit.conftest import entry
 from tests.audit.test_api import AUDITOR_KEY, IDP, _jwks, _token, auditor_token
+from twin_cds.app import create_app
 
 EHR = "https://ehr.example"
 IDP_B = "https://idp.hospital-b.example"
@@ -183,7 +183,7 @@ def test_card_kinds_of_real_cards() -> None:
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TWIN_CDS_")}
     return subprocess.run(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "cds_service.cli", "audit", *args],
+        [sys.executable, "-m", "twin_cds.cli", "audit", *args],
         capture_output=True,
         text=True,
         check=False,

@@ -12,7 +12,7 @@ import sys
 import threading
 from pathlib import Path
 
-from cds_service.audit import load_signer
+from cds_service.audit.log import load_signer
 from tests.audit.conftest import entry
 from tests.audit.stores import StoreSpec
 

@@ -17,9 +17,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from fastapi.testclient import TestClient
 
-from cds_service.app import create_app
-from cds_service.auth import CdsClientConfig
+from cds_service.http.auth import CdsClientConfig
 from cds_service.settings import Settings
+from twin_cds.app import create_app
 
 BASE = "http://testserver"
 ISS = "https://ehr.example"
@@ -213,7 +213,7 @@ def test_neither_the_jwt_nor_the_access_token_is_stored(
 
 def test_the_replay_cache_holds_across_replicas_sharing_postgresql() -> None:
     """Two services on one database: a jti used on one is refused by the other."""
-    from cds_service.auth import PostgresReplayCache
+    from cds_service.http.auth import PostgresReplayCache
     from tests.audit.stores import pg_available, pg_schema, pg_url
 
     if not pg_available():
@@ -358,7 +358,7 @@ def test_a_token_over_the_cap_is_refused_before_it_is_decoded(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A bearer token longer than MAX_TOKEN_BYTES gets a 401 without any JWT decoding."""
-    from cds_service.auth import MAX_TOKEN_BYTES
+    from cds_service.http.auth import MAX_TOKEN_BYTES
 
     def decoded(*_: Any, **__: Any) -> Any:
         raise AssertionError("an over-long token was decoded")

@@ -13,10 +13,10 @@ import pytest
 from fastapi.testclient import TestClient
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
-from cds_service.app import create_app
 from cds_service.settings import Settings
 from tests.conftest import hook_request
 from tests.twin_engine.fhir import bp, obs, patient, smoking
+from twin_cds.app import create_app
 
 TODAY = date(2026, 6, 1)
 FRESH = "2026-05-01T09:00:00Z"
@@ -170,7 +170,7 @@ def test_the_fhir_export_has_a_device_for_every_model_used(client: TestClient) -
     """Each model a call ran is exported as a Device, valid FHIR R4."""
     from fhir.resources.R4B.device import Device
 
-    from cds_service.audit_fhir import export_resources
+    from cds_service.audit.fhir import export_resources
 
     _call(client, _record(egfr=40, uacr=300))
     records = client.app.state.runtime.audit.records()  # type: ignore[attr-defined]

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from cds_service.cards import Card
+from cds_service.http.cards import Card
 
 SOURCE = {"label": "twin-cds"}
 CREATE = {"type": "create", "description": "order", "resource": {"resourceType": "ServiceRequest"}}

@@ -15,7 +15,7 @@ from tests.conftest import with_ids
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "cds_service.cli", *args],
+        [sys.executable, "-m", "twin_cds.cli", *args],
         capture_output=True,
         text=True,
         check=False,

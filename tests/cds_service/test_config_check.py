@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from cds_service.audit_chain import generate_demo_signing_key
-from cds_service.cli import main
-from cds_service.config_check import production_problems
+from cds_service.audit.chain import generate_demo_signing_key
+from cds_service.ops.config_check import production_problems
 from cds_service.settings import Settings
+from twin_cds.cli import main
 
 EHR = "https://ehr.example.org"
 

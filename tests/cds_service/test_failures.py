@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from cds_service.app import create_app
-from cds_service.audit import AuditUnavailable, AuditWriteError
+from cds_service.audit.log import AuditUnavailable, AuditWriteError
 from cds_service.settings import Settings
 from smart_app.sessions import SessionStoreUnavailable
 from tests.conftest import hook_request, prefetch_from_bundle
+from twin_cds.app import create_app
 from twin_engine.errors import TwinStoreUnavailable
 
 
@@ -90,7 +90,7 @@ def test_our_own_fault_is_500_recorded_and_logged_once_with_its_trace(
 ) -> None:
     """A bug while computing: 500 saying the failure was recorded; one error line with
     the traceback."""
-    import cds_service.pipeline as pipeline
+    import cds_service.pipeline.run as pipeline
 
     monkeypatch.setattr(pipeline, "derive_features", _raise(ZeroDivisionError("a bug")))
     response = _call(client, demo_bundles[0])
@@ -145,7 +145,7 @@ def test_a_fault_of_ours_does_not_leave_the_app(
 ) -> None:
     """The 500 is the app's last word: the exception is not re-raised to the server, which
     would log its traceback a second time (or drop the connection)."""
-    import cds_service.pipeline as pipeline
+    import cds_service.pipeline.run as pipeline
 
     monkeypatch.setattr(pipeline, "derive_features", _raise(ZeroDivisionError("a bug")))
     settings = Settings(data_dir=tmp_path / "data", auth_required=False)

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from cds_service.app import create_app
 from cds_service.settings import Settings
 from tests.conftest import hook_request, prefetch_from_bundle
+from twin_cds.app import create_app
 
 
 @pytest.fixture()

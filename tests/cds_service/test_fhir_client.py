@@ -7,7 +7,7 @@ import pytest
 import respx
 
 from cds_service.errors import FhirServerNotAllowed
-from cds_service.fhir_client import FhirClient, FhirFetchError, check_fhir_server
+from cds_service.pipeline.fhir_client import FhirClient, FhirFetchError, check_fhir_server
 
 BASE = "https://ehr.example/fhir"
 TOKEN = "secret-token-value"  # noqa: S105 - a test token

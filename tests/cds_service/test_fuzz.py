@@ -25,11 +25,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 
-from cds_service.app import create_app
-from cds_service.auth import CdsClientConfig
-from cds_service.cards import CdsResponse
+from cds_service.http.auth import CdsClientConfig
+from cds_service.http.cards import CdsResponse
 from cds_service.settings import Settings
 from tests.conftest import hook_request, prefetch_from_bundle
+from twin_cds.app import create_app
 
 FUZZ = settings(
     max_examples=200,

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from cds_service.app import create_app
 from cds_service.settings import Settings
 from tests.conftest import hook_request
 from tests.twin_engine.fhir import bp, condition, med_request, obs, patient, smoking
+from twin_cds.app import create_app
 
 TODAY = date(2026, 6, 1)
 FRESH = "2026-05-01T09:00:00Z"

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from cds_service.app import create_app
 from cds_service.settings import Settings
 from tests.conftest import hook_request, prefetch_from_bundle
+from twin_cds.app import create_app
 
 TOKEN = "tok-9f8e7d6c5b4a-never-stored"  # noqa: S105 - a test token
 
@@ -208,9 +208,9 @@ def test_an_oversized_body_is_413_and_on_the_record(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A body over the limit is refused before parsing, and the refusal is audited."""
-    import cds_service.app
+    import twin_cds.app
 
-    monkeypatch.setattr(cds_service.app, "MAX_BODY_BYTES", 1000)
+    monkeypatch.setattr(twin_cds.app, "MAX_BODY_BYTES", 1000)
     response = client.post(
         "/cds-services/ascvd-risk",
         content=b"{" + b" " * 2000 + b"}",
@@ -311,7 +311,7 @@ def test_an_internal_fault_is_still_audited(
     client: TestClient, demo_bundles: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A bug of ours while computing: the call is recorded with status error and its type."""
-    import cds_service.pipeline as pipeline
+    import cds_service.pipeline.run as pipeline
 
     def broken(*_: Any, **__: Any) -> Any:
         raise ZeroDivisionError("a bug")

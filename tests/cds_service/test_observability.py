@@ -18,12 +18,12 @@ import structlog
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from cds_service.app import create_app
-from cds_service.logs import configure_logging, drop_identifiers, formatter
-from cds_service.services import SERVICES
+from cds_service.ops.logs import configure_logging, drop_identifiers, formatter
+from cds_service.services.catalog import SERVICES
 from cds_service.settings import Settings
 from tests.audit.stores import pg_available, pg_schema, pg_url
 from tests.conftest import hook_request, prefetch_from_bundle
+from twin_cds.app import create_app
 
 TOKEN = "tok-observability-5f1e-never-logged"  # noqa: S105 - a test token
 USER = "Practitioner/p1"
@@ -86,7 +86,7 @@ def _script(client: TestClient, prefetch: dict[str, Any], monkeypatch: Any) -> l
         ).status_code,  # 400
         client.post("/cds-services/no-such-service", json=hook_request(pid)).status_code,  # 404
     ]
-    import cds_service.pipeline as pipeline
+    import cds_service.pipeline.run as pipeline
 
     def broken(*_: Any, **__: Any) -> Any:
         raise ZeroDivisionError("a bug")

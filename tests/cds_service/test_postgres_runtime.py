@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from cds_service.app import create_app
 from cds_service.settings import Settings
 from tests.audit.stores import pg_available, pg_schema, pg_url
 from tests.conftest import hook_request, prefetch_from_bundle
+from twin_cds.app import create_app
 from twin_engine.store_pg import PostgresTwinStore
 
 

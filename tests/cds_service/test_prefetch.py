@@ -11,9 +11,9 @@ import pytest
 import respx
 
 from cds_service.errors import DataUnavailable
-from cds_service.hooks import HookRequest
-from cds_service.prefetch import gather, render_template
-from cds_service.services import ASCVD_RISK
+from cds_service.http.hooks import HookRequest
+from cds_service.pipeline.gather import gather, render_template
+from cds_service.services.catalog import ASCVD_RISK
 from cds_service.settings import Settings
 
 BASE = "https://ehr.example/fhir"

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from cds_service.app import create_app
-from cds_service.cards import CdsResponse
+from cds_service.http.cards import CdsResponse
 from cds_service.settings import Settings
 from tests.pk.fhir import base_record
+from twin_cds.app import create_app
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 

@@ -18,15 +18,15 @@ import uvicorn
 from cryptography.hazmat.primitives.asymmetric import rsa
 from playwright.sync_api import expect
 
-from cds_service.app import create_app
-from cds_service.audit_auth import AuditorIssuerConfig
-from cds_service.auth import CdsClientConfig
-from cds_service.demo import free_port, generate_patients
+from cds_service.audit.auth import AuditorIssuerConfig
+from cds_service.http.auth import CdsClientConfig
 from cds_service.settings import Settings
-from smart_app.simulator import SimulatedClient, SimulatorConfig, _public_jwk, create_simulator_app
+from ehr_sim.demo import free_port, generate_patients
+from ehr_sim.simulator import SimulatedClient, SimulatorConfig, _public_jwk, create_simulator_app
 from tests.audit.test_api import CLIENT_KEY, EHR, _jwks, client_token
 from tests.conftest import hook_request, prefetch_from_bundle
 from tests.integration.test_smart_app import CHROMIUM_ARGS, _axe_violations
+from twin_cds.app import create_app
 
 pytestmark = pytest.mark.integration
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from cds_service.app import create_app
 from cds_service.settings import Settings
 from tests.conftest import hook_request, load_json, prefetch_from_bundle, synthea_bundles
+from twin_cds.app import create_app
 
 pytestmark = pytest.mark.corpus
 

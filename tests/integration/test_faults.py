@@ -15,9 +15,9 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from cds_service.app import create_app
 from cds_service.settings import Settings
 from tests.integration.faulty_fhir import PATIENT, faulty_fhir_server
+from twin_cds.app import create_app
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from cds_service.demo import RunningServer, example_request, free_port, running_demo
+from ehr_sim.demo import RunningServer, example_request, free_port, running_demo
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from cds_service.audit import SqliteAuditLog
+from cds_service.audit.log import SqliteAuditLog
 from tests.conftest import REPO, hook_request, prefetch_from_bundle
 from tests.integration.faulty_fhir import _free_port, faulty_fhir_server
 
@@ -35,7 +35,7 @@ def uvicorn(tmp_path: Path, env: dict[str, str], *workers: str) -> Iterator[tupl
         sys.executable,
         "-m",
         "uvicorn",
-        "cds_service.app:create_app",
+        "twin_cds.app:create_app",
         "--factory",
         "--host",
         "127.0.0.1",

@@ -22,8 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi.testclient import TestClient
 
-from cds_service.app import create_app
-from cds_service.demo import RunningServer, generate_patients, start_fhir_server
+from cds_service.pipeline.render import pct
 from cds_service.population.bulk import (
     BackendServicesAuth,
     BulkAuthError,
@@ -31,9 +30,10 @@ from cds_service.population.bulk import (
     BulkJobExpired,
 )
 from cds_service.population.job import BuildConfig, run_build
-from cds_service.render import pct
 from cds_service.settings import Settings
+from ehr_sim.demo import RunningServer, generate_patients, start_fhir_server
 from tests.conftest import hook_request
+from twin_cds.app import create_app
 
 pytestmark = pytest.mark.integration
 
@@ -282,7 +282,7 @@ def test_population_table_equals_the_patient_view_cards(
 
 def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "cds_service.cli", "population", "build", *args],
+        [sys.executable, "-m", "twin_cds.cli", "population", "build", *args],
         capture_output=True,
         text=True,
         env=env,

@@ -18,12 +18,12 @@ from urllib.parse import unquote
 import httpx
 import pytest
 
-from cds_service.demo import RunningServer, generate_patients, load_patients, start_fhir_server
-from cds_service.fhir_client import FhirClient
-from cds_service.hooks import HookRequest
-from cds_service.prefetch import gather
-from cds_service.services import SERVICES
+from cds_service.http.hooks import HookRequest
+from cds_service.pipeline.fhir_client import FhirClient
+from cds_service.pipeline.gather import gather
+from cds_service.services.catalog import SERVICES
 from cds_service.settings import Settings
+from ehr_sim.demo import RunningServer, generate_patients, load_patients, start_fhir_server
 from smart_app.api import patient_queries
 
 pytestmark = pytest.mark.integration

@@ -32,8 +32,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from cds_service.audit import ChainedAuditLog, SqliteAuditLog
-from cds_service.demo import RunningServer, _wait_until_up, free_port
+from cds_service.audit.log import ChainedAuditLog, SqliteAuditLog
+from ehr_sim.demo import RunningServer, _wait_until_up, free_port
 from tests.audit.stores import PG_BASE_URL, pg_available
 from tests.conftest import hook_request, prefetch_from_bundle
 
@@ -60,7 +60,7 @@ class Answer:
 def _start_service(work: Path, env: dict[str, str], *, user: int | None = None) -> RunningServer:
     port = free_port()
     log_path = work / f"service-{port}.log"
-    command = [sys.executable, "-m", "cds_service.cli", "serve", "--port", str(port)]
+    command = [sys.executable, "-m", "twin_cds.cli", "serve", "--port", str(port)]
     if user is not None:
         # Unprivileged, so file permissions apply to the service (root ignores them).
         command = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *command]
@@ -210,7 +210,7 @@ def test_postgresql_terminated_backends_and_refused_connections_are_answered_hon
 ) -> None:
     """Terminated backends cost no call (reconnect and retry); refused connections are
     503 with Retry-After and no record; afterwards calls are answered and recorded again."""
-    from cds_service.audit_store_pg import PostgresAuditLog
+    from cds_service.audit.store_pg import PostgresAuditLog
 
     url, database = pg_database
     with _service(

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from cds_service.vancomycin import DraftOrderError, read_draft
+from cds_service.services.vancomycin import DraftOrderError, read_draft
 from onnx_models.pk import GOTI_2018
 from twin_engine.pk import DoseRecordError, cockcroft_gault, extract_history, model_crcl
 

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "cds_service.cli", "population", *args],
+        [sys.executable, "-m", "twin_cds.cli", "population", *args],
         capture_output=True,
         text=True,
         env=env,
@@ -71,7 +71,7 @@ def test_the_run_record_is_exported_from_the_audit_trail(
         [
             sys.executable,
             "-m",
-            "cds_service.cli",
+            "twin_cds.cli",
             "audit",
             "export",
             "--kind",

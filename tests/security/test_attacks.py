@@ -26,9 +26,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from cds_service.auth import MAX_TOKEN_BYTES
-from cds_service.demo import RunningServer, free_port, start_service
-from cds_service.http_edge import MAX_BODY_BYTES, MAX_FEEDBACK_BODY_BYTES, MAX_HEADER_BYTES
+from cds_service.http.auth import MAX_TOKEN_BYTES
+from cds_service.http.edge import MAX_BODY_BYTES, MAX_FEEDBACK_BODY_BYTES, MAX_HEADER_BYTES
+from ehr_sim.demo import RunningServer, free_port, start_service
 from smart_app.launch import COOKIE
 from smart_app.sessions import SessionStore
 from tests.conftest import hook_request, prefetch_from_bundle
@@ -548,7 +548,7 @@ def test_the_fhir_server_honours_its_port_and_loopback_from_a_relative_work_dir(
 ) -> None:
     """Started with a relative data directory, the FHIR server listens where it was told,
     on 127.0.0.1 only (its settings reach it by an absolute path)."""
-    from cds_service.demo import start_fhir_server
+    from ehr_sim.demo import start_fhir_server
 
     monkeypatch.chdir(tmp_path)
     port = free_port()
@@ -584,7 +584,7 @@ def test_a_demo_port_in_use_is_one_line_naming_the_option(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`twin-cds demo --fhir-port P` with P taken: exit 1 and one line naming --fhir-port."""
-    from cds_service.cli import main
+    from twin_cds.cli import main
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -1,7 +1,7 @@
 """Card text from FHIR data can never become a link, an image, HTML or a table break.
 
 CDS Hooks `detail` is GitHub-flavoured Markdown that the EHR renders. Every data-derived
-string enters it through ``cds_service.render.md_text``; these properties render the
+string enters it through ``cds_service.pipeline.render.md_text``; these properties render the
 result with GitHub's own cmark-gfm (raw HTML allowed, as the least careful EHR would)
 and check what a clinician would get.
 """
@@ -19,10 +19,10 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from cds_service.app import create_app
-from cds_service.render import md_text
+from cds_service.pipeline.render import md_text
 from cds_service.settings import Settings
 from tests.conftest import hook_request, prefetch_from_bundle
+from twin_cds.app import create_app
 
 # Strings an attacker would write, mixed with anything at all.
 ATTACKS = [

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from cds_service.app import create_app
 from cds_service.settings import Settings, SmartServerConfig
 from smart_app.embedding import content_security_policy, frame_ancestors, session_cookie
+from twin_cds.app import create_app
 
 EPIC = SmartServerConfig(iss="https://fhir.hospital.example/api/FHIR/R4", client_id="a")
 OTHER = SmartServerConfig(

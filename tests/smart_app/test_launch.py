@@ -25,11 +25,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
 from fhir.resources.R4B import get_fhir_model_class
 
-from cds_service.app import create_app
-from cds_service.audit_fhir import record_resources
+from cds_service.audit.fhir import record_resources
 from cds_service.settings import Settings
 from smart_app.launch import COOKIE
 from smart_app.sessions import SessionStore
+from twin_cds.app import create_app
 
 ISS = "https://ehr.test/fhir"
 ISSUER = "https://ehr.test"

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 from fastapi.testclient import TestClient
 
-from smart_app.simulator import SimulatedClient, SimulatorConfig, create_simulator_app
+from ehr_sim.simulator import SimulatedClient, SimulatorConfig, create_simulator_app
 
 UPSTREAM = "http://fhir.upstream.test/fhir"
 CDS = "http://cds.test"
@@ -779,8 +779,8 @@ def test_the_ehr_launch_refuses_unregistered_urls_and_bad_patients(
 def test_against_sekmet_the_picker_proxy_and_paging_work(tmp_path: Path) -> None:
     """Real sekmet on 127.0.0.1 with generated patients: picker, token, patient-bound
     searches paged through the proxy; and the simulator's own command starts and answers."""
-    from cds_service.demo import free_port, generate_patients, load_patients, start_fhir_server
-    from smart_app.simulator import start_simulator
+    from ehr_sim.demo import free_port, generate_patients, load_patients, start_fhir_server
+    from ehr_sim.simulator import start_simulator
 
     fhir = start_fhir_server(tmp_path / "fhir")
     try:
@@ -820,7 +820,7 @@ def test_against_sekmet_the_picker_proxy_and_paging_work(tmp_path: Path) -> None
             # An unknown search parameter is an error upstream (strict), never ignored.
             unknown = client.get(f"/fhir/Observation?patient={ids[1]}&bogus=1", headers=auth)
             assert unknown.status_code == 400
-        # The command line: `python -m smart_app.simulator` started as the demo does.
+        # The command line: `python -m ehr_sim.simulator` started as the demo does.
         port = free_port()
         server = start_simulator(
             tmp_path / "sim", port, fhir_upstream=fhir.base_url, client=APP, cds_service_url=None

@@ -11,15 +11,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from cds_service.audit import AuditEntry, SqliteAuditLog
-from cds_service.cardio_renal import CardioRenalAssessments, what_ifs
-from cds_service.cards import Card, Link
-from cds_service.demo import vancomycin_patient
-from cds_service.guideline_cards import ascvd_cards, cardio_renal_cards
-from cds_service.log_redaction import redact_url
-from cds_service.patient_view import patient_view
-from cds_service.render import pct
-from cds_service.vancomycin import dosing_cards, simulator_for
+from cds_service.audit.log import AuditEntry, SqliteAuditLog
+from cds_service.http.cards import Card, Link
+from cds_service.ops.log_redaction import redact_url
+from cds_service.pipeline.patient_view import patient_view
+from cds_service.pipeline.render import pct
+from cds_service.services.cardio_renal import CardioRenalAssessments, what_ifs
+from cds_service.services.guideline_cards import ascvd_cards, cardio_renal_cards
+from cds_service.services.vancomycin import dosing_cards, simulator_for
+from ehr_sim.demo import vancomycin_patient
 from onnx_models.registry import ModelRegistry
 from smart_app import views
 from tests.conftest import with_ids

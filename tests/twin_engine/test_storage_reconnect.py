@@ -68,8 +68,8 @@ def test_the_audit_log_appends_once_after_its_backend_was_terminated(
     own_url: tuple[str, str],
 ) -> None:
     """The append after a terminated backend is written once, and the chain verifies."""
-    from cds_service.audit import AuditEntry
-    from cds_service.audit_store_pg import PostgresAuditLog
+    from cds_service.audit.log import AuditEntry
+    from cds_service.audit.store_pg import PostgresAuditLog
 
     url, name = own_url
     log = PostgresAuditLog(url)
@@ -88,7 +88,7 @@ def test_the_replay_cache_is_not_fooled_by_a_terminated_backend(
     own_url: tuple[str, str],
 ) -> None:
     """A jti first seen after the cache's connection died is a first use, not a replay."""
-    from cds_service.auth import PostgresReplayCache
+    from cds_service.http.auth import PostgresReplayCache
 
     url, name = own_url
     cache = PostgresReplayCache(url)
@@ -125,7 +125,7 @@ def _twins() -> Any:
 
 
 def _replay() -> Any:
-    from cds_service.auth import PostgresReplayCache
+    from cds_service.http.auth import PostgresReplayCache
 
     return PostgresReplayCache(REFUSING)
 

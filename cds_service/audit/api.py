@@ -1,0 +1,196 @@
+"""The auditor API: query, fetch, verify and export the audit trail (``/audit/...``).
+
+Only auditors get in (``audit_auth``: their own issuers, audience and role; CDS-client
+tokens and anonymous calls are refused). Every read is itself appended to the chain
+as an ``auditor-read`` record (who, which query, which record seqs) before the answer
+is sent, so a read that could not be audited is not answered.
+
+    GET /audit/records            query: patient, service, model, modelVersion, status,
+                                  outcome, since, until, kind, after, limit
+    GET /audit/records/{seq}      one record, its feedback, and its hash check
+    GET /audit/export             the same query as FHIR R4 NDJSON
+    GET /audit/verify             the chain report
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi.responses import Response
+
+from cds_service.audit.auth import (
+    Auditor,
+    AuditorForbidden,
+    AuditorUnauthorized,
+    AuditorVerifier,
+)
+from cds_service.audit.fhir import export_resources, to_ndjson
+from cds_service.audit.log import (
+    AuditorRead,
+    AuditorReadAction,
+    AuditQuery,
+    ChainedAuditLog,
+    RecordKind,
+    record_hash,
+    record_tenant,
+    verify_key_from,
+)
+from cds_service.settings import Settings
+
+MAX_PAGE = 1000
+MAX_EXPORT = 10_000
+
+router = APIRouter(prefix="/audit", tags=["audit"])
+
+
+def _verifier(request: Request) -> AuditorVerifier:
+    verifier: AuditorVerifier | None = getattr(request.app.state, "auditor_verifier", None)
+    if verifier is None:
+        settings: Settings = request.app.state.settings
+        verifier = AuditorVerifier(
+            settings.auditors,
+            audience=settings.audit_audience,
+            cds_client_issuers=frozenset(c.iss for c in settings.clients),
+            replay=request.app.state.replay,
+            leeway_s=settings.jwt_leeway_s,
+            max_lifetime_s=settings.auditor_token_max_lifetime_s,
+        )
+        request.app.state.auditor_verifier = verifier
+    return verifier
+
+
+def require_auditor(request: Request) -> Auditor:
+    """The auditor behind the call, or a bare 401/403 (the reason stays in our log)."""
+    try:
+        return _verifier(request).verify(request.headers.getlist("authorization"))
+    except AuditorUnauthorized as exc:
+        raise HTTPException(
+            401, "auditor authentication required", {"WWW-Authenticate": "Bearer"}
+        ) from exc
+    except AuditorForbidden as exc:
+        raise HTTPException(403, "the auditor role is required") from exc
+
+
+def _log(request: Request) -> ChainedAuditLog:
+    log: ChainedAuditLog = request.app.state.runtime.audit
+    return log
+
+
+AuditorDep = Annotated[Auditor, Depends(require_auditor)]
+LogDep = Annotated[ChainedAuditLog, Depends(_log)]
+
+
+def _query(
+    who: AuditorDep,
+    patient: str | None = None,
+    service: str | None = None,
+    model: str | None = None,
+    model_version: Annotated[str | None, Query(alias="modelVersion")] = None,
+    status: str | None = None,
+    outcome: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    kind: Literal[
+        "hook", "feedback", "auditor-read", "app-access", "population-run", "checkpoint", "any"
+    ] = "hook",
+    after: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_EXPORT)] = 100,
+) -> AuditQuery:
+    chosen: RecordKind | None = None if kind == "any" else kind
+    return AuditQuery(
+        patient_id=patient,
+        service_id=service,
+        model_id=model,
+        model_version=model_version,
+        status=status,
+        outcome=outcome,
+        since=since,
+        until=until,
+        kind=chosen,
+        after_seq=after,
+        limit=limit,
+        # A tenant's auditor reads that tenant's records alone, whatever the query says.
+        tenant=who.tenant,
+    )
+
+
+QueryDep = Annotated[AuditQuery, Depends(_query)]
+
+
+def record_read(
+    log: ChainedAuditLog,
+    who: Auditor,
+    action: AuditorReadAction,
+    query: dict[str, Any],
+    seqs: Iterable[int] = (),
+) -> None:
+    """Every auditor read goes on the chain: who, what they asked, which records came back
+    (the API's and the console's reads alike)."""
+    returned = tuple(seqs)
+    log.record_auditor_read(
+        AuditorRead(
+            auditor_iss=who.iss,
+            auditor_sub=who.sub,
+            token_jti=who.jti,
+            action=action,
+            query=query,
+            returned=len(returned),
+            seqs=returned,
+        )
+    )
+
+
+@router.get("/records")
+def query_records(who: AuditorDep, log: LogDep, q: QueryDep) -> dict[str, Any]:
+    if q.limit > MAX_PAGE:
+        raise HTTPException(400, f"limit is at most {MAX_PAGE} here; use /audit/export")
+    records = log.query(q)
+    record_read(log, who, "query", q.to_json(), (r.seq for r in records))
+    return {
+        "records": [r.to_json() for r in records],
+        "next": records[-1].seq if len(records) == q.limit else None,
+    }
+
+
+@router.get("/records/{seq}")
+def fetch_record(
+    seq: Annotated[int, Path(ge=1, le=2**63 - 1)], who: AuditorDep, log: LogDep
+) -> dict[str, Any]:
+    rec = log.get(seq)
+    if rec is not None and who.tenant is not None and record_tenant(rec) != who.tenant:
+        rec = None  # another tenant's record is, to this auditor, no record
+    record_read(log, who, "record", {"seq": seq}, (rec.seq,) if rec else ())
+    if rec is None:
+        raise HTTPException(404, f"no audit record {seq}")
+    previous = log.get(seq - 1) if seq > 1 else None
+    expected_prev = previous.record_hash if previous else "0" * 64
+    hash_ok = rec.record_hash == record_hash(
+        rec.prev_hash, rec.recorded_at, rec.body, seq=rec.seq, kind=rec.kind
+    )
+    feedback = (
+        {card: log.feedback_for(card) for card in log.cards_of(seq)} if rec.kind == "hook" else {}
+    )
+    return {
+        "record": rec.to_json(),
+        "feedback": feedback,
+        "check": {"hashMatches": hash_ok, "linksToPrevious": rec.prev_hash == expected_prev},
+    }
+
+
+@router.get("/export")
+def export(who: AuditorDep, log: LogDep, q: QueryDep) -> Response:
+    records = log.query(q)
+    record_read(log, who, "export", q.to_json(), (r.seq for r in records))
+    body = b"".join(to_ndjson(export_resources(records)))
+    return Response(body, media_type="application/fhir+ndjson")
+
+
+@router.get("/verify")
+def verify(who: AuditorDep, log: LogDep, request: Request) -> dict[str, Any]:
+    settings: Settings = request.app.state.settings
+    report = log.verify(verify_key_from(settings))
+    record_read(log, who, "verify", {})
+    return report.to_json()

@@ -1,0 +1,270 @@
+"""``twin-cds audit verify|show|export|checkpoint``: the audit trail from the command line.
+
+Settings come from ``TWIN_CDS_*`` as for the service (``--data-dir`` and
+``--database-url`` override them). JSON (NDJSON for export) goes to stdout.
+
+Exit codes: 0 the chain is intact (or the command did what it said); 1 tampering found,
+with the first bad record's seq and the reason on stderr; 2 bad input (no such record,
+no audit trail where the settings point, no signing key for a checkpoint).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+from cds_service.audit.fhir import export_resources, to_ndjson
+from cds_service.audit.log import (
+    AuditConfigError,
+    AuditError,
+    AuditQuery,
+    ChainedAuditLog,
+    RecordKind,
+    SqliteAuditLog,
+    load_signer,
+    load_verify_key,
+    record_hash,
+    verify_key_from,
+)
+from cds_service.settings import Settings
+
+EXIT_OK = 0
+EXIT_TAMPERED = 1
+EXIT_BAD_INPUT = 2
+
+
+class _BadInput(Exception):
+    """Exit 2 with this message."""
+
+
+def _fail(code: int, message: str) -> NoReturn:
+    print(f"twin-cds audit: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def _print(data: Any) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    if args.data_dir is not None:
+        overrides["data_dir"] = Path(args.data_dir)
+    if args.database_url is not None:
+        overrides["database_url"] = args.database_url
+    return Settings(**overrides)
+
+
+def _open(settings: Settings, *, sign: bool = False) -> ChainedAuditLog:
+    signer = None
+    if sign:
+        if settings.audit_signing_key_file is None:
+            raise _BadInput(
+                "no audit signing key configured (TWIN_CDS_AUDIT_SIGNING_KEY_FILE); "
+                "a checkpoint cannot be signed"
+            )
+        signer = load_signer(settings.audit_signing_key_file)
+    if settings.database_url:
+        from cds_service.audit.store_pg import PostgresAuditLog
+
+        return PostgresAuditLog(settings.database_url, signer=signer, checkpoint_every=0)
+    if not settings.audit_db.is_file():
+        raise _BadInput(f"no audit trail at {settings.audit_db}")
+    return SqliteAuditLog(settings.audit_db, signer=signer, checkpoint_every=0)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    key = load_verify_key(Path(args.verify_key)) if args.verify_key else verify_key_from(settings)
+    log = _open(settings)
+    try:
+        report = log.verify(key)
+    finally:
+        log.close()
+    _print(report.to_json())
+    for warning in report.warnings:
+        print(f"twin-cds audit: warning: {warning}", file=sys.stderr)
+    if report.first_bad is not None:
+        print(
+            f"twin-cds audit: TAMPERING: first bad record {report.first_bad.seq}: "
+            f"{report.first_bad.reason}",
+            file=sys.stderr,
+        )
+        return EXIT_TAMPERED
+    return EXIT_OK
+
+
+def _twin_state(settings: Settings, body: dict[str, Any]) -> dict[str, Any] | None:
+    twin = body.get("twin")
+    if not twin or not body.get("patient"):
+        return None
+    from cds_service.stores import open_twin_store
+    from twin_engine.errors import TwinEngineError
+
+    if not settings.database_url and not settings.twin_db.is_file():
+        return {"version": twin["version"], "error": f"no twin store at {settings.twin_db}"}
+    try:
+        store = open_twin_store(settings)
+        try:
+            key = twin.get("storeKey") or body["patient"]
+            stored = store.load(key, int(twin["version"]))
+        finally:
+            store.close()
+        content_hash = stored.twin().content_hash()
+    except TwinEngineError as exc:
+        return {"version": twin["version"], "error": str(exc)}
+    return {
+        "version": stored.version.version,
+        "contentHash": content_hash,
+        "recordedContentHash": twin["contentHash"],
+        "hashMatches": content_hash == twin["contentHash"],
+        "createdAt": stored.version.created_at.isoformat(),
+        "state": stored.twin_json,
+    }
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    log = _open(settings)
+    try:
+        rec = log.get(args.seq)
+        if rec is None:
+            raise _BadInput(f"no audit record {args.seq}")
+        previous = log.get(args.seq - 1) if args.seq > 1 else None
+        feedback = (
+            {card: log.feedback_for(card) for card in log.cards_of(rec.seq)}
+            if rec.kind == "hook"
+            else {}
+        )
+    finally:
+        log.close()
+    hash_ok = rec.record_hash == record_hash(
+        rec.prev_hash, rec.recorded_at, rec.body, seq=rec.seq, kind=rec.kind
+    )
+    links = rec.prev_hash == (previous.record_hash if previous else "0" * 64)
+    _print(
+        {
+            "record": rec.to_json(),
+            "check": {"hashMatches": hash_ok, "linksToPrevious": links},
+            "feedback": feedback,
+            # The state the model saw: the twin version the record names, from the store.
+            "twin": _twin_state(settings, rec.body) if rec.kind == "hook" else None,
+        }
+    )
+    return EXIT_OK if hash_ok and links else EXIT_TAMPERED
+
+
+def _when(text: str | None, flag: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise _BadInput(f"{flag} {text!r} is not an ISO 8601 date or time") from exc
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    kind: RecordKind | None = None if args.kind == "any" else args.kind
+    query = AuditQuery(
+        patient_id=args.patient,
+        service_id=args.service,
+        model_id=args.model,
+        since=_when(args.since, "--since"),
+        until=_when(args.until, "--until"),
+        kind=kind,
+        limit=0,
+    )
+    log = _open(settings)
+    try:
+        out = sys.stdout.buffer
+        if args.out:
+            out = Path(args.out).open("wb")  # noqa: SIM115 - closed below
+        try:
+            if args.format == "records":
+                for rec in log.query(query):
+                    out.write(json.dumps(rec.to_json()).encode() + b"\n")
+            else:
+                for line in to_ndjson(export_resources(log.query(query))):
+                    out.write(line)
+            out.flush()
+        finally:
+            if args.out:
+                out.close()
+    finally:
+        log.close()
+    return EXIT_OK
+
+
+def cmd_checkpoint(args: argparse.Namespace) -> int:
+    log = _open(_settings(args), sign=True)
+    try:
+        rec = log.checkpoint()
+    finally:
+        log.close()
+    _print(rec.to_json())
+    return EXIT_OK
+
+
+def run(args: argparse.Namespace) -> None:
+    """Entry for ``twin-cds audit ...`` (set as the sub-parser's func)."""
+    try:
+        code = args.audit_func(args)
+    except (_BadInput, AuditConfigError) as exc:
+        _fail(EXIT_BAD_INPUT, str(exc))
+    except AuditError as exc:
+        _fail(EXIT_TAMPERED, str(exc))
+    if code:
+        raise SystemExit(code)
+
+
+def add_audit_parser(sub: Any) -> None:
+    """Register ``audit`` on the ``twin-cds`` sub-parsers (``sub.add_parser``)."""
+    audit = sub.add_parser("audit", help="verify, show and export the audit trail")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-dir", default=None, help="default: TWIN_CDS_DATA_DIR")
+    common.add_argument("--database-url", default=None, help="default: TWIN_CDS_DATABASE_URL")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+
+    verify = audit_sub.add_parser(
+        "verify", parents=[common], help="check the hash chain and checkpoint signatures"
+    )
+    verify.add_argument("--verify-key", default=None, help="Ed25519 public key (PEM)")
+    verify.set_defaults(func=run, audit_func=cmd_verify)
+
+    show = audit_sub.add_parser(
+        "show", parents=[common], help="one record, its feedback and the twin it used"
+    )
+    show.add_argument("seq", type=int, help="the record's seq")
+    show.set_defaults(func=run, audit_func=cmd_show)
+
+    export = audit_sub.add_parser(
+        "export", parents=[common], help="FHIR R4 NDJSON (AuditEvent, Provenance, ...)"
+    )
+    export.add_argument("--patient")
+    export.add_argument("--service")
+    export.add_argument("--model")
+    export.add_argument("--since", help="ISO 8601, inclusive")
+    export.add_argument("--until", help="ISO 8601, exclusive")
+    export.add_argument(
+        "--kind",
+        choices=["hook", "feedback", "auditor-read", "app-access", "population-run", "any"],
+        default="any",
+    )
+    export.add_argument("--format", choices=["fhir", "records"], default="fhir")
+    export.add_argument("--out", default=None, help="file (default: stdout)")
+    export.set_defaults(func=run, audit_func=cmd_export)
+
+    checkpoint = audit_sub.add_parser(
+        "checkpoint", parents=[common], help="sign the chain as it is now"
+    )
+    checkpoint.set_defaults(func=run, audit_func=cmd_checkpoint)
+
+    # replay, stats, selfcheck: the follow-through commands, in their own module.
+    from cds_service.audit.commands import add_follow_through_parsers
+
+    add_follow_through_parsers(audit_sub, common)

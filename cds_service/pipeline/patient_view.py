@@ -1,0 +1,170 @@
+"""One reading of the patient for every patient-view service: the clinical state, the
+models that apply, and the guideline decision, computed once.
+
+`ascvd-risk`, `ascvd-risk-discharge` and `cardio-renal-risk` each render a part of the
+same `PatientView`, so for one patient they cannot contradict each other: the lipid
+panel that is too old for one is too old for all (one staleness table,
+`twin_engine.clinical.staleness`), a patient in secondary prevention gets no
+primary-prevention score from any of them, and no risk is computed from a creatinine
+taken during acute kidney injury.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from cds_service.pipeline.predict import Assessment, assess
+from onnx_models.registry import ModelRegistry
+from twin_engine.clinical.guidelines import StatinAdvice, kfre_applies, statin_advice
+from twin_engine.clinical.staleness import BLOCKS_WHEN_STALE
+from twin_engine.clinical.state import ClinicalState, clinical_state
+from twin_engine.clinical.statins import LipidPanel
+from twin_engine.derive import FeatureSet
+from twin_engine.features import Feature
+from twin_engine.twin import Twin
+
+PceBasis = Literal["current", "before-statin", "none"]
+
+
+@dataclass(frozen=True, slots=True)
+class PatientView:
+    """The state, every model run that applies, and the statin decision."""
+
+    twin: Twin
+    features: FeatureSet
+    state: ClinicalState
+    deceased: bool
+    #: Why no primary-prevention equation applies (secondary prevention, pregnancy...).
+    pce_excluded: str | None
+    prevent_excluded: str | None
+    #: The PCE run the decision uses: on today's features, or on the features of the
+    #: day of the last lipid panel before the first statin (the untreated risk).
+    pce: Assessment
+    pce_basis: PceBasis
+    #: PREVENT runs; None when the caller (ascvd-risk) does not show them.
+    prevent: Assessment | None
+    prevent_30y: Assessment | None
+    kfre: Assessment | None
+    advice: StatinAdvice
+
+    def lab_blockers(self, a: Assessment) -> tuple[str, ...]:
+        """Laboratory inputs of this run that are missing or too old to act on."""
+        if a is self.pce and self.pce_basis == "before-statin":
+            return tuple(n.name for n in a.not_used if n.name in BLOCKS_WHEN_STALE)
+        stale = {i.name for i in a.stale if i.name in BLOCKS_WHEN_STALE}
+        missing = {n.name for n in a.not_used if n.name in BLOCKS_WHEN_STALE}
+        return tuple(sorted(stale | missing))
+
+    def usable_risk(self, a: Assessment, output: str) -> float | None:
+        """The output when computed from inputs fresh enough to act on, else None."""
+        if a.status != "computed" or self.lab_blockers(a):
+            return None
+        return a.outputs[output]
+
+    @property
+    def pce_risk(self) -> float | None:
+        return None if self.pce_excluded else self.usable_risk(self.pce, "risk_10y_ascvd")
+
+
+def untreated_features(features: FeatureSet, panel: LipidPanel) -> FeatureSet:
+    """Today's features with total and HDL cholesterol from the panel before the first
+    statin (Grundy 2019: the statin decision rests on untreated lipids; the PCE is for
+    people not on a statin)."""
+    note = f"before the first statin: panel of {panel.time.date().isoformat()}"
+    replaced = dict(features.features)
+    for name, value, source in (
+        ("total_cholesterol_mg_dl", panel.total_mg_dl, panel.sources[0]),
+        ("hdl_cholesterol_mg_dl", panel.hdl_mg_dl, panel.sources[1]),
+    ):
+        replaced[name] = Feature(name, value, "mg/dL", panel.time, (source,), "ok", note)
+    return FeatureSet(as_of=features.as_of, features=replaced)
+
+
+def _pce_exclusion(state: ClinicalState, deceased: bool) -> str | None:
+    if deceased:
+        return "the patient is recorded as deceased"
+    if state.clinical_ascvd is not None:
+        return f"clinical ASCVD ({state.clinical_ascvd.what}): secondary prevention"
+    if state.pregnancy is not None:
+        return "pregnancy"
+    if state.kidney_failure is not None:
+        return f"kidney failure ({state.kidney_failure.what})"
+    return None
+
+
+def _prevent_exclusion(state: ClinicalState, deceased: bool) -> str | None:
+    # PREVENT: adults 30-79 without known cardiovascular disease (Khan et al.,
+    # Circulation 2024;149:430), heart failure included; not validated in pregnancy or
+    # on dialysis (eGFR is an input and assumes a steady state, hence no AKI either).
+    if state.heart_failure is not None and state.clinical_ascvd is None and not deceased:
+        return f"known heart failure ({state.heart_failure.what})"
+    excluded = _pce_exclusion(state, deceased)
+    if excluded is None and state.aki is not None:
+        return f"acute kidney injury (KDIGO stage {state.aki.stage})"
+    return excluded
+
+
+def patient_view(
+    registry: ModelRegistry,
+    twin: Twin,
+    features: FeatureSet,
+    *,
+    kfre_model: str = "kfre",
+    with_prevent: bool = True,
+) -> PatientView:
+    """Everything the patient-view services show, for one twin on one date.
+
+    ``with_prevent=False`` leaves out the PREVENT runs (ascvd-risk shows none; each costs
+    an exact Shapley run), without changing any rule or the statin decision.
+    """
+    deceased = twin.demographics.deceased
+    state = clinical_state(twin, features)
+    pce_excluded = _pce_exclusion(state, deceased)
+    prevent_excluded = _prevent_exclusion(state, deceased)
+    pce_model = registry.get("pce")
+    basis: PceBasis = "current"
+    pce = assess(pce_model, features, excluded_because=pce_excluded)
+    if pce_excluded is None and state.current_statin is not None:
+        panel = state.pretreatment_lipids
+        if panel is not None:
+            # The untreated risk: every input as it was on the day of the last panel
+            # before the first statin (Grundy 2019: PCE is for people not on a statin).
+            pce, basis = assess(pce_model, untreated_features(features, panel)), "before-statin"
+        else:
+            basis = "none"
+    prevent = prevent_30y = None
+    if with_prevent:
+        prevent = assess(registry.get("prevent"), features, excluded_because=prevent_excluded)
+        prevent_30y = assess(
+            registry.get("prevent_30y"), features, excluded_because=prevent_excluded
+        )
+    kfre = None
+    if kfre_applies(state) and not deceased:
+        kfre = assess(
+            registry.get(kfre_model),
+            features,
+            population_inputs=frozenset({"age_years", "egfr_ml_min_1_73m2"}),
+        )
+    view = PatientView(
+        twin,
+        features,
+        state,
+        deceased,
+        pce_excluded,
+        prevent_excluded,
+        pce,
+        basis,
+        prevent,
+        prevent_30y,
+        kfre,
+        StatinAdvice("none", None, "none", ""),
+    )
+    risk = view.pce_risk if basis != "none" else None
+    return _with_advice(view, statin_advice(state, risk))
+
+
+def _with_advice(view: PatientView, advice: StatinAdvice) -> PatientView:
+    from dataclasses import replace
+
+    return replace(view, advice=advice)
