@@ -8,7 +8,13 @@ service layer (cds_service, fastapi, httpx).
 from twin_engine.clinical.staleness import STALE_AFTER
 from twin_engine.derive import FEATURE_NAMES, FeatureSet, derive_features
 from twin_engine.egfr import ckd_epi_2021
-from twin_engine.errors import IngestError, StoreError, TwinEngineError, TwinNotFoundError
+from twin_engine.errors import (
+    IngestError,
+    StoreError,
+    TwinEngineError,
+    TwinNotFoundError,
+    TwinStateError,
+)
 from twin_engine.features import USABLE, Feature, Quality
 from twin_engine.ingest import IngestIssue, IngestResult, ingest
 from twin_engine.store import SqliteTwinStore, StoredTwin, TwinStore, TwinVersion
@@ -44,6 +50,7 @@ __all__ = [
     "Twin",
     "TwinEngineError",
     "TwinNotFoundError",
+    "TwinStateError",
     "TwinStore",
     "TwinVersion",
     "build_twin",

@@ -18,6 +18,8 @@ class TwinEngineError(Exception):
         ├── IngestError          payload unusable as a whole (not FHIR, no/ambiguous Patient)
         └── StoreError           the twin store failed
             ├── TwinNotFoundError  no stored twin (or version) for that patient
+            ├── TwinStateError     a stored state is not a twin state (field missing, wrong
+            │                      type, unreadable time, unknown key)
             └── TwinStoreUnavailable  the storage itself failed (also a StorageUnavailable)
     """
 
@@ -32,6 +34,10 @@ class StoreError(TwinEngineError):
 
 class TwinNotFoundError(StoreError):
     """No stored twin for the patient, or no such version."""
+
+
+class TwinStateError(StoreError):
+    """A stored twin state does not validate; the message names every field at fault."""
 
 
 class TwinStoreUnavailable(StoreError, StorageUnavailable):

@@ -12,7 +12,17 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any
+from functools import cache
+from typing import Annotated, Any
+
+from pydantic import (
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    TypeAdapter,
+    ValidationError,
+)
 
 from twin_engine.codes import (
     LOINC_QUANTITY,
@@ -22,6 +32,7 @@ from twin_engine.codes import (
     SmokingStatus,
 )
 from twin_engine.concepts import Concept, concepts_for
+from twin_engine.errors import TwinStateError
 from twin_engine.features import Quality
 from twin_engine.ingest import (
     ConditionRecord,
@@ -45,16 +56,48 @@ from twin_engine.units import normalise
 _ACTIVE_CLINICAL_STATUS = frozenset({"active", "recurrence", "relapse"})
 
 
+# ValueError, not TypeError, below: pydantic turns only ValueError into a validation error.
+def _read_time(value: object) -> datetime:
+    if not isinstance(value, str):
+        raise ValueError(f"a time must be ISO 8601 text, not {type(value).__name__}")
+    return datetime.fromisoformat(value)
+
+
+def _read_date(value: object) -> date:
+    if not isinstance(value, str):
+        raise ValueError(f"a date must be ISO 8601 text, not {type(value).__name__}")
+    return date.fromisoformat(value)
+
+
+def _iso_text(value: date) -> str:
+    return value.isoformat()
+
+
+def _is_none(value: object) -> bool:
+    return value is None
+
+
+def _is_empty(value: Mapping[str, object]) -> bool:
+    return not value
+
+
+# Times and dates in the stored state are `isoformat()` text read back by `fromisoformat`,
+# as the state has always been written: pydantic's own format says "Z" for UTC, which
+# would change every stored twin's content hash.
+StateTime = Annotated[datetime, PlainValidator(_read_time), PlainSerializer(_iso_text)]
+StateDate = Annotated[date, PlainValidator(_read_date), PlainSerializer(_iso_text)]
+
+
 @dataclass(frozen=True, slots=True)
 class Demographics:
-    birth_date: date | None
+    birth_date: StateDate | None
     gender: str | None
     race_omb: tuple[str, ...]
     #: True when a US Core race extension is present, even with no OMB category.
     race_recorded: bool
     ethnicity_omb: tuple[str, ...]
     deceased: bool
-    deceased_time: datetime | None
+    deceased_time: StateTime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +110,7 @@ class ObservationPoint:
 
     value: float | None
     unit: str
-    time: datetime
+    time: StateTime
     source: str
     quality: Quality
     loinc: str
@@ -79,14 +122,15 @@ class ConditionEntry:
     system: str
     code: str
     display: str | None
-    onset: datetime | None
-    abatement: datetime | None
-    recorded: datetime | None
+    onset: StateTime | None
+    abatement: StateTime | None
+    recorded: StateTime | None
     source: str
     clinical_status: str | None
     active: bool
     #: FHIR condition-ver-status; None when the record does not say (US Core allows it).
-    verification_status: str | None = None
+    #: Stored only when recorded, so that twins read before it was kept hash as they did.
+    verification_status: Annotated[str | None, Field(exclude_if=_is_none)] = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +140,7 @@ class ProcedureEntry:
     system: str
     code: str
     display: str | None
-    performed: datetime | None
+    performed: StateTime | None
     status: str
     source: str
 
@@ -107,9 +151,9 @@ class MedicationEntry:
     display: str | None
     kind: MedicationKind
     status: str
-    authored: datetime | None
-    effective_start: datetime | None
-    effective_end: datetime | None
+    authored: StateTime | None
+    effective_start: StateTime | None
+    effective_end: StateTime | None
     source: str
     matched_by: MatchedBy
     note: str
@@ -121,13 +165,19 @@ class SmokingEntry:
     system: str | None
     code: str
     display: str | None
-    time: datetime
+    time: StateTime
     source: str
 
 
 @dataclass(frozen=True, slots=True)
 class Twin:
-    """One patient's twin state.  Mappings are keyed in a fixed (sorted) order."""
+    """One patient's twin state.  Mappings are keyed in a fixed (sorted) order.
+
+    Its stored form (`to_state`/`from_state`) is these dataclasses as pydantic reads and
+    writes them: strict JSON types, no unknown keys, every field without a default required.
+    """
+
+    __pydantic_config__ = ConfigDict(strict=True, extra="forbid")
 
     patient_id: str
     demographics: Demographics
@@ -136,10 +186,15 @@ class Twin:
     medications: Mapping[str, tuple[MedicationEntry, ...]]
     smoking: tuple[SmokingEntry, ...]
     issues: tuple[IngestIssue, ...]
-    procedures: Mapping[str, tuple[ProcedureEntry, ...]] = field(default_factory=dict)
+    #: Stored only when there are some, so a twin without any keeps the content hash it had
+    #: before procedures were read.
+    procedures: Annotated[Mapping[str, tuple[ProcedureEntry, ...]], Field(exclude_if=_is_empty)] = (
+        field(default_factory=dict)
+    )
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready summary: per quantity the count and the latest point."""
+        state = self.to_state()
         observations: dict[str, Any] = {}
         for name, points in self.observations.items():
             latest = points[-1]
@@ -155,7 +210,7 @@ class Twin:
             }
         return {
             "patient_id": self.patient_id,
-            "demographics": _demographics_state(self.demographics),
+            "demographics": state["demographics"],
             "observations": observations,
             "conditions": {
                 concept: {
@@ -173,44 +228,15 @@ class Twin:
                 }
                 for cls, entries in self.medications.items()
             },
-            "procedures": {
-                concept: [_procedure_state(e) for e in entries]
-                for concept, entries in self.procedures.items()
-            },
-            "smoking": _smoking_state(self.smoking[-1]) if self.smoking else None,
-            "issues": [_issue_state(i) for i in self.issues],
+            "procedures": state.get("procedures", {}),
+            "smoking": state["smoking"][-1] if self.smoking else None,
+            "issues": state["issues"],
             "content_hash": self.content_hash(),
         }
 
     def to_state(self) -> dict[str, Any]:
-        """The whole state as JSON-ready data; `Twin.from_state` inverts it.
-
-        Procedures appear only when there are some, so a twin without any keeps the
-        content hash it had before procedures were read.
-        """
-        state = {
-            "patient_id": self.patient_id,
-            "demographics": _demographics_state(self.demographics),
-            "observations": {
-                name: [_point_state(p) for p in points]
-                for name, points in self.observations.items()
-            },
-            "conditions": {
-                concept: [_condition_state(e) for e in entries]
-                for concept, entries in self.conditions.items()
-            },
-            "medications": {
-                cls: [_medication_state(e) for e in entries]
-                for cls, entries in self.medications.items()
-            },
-            "smoking": [_smoking_state(s) for s in self.smoking],
-            "issues": [_issue_state(i) for i in self.issues],
-        }
-        if self.procedures:
-            state["procedures"] = {
-                concept: [_procedure_state(e) for e in entries]
-                for concept, entries in self.procedures.items()
-            }
+        """The whole state as JSON-ready data; `Twin.from_state` inverts it."""
+        state: dict[str, Any] = _state_adapter().dump_python(self, mode="json")
         return state
 
     def content_hash(self) -> str:
@@ -222,100 +248,19 @@ class Twin:
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> Twin:
-        """Rebuild a twin from `to_state()` output (e.g. a stored version)."""
-        demo = state["demographics"]
-        return cls(
-            patient_id=state["patient_id"],
-            demographics=Demographics(
-                birth_date=_date(demo["birth_date"]),
-                gender=demo["gender"],
-                race_omb=tuple(demo["race_omb"]),
-                race_recorded=demo["race_recorded"],
-                ethnicity_omb=tuple(demo["ethnicity_omb"]),
-                deceased=demo["deceased"],
-                deceased_time=_datetime(demo["deceased_time"]),
-            ),
-            observations={
-                name: tuple(
-                    ObservationPoint(
-                        value=p["value"],
-                        unit=p["unit"],
-                        time=_required_datetime(p["time"]),
-                        source=p["source"],
-                        quality=p["quality"],
-                        loinc=p["loinc"],
-                        note=p["note"],
-                    )
-                    for p in points
-                )
-                for name, points in state["observations"].items()
-            },
-            conditions={
-                concept: tuple(
-                    ConditionEntry(
-                        system=e["system"],
-                        code=e["code"],
-                        display=e["display"],
-                        onset=_datetime(e["onset"]),
-                        abatement=_datetime(e["abatement"]),
-                        recorded=_datetime(e["recorded"]),
-                        source=e["source"],
-                        clinical_status=e["clinical_status"],
-                        active=e["active"],
-                        verification_status=e.get("verification_status"),
-                    )
-                    for e in entries
-                )
-                for concept, entries in state["conditions"].items()
-            },
-            medications={
-                med_class: tuple(
-                    MedicationEntry(
-                        rxnorm=e["rxnorm"],
-                        display=e["display"],
-                        kind=e["kind"],
-                        status=e["status"],
-                        authored=_datetime(e["authored"]),
-                        effective_start=_datetime(e["effective_start"]),
-                        effective_end=_datetime(e["effective_end"]),
-                        source=e["source"],
-                        matched_by=e["matched_by"],
-                        note=e["note"],
-                    )
-                    for e in entries
-                )
-                for med_class, entries in state["medications"].items()
-            },
-            smoking=tuple(
-                SmokingEntry(
-                    status=s["status"],
-                    system=s["system"],
-                    code=s["code"],
-                    display=s["display"],
-                    time=_required_datetime(s["time"]),
-                    source=s["source"],
-                )
-                for s in state["smoking"]
-            ),
-            issues=tuple(
-                IngestIssue(i["resource_type"], i["resource_id"], i["reason"])
-                for i in state["issues"]
-            ),
-            procedures={
-                concept: tuple(
-                    ProcedureEntry(
-                        system=e["system"],
-                        code=e["code"],
-                        display=e["display"],
-                        performed=_datetime(e["performed"]),
-                        status=e["status"],
-                        source=e["source"],
-                    )
-                    for e in entries
-                )
-                for concept, entries in state.get("procedures", {}).items()
-            },
-        )
+        """Rebuild a twin from `to_state()` output (e.g. a stored version), validated.
+
+        Raises TwinStateError naming each field that is missing, of the wrong type or
+        unreadable, or not part of the state.
+        """
+        try:
+            # JSON mode: its strict rules are the stored text's (arrays are tuples, times
+            # are ISO text); Python mode would want tuples and datetime objects.
+            return _state_adapter().validate_json(json.dumps(state))
+        except TypeError as exc:  # not JSON data at all (e.g. a datetime object inside)
+            raise TwinStateError(f"twin state is not JSON data: {exc}") from exc
+        except ValidationError as exc:
+            raise TwinStateError(_state_problem(state, exc)) from exc
 
 
 def build_twin(result: IngestResult) -> Twin:
@@ -516,100 +461,21 @@ def _medication_key(entry: MedicationEntry) -> tuple[str, str]:
 # -- JSON state ------------------------------------------------------------------------
 
 
+@cache
+def _state_adapter() -> TypeAdapter[Twin]:
+    # Built on first use: the schema walk costs milliseconds that importing need not pay.
+    return TypeAdapter(Twin)
+
+
+def _state_problem(state: Mapping[str, Any], exc: ValidationError) -> str:
+    pid = state.get("patient_id")
+    who = f"Patient/{pid}" if isinstance(pid, str) else "a patient"
+    problems = "; ".join(
+        f"{'.'.join(str(part) for part in error['loc']) or 'state'}: {error['msg']}"
+        for error in exc.errors(include_url=False)
+    )
+    return f"stored twin state of {who} is not valid: {problems}"
+
+
 def _iso(value: date | datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
-
-
-def _date(value: str | None) -> date | None:
-    return date.fromisoformat(value) if value is not None else None
-
-
-def _datetime(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value is not None else None
-
-
-def _required_datetime(value: str) -> datetime:
-    return datetime.fromisoformat(value)
-
-
-def _demographics_state(d: Demographics) -> dict[str, Any]:
-    return {
-        "birth_date": _iso(d.birth_date),
-        "gender": d.gender,
-        "race_omb": list(d.race_omb),
-        "race_recorded": d.race_recorded,
-        "ethnicity_omb": list(d.ethnicity_omb),
-        "deceased": d.deceased,
-        "deceased_time": _iso(d.deceased_time),
-    }
-
-
-def _point_state(p: ObservationPoint) -> dict[str, Any]:
-    return {
-        "value": p.value,
-        "unit": p.unit,
-        "time": p.time.isoformat(),
-        "source": p.source,
-        "quality": p.quality,
-        "loinc": p.loinc,
-        "note": p.note,
-    }
-
-
-def _procedure_state(e: ProcedureEntry) -> dict[str, Any]:
-    return {
-        "system": e.system,
-        "code": e.code,
-        "display": e.display,
-        "performed": _iso(e.performed),
-        "status": e.status,
-        "source": e.source,
-    }
-
-
-def _condition_state(e: ConditionEntry) -> dict[str, Any]:
-    state = {
-        "system": e.system,
-        "code": e.code,
-        "display": e.display,
-        "onset": _iso(e.onset),
-        "abatement": _iso(e.abatement),
-        "recorded": _iso(e.recorded),
-        "source": e.source,
-        "clinical_status": e.clinical_status,
-        "active": e.active,
-    }
-    # Only when recorded, so that twins read before it was kept hash as they did.
-    if e.verification_status is not None:
-        state["verification_status"] = e.verification_status
-    return state
-
-
-def _medication_state(e: MedicationEntry) -> dict[str, Any]:
-    return {
-        "rxnorm": e.rxnorm,
-        "display": e.display,
-        "kind": e.kind,
-        "status": e.status,
-        "authored": _iso(e.authored),
-        "effective_start": _iso(e.effective_start),
-        "effective_end": _iso(e.effective_end),
-        "source": e.source,
-        "matched_by": e.matched_by,
-        "note": e.note,
-    }
-
-
-def _smoking_state(s: SmokingEntry) -> dict[str, Any]:
-    return {
-        "status": s.status,
-        "system": s.system,
-        "code": s.code,
-        "display": s.display,
-        "time": s.time.isoformat(),
-        "source": s.source,
-    }
-
-
-def _issue_state(i: IngestIssue) -> dict[str, Any]:
-    return {"resource_type": i.resource_type, "resource_id": i.resource_id, "reason": i.reason}
