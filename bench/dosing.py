@@ -33,7 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from onnx_models.pk import GOTI_2018, OnnxPkSimulator, PopulationPkModel, pk_model_bytes  # noqa: E402
+from onnx_models.build.pk import pk_model_bytes  # noqa: E402
+from onnx_models.pk import GOTI_2018, OnnxPkSimulator, PopulationPkModel  # noqa: E402
 from twin_engine.pk import (  # noqa: E402
     Covariates,
     DoseEvent,

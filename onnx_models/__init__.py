@@ -1,9 +1,10 @@
-"""ONNX risk models with their cards: build, load, check inputs, predict, explain exactly.
+"""ONNX risk models with their cards: load, check inputs, predict, explain exactly.
 
-Never imports `cds_service` or `twin_engine` (docs/architecture.md).
+Never imports `cds_service` or `twin_engine` (docs/architecture.md). Building the `.onnx`
+files is `onnx_models.build` (the `build` extra, with `onnx`); nothing here imports it, so
+serving needs onnxruntime only.
 """
 
-from onnx_models.builder import BuiltModel, build_all
 from onnx_models.card import Baseline, InputKind, InputSpec, ModelCard, OutputSpec
 from onnx_models.catalog import describe, list_models
 from onnx_models.errors import (
@@ -27,7 +28,6 @@ from onnx_models.registry import (
 
 __all__ = [
     "Baseline",
-    "BuiltModel",
     "Contribution",
     "ExplainedPrediction",
     "Explanation",
@@ -45,7 +45,6 @@ __all__ = [
     "Prediction",
     "RangeViolation",
     "UnknownModelError",
-    "build_all",
     "describe",
     "list_models",
     "load_model",

@@ -15,9 +15,9 @@ Complete heart block (av3, 11 patients) and MI type are left out as unstable or 
 represented in the twin.
 
 Writes
-- onnx_models/whas500_fit.py: the coefficients, centring means, centred baseline survival
+- onnx_models/build/whas500_fit.py: the coefficients, centring means, centred baseline survival
   at 365 days, input ranges seen in the cohort, and the cross-validated metrics. The ONNX
-  graph is built from these numbers by onnx_models/whas500.py (no converter, no sksurv at
+  graph is built from these numbers by onnx_models/build/whas500.py (no converter, no sksurv at
   run time).
 - tests/onnx_models/data/whas500_parity.json: 60 cohort patients with the fitted model's
   own 1-year risk, 1 - predict_survival_function(x)(365), so CI can check parity without
@@ -46,7 +46,7 @@ from sksurv.metrics import concordance_index_censored, cumulative_dynamic_auc
 from sksurv.nonparametric import kaplan_meier_estimator
 
 REPO = Path(__file__).resolve().parents[1]
-FIT_MODULE = REPO / "onnx_models" / "whas500_fit.py"
+FIT_MODULE = REPO / "onnx_models" / "build" / "whas500_fit.py"
 PARITY_FILE = REPO / "tests" / "onnx_models" / "data" / "whas500_parity.json"
 
 HORIZON_DAYS = 365.0

@@ -226,10 +226,15 @@ def _as_of_instant(text: str | None) -> datetime:
 
 def cmd_models(args: argparse.Namespace) -> None:
     from onnx_models import describe, list_models
-    from onnx_models.builder import ARTIFACTS_DIR, build_all
+    from onnx_models.registry import ARTIFACTS_DIR
 
     if args.models_command == "build":
-        from onnx_models.pk.artifact import build_pk_artifacts
+        try:
+            from onnx_models.build import build_all, build_pk_artifacts
+        except ModuleNotFoundError as exc:  # onnx comes with the build extra only
+            raise CliInputError(
+                f"models build needs the build extra (pip install 'twin-cds[build]'): {exc}"
+            ) from exc
 
         out = Path(args.out) if args.out else ARTIFACTS_DIR
         built = [

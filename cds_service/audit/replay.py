@@ -259,7 +259,7 @@ class ModelArchive:
 
 
 def pk_artifact(model_id: str) -> Path:
-    from onnx_models.pk.artifact import ARTIFACTS_DIR
+    from onnx_models.pk.simulator import ARTIFACTS_DIR
 
     return ARTIFACTS_DIR / f"{model_id}.onnx"
 

@@ -2,11 +2,9 @@
 
 Never imports `twin_engine` or `cds_service`; `OnnxPkSimulator` satisfies
 `twin_engine.pk.PkSimulator` and `PopulationPkModel` satisfies `twin_engine.pk.PkModelSpec`
-structurally.
+structurally. The graph and the artifacts are built by `onnx_models.build.pk`.
 """
 
-from onnx_models.pk.artifact import build_pk_artifacts, pk_card, pk_model_bytes
-from onnx_models.pk.graph import structural_graph
 from onnx_models.pk.models import (
     BUELGA_2005,
     DEFAULT_MODEL,
@@ -27,9 +25,5 @@ __all__ = [
     "THOMSON_2009",
     "OnnxPkSimulator",
     "PopulationPkModel",
-    "build_pk_artifacts",
     "load_simulator",
-    "pk_card",
-    "pk_model_bytes",
-    "structural_graph",
 ]

@@ -1,7 +1,7 @@
 """Vancomycin population PK models: covariate model, between-subject variability, residual error.
 
 The structural model (two compartments, zero-order infusions) is the ONNX graph of
-`onnx_models.pk.graph`; this module holds what turns a patient's covariates and random effects
+`onnx_models.build.pk.graph`; this module holds what turns a patient's covariates and random effects
 (eta) into the graph's individual `params` row [CL L/h, V1 L, Q L/h, V2 L].
 
 Every number cites its table. Where public implementations differ, the choice is stated:

@@ -13,11 +13,20 @@ from numpy.typing import NDArray
 
 from onnx_models.card import CARD_KEY
 from onnx_models.errors import ModelFileError
-from onnx_models.pk.artifact import ARTIFACTS_DIR
-from onnx_models.pk.graph import AUC, CONC, DOSES, PARAMS, TIMES
 from onnx_models.pk.models import DEFAULT_MODEL, MODELS, PopulationPkModel
 
 FloatArray = NDArray[np.float64]
+
+# A folder of their own: the risk-model registry loads every .onnx in artifacts/ itself.
+ARTIFACTS_DIR = Path(__file__).resolve().parents[1] / "artifacts" / "pk"
+
+# The graph's signature (onnx_models.build.pk.graph writes it), all float64.
+PARAMS = "params"  # [N, 4] individual CL (L/h), V1 (L), Q (L/h), V2 (L)
+DOSES = "doses"  # [N, D, 3] infusion start (h), duration (h, > 0), amount (mg)
+TIMES = "times"  # [N, T] times (h)
+CONC = "conc_mg_l"  # [N, T] central concentration (mg/L)
+AUC = "auc_mg_h_l"  # [N, T] cumulative AUC from time 0 (mg.h/L)
+N_PARAMS = 4
 
 
 class OnnxPkSimulator:
@@ -41,7 +50,7 @@ class OnnxPkSimulator:
     def load(
         cls, model: PopulationPkModel = DEFAULT_MODEL, path: Path | None = None
     ) -> OnnxPkSimulator:
-        """From the built artifact (`python -m onnx_models.pk.build` writes it)."""
+        """From the built artifact (`python -m onnx_models.build.pk` writes it)."""
         file = path or ARTIFACTS_DIR / f"{model.id}.onnx"
         try:
             data = file.read_bytes()

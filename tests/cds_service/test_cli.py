@@ -142,7 +142,7 @@ def test_models_build_is_reproducible(tmp_path: Path) -> None:
     """A rebuild gives byte-identical files to the packaged ones, risk and PK models alike."""
     import hashlib
 
-    from onnx_models.builder import ARTIFACTS_DIR
+    from onnx_models.registry import ARTIFACTS_DIR
 
     built = json.loads(_run("models", "build", "--out", str(tmp_path)).stdout)
     assert {"pce", "vancomycin_goti2018"} <= {b["id"] for b in built}

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from onnx_models import Baseline, InputSpec, LoadedModel, ModelCard, OutputSpec, load_model
-from onnx_models._graph import GraphBuilder, make_model
+from onnx_models.build._graph import GraphBuilder, make_model
 
 TinyGraph = Callable[[GraphBuilder, dict[str, str]], str]
 

@@ -12,7 +12,7 @@ from onnx_models import MissingInputsError, OutOfRangeError
 from tests.onnx_models.artifacts import Artifacts
 from tests.onnx_models.conftest import seeded
 
-# --- The 4-variable KFRE written out from Tangri 2011 / 2016, without onnx_models.kfre. ---
+# --- The 4-variable KFRE written out from Tangri 2011 / 2016, without onnx_models.build.kfre. ---
 # (model id, 2-year S0, 5-year S0): Tangri 2011 original (North America) and Tangri 2016
 # recalibration for non-North American cohorts (higher S0: the original overestimated risk).
 CALIBRATIONS = [("kfre", 0.9750, 0.9240), ("kfre_non_na", 0.9832, 0.9365)]

@@ -13,7 +13,7 @@ from onnx_models import LoadedModel, ModelRegistry
 from tests.onnx_models.conftest import seeded
 
 # --- An independent plain-Python PCE, typed from Goff et al. 2013 (Circulation
-# 2014;129(25 Suppl 2):S49-S73, Table A) without reference to onnx_models.pce. ---
+# 2014;129(25 Suppl 2):S49-S73, Table A) without reference to onnx_models.build.pce. ---
 
 
 @dataclass(frozen=True, slots=True)

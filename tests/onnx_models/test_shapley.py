@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from onnx_models import LoadedModel, ModelRegistry
-from onnx_models._graph import GraphBuilder
+from onnx_models.build._graph import GraphBuilder
 from onnx_models.shapley import coalition_plan
 from tests.onnx_models.conftest import TinyGraph, const, seeded
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from onnx_models import OutOfRangeError, whas500_fit
+from onnx_models import OutOfRangeError
+from onnx_models.build import whas500_fit
 from tests.onnx_models.artifacts import Artifacts
 
 PARITY = Path(__file__).parent / "data" / "whas500_parity.json"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from onnx_models.pk import GOTI_2018, MODELS, OnnxPkSimulator, PopulationPkModel, pk_model_bytes
+from onnx_models.build.pk import pk_model_bytes
+from onnx_models.pk import GOTI_2018, MODELS, OnnxPkSimulator, PopulationPkModel
 
 
 @pytest.fixture(scope="session")

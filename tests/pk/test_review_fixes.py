@@ -13,8 +13,9 @@ import numpy as np
 import onnx
 import pytest
 
+from onnx_models.build.pk import pk_model_bytes
 from onnx_models.card import CARD_KEY
-from onnx_models.pk import GOTI_2018, MODELS, THOMSON_2009, OnnxPkSimulator, pk_model_bytes
+from onnx_models.pk import GOTI_2018, MODELS, THOMSON_2009, OnnxPkSimulator
 from twin_engine.pk import (
     DoseRecordError,
     DosingError,

@@ -10,8 +10,9 @@ import onnx
 import pytest
 from scipy.integrate import solve_ivp
 
+from onnx_models.build.pk import pk_model_bytes
 from onnx_models.card import CARD_KEY
-from onnx_models.pk import MODELS, OnnxPkSimulator, pk_model_bytes
+from onnx_models.pk import MODELS, OnnxPkSimulator
 
 
 def _ode_solution(params: np.ndarray, doses: np.ndarray, times: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Build every model's .onnx file reproducibly (the CLI is `python -m onnx_models.build`)."""
+"""Build every risk model's .onnx file reproducibly (the CLI is `python -m onnx_models.build`)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ from pathlib import Path
 
 import onnx
 
-from onnx_models import kfre, pce, prevent, whas500
-from onnx_models._graph import make_model
+from onnx_models.build import kfre, pce, prevent, whas500
+from onnx_models.build._graph import make_model
 from onnx_models.card import ModelCard
+from onnx_models.registry import ARTIFACTS_DIR
 
-ARTIFACTS_DIR = Path(__file__).resolve().parent / "artifacts"
+__all__ = ["ARTIFACTS_DIR", "BuiltModel", "ModelDefinition", "build_all", "model_bytes"]
 
 
 @dataclass(frozen=True, slots=True)

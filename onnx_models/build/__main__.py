@@ -1,8 +1,7 @@
-"""Build every model's .onnx file reproducibly: `python -m onnx_models.build [--out DIR]`.
+"""Build every risk model's .onnx file reproducibly: `python -m onnx_models.build [--out DIR]`.
 
 Prints a JSON list with one object per built model (id, version, path, sha256) on stdout.
-The builder lives in `onnx_models.builder` so that importing the package does not import
-this module (which `python -m` would then run a second time).
+The vancomycin PK artifacts: `python -m onnx_models.build.pk`.
 """
 
 from __future__ import annotations
@@ -13,9 +12,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from onnx_models.builder import ARTIFACTS_DIR, BuiltModel, build_all
+from onnx_models.build.builder import ARTIFACTS_DIR, build_all
 
-__all__ = ["BuiltModel", "build_all", "main"]
+__all__ = ["main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

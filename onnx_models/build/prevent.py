@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from onnx_models._graph import GraphBuilder
+from onnx_models.build._graph import GraphBuilder
 from onnx_models.card import Baseline, InputSpec, ModelCard, OutputSpec
 
 MODEL_ID_10Y = "prevent"

@@ -1,8 +1,6 @@
-"""Build the vancomycin PK artifacts: `python -m onnx_models.pk.build [--out DIR]`.
+"""Build the vancomycin PK artifacts: `python -m onnx_models.build.pk [--out DIR]`.
 
-Prints a JSON list (id, version, path, sha256). The builder lives in `onnx_models.pk.artifact`
-so that importing the package does not import this module (which `python -m` would then run a
-second time).
+Prints a JSON list (id, version, path, sha256). The builder is `onnx_models.build.pk.artifact`.
 """
 
 from __future__ import annotations
@@ -13,13 +11,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from onnx_models.pk.artifact import ARTIFACTS_DIR, build_pk_artifacts
+from onnx_models.build.pk.artifact import build_pk_artifacts
+from onnx_models.pk.simulator import ARTIFACTS_DIR
 
 __all__ = ["main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m onnx_models.pk.build", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m onnx_models.build.pk", description=__doc__)
     parser.add_argument("--out", type=Path, default=ARTIFACTS_DIR, help="output directory")
     args = parser.parse_args(argv)
     json.dump(build_pk_artifacts(args.out), sys.stdout, indent=2)

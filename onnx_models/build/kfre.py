@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from onnx_models._graph import GraphBuilder
+from onnx_models.build._graph import GraphBuilder
 from onnx_models.card import Baseline, InputSpec, ModelCard, OutputSpec
 
 VERSION = "1.0.0"

@@ -19,9 +19,9 @@ from typing import Any
 import onnx
 from onnx import helper
 
-from onnx_models._graph import IR_VERSION, OPSET, PRODUCER_NAME, PRODUCER_VERSION
+from onnx_models.build._graph import IR_VERSION, OPSET, PRODUCER_NAME, PRODUCER_VERSION
+from onnx_models.build.pk.graph import structural_graph
 from onnx_models.card import CARD_KEY, ID_KEY, VERSION_KEY
-from onnx_models.pk.graph import AUC, CONC, DOSES, PARAMS, TIMES, structural_graph
 from onnx_models.pk.models import (
     BUELGA_2005,
     GOTI_2018,
@@ -30,9 +30,8 @@ from onnx_models.pk.models import (
     THOMSON_2009,
     PopulationPkModel,
 )
+from onnx_models.pk.simulator import ARTIFACTS_DIR, AUC, CONC, DOSES, PARAMS, TIMES
 
-# A folder of their own: the risk-model registry loads every .onnx in artifacts/ itself.
-ARTIFACTS_DIR = Path(__file__).resolve().parents[1] / "artifacts" / "pk"
 INTENDED_USE = (
     "Model-informed precision dosing of intravenous vancomycin in adults: Bayesian (MAP) "
     "estimation of individual PK parameters from measured levels and AUC24-guided regimen "

@@ -19,8 +19,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from onnx_models import whas500_fit as fit
-from onnx_models._graph import GraphBuilder
+from onnx_models.build import whas500_fit as fit
+from onnx_models.build._graph import GraphBuilder
 from onnx_models.card import Baseline, InputSpec, ModelCard, OutputSpec
 
 MODEL_ID = "whas500_mortality"

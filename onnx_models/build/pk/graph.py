@@ -30,14 +30,8 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto, helper
 
-from onnx_models._graph import GraphBuilder
-
-PARAMS = "params"
-DOSES = "doses"
-TIMES = "times"
-CONC = "conc_mg_l"
-AUC = "auc_mg_h_l"
-N_PARAMS = 4
+from onnx_models.build._graph import GraphBuilder
+from onnx_models.pk.simulator import AUC, CONC, DOSES, N_PARAMS, PARAMS, TIMES
 
 
 def structural_graph(name: str) -> onnx.GraphProto:
