@@ -5,7 +5,14 @@ files is `onnx_models.build` (the `build` extra, with `onnx`); nothing here impo
 serving needs onnxruntime only.
 """
 
-from onnx_models.card import Baseline, InputKind, InputSpec, ModelCard, OutputSpec
+from onnx_models.card import (
+    Baseline,
+    InputKind,
+    InputSpec,
+    ModelCard,
+    OutputSpec,
+    PkModelCard,
+)
 from onnx_models.catalog import describe, list_models
 from onnx_models.errors import (
     InputError,
@@ -42,6 +49,7 @@ __all__ = [
     "ModelRegistry",
     "OutOfRangeError",
     "OutputSpec",
+    "PkModelCard",
     "Prediction",
     "RangeViolation",
     "UnknownModelError",

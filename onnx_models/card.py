@@ -1,4 +1,7 @@
-"""The model card: what a model is for, whom, which inputs in which units and ranges.
+"""The model cards: what a model is for, whom, which inputs in which units and ranges.
+
+`ModelCard` describes a risk equation ([N, F] inputs with ranges, a Shapley baseline);
+`PkModelCard` a population PK model (the simulator's tensors, the covariate model).
 
 The card travels inside the .onnx file (metadata key `model_card`, JSON) so that the file
 alone is enough to review a prediction's basis (FDA CDS guidance 2022, criterion 4).
@@ -8,7 +11,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from functools import cache
 from typing import Any, Literal
+
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from onnx_models.errors import ModelFileError
 
@@ -168,3 +174,88 @@ def _kind(value: object) -> InputKind:
     if value == "binary":
         return "binary"
     raise ValueError(f"input kind must be 'continuous' or 'binary', not {value!r}")
+
+
+# -- The population PK card ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Iiv:
+    """Between-subject variability: eta names, their covariance (log scale) and CV %."""
+
+    eta: tuple[str, ...]
+    omega: tuple[tuple[float, ...], ...]
+    cv_percent: tuple[float, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ResidualError:
+    additive_mg_l: float
+    proportional: float
+    form: Literal["sum", "root_sum_square"]
+
+
+@dataclass(frozen=True, slots=True)
+class CreatinineClearance:
+    """How the model's data set computed CrCl (the covariate must be computed the same way)."""
+
+    equation: str
+    cap_ml_min: float | None
+    # (age above which, creatinine floor in mg/dL) or None.
+    elderly_creatinine_floor: tuple[float, float] | None
+
+
+@dataclass(frozen=True, slots=True)
+class PkModelCard:
+    """A population PK model's card, the sibling of `ModelCard` for the vancomycin graphs.
+
+    The same review fields (identity, intended use, population, source, validation,
+    license), under the same metadata key; instead of an [N, F] input list with ranges and
+    a Shapley baseline, the graph's fixed tensors and the covariate model behind them.
+    """
+
+    __pydantic_config__ = ConfigDict(strict=True, extra="forbid")
+
+    id: str
+    name: str
+    version: str
+    kind: Literal["population_pk"]
+    intended_use: str
+    population: str
+    source: str
+    structural_model: str
+    # Tensor name -> shape and meaning.
+    inputs: dict[str, str]
+    outputs: dict[str, str]
+    covariate_equations: tuple[str, ...]
+    # As printed, in the paper's own parameterisation (see covariate_equations).
+    typical_values: dict[str, float]
+    iiv: Iiv
+    residual_error: ResidualError
+    creatinine_clearance: CreatinineClearance
+    supports_dialysis: bool
+    notes: tuple[str, ...]
+    validation: str
+    license: str
+
+    def to_json(self) -> str:
+        # sort_keys and fixed separators: the same card always gives the same bytes.
+        data = _pk_card_adapter().dump_python(self, mode="json")
+        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> PkModelCard:
+        """Read and validate a card: every field present, of its type, and no other."""
+        try:
+            return _pk_card_adapter().validate_json(text)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'card'}: {e['msg']}"
+                for e in exc.errors(include_url=False)
+            )
+            raise ModelFileError(f"PK model card is not valid: {problems}") from exc
+
+
+@cache
+def _pk_card_adapter() -> TypeAdapter[PkModelCard]:
+    return TypeAdapter(PkModelCard)

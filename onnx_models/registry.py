@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -10,9 +9,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-import onnxruntime as ort
 
-from onnx_models.card import CARD_KEY, ModelCard
+from onnx_models.artifact import open_artifact, read_artifact
+from onnx_models.card import ModelCard
 from onnx_models.errors import (
     MissingInputsError,
     ModelFileError,
@@ -223,26 +222,10 @@ class LoadedModel:
 
 def load_model(path: Path) -> LoadedModel:
     """Load one artifact: read its card, hash its bytes, open a single-threaded session."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ModelFileError(f"{path}: cannot read: {exc}") from exc
-    options = ort.SessionOptions()
-    # Small graphs and many concurrent requests: one thread per run avoids oversubscription.
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    try:
-        session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own untyped Fail/InvalidGraph errors
-        raise ModelFileError(f"{path}: onnxruntime cannot load it: {exc}") from exc
-    metadata = session.get_modelmeta().custom_metadata_map
-    if CARD_KEY not in metadata:
-        raise ModelFileError(f"{path}: no '{CARD_KEY}' in ONNX metadata")
-    card = ModelCard.from_json(metadata[CARD_KEY])
-    _check_signature(path, card, session)
-    return LoadedModel(
-        card=card, path=path, sha256=hashlib.sha256(data).hexdigest(), session=session
-    )
+    opened = open_artifact(read_artifact(path), str(path))
+    card = ModelCard.from_json(opened.card_json)
+    _check_signature(path, card, opened.session)
+    return LoadedModel(card=card, path=path, sha256=opened.sha256, session=opened.session)
 
 
 def _check_signature(path: Path, card: ModelCard, session: Any) -> None:

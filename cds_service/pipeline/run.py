@@ -135,7 +135,7 @@ def risk_outcome(
 
 def _pk_model_use(model_id: str) -> ModelUse:
     simulator = simulator_for(model_id)
-    return ModelUse(model_id, str(simulator.card.get("version", "")), simulator.sha256)
+    return ModelUse(model_id, simulator.card.version, simulator.sha256)
 
 
 def _dosing_outputs(dosing: DosingOutcome) -> dict[str, float] | None:

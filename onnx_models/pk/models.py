@@ -109,33 +109,6 @@ class PopulationPkModel:
             out[:, index] = typical[index] * np.exp(eta[:, k])
         return out
 
-    def to_card(self) -> dict[str, object]:
-        """The part of the ONNX model card this module owns."""
-        return {
-            "covariate_equations": list(self.equations),
-            "typical_values": dict(self.thetas),
-            "iiv": {
-                "eta": list(self.eta_names),
-                "omega": [list(row) for row in self.omega],
-                "cv_percent": [
-                    round(100.0 * math.sqrt(math.exp(self.omega[i][i]) - 1.0), 1)
-                    for i in range(len(self.omega))
-                ],
-            },
-            "residual_error": {
-                "additive_mg_l": self.residual_additive_mg_l,
-                "proportional": self.residual_proportional,
-                "form": self.residual_form,
-            },
-            "creatinine_clearance": {
-                "equation": "Cockcroft-Gault, total body weight",
-                "cap_ml_min": self.crcl_cap_ml_min,
-                "elderly_creatinine_floor": self.elderly_creatinine_floor,
-            },
-            "supports_dialysis": self.supports_dialysis,
-            "notes": list(self.notes),
-        }
-
 
 GOTI_2018 = PopulationPkModel(
     id="vancomycin_goti2018",

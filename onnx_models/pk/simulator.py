@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 from numpy.typing import NDArray
 
-from onnx_models.card import CARD_KEY
+from onnx_models.artifact import open_artifact, read_artifact
+from onnx_models.card import PkModelCard
 from onnx_models.errors import ModelFileError
 from onnx_models.pk.models import DEFAULT_MODEL, MODELS, PopulationPkModel
 
@@ -32,19 +29,17 @@ N_PARAMS = 4
 class OnnxPkSimulator:
     """simulate(params [N,4], doses [N,D,3], times [N,T]) -> (conc [N,T], auc [N,T])."""
 
-    def __init__(self, data: bytes) -> None:
-        options = ort.SessionOptions()
-        # One intra-op thread: the calls are small and many; thread wake-ups cost more.
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(
-            data, sess_options=options, providers=["CPUExecutionProvider"]
+    def __init__(self, data: bytes, where: str = "vancomycin PK artifact") -> None:
+        opened = open_artifact(data, where)
+        signature = (
+            tuple(i.name for i in opened.session.get_inputs()),
+            tuple(o.name for o in opened.session.get_outputs()),
         )
-        meta = self._session.get_modelmeta().custom_metadata_map
-        if CARD_KEY not in meta:
-            raise ModelFileError("vancomycin PK artifact has no model card")
-        self.card: dict[str, Any] = json.loads(meta[CARD_KEY])
-        self.sha256 = hashlib.sha256(data).hexdigest()
+        if signature != ((PARAMS, DOSES, TIMES), (CONC, AUC)):
+            raise ModelFileError(f"{where}: graph {signature} is not a PK simulator's")
+        self._session = opened.session
+        self.card = PkModelCard.from_json(opened.card_json)
+        self.sha256 = opened.sha256
 
     @classmethod
     def load(
@@ -52,11 +47,7 @@ class OnnxPkSimulator:
     ) -> OnnxPkSimulator:
         """From the built artifact (`python -m onnx_models.build.pk` writes it)."""
         file = path or ARTIFACTS_DIR / f"{model.id}.onnx"
-        try:
-            data = file.read_bytes()
-        except OSError as exc:
-            raise ModelFileError(f"{file}: cannot read the PK model: {exc.strerror}") from exc
-        return cls(data)
+        return cls(read_artifact(file), str(file))
 
     def simulate(
         self, params: FloatArray, doses: FloatArray, times: FloatArray

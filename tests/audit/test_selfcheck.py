@@ -59,7 +59,7 @@ def simulate(cl_factor: float, seed: int) -> tuple[list[AuditEntry], list[float]
     'true' parameters drawn from the model (CL times cl_factor) with its residual error.
     Returns the audit entries and the directly computed prediction errors."""
     model, sim = MODELS[MODEL_ID], simulator_for(MODEL_ID)
-    use = ModelUse(MODEL_ID, str(sim.card.get("version", "")), sim.sha256)
+    use = ModelUse(MODEL_ID, sim.card.version, sim.sha256)
     rng = np.random.default_rng(seed)
     omega = np.array(model.omega, dtype=np.float64)
     entries: list[AuditEntry] = []

@@ -126,7 +126,7 @@ def test_artifact_is_reproducible_and_carries_the_card() -> None:
 def test_simulator_reads_the_built_artifact_when_present(tmp_path: object) -> None:
     """OnnxPkSimulator.load falls back to an in-memory build with the same bytes."""
     sim = OnnxPkSimulator.load(MODELS["vancomycin_buelga2005"])
-    assert sim.card["id"] == "vancomycin_buelga2005"
+    assert sim.card.id == "vancomycin_buelga2005"
 
 
 def test_steady_state_auc_equals_dose_over_clearance(goti_sim: OnnxPkSimulator) -> None:

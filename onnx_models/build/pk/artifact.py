@@ -2,8 +2,8 @@
 
 One file per population model, `vancomycin_<model>.onnx`: the same structural graph with that
 model's card (population, covariate equations, typical values, IIV, residual error, source) in
-metadata `model_card`. Not an `onnx_models.card.ModelCard` (that card describes an [N, F] risk
-equation with a Shapley baseline); `pk_card` below is the PK equivalent, under the same key.
+metadata `model_card`: an `onnx_models.card.PkModelCard`, the PK sibling of the risk models'
+`ModelCard`, under the same key.
 
 They live in `onnx_models/artifacts/pk/`, apart from the risk models that
 `onnx_models.registry.ModelRegistry` loads from `onnx_models/artifacts/`.
@@ -12,16 +12,23 @@ They live in `onnx_models/artifacts/pk/`, apart from the risk models that
 from __future__ import annotations
 
 import hashlib
-import json
+import math
 from pathlib import Path
-from typing import Any
 
 import onnx
 from onnx import helper
 
 from onnx_models.build._graph import IR_VERSION, OPSET, PRODUCER_NAME, PRODUCER_VERSION
 from onnx_models.build.pk.graph import structural_graph
-from onnx_models.card import CARD_KEY, ID_KEY, VERSION_KEY
+from onnx_models.card import (
+    CARD_KEY,
+    ID_KEY,
+    VERSION_KEY,
+    CreatinineClearance,
+    Iiv,
+    PkModelCard,
+    ResidualError,
+)
 from onnx_models.pk.models import (
     BUELGA_2005,
     GOTI_2018,
@@ -64,33 +71,55 @@ VALIDATION: dict[str, str] = {
 }
 
 
-def pk_card(model: PopulationPkModel) -> dict[str, Any]:
+def pk_card(model: PopulationPkModel) -> PkModelCard:
     """The PK model card stored in the artifact's metadata."""
-    return {
-        "id": model.id,
-        "name": model.name,
-        "version": model.version,
-        "kind": "population_pk",
-        "intended_use": INTENDED_USE,
-        "population": model.population,
-        "source": model.source,
-        "structural_model": (
+    return PkModelCard(
+        id=model.id,
+        name=model.name,
+        version=model.version,
+        kind="population_pk",
+        intended_use=INTENDED_USE,
+        population=model.population,
+        source=model.source,
+        structural_model=(
             "two-compartment (one when Q = 0) linear PK with zero-order IV infusions, closed-form "
             "superposition; float64"
         ),
-        "inputs": {
+        inputs={
             PARAMS: "[N, 4] individual CL (L/h), V1 (L), Q (L/h), V2 (L)",
             DOSES: "[N, D, 3] infusion start (h), duration (h, > 0), amount (mg); zero rows pad",
             TIMES: "[N, T] times (h)",
         },
-        "outputs": {
+        outputs={
             CONC: "[N, T] central concentration (mg/L)",
             AUC: "[N, T] cumulative AUC from time 0 (mg.h/L)",
         },
-        **model.to_card(),
-        "validation": VALIDATION[model.id],
-        "license": "Apache-2.0 (code); model parameters from the cited publications",
-    }
+        covariate_equations=model.equations,
+        typical_values=dict(model.thetas),
+        iiv=Iiv(
+            eta=model.eta_names,
+            omega=model.omega,
+            # CV of a log-normal eta: sqrt(exp(omega^2) - 1).
+            cv_percent=tuple(
+                round(100.0 * math.sqrt(math.exp(model.omega[i][i]) - 1.0), 1)
+                for i in range(len(model.omega))
+            ),
+        ),
+        residual_error=ResidualError(
+            additive_mg_l=model.residual_additive_mg_l,
+            proportional=model.residual_proportional,
+            form=model.residual_form,
+        ),
+        creatinine_clearance=CreatinineClearance(
+            equation="Cockcroft-Gault, total body weight",
+            cap_ml_min=model.crcl_cap_ml_min,
+            elderly_creatinine_floor=model.elderly_creatinine_floor,
+        ),
+        supports_dialysis=model.supports_dialysis,
+        notes=model.notes,
+        validation=VALIDATION[model.id],
+        license="Apache-2.0 (code); model parameters from the cited publications",
+    )
 
 
 def pk_model_proto(model: PopulationPkModel) -> onnx.ModelProto:
@@ -104,8 +133,8 @@ def pk_model_proto(model: PopulationPkModel) -> onnx.ModelProto:
     )
     proto.ir_version = IR_VERSION
     proto.model_version = 1
-    text = json.dumps(card, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    helper.set_model_props(proto, {CARD_KEY: text, ID_KEY: model.id, VERSION_KEY: model.version})
+    props = {CARD_KEY: card.to_json(), ID_KEY: model.id, VERSION_KEY: model.version}
+    helper.set_model_props(proto, props)
     onnx.checker.check_model(proto, full_check=True)
     return proto
 
