@@ -506,10 +506,14 @@ def _twin_state(request: Request, body: dict[str, Any]) -> str:
         )
     except TwinEngineError as exc:
         return f"<p>The twin version is not in the store: {escape(str(exc))}</p>"
-    matches = stored.twin().content_hash() == twin["contentHash"]
+    try:
+        matches = stored.twin().content_hash() == twin["contentHash"]
+        verdict = f"content hash {'matches' if matches else 'DOES NOT MATCH'} the record"
+    except TwinEngineError as exc:  # the stored state no longer validates (TwinStateError)
+        verdict = f"the stored state DOES NOT LOAD: {exc}"
     return (
-        f"<details><summary>Twin state, version {stored.version.version} (content hash "
-        f"{'matches' if matches else 'DOES NOT MATCH'} the record)</summary>"
+        f"<details><summary>Twin state, version {stored.version.version} "
+        f"({escape(verdict)})</summary>"
         f"{_pre(stored.twin_json)}</details>"
     )
 

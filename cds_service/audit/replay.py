@@ -480,7 +480,13 @@ def _load_twin(rec: StoredAuditRecord, twins: TwinStore) -> tuple[Any, int]:
         raise _NotReplayable(
             f"record {rec.seq}: twin version {twin_ref['version']} is not in the twin store: {exc}"
         ) from exc
-    twin = stored.twin()
+    try:
+        twin = stored.twin()
+    except TwinEngineError as exc:  # the stored state no longer validates (TwinStateError)
+        raise _NotReplayable(
+            f"record {rec.seq}: twin version {twin_ref['version']} in the store does not load: "
+            f"{exc}"
+        ) from exc
     if twin.content_hash() != twin_ref["contentHash"]:
         raise _NotReplayable(
             f"record {rec.seq}: twin version {twin_ref['version']} in the store has content "

@@ -6,7 +6,9 @@ server-side code exchange reaches it over the network); the service runs in-proc
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -233,3 +235,24 @@ def test_a_token_without_the_auditor_role_is_refused(tmp_path: Any) -> None:
         with _console(tmp_path, clinician) as c:
             assert sign_in(c).status_code == 403
             assert c.get("/audit/ui").status_code == 401
+
+
+def test_a_stored_twin_that_no_longer_loads_is_named_on_the_record(
+    tmp_path: Any, provider: Provider, demo_bundles: list[dict[str, Any]]
+) -> None:
+    """A twin version altered into an invalid state is shown as not loading, with the field."""
+    with _console(tmp_path, provider) as c:
+        _hook(c, prefetch_from_bundle(demo_bundles[0]), "console-1")
+        twin_db = tmp_path / "data" / "twins.sqlite"  # Settings.twin_db under _console's data_dir
+        with contextlib.closing(sqlite3.connect(twin_db)) as conn, conn:
+            conn.execute(
+                "UPDATE twin_versions "
+                "SET twin_json = json_set(twin_json, '$.demographics.deceased', 'no')"
+            )
+        sign_in(c)
+        record = c.get("/audit/ui/records/1")
+        assert record.status_code == 200
+        assert "Twin state, version 1 (the stored state DOES NOT LOAD: stored twin state" in (
+            record.text
+        )
+        assert "demographics.deceased: Input should be a valid boolean" in record.text

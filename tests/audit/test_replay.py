@@ -269,13 +269,14 @@ class _AlteredTwins:
     """The real twin store, except that every loaded state has one value changed (as an
     attacker who can write the twin store would leave it)."""
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: Any, birth_date: object = "1900-01-01") -> None:
         self._inner = inner
+        self._birth_date = birth_date
 
     def load(self, patient_id: str, version: int | None = None) -> StoredTwin:
         stored: StoredTwin = self._inner.load(patient_id, version)
         state = json.loads(json.dumps(stored.twin_json))
-        state["demographics"]["birth_date"] = "1900-01-01"
+        state["demographics"]["birth_date"] = self._birth_date
         return StoredTwin(stored.version, state)
 
     def close(self) -> None:
@@ -298,3 +299,25 @@ def test_a_changed_twin_version_is_named(trail: Trail) -> None:
     assert report.outcome == "not-replayable"
     assert f"twin version {rec.body['twin']['version']}" in report.reason
     assert rec.body["twin"]["contentHash"] in report.reason
+
+
+def test_a_twin_version_that_no_longer_validates_is_named(trail: Trail) -> None:
+    """A stored state that is not a twin state any more makes the record not replayable."""
+    rec = next(r for r in trail.records if _kind(r) == "risk")
+    twins = _AlteredTwins(open_twin_store(trail.settings), birth_date=19000101)
+    try:
+        report = replay_record(
+            rec,
+            twins=twins,  # type: ignore[arg-type]
+            archive=ModelArchive(trail.settings.model_archive_dir),
+            installed={},
+        )
+    finally:
+        twins.close()
+    assert report.outcome == "not-replayable"
+    assert f"twin version {rec.body['twin']['version']} in the store does not load" in (
+        report.reason
+    )
+    assert "demographics.birth_date: Value error, a date must be ISO 8601 text, not int" in (
+        report.reason
+    )
