@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 # A fresh interpreter: this test process has imported onnx for the build tests already.
 _PROBE = """
 import json, sys
-from cds_service.app import create_app
+from twin_cds.app import create_app
 create_app()
 print(json.dumps(sorted(
     name for name in sys.modules
