@@ -468,7 +468,8 @@ def _state_adapter() -> TypeAdapter[Twin]:
 
 
 def _state_problem(state: Mapping[str, Any], exc: ValidationError) -> str:
-    pid = state.get("patient_id")
+    # A tampered row may hold any JSON, not an object.
+    pid = state.get("patient_id") if isinstance(state, Mapping) else None
     who = f"Patient/{pid}" if isinstance(pid, str) else "a patient"
     problems = "; ".join(
         f"{'.'.join(str(part) for part in error['loc']) or 'state'}: {error['msg']}"

@@ -7,6 +7,7 @@ import hashlib
 import json
 import sqlite3
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -137,3 +138,16 @@ def test_a_tampered_row_in_the_store_is_refused_on_load(tmp_path: Path) -> None:
             store.load("p1").twin()
     finally:
         store.close()
+
+
+def test_a_state_that_is_not_an_object_or_not_json_is_refused() -> None:
+    """A stored row holding a JSON array, or Python objects, is a TwinStateError too."""
+    with pytest.raises(TwinStateError) as caught:
+        Twin.from_state([])  # type: ignore[arg-type]
+    assert str(caught.value) == (
+        "stored twin state of a patient is not valid: state: Input should be an object"
+    )
+    state = _old_state()
+    state["smoking"][0]["time"] = datetime(2024, 1, 1, tzinfo=UTC)
+    with pytest.raises(TwinStateError, match=r"^twin state is not JSON data: "):
+        Twin.from_state(state)
