@@ -13,79 +13,40 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
+from cds_service.audit.commands import add_follow_through_parsers
 from cds_service.audit.fhir import export_resources, to_ndjson
 from cds_service.audit.log import (
-    AuditConfigError,
-    AuditError,
     AuditQuery,
-    ChainedAuditLog,
     RecordKind,
-    SqliteAuditLog,
-    load_signer,
     load_verify_key,
     record_hash,
     verify_key_from,
 )
+from cds_service.audit.shell import (
+    EXIT_OK,
+    EXIT_TAMPERED,
+    BadInput,
+    open_log,
+    parse_when,
+    print_json,
+    run,
+    settings_from,
+)
 from cds_service.settings import Settings
-
-EXIT_OK = 0
-EXIT_TAMPERED = 1
-EXIT_BAD_INPUT = 2
-
-
-class _BadInput(Exception):
-    """Exit 2 with this message."""
-
-
-def _fail(code: int, message: str) -> NoReturn:
-    print(f"twin-cds audit: {message}", file=sys.stderr)
-    raise SystemExit(code)
-
-
-def _print(data: Any) -> None:
-    print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    overrides: dict[str, Any] = {}
-    if args.data_dir is not None:
-        overrides["data_dir"] = Path(args.data_dir)
-    if args.database_url is not None:
-        overrides["database_url"] = args.database_url
-    return Settings(**overrides)
-
-
-def _open(settings: Settings, *, sign: bool = False) -> ChainedAuditLog:
-    signer = None
-    if sign:
-        if settings.audit_signing_key_file is None:
-            raise _BadInput(
-                "no audit signing key configured (TWIN_CDS_AUDIT_SIGNING_KEY_FILE); "
-                "a checkpoint cannot be signed"
-            )
-        signer = load_signer(settings.audit_signing_key_file)
-    if settings.database_url:
-        from cds_service.audit.store_pg import PostgresAuditLog
-
-        return PostgresAuditLog(settings.database_url, signer=signer, checkpoint_every=0)
-    if not settings.audit_db.is_file():
-        raise _BadInput(f"no audit trail at {settings.audit_db}")
-    return SqliteAuditLog(settings.audit_db, signer=signer, checkpoint_every=0)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = settings_from(args)
     key = load_verify_key(Path(args.verify_key)) if args.verify_key else verify_key_from(settings)
-    log = _open(settings)
+    log = open_log(settings)
     try:
         report = log.verify(key)
     finally:
         log.close()
-    _print(report.to_json())
+    print_json(report.to_json())
     for warning in report.warnings:
         print(f"twin-cds audit: warning: {warning}", file=sys.stderr)
     if report.first_bad is not None:
@@ -128,12 +89,12 @@ def _twin_state(settings: Settings, body: dict[str, Any]) -> dict[str, Any] | No
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    log = _open(settings)
+    settings = settings_from(args)
+    log = open_log(settings)
     try:
         rec = log.get(args.seq)
         if rec is None:
-            raise _BadInput(f"no audit record {args.seq}")
+            raise BadInput(f"no audit record {args.seq}")
         previous = log.get(args.seq - 1) if args.seq > 1 else None
         feedback = (
             {card: log.feedback_for(card) for card in log.cards_of(rec.seq)}
@@ -146,7 +107,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         rec.prev_hash, rec.recorded_at, rec.body, seq=rec.seq, kind=rec.kind
     )
     links = rec.prev_hash == (previous.record_hash if previous else "0" * 64)
-    _print(
+    print_json(
         {
             "record": rec.to_json(),
             "check": {"hashMatches": hash_ok, "linksToPrevious": links},
@@ -158,28 +119,19 @@ def cmd_show(args: argparse.Namespace) -> int:
     return EXIT_OK if hash_ok and links else EXIT_TAMPERED
 
 
-def _when(text: str | None, flag: str) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise _BadInput(f"{flag} {text!r} is not an ISO 8601 date or time") from exc
-
-
 def cmd_export(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = settings_from(args)
     kind: RecordKind | None = None if args.kind == "any" else args.kind
     query = AuditQuery(
         patient_id=args.patient,
         service_id=args.service,
         model_id=args.model,
-        since=_when(args.since, "--since"),
-        until=_when(args.until, "--until"),
+        since=parse_when(args.since, "--since"),
+        until=parse_when(args.until, "--until"),
         kind=kind,
         limit=0,
     )
-    log = _open(settings)
+    log = open_log(settings)
     try:
         out = sys.stdout.buffer
         if args.out:
@@ -201,25 +153,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_checkpoint(args: argparse.Namespace) -> int:
-    log = _open(_settings(args), sign=True)
+    log = open_log(settings_from(args), sign=True)
     try:
         rec = log.checkpoint()
     finally:
         log.close()
-    _print(rec.to_json())
+    print_json(rec.to_json())
     return EXIT_OK
-
-
-def run(args: argparse.Namespace) -> None:
-    """Entry for ``twin-cds audit ...`` (set as the sub-parser's func)."""
-    try:
-        code = args.audit_func(args)
-    except (_BadInput, AuditConfigError) as exc:
-        _fail(EXIT_BAD_INPUT, str(exc))
-    except AuditError as exc:
-        _fail(EXIT_TAMPERED, str(exc))
-    if code:
-        raise SystemExit(code)
 
 
 def add_audit_parser(sub: Any) -> None:
@@ -265,6 +205,4 @@ def add_audit_parser(sub: Any) -> None:
     checkpoint.set_defaults(func=run, audit_func=cmd_checkpoint)
 
     # replay, stats, selfcheck: the follow-through commands, in their own module.
-    from cds_service.audit.commands import add_follow_through_parsers
-
     add_follow_through_parsers(audit_sub, common)

@@ -11,16 +11,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from cds_service.audit.cli import (
+from cds_service.audit.shell import (
     EXIT_BAD_INPUT,
     EXIT_OK,
     EXIT_TAMPERED,
-    _BadInput,
-    _open,
-    _print,
-    _settings,
-    _when,
+    BadInput,
+    open_log,
+    parse_when,
+    print_json,
     run,
+    settings_from,
 )
 
 #: Exit code of a replay that differs from its record.
@@ -32,14 +32,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from cds_service.stores import open_twin_store
     from onnx_models.registry import ModelRegistry
 
-    settings = _settings(args)
-    log = _open(settings)
+    settings = settings_from(args)
+    log = open_log(settings)
     try:
         rec = log.get(args.seq)
     finally:
         log.close()
     if rec is None:
-        raise _BadInput(f"no audit record {args.seq}")
+        raise BadInput(f"no audit record {args.seq}")
     twins = open_twin_store(settings)
     try:
         report = replay_record(
@@ -50,7 +50,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         )
     finally:
         twins.close()
-    _print(report.to_json())
+    print_json(report.to_json())
     return {
         "identical": EXIT_OK,
         "nothing-to-replay": EXIT_OK,
@@ -62,14 +62,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_stats(args: argparse.Namespace) -> int:
     from cds_service.audit.stats import follow_through, stats_table
 
-    settings = _settings(args)
-    log = _open(settings)
+    settings = settings_from(args)
+    log = open_log(settings)
     try:
-        stats = follow_through(log, since=_when(args.since, "--since"), tenant=args.tenant)
+        stats = follow_through(log, since=parse_when(args.since, "--since"), tenant=args.tenant)
     finally:
         log.close()
     if args.format == "json":
-        _print(stats.to_json())
+        print_json(stats.to_json())
     else:
         print(stats_table(stats, by=args.by))
     return EXIT_OK
@@ -79,8 +79,8 @@ def cmd_selfcheck(args: argparse.Namespace) -> int:
     from cds_service.audit.replay import ModelArchive
     from cds_service.audit.selfcheck import self_check_of_log
 
-    settings = _settings(args)
-    log = _open(settings)
+    settings = settings_from(args)
+    log = open_log(settings)
     try:
         report = self_check_of_log(
             log, ModelArchive(settings.model_archive_dir), settings, tenant=args.tenant
@@ -89,7 +89,7 @@ def cmd_selfcheck(args: argparse.Namespace) -> int:
         log.close()
     if not args.pairs:
         report.pop("pairs")
-    _print(report)
+    print_json(report)
     return EXIT_OK
 
 
