@@ -18,9 +18,9 @@ from cds_service.audit.log import ChainedAuditLog
 from cds_service.pipeline.patient_view import patient_view
 from cds_service.pipeline.predict import Assessment
 from cds_service.pipeline.render import label, output_label, pct, shown_value
+from cds_service.services.card_text import aki_words, ckd_words, statin_words
 from cds_service.services.cardio_renal import SBP_TARGET_MM_HG, CardioRenalAssessments
 from cds_service.services.catalog import ASCVD_RISK, CARDIO_RENAL_RISK
-from cds_service.services.guideline_cards import aki_words, ckd_words, statin_words
 from cds_service.services.vancomycin import is_vancomycin, simulator_for
 from onnx_models.pk.models import MODELS
 from onnx_models.registry import ModelRegistry

@@ -65,7 +65,6 @@ KNOWN_LONG: set[str] = {
     "cds_service/audit/console.py",
     "cds_service/audit/log.py",
     "cds_service/audit/replay.py",
-    "cds_service/services/guideline_cards.py",
     "ehr_sim/demo.py",
     "ehr_sim/simulator.py",
     "smart_app/launch.py",

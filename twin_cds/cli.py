@@ -85,7 +85,7 @@ def cmd_twin_build(args: argparse.Namespace) -> None:
 
 def _applicability(registry: ModelRegistry, model_id: str, view: Any) -> str | None:
     """Why the guideline rules say this model does not apply to this patient today."""
-    from cds_service.services.guideline_cards import outside_ages, too_old_words
+    from cds_service.services.card_text import outside_ages, too_old_words
     from twin_engine.clinical.guidelines import kfre_applies
 
     model = registry.get(model_id)
@@ -110,7 +110,7 @@ def _applicability(registry: ModelRegistry, model_id: str, view: Any) -> str | N
 
 def cmd_predict(args: argparse.Namespace) -> None:
     from cds_service.pipeline.patient_view import patient_view, untreated_features
-    from cds_service.services.guideline_cards import range_words
+    from cds_service.services.card_text import range_words
 
     registry = ModelRegistry.load(args.model_dir)
     model = registry.get(args.model)

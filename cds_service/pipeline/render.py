@@ -1,7 +1,8 @@
 """Shared words and links for every card and the clinician app: percentages, input
 labels, output names, the coded override reasons and the SMART link to the app.
 
-The patient-view cards themselves are built in `cds_service.services.guideline_cards`.
+The patient-view cards themselves are built in `cds_service.services` (`ascvd_cards`,
+`cardio_renal_cards`, their words in `card_text`).
 """
 
 from __future__ import annotations

@@ -32,8 +32,9 @@ from cds_service.pipeline.gather import GatheredData, gather
 from cds_service.pipeline.patient_view import patient_view
 from cds_service.pipeline.predict import Assessment
 from cds_service.pipeline.render import app_link
+from cds_service.services.ascvd_cards import ascvd_cards
+from cds_service.services.cardio_renal_cards import cardio_renal_cards
 from cds_service.services.catalog import ServiceDefinition
-from cds_service.services.guideline_cards import ascvd_cards, cardio_renal_cards
 from cds_service.services.vancomycin import (
     DosingOutcome,
     dose_simulator_context,

@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from cds_service.pipeline.patient_view import PatientView, patient_view
 from cds_service.pipeline.predict import Assessment
-from cds_service.services.guideline_cards import outside_ages
+from cds_service.services.card_text import outside_ages
 from onnx_models.registry import ModelRegistry
 from twin_engine import build_twin_from_fhir, derive_features
 from twin_engine.derive import FeatureSet
@@ -134,7 +134,7 @@ def _usable(features: FeatureSet, name: str) -> float | None:
 
 
 def _prevent_shown(view: PatientView) -> bool:
-    """The cardio-renal card shows the PREVENT number (cds_service.services.guideline_cards)."""
+    """The cardio-renal card shows the PREVENT number (cds_service.services.cardio_renal_cards)."""
     p = view.prevent
     return (
         p is not None

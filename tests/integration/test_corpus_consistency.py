@@ -12,7 +12,9 @@ import pytest
 
 from cds_service.http.cards import Card, Link
 from cds_service.pipeline.patient_view import patient_view
-from cds_service.services.guideline_cards import DETAIL_MAX, ascvd_cards, cardio_renal_cards
+from cds_service.services.ascvd_cards import ascvd_cards
+from cds_service.services.card_text import DETAIL_MAX
+from cds_service.services.cardio_renal_cards import cardio_renal_cards
 from onnx_models.registry import ModelRegistry
 from tests.conftest import load_json, synthea_bundles, with_ids
 from twin_engine import build_twin_from_fhir, derive_features

@@ -16,8 +16,9 @@ from cds_service.http.cards import Card, Link
 from cds_service.ops.log_redaction import redact_url
 from cds_service.pipeline.patient_view import patient_view
 from cds_service.pipeline.render import pct
+from cds_service.services.ascvd_cards import ascvd_cards
 from cds_service.services.cardio_renal import CardioRenalAssessments, what_ifs
-from cds_service.services.guideline_cards import ascvd_cards, cardio_renal_cards
+from cds_service.services.cardio_renal_cards import cardio_renal_cards
 from cds_service.services.vancomycin import dosing_cards, simulator_for
 from ehr_sim.demo import vancomycin_patient
 from onnx_models.registry import ModelRegistry
