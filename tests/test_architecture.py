@@ -62,7 +62,6 @@ MAX_LINES = 500
 # Modules still over the limit, each to be split along a real seam. The list may only
 # shrink: a module that is now short enough must leave it (the second test says so).
 KNOWN_LONG: set[str] = {
-    "cds_service/audit/console.py",
     "cds_service/audit/log.py",
     "cds_service/audit/replay.py",
     "ehr_sim/demo.py",

@@ -1,40 +1,30 @@
 """The auditor console (``/audit/ui``): the audit trail for people, in plain HTML.
 
-Sign-in is OpenID Connect with the hospital's provider (authorization code with PKCE
-S256, state and nonce; ``TWIN_CDS_AUDIT_CONSOLE_ISSUER`` names one of the configured
-auditor issuers, whose keys verify the id_token). The tokens never reach the browser and
-are not kept: the id_token is verified once at the callback, and the session (in the
-clinician app's sealed server-side store) holds only who signed in, the tenant and a
-form token. The role (``auditor``) and tenant come from the id_token's claims; an
-issuer bound to a tenant refuses a token naming another.
-
 Pages: recommendations with filters, a record (twin, inputs, explanation, cards,
 feedback, chain position) with replay, chain status, statistics with plots and the
 forecast self-check, and exports (FHIR NDJSON, CSV). Every read is an ``auditor-read``
-record on the chain, as through the API. No script at all: the CSP forbids it, styles
-come from our own origin, plots are inline SVG.
+record on the chain, as through the API. Signing in (OpenID Connect with the hospital's
+provider) is `console_signin`; the page shell, its CSP and stylesheet are `console_html`.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
-import secrets
-from base64 import urlsafe_b64encode
-from dataclasses import dataclass
 from datetime import datetime
 from html import escape
 from typing import Annotated, Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
-import jwt
-from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Path, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi import APIRouter, FastAPI, Form, HTTPException, Path, Request
+from fastapi.responses import HTMLResponse, Response
 
+from cds_service.audit import console_signin
 from cds_service.audit.api import record_read
-from cds_service.audit.auth import Auditor, AuditorIssuerConfig
+from cds_service.audit.auth import Auditor
+from cds_service.audit.console_html import CSS, ConsoleUser, csrf_field, headers, page
+from cds_service.audit.console_signin import SignInRequired, UserDep, check_csrf, settings_of
 from cds_service.audit.log import (
     AuditorReadAction,
     AuditQuery,
@@ -45,127 +35,32 @@ from cds_service.audit.log import (
     record_tenant,
     verify_key_from,
 )
-from cds_service.settings import Settings
 
 router = APIRouter(prefix="/audit/ui", include_in_schema=False)
 
-COOKIE = "twin_audit_console"
-#: A sign-in must come back within this (the provider's page, the user's password).
-PENDING_TTL_S = 600
-#: A console session's length: one working day, as the clinician app's default.
-SESSION_TTL_S = 8 * 3600
+#: The most records one page lists.
 PAGE = 200
-CSP = (
-    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-    "frame-ancestors 'none'; base-uri 'none'"
-)
-
-
-class _SignIn(Exception):
-    """Not signed in (or the session ended): go to the sign-in page."""
-
-
-@dataclass(frozen=True, slots=True)
-class ConsoleUser:
-    iss: str
-    sub: str
-    tenant: str | None
-    csrf: str
-
-
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-def _log(request: Request) -> ChainedAuditLog:
-    log: ChainedAuditLog = request.app.state.runtime.audit
-    return log
-
-
-def _provider(settings: Settings) -> AuditorIssuerConfig:
-    iss = settings.audit_console_issuer
-    for auditor in settings.auditors:
-        if iss is not None and auditor.iss == iss:
-            return auditor
-    raise HTTPException(404, "the auditor console is not configured")
-
-
-def _html(
-    title: str, body: str, status: int = 200, user: ConsoleUser | None = None
-) -> HTMLResponse:
-    nav = ""
-    if user is not None:
-        nav = (
-            '<nav aria-label="Console"><a href="/audit/ui">Recommendations</a> '
-            '<a href="/audit/ui/stats">Statistics</a> <a href="/audit/ui/chain">Chain</a> '
-            f'<form method="post" action="/audit/ui/logout">{_csrf(user)}'
-            f'<button type="submit">Sign out {escape(user.sub)}</button></form></nav>'
-        )
-    page = (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        f"<title>{escape(title)} · twin-cds audit</title>"
-        '<link rel="stylesheet" href="/audit/ui/console.css"></head><body>'
-        f'<header><p class="brand">twin-cds audit console</p>{nav}</header>'
-        f"<main><h1>{escape(title)}</h1>{body}</main></body></html>"
-    )
-    return HTMLResponse(page, status_code=status, headers=_headers())
-
-
-def _headers() -> dict[str, str]:
-    return {
-        "Content-Security-Policy": CSP,
-        "Cache-Control": "no-store",
-        "Referrer-Policy": "no-referrer",
-        "X-Content-Type-Options": "nosniff",
-    }
-
-
-def _csrf(user: ConsoleUser) -> str:
-    return f'<input type="hidden" name="csrf" value="{escape(user.csrf)}">'
-
-
-def _secure(settings: Settings) -> bool:
-    parts = urlsplit(settings.public_base_url)
-    return not (parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1"))
-
-
-def _set_cookie(response: Response, settings: Settings, value: str, max_age: int) -> None:
-    # Lax: the provider's redirect back to the callback is a top-level cross-site navigation.
-    response.set_cookie(
-        COOKIE,
-        value,
-        max_age=max_age,
-        path="/audit/ui",
-        httponly=True,
-        secure=_secure(settings),
-        samesite="lax",
-    )
-
-
-def current_user(request: Request) -> ConsoleUser:
-    data = request.app.state.app_sessions.get(request.cookies.get(COOKIE), "active")
-    if not data or data.get("purpose") != "audit-console":
-        raise _SignIn
-    return ConsoleUser(data["iss"], data["sub"], data.get("tenant"), data["csrf"])
-
-
-UserDep = Annotated[ConsoleUser, Depends(current_user)]
 
 
 def install_console(app: FastAPI) -> None:
-    """The router, and the sign-in redirect for pages that need a session."""
+    """The sign-in and page routers, and the sign-in page for pages that need a session."""
 
-    @app.exception_handler(_SignIn)
-    async def _to_sign_in(_: Request, __: _SignIn) -> Response:
-        return _html(
+    @app.exception_handler(SignInRequired)
+    async def _to_sign_in(_: Request, __: SignInRequired) -> Response:
+        return page(
             "Sign in",
             "<p>The audit console is for auditors of this service.</p>"
             '<p><a class="button" href="/audit/ui/login">Sign in with your organisation</a></p>',
             401,
         )
 
+    app.include_router(console_signin.router)
     app.include_router(router)
+
+
+def _log(request: Request) -> ChainedAuditLog:
+    log: ChainedAuditLog = request.app.state.runtime.audit
+    return log
 
 
 def _on_chain(
@@ -181,173 +76,12 @@ def _on_chain(
     record_read(log, reader, action, {"console": True, **query}, seqs)
 
 
-# ---------------------------------------------------------------- sign-in
-
-
-async def _discover(request: Request, provider: AuditorIssuerConfig) -> dict[str, str]:
-    http = request.app.state.runtime.http
-    url = provider.iss.rstrip("/") + "/.well-known/openid-configuration"
-    response = await http.get(url, headers={"Accept": "application/json"})
-    response.raise_for_status()
-    doc = response.json()
-    out: dict[str, str] = {}
-    for name in ("authorization_endpoint", "token_endpoint"):
-        endpoint = doc.get(name)
-        # Only the configured provider is contacted: its endpoints must be on its origin.
-        if not isinstance(endpoint, str) or not _same_origin(endpoint, provider.iss):
-            raise HTTPException(502, f"the provider's {name} is not on {provider.iss}")
-        out[name] = endpoint
-    return out
-
-
-def _same_origin(a: str, b: str) -> bool:
-    pa, pb = urlsplit(a), urlsplit(b)
-    return (pa.scheme, pa.hostname, pa.port) == (pb.scheme, pb.hostname, pb.port)
-
-
-def _s256(verifier: str) -> str:
-    digest = hashlib.sha256(verifier.encode("ascii")).digest()
-    return urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
-
-
-def _redirect_uri(settings: Settings) -> str:
-    return settings.public_base_url.rstrip("/") + "/audit/ui/callback"
-
-
-@router.get("/login")
-async def login(request: Request) -> Response:
-    settings = _settings(request)
-    provider = _provider(settings)
-    endpoints = await _discover(request, provider)
-    state, verifier, nonce = (secrets.token_urlsafe(32) for _ in range(3))
-    pending = request.app.state.app_sessions.create(
-        "pending",
-        {"purpose": "audit-console", "state": state, "verifier": verifier, "nonce": nonce},
-        PENDING_TTL_S,
-    )
-    params = {
-        "response_type": "code",
-        "client_id": settings.audit_console_client_id,
-        "redirect_uri": _redirect_uri(settings),
-        "scope": "openid",
-        "state": state,
-        "nonce": nonce,
-        "code_challenge": _s256(verifier),
-        "code_challenge_method": "S256",
-    }
-    if settings.audit_console_aud:
-        params["aud"] = settings.audit_console_aud
-    response = RedirectResponse(
-        endpoints["authorization_endpoint"] + "?" + urlencode(params), 302, headers=_headers()
-    )
-    _set_cookie(response, settings, pending, PENDING_TTL_S)
-    return response
-
-
-def _refused(message: str, status: int = 400) -> HTMLResponse:
-    return _html("Sign-in refused", f"<p>{escape(message)}</p>", status)
-
-
-def _verify_id_token(
-    token: str, provider: AuditorIssuerConfig, client_id: str, nonce: str
-) -> dict[str, Any]:
-    header = jwt.get_unverified_header(token)
-    keys = jwt.PyJWKSet.from_dict(provider.jwks)
-    key = next((k for k in keys.keys if k.key_id == header.get("kid")), None)
-    if key is None:
-        raise jwt.InvalidTokenError("no provider key has the id_token's kid")
-    claims: dict[str, Any] = jwt.decode(
-        token,
-        key.key,
-        algorithms=list(provider.algorithms),
-        audience=client_id,
-        issuer=provider.iss,
-        options={"require": ["exp", "iat", "sub", "iss", "aud"]},
-    )
-    if not secrets.compare_digest(str(claims.get("nonce", "")), nonce):
-        raise jwt.InvalidTokenError("the id_token's nonce is not the one sent")
-    return claims
-
-
-def _is_auditor(claims: dict[str, Any]) -> bool:
-    roles = claims.get("roles")
-    return claims.get("role") == "auditor" or (isinstance(roles, list) and "auditor" in roles)
-
-
-@router.get("/callback")
-async def callback(request: Request, code: str = "", state: str = "") -> Response:
-    settings = _settings(request)
-    provider = _provider(settings)
-    pending = request.app.state.app_sessions.take(request.cookies.get(COOKIE), "pending")
-    if not pending or pending.get("purpose") != "audit-console":
-        return _refused("This sign-in was not started here, or it took too long. Start again.")
-    if not code or not secrets.compare_digest(state, str(pending["state"])):
-        return _refused("The provider's answer does not belong to this sign-in.")
-    endpoints = await _discover(request, provider)
-    answer = await request.app.state.runtime.http.post(
-        endpoints["token_endpoint"],
-        data={
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": _redirect_uri(settings),
-            "client_id": settings.audit_console_client_id,
-            "code_verifier": pending["verifier"],
-        },
-        headers={"Accept": "application/json"},
-    )
-    if answer.status_code != 200:
-        return _refused("The provider refused the sign-in code.", 502)
-    id_token = answer.json().get("id_token")
-    if not isinstance(id_token, str):
-        return _refused("The provider sent no id_token.", 502)
-    try:
-        claims = _verify_id_token(
-            id_token, provider, settings.audit_console_client_id, pending["nonce"]
-        )
-    except jwt.PyJWTError:
-        return _refused("The provider's id_token could not be verified.", 401)
-    if not _is_auditor(claims):
-        return _refused("Your account does not have the auditor role.", 403)
-    tenant = claims.get("tenant")
-    if provider.tenant is not None and tenant not in (None, provider.tenant):
-        return _refused("Your account names a tenant this provider may not read.", 403)
-    session = request.app.state.app_sessions.create(
-        "active",
-        {
-            "purpose": "audit-console",
-            "iss": provider.iss,
-            "sub": str(claims["sub"]),
-            "tenant": provider.tenant or (tenant if isinstance(tenant, str) else None),
-            "csrf": secrets.token_urlsafe(32),
-        },
-        SESSION_TTL_S,
-    )
-    # The access token and the id_token end here: nothing of them goes to the browser.
-    response = RedirectResponse("/audit/ui", 303, headers=_headers())
-    _set_cookie(response, settings, session, SESSION_TTL_S)
-    return response
-
-
-def _check_csrf(user: ConsoleUser, csrf: str) -> None:
-    if not secrets.compare_digest(csrf, user.csrf):
-        raise HTTPException(403, "form token mismatch")
-
-
-@router.post("/logout")
-async def logout(request: Request, user: UserDep, csrf: Annotated[str, Form()] = "") -> Response:
-    _check_csrf(user, csrf)
-    request.app.state.app_sessions.delete(request.cookies.get(COOKIE))
-    response = RedirectResponse("/audit/ui", 303, headers=_headers())
-    response.delete_cookie(COOKIE, path="/audit/ui")
-    return response
-
-
 # ---------------------------------------------------------------- pages
 
 
 @router.get("/console.css")
 async def stylesheet() -> Response:
-    return Response(_CSS, media_type="text/css", headers={"Cache-Control": "max-age=300"})
+    return Response(CSS, media_type="text/css", headers={"Cache-Control": "max-age=300"})
 
 
 _FILTERS = ("patient", "service", "model", "version", "status", "since", "until")
@@ -421,7 +155,7 @@ async def records_page(request: Request, user: UserDep) -> HTMLResponse:
         '<th scope="col">Patient</th><th scope="col">Model</th><th scope="col">Status</th>'
         f'<th scope="col">Cards</th></tr></thead><tbody>{rows}</tbody></table>'
     )
-    return _html("Recommendations", body, user=user)
+    return page("Recommendations", body, user=user)
 
 
 def _model(body: dict[str, Any]) -> str:
@@ -448,7 +182,7 @@ async def record_page(
     rec = _tenant_record(log, seq, user)
     _on_chain(log, user, "record", {"seq": seq}, [rec] if rec else [])
     if rec is None:
-        return _html("No such record", f"<p>There is no audit record {seq}.</p>", 404, user)
+        return page("No such record", f"<p>There is no audit record {seq}.</p>", 404, user)
     body = rec.body
     hash_ok = rec.record_hash == record_hash(
         rec.prev_hash, rec.recorded_at, body, seq=rec.seq, kind=rec.kind
@@ -469,7 +203,7 @@ async def record_page(
     parts = [
         f"<p>Recorded {escape(rec.recorded_at)} · {escape(rec.kind)} · "
         f"{escape(str(body.get('service')))} · status {escape(str(body.get('status')))}</p>",
-        f'<form method="post" action="/audit/ui/records/{seq}/replay">{_csrf(user)}'
+        f'<form method="post" action="/audit/ui/records/{seq}/replay">{csrf_field(user)}'
         '<button type="submit">Replay this recommendation</button></form>',
         "<h2>Chain position</h2>",
         f"<dl><dt>Seq</dt><dd>{rec.seq}</dd><dt>Previous hash</dt><dd><code>"
@@ -490,7 +224,7 @@ async def record_page(
         "<h2>Feedback</h2>",
         _pre(feedback),
     ]
-    return _html(f"Record {seq}", "".join(parts), user=user)
+    return page(f"Record {seq}", "".join(parts), user=user)
 
 
 def _twin_state(request: Request, body: dict[str, Any]) -> str:
@@ -527,12 +261,12 @@ async def replay_page(
 ) -> HTMLResponse:
     from cds_service.audit.replay import ModelArchive, installed_shas, replay_record
 
-    _check_csrf(user, csrf)
+    check_csrf(user, csrf)
     log = _log(request)
     rec = _tenant_record(log, seq, user)
     _on_chain(log, user, "replay", {"seq": seq}, [rec] if rec else [])
     if rec is None:
-        return _html("No such record", f"<p>There is no audit record {seq}.</p>", 404, user)
+        return page("No such record", f"<p>There is no audit record {seq}.</p>", 404, user)
     rt = request.app.state.runtime
     report = replay_record(
         rec,
@@ -557,13 +291,13 @@ async def replay_page(
         + "".join(f"<p>{escape(n)}</p>" for n in report.notes)
         + f'<p><a href="/audit/ui/records/{seq}">Back to record {seq}</a></p>'
     )
-    return _html(f"Replay of record {seq}", body, user=user)
+    return page(f"Replay of record {seq}", body, user=user)
 
 
 @router.get("/chain")
 async def chain_page(request: Request, user: UserDep) -> HTMLResponse:
     log = _log(request)
-    key = verify_key_from(_settings(request))
+    key = verify_key_from(settings_of(request))
     report = log.verify(key)
     _on_chain(log, user, "verify", {})
     signer = f"Ed25519 key {key_id(key)}" if key is not None else "no verify key configured"
@@ -580,7 +314,7 @@ async def chain_page(request: Request, user: UserDep) -> HTMLResponse:
         f"<dt>Signer</dt><dd>{escape(signer)}</dd></dl>"
         + "".join(f"<p>Warning: {escape(w)}</p>" for w in report.warnings)
     )
-    return _html("Chain status", body, user=user)
+    return page("Chain status", body, user=user)
 
 
 def _bars(title: str, groups: list[dict[str, Any]]) -> str:
@@ -619,7 +353,7 @@ async def stats_page(request: Request, user: UserDep, since: str = "") -> HTMLRe
     from cds_service.audit.selfcheck import self_check_of_log
     from cds_service.audit.stats import DIMENSIONS, follow_through
 
-    settings = _settings(request)
+    settings = settings_of(request)
     when = None
     if since:
         try:
@@ -675,7 +409,7 @@ async def stats_page(request: Request, user: UserDep, since: str = "") -> HTMLRe
             else "<p>No forecast has a later measured level yet.</p>"
         )
     )
-    return _html("Statistics", body, user=user)
+    return page("Statistics", body, user=user)
 
 
 @router.get("/export.ndjson")
@@ -690,7 +424,7 @@ async def export_ndjson(request: Request, user: UserDep) -> Response:
     return Response(
         b"".join(to_ndjson(export_resources(records))),
         media_type="application/fhir+ndjson",
-        headers={**_headers(), "Content-Disposition": 'attachment; filename="audit.ndjson"'},
+        headers={**headers(), "Content-Disposition": 'attachment; filename="audit.ndjson"'},
     )
 
 
@@ -720,30 +454,9 @@ async def export_csv(request: Request, user: UserDep) -> Response:
     return Response(
         out.getvalue(),
         media_type="text/csv",
-        headers={**_headers(), "Content-Disposition": 'attachment; filename="audit.csv"'},
+        headers={**headers(), "Content-Disposition": 'attachment; filename="audit.csv"'},
     )
 
 
 def _cell(text: str) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@") else text
-
-
-_CSS = """
-body { font-family: system-ui, sans-serif; margin: 0; color: #1a1a1a; background: #fff; }
-header { background: #1d3557; color: #fff; padding: 0.5rem 1rem; display: flex;
-  justify-content: space-between; align-items: center; flex-wrap: wrap; }
-header a, header button { color: #fff; margin-right: 1rem; }
-header form { display: inline; }
-header button { background: none; border: 1px solid #fff; padding: 0.2rem 0.5rem; }
-.brand { font-weight: bold; margin: 0; }
-main { padding: 1rem; max-width: 72rem; }
-table { border-collapse: collapse; margin: 0.5rem 0 1rem; }
-th, td { border: 1px solid #767676; padding: 0.25rem 0.5rem; text-align: left; }
-caption { text-align: left; font-weight: bold; }
-.filters label { margin: 0 0.25rem 0 0.75rem; }
-pre { background: #f4f4f4; padding: 0.5rem; overflow-x: auto; }
-a { color: #0b5394; }
-a.button { display: inline-block; background: #0b5394; color: #fff; padding: 0.4rem 0.8rem; }
-svg text { font-size: 12px; fill: #1a1a1a; }
-rect.acc { fill: #1d3557; } rect.ovr { fill: #6c8ebf; } rect.none { fill: #c9d6ea; }
-"""
