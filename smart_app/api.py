@@ -25,7 +25,8 @@ from cds_service.services.catalog import LOINC, RISK_OBSERVATION_LOINC
 from cds_service.services.vancomycin import MAX_DRAFT_DOSE_MG, MAX_DRAFT_INTERVAL_H
 from smart_app import views
 from smart_app.embedding import COOKIE
-from smart_app.launch import refresh_due, refresh_session, twin_scope
+from smart_app.launch import twin_scope
+from smart_app.refresh import refresh_due, refresh_session
 from smart_app.sessions import SessionStore
 from twin_engine import FeatureSet, build_twin_from_fhir, derive_features
 from twin_engine.clinical.state import ClinicalState, clinical_state

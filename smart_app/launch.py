@@ -16,35 +16,37 @@ Protection"; RFC 7636). The server does the whole OAuth dance and keeps the toke
    ``encounter``, ``need_patient_banner``, ``smart_style_url``, ``appContext``).
 
 Tokens never reach the browser, its storage, our logs or any cookie but the opaque
-session id.
+session id. Talking to the EHR's authorization server (discovery, the code exchange,
+the id_token check) is `smart_app.ehr_oauth`; renewing the token later is
+`smart_app.refresh`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import hashlib
 import hmac
 import json
 import logging
 import re
 import secrets
 import time
-import weakref
-from dataclasses import dataclass
 from html import escape
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import httpx
-import jwt
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from cds_service.audit.log import AppAccess, ChainedAuditLog
-from cds_service.errors import FhirServerNotAllowed
-from cds_service.pipeline.fhir_client import check_fhir_server
 from cds_service.settings import Settings, SmartServerConfig
+from smart_app.ehr_oauth import (
+    LaunchRefused,
+    discover,
+    exchange_code,
+    pkce_challenge,
+    token_lifetime,
+    verify_id_token,
+)
 from smart_app.embedding import COOKIE, expired_session_cookie, session_cookie
 from smart_app.sessions import SessionStore
 from smart_app.style import fetch_style
@@ -59,28 +61,8 @@ PENDING_TTL_S = 600
 VERIFIER_BYTES = 64
 #: state and nonce: 256 bits each (the issue asks >= 128).
 STATE_BYTES = 32
-#: Clock skew allowed on id_token exp/iat.
-ID_TOKEN_LEEWAY_S = 30
-#: Signature algorithms accepted on an id_token (SMART 2.x: RS256 required; ES384 too).
-ID_TOKEN_ALGORITHMS = ["RS256", "RS384", "ES256", "ES384"]
 #: A FHIR resource id (FHIR R4 datatypes, id).
 _FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
-
-
-class LaunchRefused(Exception):
-    """A launch or callback we refuse; the message is safe to show the clinician."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-@dataclass(frozen=True, slots=True)
-class SmartEndpoints:
-    authorize: str
-    token: str
-    issuer: str | None
-    jwks_uri: str | None
 
 
 def _page(title: str, message: str, status: int) -> HTMLResponse:
@@ -130,53 +112,6 @@ def twin_scope(settings: Settings, iss: str) -> str | None:
         if any(s.rstrip("/") == base for s in client.fhir_servers):
             return client.tenant or client.iss
     return None
-
-
-def _checked_url(url: object, what: str, settings: Settings) -> str:
-    """An endpoint from discovery: absolute, https (http only on loopback in development)."""
-    if not isinstance(url, str) or not url:
-        raise LaunchRefused(f"the EHR's SMART configuration has no {what}", 502)
-    try:
-        check_fhir_server(
-            url, (url,), allow_insecure_loopback=settings.allow_insecure_loopback_fhir
-        )
-    except FhirServerNotAllowed as exc:
-        raise LaunchRefused(f"the EHR's {what} is not acceptable: {exc}", 502) from exc
-    return url
-
-
-async def discover(http: httpx.AsyncClient, iss: str, settings: Settings) -> SmartEndpoints:
-    """The EHR's endpoints from ``{iss}/.well-known/smart-configuration`` (SMART 2.x)."""
-    url = iss.rstrip("/") + "/.well-known/smart-configuration"
-    try:
-        response = await http.get(url, headers={"Accept": "application/json"})
-        config = response.json() if response.status_code == 200 else None
-    except (httpx.HTTPError, ValueError) as exc:
-        raise LaunchRefused(
-            f"the EHR's SMART configuration could not be read ({type(exc).__name__})", 502
-        ) from exc
-    if not isinstance(config, dict):
-        raise LaunchRefused("the EHR published no SMART configuration", 502)
-    methods = config.get("code_challenge_methods_supported")
-    if not isinstance(methods, list) or "S256" not in methods:
-        # SMART 2.x requires S256; without it the code could be replayed by whoever sees it.
-        raise LaunchRefused("the EHR does not support PKCE S256; the launch is refused", 502)
-    jwks_uri = config.get("jwks_uri")
-    issuer = config.get("issuer")
-    return SmartEndpoints(
-        authorize=_checked_url(
-            config.get("authorization_endpoint"), "authorize endpoint", settings
-        ),
-        token=_checked_url(config.get("token_endpoint"), "token endpoint", settings),
-        issuer=issuer if isinstance(issuer, str) else None,
-        jwks_uri=_checked_url(jwks_uri, "jwks_uri", settings) if jwks_uri else None,
-    )
-
-
-def pkce_challenge(verifier: str) -> str:
-    """BASE64URL(SHA256(verifier)) without padding (RFC 7636 §4.2, S256)."""
-    digest = hashlib.sha256(verifier.encode("ascii")).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
 def set_session_cookie(
@@ -261,69 +196,6 @@ async def launch(request: Request, iss: str | None = None, launch: str | None = 
     return response
 
 
-async def _exchange(
-    http: httpx.AsyncClient, pending: dict[str, Any], code: str, redirect_uri: str
-) -> dict[str, Any]:
-    try:
-        response = await http.post(
-            pending["token_endpoint"],
-            data={
-                "grant_type": "authorization_code",
-                "code": code,
-                "redirect_uri": redirect_uri,
-                "client_id": pending["client_id"],
-                "code_verifier": pending["verifier"],
-            },
-            headers={"Accept": "application/json"},
-        )
-    except httpx.HTTPError as exc:
-        raise LaunchRefused(f"the EHR's token endpoint failed ({type(exc).__name__})", 502) from exc
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if response.status_code != 200 or not isinstance(body, dict):
-        error = body.get("error") if isinstance(body, dict) else None
-        # The error code is OAuth's (invalid_grant, ...), never a token: safe to show and log.
-        log.warning("SMART token exchange refused: %s %s", response.status_code, error)
-        raise LaunchRefused(
-            f"the EHR refused the authorization code ({error or response.status_code})",
-            401,
-        )
-    return body
-
-
-async def _verify_id_token(
-    http: httpx.AsyncClient, pending: dict[str, Any], id_token: object
-) -> dict[str, Any]:
-    """OpenID Connect Core §3.1.3.7: signature, iss, aud, exp/iat and our nonce."""
-    if not isinstance(id_token, str):
-        raise LaunchRefused("the EHR sent no id_token for the openid scope", 401)
-    if not pending.get("jwks_uri") or not pending.get("issuer"):
-        raise LaunchRefused("the EHR publishes no issuer or jwks_uri to check the id_token", 502)
-    try:
-        response = await http.get(pending["jwks_uri"], headers={"Accept": "application/json"})
-        keys = jwt.PyJWKSet.from_dict(response.json())
-        kid = jwt.get_unverified_header(id_token).get("kid")
-        candidates = [k for k in keys.keys if kid is None or k.key_id == kid]
-        if not candidates:
-            raise LaunchRefused("the id_token's signing key is not in the EHR's JWKS", 401)
-        claims: dict[str, Any] = jwt.decode(
-            id_token,
-            candidates[0].key,
-            algorithms=ID_TOKEN_ALGORITHMS,
-            audience=pending["client_id"],
-            issuer=pending["issuer"],
-            leeway=ID_TOKEN_LEEWAY_S,
-            options={"require": ["exp", "iat", "iss", "aud", "sub"]},
-        )
-    except (httpx.HTTPError, ValueError, jwt.PyJWTError) as exc:
-        raise LaunchRefused(f"the id_token is not valid ({type(exc).__name__})", 401) from exc
-    if not hmac.compare_digest(str(claims.get("nonce", "")), pending["nonce"]):
-        raise LaunchRefused("the id_token's nonce is not this launch's", 401)
-    return claims
-
-
 def _app_context(value: object) -> dict[str, Any] | None:
     """CDS Hooks 2.0 Link.appContext arrives as a string; ours is a JSON object."""
     if isinstance(value, dict):
@@ -366,7 +238,7 @@ async def callback(
         return _page("Launch refused", "The EHR sent no authorization code.", 400)
     http = _http(request)
     try:
-        tokens = await _exchange(http, pending, code, settings.app_redirect_uri)
+        tokens = await exchange_code(http, pending, code, settings.app_redirect_uri)
         if str(tokens.get("token_type", "")).lower() != "bearer" or not isinstance(
             tokens.get("access_token"), str
         ):
@@ -377,11 +249,11 @@ async def callback(
         encounter = tokens.get("encounter")
         user = None
         if "openid" in pending["scope"].split():
-            claims = await _verify_id_token(http, pending, tokens.get("id_token"))
+            claims = await verify_id_token(http, pending, tokens.get("id_token"))
             user = claims.get("fhirUser") or claims.get("sub")
     except LaunchRefused as exc:
         return _page("Launch refused", str(exc), exc.status)
-    access_lifetime = _lifetime(tokens.get("expires_in"), settings.app_session_max_s)
+    access_lifetime = token_lifetime(tokens.get("expires_in"), settings.app_session_max_s)
     refresh_token = tokens.get("refresh_token")
     # With a refresh token the session lasts its full length (the access token is renewed
     # before it expires); without one it ends with the access token.
@@ -428,95 +300,6 @@ async def callback(
     response = RedirectResponse("/app/", 303)
     set_session_cookie(response, settings, session_id, lifetime)
     return response
-
-
-def _lifetime(expires_in: object, longest: int) -> int:
-    """The access token's lifetime in seconds (``expires_in``), at most ``longest``."""
-    if isinstance(expires_in, int | float) and not isinstance(expires_in, bool) and expires_in > 0:
-        return min(longest, int(expires_in))
-    return longest
-
-
-#: Renew the access token this long before it expires (at most half its lifetime), so
-#: a call that starts with it does not reach the EHR with an expired one.
-REFRESH_MARGIN_S = 60.0
-
-
-def refresh_due(data: dict[str, Any], now: float) -> bool:
-    """True when the session has a refresh token and its access token is about to expire."""
-    if not data.get("refresh_token") or "access_expires_at" not in data:
-        return False
-    margin = min(REFRESH_MARGIN_S, float(data.get("access_lifetime_s", 0)) / 2)
-    return now >= float(data["access_expires_at"]) - margin
-
-
-async def refresh_session(
-    request: Request, session_id: str, data: dict[str, Any]
-) -> dict[str, Any] | None:
-    """Renew the session's access token with its refresh token (RFC 6749 §6), storing the
-    rotated refresh token; the session as it now is, or None when it cannot go on
-    (the EHR refused and the access token has expired).
-
-    One renewal per session at a time in this process: with rotation, two concurrent
-    renewals would present the same refresh token twice, which an EHR may take as
-    theft and answer by revoking the session's tokens.
-    """
-    store = _store(request)
-    # Weak values: a session's lock lives only while a renewal holds or awaits it.
-    locks: weakref.WeakValueDictionary[str, asyncio.Lock] = request.app.state.app_refresh_locks
-    key = hashlib.sha256(session_id.encode()).hexdigest()
-    lock = locks.get(key)
-    if lock is None:
-        lock = locks[key] = asyncio.Lock()
-    async with lock:
-        current = store.get(session_id, "active")
-        if current is None:
-            return None
-        if not refresh_due(current, time.time()):
-            return current  # renewed by the call that held the lock before us
-        settings = _settings(request)
-        status: int | None = None
-        try:
-            response = await _http(request).post(
-                current["token_endpoint"],
-                data={
-                    "grant_type": "refresh_token",
-                    "refresh_token": current["refresh_token"],
-                    "client_id": current["client_id"],
-                },
-                headers={"Accept": "application/json"},
-            )
-            status = response.status_code
-            body = response.json() if status == 200 else None
-        except (httpx.HTTPError, ValueError) as exc:
-            log.warning("SMART token refresh failed (%s)", type(exc).__name__)
-            body = None
-        ok = (
-            isinstance(body, dict)
-            and str(body.get("token_type", "")).lower() == "bearer"
-            and isinstance(body.get("access_token"), str)
-        )
-        if not ok or not isinstance(body, dict):
-            log.warning("SMART token refresh refused (HTTP %s)", status)
-            still_valid = float(current["access_expires_at"]) > time.time()
-            return current if still_valid else None
-        now = time.time()
-        lifetime = _lifetime(body.get("expires_in"), settings.app_session_max_s)
-        renewed = {
-            **current,
-            "access_token": body["access_token"],
-            "access_expires_at": now + lifetime,
-            "access_lifetime_s": lifetime,
-            # Rotation: the EHR's new refresh token replaces the spent one; an EHR that
-            # does not rotate keeps the old one valid, so it is kept.
-            "refresh_token": body.get("refresh_token") or current["refresh_token"],
-        }
-        if isinstance(body.get("scope"), str):
-            renewed["scope"] = body["scope"]
-        if not store.replace(session_id, "active", renewed):
-            return None
-        log.info("SMART access token renewed (iss %s)", current["iss"])
-        return renewed
 
 
 @router.post("/logout", response_model=None)

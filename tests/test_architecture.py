@@ -66,7 +66,6 @@ KNOWN_LONG: set[str] = {
     "cds_service/audit/replay.py",
     "ehr_sim/demo.py",
     "ehr_sim/simulator.py",
-    "smart_app/launch.py",
     "smart_app/views.py",
     "twin_engine/ingest.py",
     "twin_engine/pk/history.py",
