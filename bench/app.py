@@ -38,7 +38,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from cds_service.services.vancomycin import simulator_for  # noqa: E402
-from ehr_sim.demo import example_request, free_port, running_product  # noqa: E402
+from ehr_sim.demo import example_request, running_product  # noqa: E402
+from ehr_sim.servers import free_port  # noqa: E402
 from onnx_models.pk.models import MODELS  # noqa: E402
 from twin_engine.pk.recommend import recommend  # noqa: E402
 from twin_engine.pk.types import Regimen  # noqa: E402

@@ -40,7 +40,7 @@ from cds_service.audit.replay import ModelArchive, installed_shas, replay_record
 from cds_service.audit.stats import follow_through  # noqa: E402
 from cds_service.settings import Settings  # noqa: E402
 from cds_service.stores import open_twin_store  # noqa: E402
-from ehr_sim.demo import generate_patients  # noqa: E402
+from ehr_sim.patients import generate_patients  # noqa: E402
 from onnx_models.registry import ModelRegistry  # noqa: E402
 from tests.audit.conftest import entry  # noqa: E402
 from tests.audit.test_replay import _dosing_call, _draft  # noqa: E402

@@ -31,7 +31,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from cds_service.audit import log as audit_module  # noqa: E402
 from cds_service.audit.chain import canonical_json  # noqa: E402
 from cds_service.settings import Settings  # noqa: E402
-from ehr_sim.demo import generate_patients  # noqa: E402
+from ehr_sim.patients import generate_patients  # noqa: E402
 from tests.conftest import hook_request, prefetch_from_bundle  # noqa: E402
 from twin_cds.app import create_app  # noqa: E402
 

@@ -196,7 +196,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=200)
     parser.add_argument("--new-patients", type=int, default=60)
     args = parser.parse_args()
-    from ehr_sim.demo import generate_patients
+    from ehr_sim.patients import generate_patients
 
     bodies: list[tuple[str, dict[str, Any]]] = []
     small = prefetch_from_bundle(generate_patients(1, seed=3)[0])

@@ -62,13 +62,9 @@ REPO = Path(__file__).resolve().parents[1]
 logging.getLogger("twin_cds.hooks").setLevel(logging.WARNING)
 sys.path.insert(0, str(REPO))
 
-from ehr_sim.demo import (  # noqa: E402
-    example_request,
-    free_port,
-    generate_patients,
-    load_patients,
-    start_fhir_server,
-)
+from ehr_sim.demo import example_request  # noqa: E402
+from ehr_sim.patients import generate_patients  # noqa: E402
+from ehr_sim.servers import free_port, load_patients, start_fhir_server  # noqa: E402
 from tests.conftest import hook_request, prefetch_from_bundle  # noqa: E402
 
 PEER_VENV = REPO / "bench" / ".venvs" / "healthchain"

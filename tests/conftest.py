@@ -71,7 +71,7 @@ def hook_request(
 
 @pytest.fixture(scope="session")
 def demo_bundles() -> list[dict[str, Any]]:
-    from ehr_sim.demo import generate_patients
+    from ehr_sim.patients import generate_patients
 
     return generate_patients(8, seed=7)
 

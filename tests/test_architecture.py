@@ -64,8 +64,6 @@ MAX_LINES = 500
 KNOWN_LONG: set[str] = {
     "cds_service/audit/log.py",
     "cds_service/audit/replay.py",
-    "ehr_sim/demo.py",
-    "ehr_sim/simulator.py",
     "smart_app/views.py",
     "twin_engine/ingest.py",
     "twin_engine/pk/history.py",
@@ -197,7 +195,6 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 KNOWN_CYCLES: list[list[str]] = [
     ["cds_service.audit.log", "cds_service.audit.store_pg"],
     ["cds_service.audit.replay", "cds_service.pipeline.run"],
-    ["ehr_sim.demo", "ehr_sim.simulator"],
 ]
 
 

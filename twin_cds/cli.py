@@ -292,7 +292,8 @@ def cmd_config_check(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from ehr_sim.demo import PortInUse, run_demo
+    from ehr_sim.demo import run_demo
+    from ehr_sim.servers import PortInUse
 
     try:
         run_demo(

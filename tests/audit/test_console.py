@@ -26,8 +26,9 @@ from cds_service.audit.auth import AuditorIssuerConfig
 from cds_service.audit.log import ChainedAuditLog
 from cds_service.http.auth import CdsClientConfig
 from cds_service.settings import Settings
-from ehr_sim.demo import free_port
-from ehr_sim.simulator import SimulatedClient, SimulatorConfig, _public_jwk, create_simulator_app
+from ehr_sim.authorization import public_jwk
+from ehr_sim.servers import free_port
+from ehr_sim.simulator import SimulatedClient, SimulatorConfig, create_simulator_app
 from tests.audit.test_api import CLIENT_KEY, EHR, _jwks, client_token
 from tests.conftest import hook_request, prefetch_from_bundle
 from twin_cds.app import create_app
@@ -83,7 +84,7 @@ def provider() -> Iterator[Provider]:
 
 
 def _console(tmp_path: Any, provider: Provider, tenant: str | None = None) -> TestClient:
-    jwk = {**_public_jwk(KEY), "use": "sig"}
+    jwk = {**public_jwk(KEY), "use": "sig"}
     settings = Settings(
         data_dir=tmp_path / "data",
         public_base_url=BASE,

@@ -21,8 +21,10 @@ from playwright.sync_api import expect
 from cds_service.audit.auth import AuditorIssuerConfig
 from cds_service.http.auth import CdsClientConfig
 from cds_service.settings import Settings
-from ehr_sim.demo import free_port, generate_patients
-from ehr_sim.simulator import SimulatedClient, SimulatorConfig, _public_jwk, create_simulator_app
+from ehr_sim.authorization import public_jwk
+from ehr_sim.patients import generate_patients
+from ehr_sim.servers import free_port
+from ehr_sim.simulator import SimulatedClient, SimulatorConfig, create_simulator_app
 from tests.audit.test_api import CLIENT_KEY, EHR, _jwks, client_token
 from tests.conftest import hook_request, prefetch_from_bundle
 from tests.integration.test_smart_app import CHROMIUM_ARGS, _axe_violations
@@ -73,7 +75,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
             auditors=(
                 AuditorIssuerConfig(
                     iss=sim,
-                    jwks={"keys": [{**_public_jwk(KEY), "use": "sig"}]},
+                    jwks={"keys": [{**public_jwk(KEY), "use": "sig"}]},
                     algorithms=("RS256",),
                 ),
             ),

@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from ehr_sim.demo import APP_CLIENT_ID, RunningProduct, free_port, running_product
+from ehr_sim.demo import APP_CLIENT_ID, RunningProduct, running_product
+from ehr_sim.servers import free_port
 from smart_app.launch import COOKIE
 from smart_app.sessions import SessionStore
 from tests.integration.test_smart_app import CHROMIUM_ARGS, chromium  # noqa: F401 - fixture

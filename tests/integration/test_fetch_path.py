@@ -15,7 +15,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ehr_sim.demo import RunningServer, example_request, free_port, running_demo
+from ehr_sim.demo import example_request, running_demo
+from ehr_sim.servers import RunningServer, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -31,7 +31,8 @@ from cds_service.population.bulk import (
 )
 from cds_service.population.job import BuildConfig, run_build
 from cds_service.settings import Settings
-from ehr_sim.demo import RunningServer, generate_patients, start_fhir_server
+from ehr_sim.patients import generate_patients
+from ehr_sim.servers import RunningServer, start_fhir_server
 from tests.conftest import hook_request
 from twin_cds.app import create_app
 

@@ -23,7 +23,8 @@ from cds_service.pipeline.fhir_client import FhirClient
 from cds_service.pipeline.gather import gather
 from cds_service.services.catalog import SERVICES
 from cds_service.settings import Settings
-from ehr_sim.demo import RunningServer, generate_patients, load_patients, start_fhir_server
+from ehr_sim.patients import generate_patients
+from ehr_sim.servers import RunningServer, load_patients, start_fhir_server
 from smart_app.api import patient_queries
 
 pytestmark = pytest.mark.integration

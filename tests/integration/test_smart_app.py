@@ -30,7 +30,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from playwright.sync_api import expect
 
-from ehr_sim.demo import APP_CLIENT_ID, RunningProduct, free_port, running_product
+from ehr_sim.demo import APP_CLIENT_ID, RunningProduct, running_product
+from ehr_sim.servers import free_port
 from smart_app.launch import COOKIE
 from smart_app.sessions import SessionStore
 

@@ -33,7 +33,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from cds_service.audit.log import ChainedAuditLog, SqliteAuditLog
-from ehr_sim.demo import RunningServer, _wait_until_up, free_port
+from ehr_sim.servers import RunningServer, free_port, wait_until_up
 from tests.audit.stores import PG_BASE_URL, pg_available
 from tests.conftest import hook_request, prefetch_from_bundle
 
@@ -77,7 +77,7 @@ def _start_service(work: Path, env: dict[str, str], *, user: int | None = None) 
             command, env=full_env, stdout=log, stderr=subprocess.STDOUT
         )
     url = f"http://127.0.0.1:{port}"
-    _wait_until_up(f"{url}/healthz", process, log_path)
+    wait_until_up(f"{url}/healthz", process, log_path)
     return RunningServer(url, process, log_path)
 
 

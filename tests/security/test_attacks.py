@@ -28,7 +28,7 @@ from fastapi.responses import JSONResponse
 
 from cds_service.http.auth import MAX_TOKEN_BYTES
 from cds_service.http.edge import MAX_BODY_BYTES, MAX_FEEDBACK_BODY_BYTES, MAX_HEADER_BYTES
-from ehr_sim.demo import RunningServer, free_port, start_service
+from ehr_sim.servers import RunningServer, free_port, start_service
 from smart_app.launch import COOKIE
 from smart_app.sessions import SessionStore
 from tests.conftest import hook_request, prefetch_from_bundle
@@ -548,7 +548,7 @@ def test_the_fhir_server_honours_its_port_and_loopback_from_a_relative_work_dir(
 ) -> None:
     """Started with a relative data directory, the FHIR server listens where it was told,
     on 127.0.0.1 only (its settings reach it by an absolute path)."""
-    from ehr_sim.demo import start_fhir_server
+    from ehr_sim.servers import start_fhir_server
 
     monkeypatch.chdir(tmp_path)
     port = free_port()

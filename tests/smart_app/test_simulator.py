@@ -779,7 +779,8 @@ def test_the_ehr_launch_refuses_unregistered_urls_and_bad_patients(
 def test_against_sekmet_the_picker_proxy_and_paging_work(tmp_path: Path) -> None:
     """Real sekmet on 127.0.0.1 with generated patients: picker, token, patient-bound
     searches paged through the proxy; and the simulator's own command starts and answers."""
-    from ehr_sim.demo import free_port, generate_patients, load_patients, start_fhir_server
+    from ehr_sim.patients import generate_patients
+    from ehr_sim.servers import free_port, load_patients, start_fhir_server
     from ehr_sim.simulator import start_simulator
 
     fhir = start_fhir_server(tmp_path / "fhir")

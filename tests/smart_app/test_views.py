@@ -20,7 +20,7 @@ from cds_service.services.ascvd_cards import ascvd_cards
 from cds_service.services.cardio_renal import CardioRenalAssessments, what_ifs
 from cds_service.services.cardio_renal_cards import cardio_renal_cards
 from cds_service.services.vancomycin import dosing_cards, simulator_for
-from ehr_sim.demo import vancomycin_patient
+from ehr_sim.patients import vancomycin_patient
 from onnx_models.registry import ModelRegistry
 from smart_app import views
 from tests.conftest import with_ids
