@@ -7,6 +7,7 @@ All JSON goes to stdout; errors go to stderr with exit code 2 (bad input) or
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -291,7 +292,23 @@ def cmd_config_check(args: argparse.Namespace) -> None:
     _print_json({"ok": True, "workers": args.workers})
 
 
+#: What the ``demo`` extra installs (pyproject.toml): the FHIR server and the patient generator.
+DEMO_EXTRA = ("sekmet", "carebundle")
+
+
+def demo_extra_missing() -> list[str]:
+    """The ``demo`` extra's packages this environment lacks (the product needs none of them)."""
+    return [name for name in DEMO_EXTRA if importlib.util.find_spec(name) is None]
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
+    missing = demo_extra_missing()
+    if missing:
+        _fail(
+            EXIT_FAILURE,
+            f"the demo needs the 'demo' extra ({', '.join(missing)} missing): "
+            "pip install 'twin-cds[demo]', or run scripts/demo.sh",
+        )
     from ehr_sim.demo import run_demo
     from ehr_sim.servers import PortInUse
 

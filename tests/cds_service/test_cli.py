@@ -307,3 +307,19 @@ def test_dose_entries_carry_trough_peak_and_overshoot(tmp_path: Path) -> None:
     for entry in json.loads(result.stdout)["recommendation"]:
         assert 0 < entry["predicted_trough_mg_l"] < entry["predicted_peak_mg_l"]
         assert 0 <= entry["probability_above_target"] <= 1 - entry["probability_in_target"]
+
+
+def test_demo_without_the_demo_extra_says_so_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`twin-cds demo` lacking a demo-extra package exits 1 with one line saying what to install."""
+    from twin_cds import cli
+
+    monkeypatch.setattr(cli, "DEMO_EXTRA", ("sekmet", "twin_cds_no_such_demo_package"))
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["demo"])
+    assert exited.value.code == 1
+    assert capsys.readouterr().err == (
+        "twin-cds: the demo needs the 'demo' extra (twin_cds_no_such_demo_package missing): "
+        "pip install 'twin-cds[demo]', or run scripts/demo.sh\n"
+    )
