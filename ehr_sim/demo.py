@@ -1,10 +1,10 @@
 """The demo: every part on 127.0.0.1, wired to each other, and what to open printed.
 
 `running_product` starts the FHIR server with the generated patients, the vancomycin
-inpatient and the patients with history, the service (with the clinician app) and the
-EHR launch simulator in front of the FHIR server; `run_demo` is what ``twin-cds demo``
-runs (``scripts/demo.sh`` installs, then runs it). The integration tests start the same
-parts. The service never imports this package.
+inpatient and the patients with history, the service (with the clinician app and the
+auditor console) and the EHR launch simulator in front of the FHIR server; `run_demo` is
+what ``twin-cds demo`` runs (``scripts/demo.sh`` installs, then runs it). The integration
+tests start the same parts. The service never imports this package.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from ehr_sim.history import history_patients
 from ehr_sim.patients import generate_patients, vancomycin_patient
 from ehr_sim.servers import (
@@ -27,7 +29,7 @@ from ehr_sim.servers import (
     start_fhir_server,
     start_service,
 )
-from ehr_sim.simulator import start_simulator
+from ehr_sim.simulator import AUDITOR_CLIENT_ID, start_simulator
 from ehr_sim.state import SimulatedClient
 
 
@@ -111,6 +113,7 @@ def running_product(
     cds_jwks: dict[str, Any] | None = None,
     service_env: dict[str, str] | None = None,
     ehr_token_lifetime_s: int | None = None,
+    auditor_console: bool = False,
 ) -> Iterator[RunningProduct]:
     """The FHIR server with generated patients and the vancomycin inpatient, the service,
     and the EHR launch simulator in front of the FHIR server, wired to each other.
@@ -119,7 +122,8 @@ def running_product(
     signs its hook calls and the service requires it, as in production; without them
     the service's authentication of CDS clients is off (the demo). ``service_env`` adds
     settings; ``ehr_token_lifetime_s`` shortens the EHR's access tokens (to see them
-    refreshed).
+    refreshed). With ``auditor_console`` the simulated EHR is also the identity provider
+    of the service's auditor console (``/audit/ui``), and whoever signs in is an auditor.
     """
     fhir = start_fhir_server(work_dir, fhir_port)
     running: list[RunningServer] = [fhir]
@@ -133,6 +137,23 @@ def running_product(
         ehr_port = ehr_port or free_port()
         ehr_base = f"http://127.0.0.1:{ehr_port}"
         ehr_fhir = f"{ehr_base}/fhir"
+        service_url = f"http://127.0.0.1:{port}"
+        # The EHR first: it needs only the service's address, and the service needs the
+        # EHR's id_token key when the EHR signs its auditors in.
+        ehr = start_simulator(
+            work_dir,
+            ehr_port,
+            fhir_upstream=fhir.base_url,
+            client=SimulatedClient(
+                APP_CLIENT_ID, (f"{service_url}/app/callback",), f"{service_url}/app/launch"
+            ),
+            cds_service_url=service_url,
+            cds_signing_key_file=cds_key_file,
+            cds_client_iss=ehr_base if cds_key_file else None,
+            token_lifetime_s=ehr_token_lifetime_s,
+            auditor_console=service_url if auditor_console else None,
+        )
+        running.append(ehr)
         env = {
             "TWIN_CDS_FHIR_SERVER_ALLOWLIST": json.dumps([fhir.base_url, ehr_fhir]),
             "TWIN_CDS_SMART_SERVERS": json.dumps([{"iss": ehr_fhir, "client_id": APP_CLIENT_ID}]),
@@ -142,27 +163,28 @@ def running_product(
             env["TWIN_CDS_CLIENTS"] = json.dumps([client])
         else:
             env["TWIN_CDS_AUTH_REQUIRED"] = "false"
+        if auditor_console:
+            env.update(auditor_console_env(ehr_base))
         service = start_service(work_dir, port, fhir.base_url, {**env, **(service_env or {})})
         running.append(service)
-        ehr = start_simulator(
-            work_dir,
-            ehr_port,
-            fhir_upstream=fhir.base_url,
-            client=SimulatedClient(
-                APP_CLIENT_ID,
-                (f"{service.base_url}/app/callback",),
-                f"{service.base_url}/app/launch",
-            ),
-            cds_service_url=service.base_url,
-            cds_signing_key_file=cds_key_file,
-            cds_client_iss=ehr_base if cds_key_file else None,
-            token_lifetime_s=ehr_token_lifetime_s,
-        )
-        running.append(ehr)
         yield RunningProduct(fhir, service, ehr, ids, vancomycin_id, history)
     finally:
         for server in reversed(running):
             server.stop()
+
+
+def auditor_console_env(ehr_base: str) -> dict[str, str]:
+    """The service's settings that make the simulated EHR at ``ehr_base`` the auditor
+    console's identity provider: its JWKS (RS256 id_tokens) as an auditor issuer."""
+    jwks = httpx.get(f"{ehr_base}/jwks.json", timeout=10).raise_for_status().json()
+    issuer = {"iss": ehr_base, "jwks": jwks, "algorithms": ["RS256"]}
+    return {
+        "TWIN_CDS_AUDITORS": json.dumps([issuer]),
+        "TWIN_CDS_AUDIT_CONSOLE_ISSUER": ehr_base,
+        "TWIN_CDS_AUDIT_CONSOLE_CLIENT_ID": AUDITOR_CLIENT_ID,
+        # The simulated EHR, like a SMART EHR, wants its FHIR base as the authorize aud.
+        "TWIN_CDS_AUDIT_CONSOLE_AUD": f"{ehr_base}/fhir",
+    }
 
 
 def run_demo(
@@ -182,6 +204,7 @@ def run_demo(
         ehr_port=ehr_port,
         # The chart's "open in the chart" button shows the app in the EHR's frame.
         service_env={"TWIN_CDS_APP_EMBED_IN_EHR": "true"},
+        auditor_console=True,
     ) as product:
         fhir, service = product.fhir, product.service
         ids = product.patients
@@ -196,6 +219,11 @@ def run_demo(
             f"{product.ehr.base_url}/ehr/patient/{product.vancomycin_patient})"
         )
         print(f"Standalone launch of the app (patient picker): {service.base_url}/app/launch")
+        print(
+            f"Auditor console (the audit trail, replay, statistics): {service.base_url}/audit/ui\n"
+            "  Sign in with your organisation: the simulated EHR is the auditors' identity\n"
+            "  provider here and signs you in as an auditor (its id_token carries role=auditor)."
+        )
         print("Patients:", ", ".join(ids))
         for scenario, pid in product.history_patients.items():
             print(f"  with history ({scenario}): {product.ehr.base_url}/ehr/patient/{pid}")

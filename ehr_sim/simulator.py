@@ -112,6 +112,22 @@ def create_simulator_app(
 
 # --- Running it -----------------------------------------------------------------------
 
+#: The auditor console's client id: the service's default (TWIN_CDS_AUDIT_CONSOLE_CLIENT_ID).
+AUDITOR_CLIENT_ID = "twin-cds-audit-console"
+
+
+def auditor_console_client(service_url: str) -> SimulatedClient:
+    """The auditor console of the service at ``service_url``, registered as an OpenID
+    Connect client whose users' id_tokens carry ``role: auditor``: in the demo, whoever
+    signs in to the console through this EHR is an auditor."""
+    base = service_url.rstrip("/")
+    return SimulatedClient(
+        AUDITOR_CLIENT_ID,
+        (f"{base}/audit/ui/callback",),
+        f"{base}/audit/ui",
+        id_token_claims=(("role", "auditor"),),
+    )
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -129,10 +145,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--cds-signing-key", type=Path, help="ES384 PEM key for CDS Hooks JWTs")
     parser.add_argument("--cds-client-iss", help="iss of those JWTs")
     parser.add_argument(
-        "--token-lifetime",
-        type=int,
-        default=3600,
-        help="access token lifetime, seconds",
+        "--token-lifetime", type=int, default=3600, help="access token lifetime, seconds"
+    )
+    parser.add_argument(
+        "--auditor-console",
+        metavar="SERVICE_URL",
+        help="a twin-cds service whose auditor console signs in here; its users are auditors",
     )
     return parser
 
@@ -142,10 +160,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if (args.cds_signing_key is None) != (args.cds_client_iss is None):
         parser.error("--cds-signing-key and --cds-client-iss go together")
+    clients = [SimulatedClient(args.client_id, tuple(args.redirect_uri), args.launch_url)]
+    if args.auditor_console:
+        clients.append(auditor_console_client(args.auditor_console))
     config = SimulatorConfig(
         fhir_upstream=args.fhir_upstream,
         public_base_url=args.public_base_url or f"http://127.0.0.1:{args.port}",
-        clients=(SimulatedClient(args.client_id, tuple(args.redirect_uri), args.launch_url),),
+        clients=tuple(clients),
         cds_service_url=args.cds_service_url,
         cds_signing_key_pem=args.cds_signing_key.read_bytes() if args.cds_signing_key else None,
         cds_client_iss=args.cds_client_iss,
@@ -171,8 +192,12 @@ def start_simulator(
     cds_signing_key_file: Path | None = None,
     cds_client_iss: str | None = None,
     token_lifetime_s: int | None = None,
+    auditor_console: str | None = None,
 ) -> RunningServer:
-    """Start ``python -m ehr_sim.simulator`` on 127.0.0.1 and wait until it answers."""
+    """Start ``python -m ehr_sim.simulator`` on 127.0.0.1 and wait until it answers.
+
+    With ``auditor_console`` (a service's base URL) the simulator is also the identity
+    provider of that service's auditor console (`auditor_console_client`)."""
     work_dir = work_dir.resolve()  # every path handed to the child is absolute
     work_dir.mkdir(parents=True, exist_ok=True)
     command = [
@@ -199,6 +224,8 @@ def start_simulator(
         command += ["--cds-client-iss", cds_client_iss]
     if token_lifetime_s is not None:
         command += ["--token-lifetime", str(token_lifetime_s)]
+    if auditor_console is not None:
+        command += ["--auditor-console", auditor_console]
     log_path = work_dir / "simulator.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
