@@ -132,7 +132,11 @@ def auditor_console_client(service_url: str) -> SimulatedClient:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m ehr_sim.simulator",
-        description="A simulated EHR and SMART authorization server in front of a FHIR server.",
+        description=(
+            "A simulated EHR and SMART authorization server in front of a FHIR server. "
+            "`twin-cds demo` and the tests start it (start_simulator); to run the demo, "
+            "use `twin-cds demo`."
+        ),
     )
     parser.add_argument("--port", type=int, default=7000)
     parser.add_argument("--host", default="127.0.0.1")

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Set up and start the demo: a FHIR R4 server with generated patients and the CDS service.
+# Set up and start the demo: installs the `demo` extra into .venv, then runs `twin-cds demo`,
+# the one launcher (FHIR server with patients, the service with the app and the auditor
+# console, the EHR simulator; ehr_sim/demo.py).
 # Usage: scripts/demo.sh [twin-cds demo arguments, e.g. --port 8080 --patients 12]
 set -euo pipefail
 cd "$(dirname "$0")/.."
