@@ -189,7 +189,7 @@ def _build(src: Path, out: Path, workers: int) -> tuple[dict[str, Any], float, f
     config = BuildConfig(inputs=(src,), out=out, as_of=AS_OF, progress=False)
     with (
         LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0"
         ) as cluster,
         Client(cluster) as client,
     ):

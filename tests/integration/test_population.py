@@ -248,7 +248,7 @@ def test_population_table_equals_the_patient_view_cards(
     records: list[dict[str, Any]] = []
     with (
         LocalCluster(
-            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address="127.0.0.1:0"
         ) as cluster,
         Client(cluster) as dask,
     ):
