@@ -68,6 +68,7 @@ KNOWN_LONG: set[str] = {
     "twin_engine/ingest.py",
     "twin_engine/pk/history.py",
     "twin_engine/pk/recommend.py",
+    "twin_engine/pk/regimen.py",
 }
 
 

@@ -27,7 +27,7 @@ def test_first_day_of_every_candidate_is_one_simulator_call(goti_sim: OnnxPkSimu
     """3 regimens x (no loading + loading options) x 1000 samples in a single run."""
     eta = np.random.default_rng(0).multivariate_normal(np.zeros(3), GOTI_2018.omega, 1000)
     params = GOTI_2018.individual_parameters(weight_kg=80, crcl_ml_min=90, dialysis=False, eta=eta)
-    ranked = rank_regimens(params, weight_kg=80.0)
+    ranked = rank_regimens(params, weight_kg=80.0, crcl_ml_min=90.0, dialysis=False)
     counting = CountingSimulator(goti_sim)
     out = add_first_day(
         counting,
@@ -59,6 +59,6 @@ def test_practical_rounding() -> None:
 def test_ranking_targets_the_window() -> None:
     """With CL known exactly (all samples equal), the top regimen's AUC is inside 400-600."""
     params = np.tile([3.0, 30.0, 6.5, 38.4], (100, 1))
-    best = rank_regimens(params, weight_kg=70.0)[0]
+    best = rank_regimens(params, weight_kg=70.0, crcl_ml_min=60.0, dialysis=False)[0]
     assert best.probability_in_target == 1.0
     assert 400.0 <= best.auc24_ss_mg_h_l <= 600.0

@@ -325,7 +325,12 @@ def plan_dosing(
         current_pred = summarise(current, auc[0], target_auc, posterior.params_samples)
 
     ranked = rank_regimens(
-        posterior.params_samples, target_auc, weight_kg=covariates.weight_kg, top=top
+        posterior.params_samples,
+        target_auc,
+        weight_kg=covariates.weight_kg,
+        crcl_ml_min=covariates.crcl_ml_min,
+        dialysis=covariates.dialysis,
+        top=top,
     )
     # A loading dose is offered when the patient has little drug on board: no doses yet.
     loading = offer_loading if offer_loading is not None else not doses

@@ -1,11 +1,12 @@
 """Regimen search over the posterior: regimens a pharmacist would write, ranked by consensus.
 
-The candidates and their order are the table `CONSENSUS_2020` (Rybak et al., Am J Health
-Syst Pharm 2020;77:835-864): q8h, q12h, q24h (q36h/q48h only when clearance is too low for
-q24h), maintenance doses in 250 mg steps within 15-20 mg/kg and 2 g, ranked by P(400 <=
-AUC24 <= 600), then the lower P(AUC24 > 600), then a steady-state trough within 1-15 mg/L,
-then the shorter interval. Only the posterior enters the ranking, so it cannot change with
-the time of day the card is asked for.
+The candidates and their order are the table `CONSENSUS_2020` (`DosingRules`): the interval
+follows renal function (q8h or q12h with normal renal function, q12h, q24h, q48h as
+creatinine clearance falls; a neighbouring interval only when the usual ones cannot reach the
+target), the maintenance dose is whatever 250 mg step puts AUC24 in 400-600 mg.h/L, up to
+20 mg/kg and 2 g; regimens are ranked by P(400 <= AUC24 <= 600), then the lower P(AUC24 >
+600), then the shorter interval, then the smaller dose. Only the posterior and the covariates
+enter the ranking, so it cannot change with the time of day the card is asked for.
 
 Steady-state AUC24 is exact without simulation for linear PK: over one dosing interval at
 steady state AUC_tau = dose / CL (Rowland & Tozer, Clinical Pharmacokinetics, 4th ed., ch. 11),
@@ -38,57 +39,90 @@ INTERVAL_QUANTILES = (0.05, 0.95)  # 90 % interval
 
 
 @dataclass(frozen=True, slots=True)
+class IntervalRule:
+    """The dosing intervals usual from a creatinine clearance (Cockcroft-Gault) upwards."""
+
+    min_crcl_ml_min: float
+    intervals_h: tuple[float, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class DosingRules:
     """The rules a recommended regimen obeys and the order regimens are ranked in.
 
-    Source: Rybak MJ et al. Therapeutic monitoring of vancomycin for serious MRSA infections:
-    a revised consensus guideline and review by ASHP, IDSA, PIDS and SIDP. Am J Health Syst
-    Pharm 2020;77:835-864 ("Rybak 2020" below).
+    Sources:
+    - Rybak MJ et al. Therapeutic monitoring of vancomycin for serious MRSA infections: a
+      revised consensus guideline and review by ASHP, IDSA, PIDS and SIDP. Am J Health Syst
+      Pharm 2020;77:835-864 ("Rybak 2020"): AUC24 400-600 mg.h/L (MIC 1), Bayesian
+      estimation preferred to individualise the dose; loading 20-35 mg/kg, at most 3 g; an
+      empiric 15-20 mg/kg every 8-12 h for most patients with normal renal function (as in
+      the 2009 consensus, Rybak MJ et al. Am J Health Syst Pharm 2009;66:82-98, Table 2).
+    - Tong SYC et al. CAMERA2 - combination antibiotic therapy for MRSA infection: study
+      protocol for a randomised controlled trial. Trials 2016;17:170, Table 1 ("CAMERA2"):
+      starting maintenance by creatinine clearance, > 90 mL/min every 12 h, 60-90 every
+      12 h, 20-60 every 24 h, < 20 every 48 h; on haemodialysis, dosed by pre-dialysis
+      levels.
+    - Liu C et al. Clinical practice guidelines by the IDSA for the treatment of MRSA
+      infections in adults and children. Clin Infect Dis 2011;52:e18-e55 ("Liu 2011"):
+      15-20 mg/kg/dose every 8-12 h, not to exceed 2 g per dose.
     """
 
-    #: Intervals the ward uses: 15-20 mg/kg every 8-12 h with normal renal function, every
-    #: 24 h as clearance falls (Rybak 2020, maintenance dosing recommendations).
-    intervals_h: tuple[float, ...]
-    #: Longer intervals, only when clearance is so low that the smallest allowed dose every
-    #: 24 h already overshoots the target (Rybak 2020: "longer intervals as clearance falls").
-    extended_intervals_h: tuple[float, ...]
+    #: Usual intervals by renal function, highest CrCl first; dialysis takes the last row.
+    interval_rules: tuple[IntervalRule, ...]
+    #: Intervals the ward writes, shortest first. A neighbour of the usual intervals joins
+    #: only when they cannot reach the target: the next longer one while the smallest dose
+    #: at the longest usual interval has a median AUC24 above it, the next shorter one while
+    #: the largest dose at the shortest has a median below it (levels showing a clearance
+    #: far from what CrCl predicts).
+    ward_intervals_h: tuple[float, ...]
     #: Doses in 250 mg steps: vials of 250 mg, 500 mg, 750 mg and 1 g make any such dose
     #: without a partial vial (project choice, common pharmacy practice).
     dose_step_mg: float
-    #: Maintenance 15-20 mg/kg actual body weight per dose (Rybak 2020). The 250 mg steps
-    #: nearest outside the band are allowed too (the step at or below 15 mg/kg, the step at or
-    #: above 20 mg/kg), so every weight has at least two doses to choose from.
-    maintenance_mg_kg: tuple[float, float]
-    #: At most 2 g per maintenance dose (the per-dose ceiling of common practice and of the
-    #: consensus' dosing examples; larger single doses are loading doses).
+    #: A maintenance dose is at most the 250 mg step at or above 20 mg/kg actual body weight
+    #: (the top of the consensus' empiric band, Rybak 2020) and at most 2 g (Liu 2011). A
+    #: patient who needs more drug a day gets it from a shorter interval, not a larger dose.
+    #: There is no lower mg/kg bound: 15 mg/kg is the empiric dose for normal renal
+    #: function before anything individual is known; the posterior is the individual
+    #: estimate the consensus prefers, so the AUC target sets the dose (one step at least).
+    max_maintenance_mg_kg: float
     max_maintenance_mg: float
     #: Loading 20-35 mg/kg actual body weight, at most 3 g (Rybak 2020, loading doses).
     loading_mg_kg: tuple[float, float]
     max_loading_mg: float
-    #: Predicted steady-state trough that needs no second look: at most 15 mg/L (Rybak 2020:
-    #: troughs of 15-20 mg/L carry more nephrotoxicity, and AUC 400-600 is reachable with
-    #: lower troughs), and at least the MIC the target assumes (1 mg/L), below which the
-    #: organism goes unexposed for part of every interval (project choice).
-    trough_range_mg_l: tuple[float, float]
     #: Probabilities are compared in steps of 5 points: with 1,000 posterior samples the Monte
     #: Carlo error of a probability is up to 1.6 points, and the Laplace approximation adds
     #: more, so smaller differences are ties (project choice).
     probability_step: float
 
+    def usual_intervals(self, crcl_ml_min: float, *, dialysis: bool) -> tuple[float, ...]:
+        """The intervals usual at this CrCl; on dialysis, those of the lowest row."""
+        if not dialysis:
+            for rule in self.interval_rules:
+                if crcl_ml_min >= rule.min_crcl_ml_min:
+                    return rule.intervals_h
+        return self.interval_rules[-1].intervals_h
+
 
 CONSENSUS_2020 = DosingRules(
-    intervals_h=(8.0, 12.0, 24.0),
-    extended_intervals_h=(36.0, 48.0),
+    interval_rules=(
+        # Normal renal function (GFR >= 90, KDIGO 2012 category G1; CAMERA2's top row):
+        # every 8-12 h (Rybak 2020).
+        IntervalRule(90.0, (8.0, 12.0)),
+        IntervalRule(60.0, (12.0,)),  # CAMERA2: 60-90 mL/min every 12 h
+        IntervalRule(20.0, (24.0,)),  # CAMERA2: 20-60 mL/min every 24 h
+        # CAMERA2: < 20 mL/min every 48 h. Dialysis joins this row: the model has no
+        # dialysis sessions, so every 48 h stands for a dose after each session.
+        IntervalRule(0.0, (48.0,)),
+    ),
+    ward_intervals_h=(8.0, 12.0, 24.0, 36.0, 48.0),
     dose_step_mg=250.0,
-    maintenance_mg_kg=(15.0, 20.0),
+    max_maintenance_mg_kg=20.0,
     max_maintenance_mg=2000.0,
     loading_mg_kg=(20.0, 35.0),
     max_loading_mg=3000.0,
-    trough_range_mg_l=(1.0, 15.0),
     probability_step=0.05,
 )
 DOSE_STEP_MG = CONSENSUS_2020.dose_step_mg
-LOADING_MG_KG = CONSENSUS_2020.loading_mg_kg
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,15 +164,14 @@ def round_next_dose(dose_mg: float) -> float:
 
 
 def maintenance_doses(weight_kg: float, rules: DosingRules = CONSENSUS_2020) -> list[float]:
-    """Maintenance doses allowed for this weight: 250 mg steps from the step at or below
-    15 mg/kg to the step at or above 20 mg/kg, within one step and 2 g."""
+    """Maintenance doses allowed for this weight: 250 mg steps from one step to the step at
+    or above 20 mg/kg, at most 2 g."""
     step = rules.dose_step_mg
-    low = max(step, math.floor(rules.maintenance_mg_kg[0] * weight_kg / step) * step)
     high = min(
-        rules.max_maintenance_mg, math.ceil(rules.maintenance_mg_kg[1] * weight_kg / step) * step
+        rules.max_maintenance_mg,
+        max(step, math.ceil(rules.max_maintenance_mg_kg * weight_kg / step) * step),
     )
-    low = min(low, high)
-    return [float(x) for x in np.arange(low, high + 1.0, step)]
+    return [float(x) for x in np.arange(step, high + 1.0, step)]
 
 
 def steady_state_auc24(
@@ -213,21 +246,43 @@ def summarise(
 
 def rank_key(
     p: RegimenPrediction, rules: DosingRules = CONSENSUS_2020
-) -> tuple[int, int, int, float, float]:
-    """Sort key, best first: P(in target), then the lower P(above target), then a trough in
-    the sensible range, then the shorter interval and the smaller dose (deterministic: only
-    the posterior enters, never the time of day)."""
+) -> tuple[int, int, float, float]:
+    """Sort key, best first: P(in target), then the lower P(above target), then the shorter
+    interval and the smaller dose (deterministic: only the posterior enters, never the time
+    of day)."""
     step = rules.probability_step
-    low, high = rules.trough_range_mg_l
-    trough = p.trough_ss_mg_l
-    trough_off = 0 if trough is None or low <= trough <= high else 1
     return (
         -round(p.probability_in_target / step),
         round(p.probability_above_target / step),
-        trough_off,
         p.regimen.interval_h,
         p.regimen.dose_mg,
     )
+
+
+def candidate_intervals(
+    cl_samples: FloatArray,
+    doses: Sequence[float],
+    target: tuple[float, float],
+    *,
+    crcl_ml_min: float,
+    dialysis: bool,
+    rules: DosingRules = CONSENSUS_2020,
+) -> list[float]:
+    """The usual intervals at this renal function, and a neighbour only where they cannot
+    reach the target (see `DosingRules.ward_intervals_h`)."""
+    ward = rules.ward_intervals_h
+    usual = sorted(rules.usual_intervals(crcl_ml_min, dialysis=dialysis))
+
+    def median_auc(dose: float, tau: float) -> float:
+        return float(np.median(dose * 24.0 / tau / cl_samples))
+
+    longer = [t for t in ward if t > usual[-1]]
+    while longer and median_auc(doses[0], usual[-1]) > target[1]:
+        usual.append(longer.pop(0))
+    shorter = [t for t in ward if t < usual[0]]
+    while shorter and median_auc(doses[-1], usual[0]) < target[0]:
+        usual.insert(0, shorter.pop())
+    return usual
 
 
 def rank_regimens(
@@ -235,36 +290,40 @@ def rank_regimens(
     target: tuple[float, float] = DEFAULT_TARGET,
     *,
     weight_kg: float,
+    crcl_ml_min: float,
+    dialysis: bool,
     top: int = 5,
     rules: DosingRules = CONSENSUS_2020,
 ) -> list[RegimenPrediction]:
-    """The best allowed dose for each interval, the intervals ranked by `rank_key`.
+    """The best allowed dose for each candidate interval, the intervals ranked by `rank_key`.
 
-    Candidates: `rules.intervals_h` (q8h, q12h, q24h) with the maintenance doses allowed for
-    the weight; q36h and q48h join only when the smallest allowed dose every 24 h has a
-    median AUC24 above the target (clearance too low for q24h).
+    Candidates: `candidate_intervals` for the patient's CrCl and dialysis status, with the
+    maintenance doses allowed for the weight.
     """
     cl = params_samples[:, 0]
     doses = maintenance_doses(weight_kg, rules)
-    intervals = list(rules.intervals_h)
-    smallest_daily = np.median(steady_state_auc24(cl, np.array([doses[0]]), np.array([24.0])))
-    if smallest_daily > target[1]:
-        intervals += list(rules.extended_intervals_h)
+    intervals = candidate_intervals(
+        cl, doses, target, crcl_ml_min=crcl_ml_min, dialysis=dialysis, rules=rules
+    )
     best: list[RegimenPrediction] = []
     for tau in intervals:
         auc = steady_state_auc24(cl, np.array(doses), np.full(len(doses), tau))
         options = [
-            summarise(
-                Regimen(dose_mg=dose, interval_h=tau, infusion_h=infusion_hours(dose)),
-                auc[i],
-                target,
-                params_samples,
+            (
+                summarise(
+                    Regimen(dose_mg=dose, interval_h=tau, infusion_h=infusion_hours(dose)),
+                    auc[i],
+                    target,
+                ),
+                i,
             )
             for i, dose in enumerate(doses)
             if infusion_hours(dose) < tau
         ]
         if options:
-            best.append(min(options, key=lambda p: rank_key(p, rules)))
+            chosen, i = min(options, key=lambda option: rank_key(option[0], rules))
+            # Peak and trough (closed form over every sample) for the chosen dose only.
+            best.append(summarise(chosen.regimen, auc[i], target, params_samples))
     best.sort(key=lambda p: rank_key(p, rules))
     return best[:top]
 
