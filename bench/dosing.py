@@ -43,9 +43,9 @@ from twin_engine.pk import (  # noqa: E402
     plan_dosing,
 )
 from twin_engine.pk.estimate import residual_sd  # noqa: E402
+from twin_engine.pk.first_doses import add_first_day  # noqa: E402
 from twin_engine.pk.regimen import (  # noqa: E402
     Regimen,
-    add_first_day,
     infusion_hours,
     round_dose,
     steady_state_auc24,

@@ -67,8 +67,6 @@ KNOWN_LONG: set[str] = {
     "smart_app/views.py",
     "twin_engine/ingest.py",
     "twin_engine/pk/history.py",
-    "twin_engine/pk/recommend.py",
-    "twin_engine/pk/regimen.py",
 }
 
 

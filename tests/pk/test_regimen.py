@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from onnx_models.pk import GOTI_2018, OnnxPkSimulator
-from twin_engine.pk.regimen import add_first_day, infusion_hours, rank_regimens, round_dose
+from twin_engine.pk.first_doses import add_first_day
+from twin_engine.pk.regimen import infusion_hours, rank_regimens, round_dose
 from twin_engine.pk.types import FloatArray
 
 

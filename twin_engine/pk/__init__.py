@@ -2,7 +2,8 @@
 
 FHIR R4 resources -> dose history, levels and covariates (`history`) -> Bayesian MAP random
 effects with a Laplace posterior (`estimate`) -> practical regimens ranked by the probability
-of AUC24 400-600 mg.h/L (`regimen`), all in `recommend`. The structural model and the
+of AUC24 400-600 mg.h/L (`regimen`) -> their first doses after the history (`first_doses`),
+all in `recommend`, which returns a `DosingResult` (`result`). The structural model and the
 population model come in through the `PkSimulator` and `PkModelSpec` protocols
 (`onnx_models.pk` provides both); this package never imports `onnx_models`.
 """
@@ -19,17 +20,11 @@ from twin_engine.pk.errors import (
     MissingCovariateError,
 )
 from twin_engine.pk.estimate import Posterior, Timeline, build_timeline, estimate
+from twin_engine.pk.first_doses import next_dose_for_auc
 from twin_engine.pk.history import DialysisEvidence, Measured, PatientHistory, extract_history
-from twin_engine.pk.recommend import (
-    DosingResult,
-    FittedLevel,
-    IndividualParameters,
-    NextDose,
-    covariates_from_history,
-    plan_dosing,
-    recommend,
-)
-from twin_engine.pk.regimen import RegimenPrediction, next_dose_for_auc, rank_regimens
+from twin_engine.pk.recommend import covariates_from_history, plan_dosing, recommend
+from twin_engine.pk.regimen import RegimenPrediction, rank_regimens
+from twin_engine.pk.result import DosingResult, FittedLevel, IndividualParameters, NextDose
 from twin_engine.pk.types import (
     Covariates,
     DoseEvent,

@@ -15,7 +15,8 @@ import numpy as np
 
 from twin_engine.pk.errors import DosingError
 from twin_engine.pk.estimate import Posterior, Timeline
-from twin_engine.pk.regimen import INTERVAL_QUANTILES, regimen_doses
+from twin_engine.pk.first_doses import regimen_doses
+from twin_engine.pk.regimen import INTERVAL_QUANTILES
 from twin_engine.pk.types import PkSimulator, Regimen
 
 #: Posterior samples behind a band. Measured on the demo vancomycin patient: band edges
