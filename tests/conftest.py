@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.fhir import searchset
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("TWIN_CDS_SHARED_DATA", REPO.parent / "shared" / "data"))
 SYNTHEA_DIR = SHARED_DATA / "synthea-r4"
@@ -21,15 +23,6 @@ def synthea_bundles() -> list[Path]:
 
 def _by_type(bundle: dict[str, Any], *types: str) -> list[dict[str, Any]]:
     return [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] in types]
-
-
-def _searchset(resources: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "total": len(resources),
-        "entry": [{"resource": r, "search": {"mode": "match"}} for r in resources],
-    }
 
 
 def with_ids(bundle: dict[str, Any]) -> dict[str, Any]:
@@ -48,10 +41,10 @@ def prefetch_from_bundle(bundle: dict[str, Any]) -> dict[str, Any]:
     b = with_ids(bundle)
     return {
         "patient": _by_type(b, "Patient")[0],
-        "observations": _searchset(_by_type(b, "Observation")),
-        "conditions": _searchset(_by_type(b, "Condition")),
-        "medications": _searchset(_by_type(b, "MedicationRequest")),
-        "procedures": _searchset(_by_type(b, "Procedure")),
+        "observations": searchset(*_by_type(b, "Observation")),
+        "conditions": searchset(*_by_type(b, "Condition")),
+        "medications": searchset(*_by_type(b, "MedicationRequest")),
+        "procedures": searchset(*_by_type(b, "Procedure")),
     }
 
 

@@ -28,7 +28,7 @@ from onnx_models.registry import ModelRegistry
 from tests.audit.conftest import STORES
 from tests.audit.stores import pg_schema, pg_url
 from tests.conftest import hook_request, prefetch_from_bundle
-from tests.pk.fhir import base_record
+from tests.support.vancomycin import base_record
 from twin_cds.app import create_app
 from twin_engine.store import StoredTwin
 

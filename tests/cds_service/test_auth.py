@@ -14,11 +14,11 @@ import jwt
 import pytest
 import respx
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from fastapi.testclient import TestClient
 
 from cds_service.http.auth import CdsClientConfig
 from cds_service.settings import Settings
+from tests.support.keys import SigningKey, es384, jwks, rsa_key
 from twin_cds.app import create_app
 
 BASE = "http://testserver"
@@ -26,21 +26,13 @@ ISS = "https://ehr.example"
 JKU = "https://ehr.example/.well-known/jwks.json"
 DISCOVERY = f"{BASE}/cds-services"
 
-EC_KEY = ec.generate_private_key(ec.SECP384R1())
-OTHER_EC_KEY = ec.generate_private_key(ec.SECP384R1())
-RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-JKU_KEY = ec.generate_private_key(ec.SECP384R1())
+EC_KEY = es384("ec-1")
+OTHER_EC_KEY = es384("ec-1")
+RSA_KEY = rsa_key("rsa-1")
+JKU_KEY = es384("j-1")
 
 
-def _jwk(key: Any, kid: str, alg: str) -> dict[str, Any]:
-    public = key.public_key()
-    algo = jwt.algorithms.ECAlgorithm if alg.startswith("ES") else jwt.algorithms.RSAAlgorithm
-    data: dict[str, Any] = json.loads(algo.to_jwk(public))
-    data.update({"kid": kid, "alg": alg, "use": "sig"})
-    return data
-
-
-JWKS = {"keys": [_jwk(EC_KEY, "ec-1", "ES384"), _jwk(RSA_KEY, "rsa-1", "RS384")]}
+JWKS = jwks(EC_KEY, RSA_KEY, use="sig")
 
 
 def _claims(**overrides: Any) -> dict[str, Any]:
@@ -57,8 +49,10 @@ def _claims(**overrides: Any) -> dict[str, Any]:
     return {k: v for k, v in claims.items() if v is not None}
 
 
-def _sign(claims: dict[str, Any], key: Any = EC_KEY, alg: str = "ES384", **headers: Any) -> str:
-    return jwt.encode(claims, key, algorithm=alg, headers={"kid": "ec-1", **headers})
+def _sign(
+    claims: dict[str, Any], key: SigningKey = EC_KEY, alg: str = "ES384", **headers: Any
+) -> str:
+    return jwt.encode(claims, key.private, algorithm=alg, headers={"kid": "ec-1", **headers})
 
 
 def _b64(data: dict[str, Any]) -> str:
@@ -70,7 +64,7 @@ def _alg_none() -> str:
 
 
 def _hs256_with_public_key() -> str:
-    pem = EC_KEY.public_key().public_bytes(
+    pem = EC_KEY.private.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     header = _b64({"alg": "HS256", "typ": "JWT", "kid": "ec-1"})
@@ -169,7 +163,7 @@ def test_a_replayed_jti_is_refused(client: TestClient) -> None:
 @respx.mock
 def test_keys_from_an_allowlisted_jku_and_rotation(client: TestClient) -> None:
     """Keys come from the allowlisted jku; a new kid after rotation is fetched once more."""
-    route = respx.get(JKU).respond(json={"keys": [_jwk(JKU_KEY, "j-1", "ES384")]})
+    route = respx.get(JKU).respond(json=JKU_KEY.jwks(use="sig"))
     claims = {"iss": "https://jku-only.example"}
     token = _sign(_claims(**claims, tenant=None), key=JKU_KEY, kid="j-1", jku=JKU)
     assert (
@@ -271,15 +265,13 @@ def test_feedback_comes_only_from_the_client_the_card_was_sent_to(
     """Review finding: another trusted client could report on a card it never received."""
     from tests.conftest import hook_request, prefetch_from_bundle
 
-    other_key = ec.generate_private_key(ec.SECP384R1())
+    other_key = es384("o-1")
     settings = Settings(
         data_dir=tmp_path,
         public_base_url=BASE,
         clients=(
             CdsClientConfig(iss=ISS, jwks=JWKS, tenant="hospital-a"),
-            CdsClientConfig(
-                iss="https://other-ehr.example", jwks={"keys": [_jwk(other_key, "o-1", "ES384")]}
-            ),
+            CdsClientConfig(iss="https://other-ehr.example", jwks=other_key.jwks(use="sig")),
         ),
     )
     with TestClient(create_app(settings)) as c:
@@ -323,14 +315,14 @@ def test_two_ehrs_with_the_same_patient_id_get_separate_twins(
 
     from tests.conftest import hook_request, prefetch_from_bundle
 
-    other_key = ec.generate_private_key(ec.SECP384R1())
+    other_key = es384("o-1")
     other_iss = "https://other-ehr.example"
     settings = Settings(
         data_dir=tmp_path,
         public_base_url=BASE,
         clients=(
             CdsClientConfig(iss=ISS, jwks=JWKS, tenant="hospital-a"),
-            CdsClientConfig(iss=other_iss, jwks={"keys": [_jwk(other_key, "o-1", "ES384")]}),
+            CdsClientConfig(iss=other_iss, jwks=other_key.jwks(use="sig")),
         ),
     )
     url = f"{BASE}/cds-services/ascvd-risk"

@@ -15,7 +15,7 @@ from fhir.resources.R4B.servicerequest import ServiceRequest
 
 from cds_service.settings import Settings
 from tests.conftest import hook_request
-from tests.twin_engine.fhir import bp, obs, patient, smoking
+from tests.support.fhir import bp, obs, patient, smoking
 from twin_cds.app import create_app
 
 TODAY = date(2026, 6, 1)

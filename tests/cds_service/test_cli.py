@@ -153,7 +153,7 @@ def test_models_build_is_reproducible(tmp_path: Path) -> None:
 
 
 def _vanco_bundle(tmp_path: Path, *, dialysis: bool | None = False) -> Path:
-    from tests.pk.fhir import base_record
+    from tests.support.vancomycin import base_record
 
     entries = [{"resource": r} for r in base_record(dialysis=dialysis)]
     return _write(tmp_path, {"resourceType": "Bundle", "type": "collection", "entry": entries})

@@ -19,7 +19,6 @@ from typing import Any
 import jwt
 import pytest
 import schemathesis
-from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -29,6 +28,7 @@ from cds_service.http.auth import CdsClientConfig
 from cds_service.http.cards import CdsResponse
 from cds_service.settings import Settings
 from tests.conftest import hook_request, prefetch_from_bundle
+from tests.support.keys import es384
 from twin_cds.app import create_app
 
 FUZZ = settings(
@@ -395,13 +395,7 @@ def test_a_bundle_whose_entry_is_not_a_list_gets_no_server_error(
 
 ISS = "https://ehr.example"
 BASE = "http://testserver"
-KEY = ec.generate_private_key(ec.SECP384R1())
-
-
-def _jwks() -> dict[str, Any]:
-    jwk: dict[str, Any] = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(KEY.public_key()))
-    jwk.update({"kid": "ec-1", "alg": "ES384", "use": "sig"})
-    return {"keys": [jwk]}
+KEY = es384("ec-1")
 
 
 @pytest.fixture(scope="module")
@@ -410,7 +404,7 @@ def auth_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient
     settings_ = Settings(
         data_dir=tmp_path_factory.mktemp("fuzz-auth"),
         public_base_url=BASE,
-        clients=(CdsClientConfig(iss=ISS, jwks=_jwks(), tenant="hospital-a"),),
+        clients=(CdsClientConfig(iss=ISS, jwks=KEY.jwks(use="sig"), tenant="hospital-a"),),
     )
     with TestClient(create_app(settings_), raise_server_exceptions=False) as c:
         yield c
@@ -460,7 +454,7 @@ def authorizations(draw: st.DrawFn) -> str:
         return f"Bearer {_b64(draw(jose_headers))}.{_b64(draw(claims))}.{signature}"
     # Signed at the JWS level: jwt.encode refuses some ill-typed claims; a caller need not.
     payload = json.dumps(draw(claims)).encode()
-    token = jwt.PyJWS().encode(payload, KEY, algorithm="ES384", headers={"kid": "ec-1"})
+    token = jwt.PyJWS().encode(payload, KEY.private, algorithm="ES384", headers={"kid": "ec-1"})
     return f"Bearer {token}"
 
 
@@ -504,7 +498,7 @@ def test_an_alg_that_does_not_fit_the_key_gets_a_401(
 
 
 def _vanco_prefetch() -> dict[str, Any]:
-    from tests.pk.fhir import base_record
+    from tests.support.vancomycin import base_record
 
     record = base_record()
     by_type: dict[str, list[dict[str, Any]]] = {}

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from cds_service.settings import Settings
 from tests.conftest import hook_request
-from tests.twin_engine.fhir import bp, condition, med_request, obs, patient, smoking
+from tests.support.fhir import bp, condition, med_request, obs, patient, smoking
 from twin_cds.app import create_app
 
 TODAY = date(2026, 6, 1)

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from cds_service.http.cards import CdsResponse
 from cds_service.settings import Settings
-from tests.pk.fhir import base_record
+from tests.support.vancomycin import base_record
 from twin_cds.app import create_app
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"

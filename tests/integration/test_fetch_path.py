@@ -4,29 +4,21 @@ uvicorn, and hook calls that make the service fetch the patient's data itself.""
 from __future__ import annotations
 
 import json
-import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from ehr_sim.demo import example_request, running_demo
 from ehr_sim.servers import RunningServer, free_port
+from tests.support.keys import es384, hook_claims
 
 pytestmark = pytest.mark.integration
 
 ISS = "https://ehr.integration.test"
-KEY = ec.generate_private_key(ec.SECP384R1())
-
-
-def _jwks() -> dict[str, Any]:
-    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(KEY.public_key()))
-    return {"keys": [{**jwk, "kid": "k1", "alg": "ES384"}]}
+KEY = es384("k1")
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +29,7 @@ def demo(
 
     def service_env(fhir_base: str) -> dict[str, str]:
         # Authentication on, as in production: one client, its key and its FHIR server.
-        client = {"iss": ISS, "jwks": _jwks(), "fhir_servers": [fhir_base]}
+        client = {"iss": ISS, "jwks": KEY.jwks(), "fhir_servers": [fhir_base]}
         return {"TWIN_CDS_CLIENTS": json.dumps([client])}
 
     with running_demo(
@@ -47,9 +39,7 @@ def demo(
 
 
 def _token(audience: str) -> str:
-    now = int(time.time())
-    claims = {"iss": ISS, "aud": audience, "iat": now, "exp": now + 120, "jti": str(uuid.uuid4())}
-    return jwt.encode(claims, KEY, algorithm="ES384", headers={"kid": "k1"})
+    return KEY.sign(hook_claims(ISS, audience))
 
 
 def _hook(service: RunningServer, body: dict[str, Any]) -> httpx.Response:

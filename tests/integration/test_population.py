@@ -15,11 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import jwt
 import pyarrow.parquet as pq
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi.testclient import TestClient
 
 from cds_service.pipeline.render import pct
@@ -34,20 +31,14 @@ from cds_service.settings import Settings
 from ehr_sim.patients import generate_patients
 from ehr_sim.servers import RunningServer, start_fhir_server
 from tests.conftest import hook_request
+from tests.support.keys import es384
 from twin_cds.app import create_app
 
 pytestmark = pytest.mark.integration
 
 CLIENT_ID = "population-job"
-KEY = ec.generate_private_key(ec.SECP384R1())
-PEM = KEY.private_bytes(
-    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-)
-
-
-def _jwks() -> dict[str, Any]:
-    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(KEY.public_key()))
-    return {"keys": [{**jwk, "kid": "pop1", "alg": "ES384"}]}
+KEY = es384("pop1")
+PEM = KEY.pem()
 
 
 @dataclasses.dataclass
@@ -91,7 +82,7 @@ def ehr(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ehr]:
             "server_auth": {
                 "types": ["smart"],
                 "smart_clients": [
-                    {"client_id": CLIENT_ID, "jwks": _jwks(), "scopes": "system/*.*"}
+                    {"client_id": CLIENT_ID, "jwks": KEY.jwks(), "scopes": "system/*.*"}
                 ],
             }
         },
@@ -141,9 +132,7 @@ def test_export_without_a_token_is_refused(ehr: Ehr) -> None:
 
 def test_an_unregistered_key_gets_no_token(ehr: Ehr, bulk: Any) -> None:
     """A client assertion signed by another key is refused at the token endpoint."""
-    other = ec.generate_private_key(ec.SECP384R1()).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    other = es384("pop1").pem()
     client = bulk(auth=BackendServicesAuth(CLIENT_ID, other, "ES384", "pop1"))
     with pytest.raises(BulkAuthError, match="invalid_client"):
         client.kick_off()

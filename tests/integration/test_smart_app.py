@@ -15,7 +15,6 @@ import re
 import secrets
 import sqlite3
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -24,16 +23,14 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
-import jwt
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from playwright.sync_api import expect
 
 from ehr_sim.demo import APP_CLIENT_ID, RunningProduct, running_product
 from ehr_sim.servers import free_port
 from smart_app.launch import COOKIE
 from smart_app.sessions import SessionStore
+from tests.support.keys import es384, hook_claims
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +48,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-KEY = ec.generate_private_key(ec.SECP384R1())
+KEY = es384("simulator")
 JWT_PATTERN = re.compile(r"eyJ[\w-]{8,}\.[\w-]{8,}\.")
 UNREDACTED = re.compile(
     r"/(?:callback|authorize|launch)\?[^ \"]*?\b(?:code|state|launch|nonce|code_challenge)="
@@ -59,29 +56,18 @@ UNREDACTED = re.compile(
 )
 
 
-def _jwks() -> dict[str, Any]:
-    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(KEY.public_key()))
-    return {"keys": [{**jwk, "kid": "simulator", "alg": "ES384"}]}
-
-
 @pytest.fixture(scope="module")
 def product(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProduct]:
     work: Path = tmp_path_factory.mktemp("smart")
     key_file = work / "ehr-cds-key.pem"
-    key_file.write_bytes(
-        KEY.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    key_file.write_bytes(KEY.pem())
     with running_product(
         work,
         patients=6,
         seed=11,
         port=free_port(),
         cds_key_file=key_file,
-        cds_jwks=_jwks(),
+        cds_jwks=KEY.jwks(),
         # A loaded CI machine can take longer than the 400 ms default to read a patient;
         # a partial read is a (correct) different twin, which is not what these tests are
         # about (tests/integration/test_faults.py tests the budget).
@@ -462,15 +448,7 @@ def test_ehr_launch_from_a_card_shows_the_cards_numbers(
 
 def _ehr_jwt(product: RunningProduct, url: str) -> str:
     """The simulated EHR's CDS Hooks JWT for one call to ``url``."""
-    now = int(time.time())
-    claims = {
-        "iss": product.ehr.base_url,
-        "aud": url,
-        "iat": now,
-        "exp": now + 60,
-        "jti": str(uuid.uuid4()),
-    }
-    return jwt.encode(claims, KEY, algorithm="ES384", headers={"kid": "simulator"})
+    return KEY.sign(hook_claims(product.ehr.base_url, url, lifetime_s=60))
 
 
 def _hook_body(product: RunningProduct, hook: str, patient: str, **context: Any) -> dict[str, Any]:

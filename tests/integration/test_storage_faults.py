@@ -20,7 +20,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,19 +27,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from cds_service.audit.log import ChainedAuditLog, SqliteAuditLog
 from ehr_sim.servers import RunningServer, free_port, wait_until_up
 from tests.audit.stores import PG_BASE_URL, pg_available
 from tests.conftest import hook_request, prefetch_from_bundle
+from tests.support.keys import es384, hook_claims
 
 pytestmark = pytest.mark.integration
 
 ISS = "https://ehr.faults.test"
-KEY = ec.generate_private_key(ec.SECP384R1())
+KEY = es384("k1")
 NOT_RECORDED = "this call was not answered and it was not recorded"
 RECORDED_AS_FAILED = "this call was not answered and it was recorded as failed"
 
@@ -64,8 +62,7 @@ def _start_service(work: Path, env: dict[str, str], *, user: int | None = None) 
     if user is not None:
         # Unprivileged, so file permissions apply to the service (root ignores them).
         command = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *command]
-    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(KEY.public_key()))
-    client = {"iss": ISS, "jwks": {"keys": [{**jwk, "kid": "k1", "alg": "ES384"}]}}
+    client = {"iss": ISS, "jwks": KEY.jwks()}
     full_env = {
         **os.environ,
         "TWIN_CDS_CLIENTS": json.dumps([client]),
@@ -105,9 +102,7 @@ class Caller:
         prefetch["patient"]["id"] = patient
         body = hook_request(patient, prefetch, hookInstance=str(uuid.uuid4()))
         url = f"{self._url}/cds-services/ascvd-risk"
-        now = int(time.time())
-        claims = {"iss": ISS, "aud": url, "iat": now, "exp": now + 120, "jti": str(uuid.uuid4())}
-        token = jwt.encode(claims, KEY, algorithm="ES384", headers={"kid": "k1"})
+        token = KEY.sign(hook_claims(ISS, url))
         # A connection reset or a closed connection without an answer fails the test here.
         response = httpx.post(
             url, json=body, timeout=60, headers={"Authorization": f"Bearer {token}"}

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from onnx_models.pk import BUELGA_2005, GOTI_2018, OnnxPkSimulator
+from tests.support.vancomycin import T0, administration, base_record, observation
 from twin_engine.errors import TwinEngineError
 from twin_engine.pk import (
     DoseRecordError,
@@ -20,8 +21,6 @@ from twin_engine.pk import (
     MissingCovariateError,
     recommend,
 )
-
-from .fhir import T0, administration, base_record, observation
 
 Edit = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
 

@@ -8,9 +8,7 @@ import pytest
 
 from cds_service.services.vancomycin import DraftOrderError, read_draft
 from onnx_models.pk import GOTI_2018
-from twin_engine.pk import DoseRecordError, cockcroft_gault, extract_history, model_crcl
-
-from .fhir import (
+from tests.support.vancomycin import (
     ICD10,
     RXNORM,
     SNOMED,
@@ -21,6 +19,7 @@ from .fhir import (
     observation,
     patient,
 )
+from twin_engine.pk import DoseRecordError, cockcroft_gault, extract_history, model_crcl
 
 
 def test_doses_levels_and_covariates_are_read() -> None:

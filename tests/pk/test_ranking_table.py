@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from onnx_models.pk import GOTI_2018, OnnxPkSimulator
+from tests.support.vancomycin import administration, observation, patient
 from twin_engine.pk import Covariates, Regimen, plan_dosing, recommend
 from twin_engine.pk.regimen import (
     candidate_intervals,
@@ -19,8 +20,6 @@ from twin_engine.pk.regimen import (
     steady_state_peak_trough,
 )
 from twin_engine.pk.types import FloatArray
-
-from .fhir import administration, observation, patient
 
 CRCL = (20.0, 35.0, 50.0, 65.0, 80.0, 100.0, 120.0)
 WEIGHT = (50.0, 70.0, 90.0, 120.0)

@@ -9,9 +9,8 @@ from datetime import timedelta
 import pytest
 
 from onnx_models.pk import GOTI_2018, MODELS, OnnxPkSimulator
+from tests.support.vancomycin import T0, base_record, observation, patient
 from twin_engine.pk import Regimen, recommend
-
-from .fhir import T0, base_record, observation, patient
 
 AS_OF = T0 + timedelta(hours=48)
 

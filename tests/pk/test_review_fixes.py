@@ -16,6 +16,7 @@ import pytest
 from onnx_models.build.pk import pk_model_bytes
 from onnx_models.card import CARD_KEY
 from onnx_models.pk import GOTI_2018, MODELS, THOMSON_2009, OnnxPkSimulator
+from tests.support.vancomycin import T0, administration, base_record, observation, patient
 from twin_engine.pk import (
     DoseRecordError,
     DosingError,
@@ -25,8 +26,6 @@ from twin_engine.pk import (
     recommend,
 )
 from twin_engine.pk.regimen import maintenance_doses, round_next_dose
-
-from .fhir import T0, administration, base_record, observation, patient
 
 # The module (twin_engine.pk re-exports the function `estimate` under the same name).
 estimate_module = importlib.import_module("twin_engine.pk.estimate")

@@ -15,7 +15,7 @@ import pytest
 from cds_service.audit.log import SqliteAuditLog
 from cds_service.population import job
 from cds_service.population.job import BuildConfig, run_build
-from tests.twin_engine.fhir import obs, patient, smoking
+from tests.support.fhir import obs, patient, smoking
 
 AS_OF = date(2026, 6, 1)
 WHEN = "2026-03-01T09:00:00Z"

@@ -19,10 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import jwt
 import pytest
 import uvicorn
-from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
@@ -32,20 +30,16 @@ from ehr_sim.servers import RunningServer, free_port, start_service
 from smart_app.launch import COOKIE
 from smart_app.sessions import SessionStore
 from tests.conftest import hook_request, prefetch_from_bundle
+from tests.support.keys import es384, hook_claims
 
 pytestmark = pytest.mark.integration
 
 EHR = "https://ehr.security.test"
 TENANT_A, TENANT_B = "hospital-a", "hospital-b"
-CLIENT_KEY = ec.generate_private_key(ec.SECP384R1())
+CLIENT_KEY = es384("ehr-1")
 IDP_A, IDP_B = "https://idp-a.security.test", "https://idp-b.security.test"
-IDP_KEY = ec.generate_private_key(ec.SECP384R1())
+IDP_KEY = es384("idp-1")
 ACCESS_TOKEN = "ehr-access-token-only-for-the-fhir-base"  # noqa: S105 - a test token
-
-
-def _jwks(key: Any, kid: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
-    return {"keys": [{**data, "kid": kid, "alg": "ES384", "use": "sig"}]}
 
 
 # --- a FHIR server (and a JWKS host) that records who asked for what ---------------------
@@ -124,15 +118,15 @@ def service(
     work = tmp_path_factory.mktemp("security")
     client = {
         "iss": EHR,
-        "jwks": _jwks(CLIENT_KEY, "ehr-1"),
+        "jwks": CLIENT_KEY.jwks(use="sig"),
         # Finding 8: the client's key is inline, and it still sends a jku on every token.
         "jku_allowlist": [f"{origin}/jwks.json"],
         "fhir_servers": [f"{origin}/dot"],
         "tenant": TENANT_A,
     }
     auditors = [
-        {"iss": IDP_A, "jwks": _jwks(IDP_KEY, "idp-1"), "tenant": TENANT_A},
-        {"iss": IDP_B, "jwks": _jwks(IDP_KEY, "idp-1"), "tenant": TENANT_B},
+        {"iss": IDP_A, "jwks": IDP_KEY.jwks(use="sig"), "tenant": TENANT_A},
+        {"iss": IDP_B, "jwks": IDP_KEY.jwks(use="sig"), "tenant": TENANT_B},
     ]
     server = start_service(
         work,
@@ -147,33 +141,18 @@ def service(
 
 
 def _client_token(audience: str, **extra: Any) -> str:
-    now = int(time.time())
-    claims = {
-        "iss": EHR,
-        "aud": audience,
-        "iat": now,
-        "exp": now + 120,
-        "jti": str(uuid.uuid4()),
-        "tenant": TENANT_A,
-    }
-    headers = {"kid": "ehr-1", **extra.pop("headers", {})}
-    return jwt.encode({**claims, **extra}, CLIENT_KEY, algorithm="ES384", headers=headers)
+    headers = extra.pop("headers", {})
+    return CLIENT_KEY.sign({**hook_claims(EHR, audience, tenant=TENANT_A), **extra}, **headers)
 
 
 def _auditor_token(service: Service, iss: str = IDP_A, **extra: Any) -> str:
-    now = int(time.time())
     claims = {
-        "iss": iss,
-        "aud": f"{service.url}/audit",
+        **hook_claims(iss, f"{service.url}/audit", lifetime_s=300),
         "sub": "auditor-1",
         "role": "auditor",
-        "iat": now,
-        "exp": now + 300,
-        "jti": str(uuid.uuid4()),
+        **extra,
     }
-    claims.update(extra)
-    claims = {k: v for k, v in claims.items() if v is not None}
-    return jwt.encode(claims, IDP_KEY, algorithm="ES384", headers={"kid": "idp-1"})
+    return IDP_KEY.sign({k: v for k, v in claims.items() if v is not None})
 
 
 def _hook(service: Service, body: Any, service_id: str = "ascvd-risk", **kw: Any) -> httpx.Response:

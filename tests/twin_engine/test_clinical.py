@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.twin_engine.fhir import ICD10, SNOMED, bundle, condition, med_request, obs, patient
+from tests.support.fhir import ICD10, SNOMED, bundle, condition, med_request, obs, patient
 from twin_engine import build_twin_from_fhir, derive_features
 from twin_engine.clinical.guidelines import (
     kfre_applies,

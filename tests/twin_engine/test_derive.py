@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.twin_engine.fhir import (
+from tests.support.fhir import (
     ICD10,
     SNOMED,
     bp,

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.twin_engine.fhir import RXNORM, bundle, condition, med_request, obs, patient
+from tests.support.fhir import RXNORM, bundle, condition, med_request, obs, patient
 from twin_engine import IngestError, IngestIssue, build_twin, ingest
 from twin_engine.ingest import MedicationRecord, ObservationRecord
 

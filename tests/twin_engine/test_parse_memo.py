@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 
-from tests.twin_engine.fhir import bundle, obs, patient
+from tests.support.fhir import bundle, obs, patient
 from twin_engine import build_twin_from_fhir, ingest
 from twin_engine.ingest import clear_parse_memo
 
@@ -35,7 +35,7 @@ def test_a_changed_resource_is_parsed_again() -> None:
 
 def test_malformed_race_extensions_are_ignored_not_fatal() -> None:
     """Race is read from raw extensions: ill-shaped ones are skipped, the patient ingests."""
-    from tests.twin_engine.fhir import RACE
+    from tests.support.fhir import RACE
 
     bad = patient()
     bad["extension"] = [
@@ -58,7 +58,7 @@ def test_an_instant_before_year_one_in_utc_is_reported_not_a_crash() -> None:
 
 def test_contained_that_is_not_a_list_is_not_a_crash() -> None:
     """Review finding: contained: 1 on a MedicationRequest raised TypeError."""
-    from tests.twin_engine.fhir import med_request
+    from tests.support.fhir import med_request
 
     request = med_request("m1", None, "")
     del request["medicationCodeableConcept"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from tests.twin_engine.fhir import SNOMED, bundle, condition, med_request, obs, patient
+from tests.support.fhir import SNOMED, bundle, condition, med_request, obs, patient
 from twin_engine import build_twin_from_fhir, derive_features
 from twin_engine.clinical.guidelines import StatinAdvice, statin_advice
 from twin_engine.clinical.state import clinical_state

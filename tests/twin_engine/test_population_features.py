@@ -6,7 +6,7 @@ from datetime import date
 
 import pytest
 
-from tests.twin_engine.fhir import bundle, condition, med_request, patient
+from tests.support.fhir import bundle, condition, med_request, patient
 from twin_engine import build_twin_from_fhir, derive_features
 
 SNOMED = "http://snomed.info/sct"

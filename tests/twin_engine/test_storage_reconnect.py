@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.audit.stores import PG_BASE_URL, pg_available, pg_schema, pg_url
-from tests.twin_engine.fhir import bundle, patient
+from tests.support.fhir import bundle, patient
 from twin_engine import build_twin_from_fhir
 from twin_engine.storage import StorageUnavailable
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.twin_engine.fhir import bundle, obs, patient
+from tests.support.fhir import bundle, obs, patient
 from twin_engine import SqliteTwinStore, Twin, TwinNotFoundError, build_twin_from_fhir
 from twin_engine.store import TwinStore
 

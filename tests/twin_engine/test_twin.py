@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.twin_engine.fhir import ICD10, SNOMED, bp, bundle, condition, med_request, obs, patient
+from tests.support.fhir import ICD10, SNOMED, bp, bundle, condition, med_request, obs, patient
 from twin_engine import Twin, build_twin_from_fhir
 from twin_engine.concepts import concepts_for
 from twin_engine.medications import classify_medication

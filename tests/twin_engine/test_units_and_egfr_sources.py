@@ -6,7 +6,7 @@ from datetime import date
 
 import pytest
 
-from tests.twin_engine.fhir import bundle, obs, patient
+from tests.support.fhir import bundle, obs, patient
 from twin_engine import build_twin_from_fhir, derive_features
 from twin_engine.units import normalise as normalise_unit
 

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import synthea_bundles
-from tests.twin_engine.fhir import bundle, obs, patient
+from tests.support.fhir import bundle, obs, patient
 from twin_engine import ingest
 from twin_engine.ingest import _OBSERVATION_FIELDS, clear_parse_memo
 from twin_engine.wellformed import ObservationFields, wellformed_observation

@@ -7,7 +7,7 @@ from datetime import date
 import pytest
 
 from onnx_models.registry import ModelRegistry
-from tests.twin_engine.fhir import ICD10, SNOMED, bp, condition, obs, patient
+from tests.support.fhir import ICD10, SNOMED, bp, condition, obs, patient
 from twin_engine import build_twin_from_fhir, derive_features
 
 AS_OF = date(2024, 3, 10)

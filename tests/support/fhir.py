@@ -159,3 +159,13 @@ def bundle(*resources: dict[str, Any], kind: str = "collection") -> dict[str, An
         "type": kind,
         "entry": [{"fullUrl": f"urn:uuid:{i:08d}", "resource": r} for i, r in enumerate(resources)],
     }
+
+
+def searchset(*resources: dict[str, Any]) -> dict[str, Any]:
+    """A search result Bundle of the resources, as a FHIR server answers a prefetch query."""
+    return {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": len(resources),
+        "entry": [{"resource": r, "search": {"mode": "match"}} for r in resources],
+    }
