@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +16,37 @@ from fastapi.testclient import TestClient
 
 from cds_service.settings import Settings
 from tests.conftest import hook_request, prefetch_from_bundle
+from tests.support import fhir
+from tests.support.fhir import RXNORM
+from tests.support.pce import Patient, reference_risk
 from twin_cds.app import create_app
 
 TOKEN = "tok-9f8e7d6c5b4a-never-stored"  # noqa: S105 - a test token
+PUBLIC_BASE = "https://twin.hospital.example"
+WHITE_OMB_CODE = "2106-3"  # OMB race category "White" (CDC Race & Ethnicity code set)
+# The HL7 Non-Adherence Reason code system (terminology.hl7.org), all six of its codes.
+NON_ADHERENCE = "http://terminology.hl7.org/CodeSystem/non-adherence-reason-codes"
+NON_ADHERENCE_REASONS = [
+    ("cds-not-applicable", "PC CDS does not apply to patient"),
+    ("cds-suboptimal-context", "PC CDS delivered in suboptimal context"),
+    (
+        "recipient-disagrees-evidence",
+        "Recipient disagrees with recommendation because of issues with the evidence",
+    ),
+    ("recipient-concerns-outcomes", "Recipient has concerns regarding potential health outcomes"),
+    (
+        "does-not-align-preferences",
+        "Recommendation does not align with patient preferences or values",
+    ),
+    ("not-convenient-feasible", "Not convenient or feasible"),
+]
 
 
 @pytest.fixture()
 def client(tmp_path: Path) -> Iterator[TestClient]:
-    settings = Settings(data_dir=tmp_path / "data", auth_required=False)
+    settings = Settings(
+        data_dir=tmp_path / "data", auth_required=False, public_base_url=PUBLIC_BASE
+    )
     with TestClient(create_app(settings)) as c:
         yield c
 
@@ -56,30 +82,116 @@ def test_discovery_lists_the_service_with_its_prefetch(client: TestClient) -> No
     assert {"title", "description", "usageRequirements"} <= set(ascvd)
 
 
-def test_patient_view_answers_with_an_explained_card(
-    client: TestClient, demo_bundles: list[dict[str, Any]]
-) -> None:
-    """The card leads with the risk and the decision; the detail names the main factors
-    and the evidence in under 700 characters; the full inputs are behind the app link."""
-    prefetch = _eligible(demo_bundles)
-    response = _call(client, prefetch)
+# Goff 2013 Table A's worked-example man (55 years, white, total cholesterol 213 mg/dL,
+# HDL 50 mg/dL, never smoked, no diabetes, untreated) with a systolic BP of 150 mm Hg
+# instead of 120: the PCE's explanation baseline is the worked example, so systolic BP is
+# the only factor, and its Shapley value is the whole difference from the baseline's risk.
+SBP_MM_HG = 150.0
+
+
+def _worked_example_man(today: date) -> dict[str, Any]:
+    """The prefetch of that man, his laboratory results and BP a month old."""
+    born = today.replace(year=today.year - 55) - timedelta(days=180)  # 55 completed years
+    measured = f"{today - timedelta(days=30)}T09:00:00Z"
+    resources = [
+        fhir.obs("tc", "2093-3", 213.0, "mg/dL", measured),
+        fhir.obs("hdl", "2085-9", 50.0, "mg/dL", measured),
+        fhir.bp("bp", SBP_MM_HG, 90.0, measured),
+        fhir.smoking("smk", "266919005", measured),  # never smoked tobacco
+    ]
+    return {
+        "patient": fhir.patient("p1", gender="male", birth=born.isoformat(), race=[WHITE_OMB_CODE]),
+        "observations": fhir.searchset(*resources),
+        "conditions": fhir.searchset(),
+        "medications": fhir.searchset(),
+        "procedures": fhir.searchset(),
+    }
+
+
+def test_patient_view_answers_with_the_whole_explained_card(client: TestClient) -> None:
+    """The card for a known patient is exactly the risk, tier, decision, factor, inputs,
+    grade, statin draft, coded override reasons and app link his values call for."""
+    today = datetime.now(UTC).date()
+    measured = (today - timedelta(days=30)).isoformat()
+    worked_example = Patient("male", "white", 55.0, 213.0, 50.0, 120.0, False, False, False)
+    him = dataclasses.replace(worked_example, sbp=SBP_MM_HG)
+    risk = reference_risk(him)
+    points = 100 * (risk - reference_risk(worked_example))
+    assert 0.075 <= risk < 0.10  # intermediate (Grundy 2019 4.4.1), USPSTF 2022 grade C
+
+    response = _call(client, _worked_example_man(today))
+
     assert response.status_code == 200
     (card,) = response.json()["cards"]
-    tc = _observations(prefetch, "2093-3")[-1]
-    tc_value = tc["valueQuantity"]["value"]
-    tc_date = tc["effectiveDateTime"][:10]
-    assert card["summary"].startswith("10-year ASCVD risk ")
-    assert len(card["summary"]) < 140
-    assert tc_value and tc_date  # the prefetch has the panel the risk was computed from
-    assert ": " in card["summary"]  # "10-year ASCVD risk X% (tier): <decision>"
-    assert "Main factors: " in card["detail"]
-    assert len(card["detail"]) <= 700
-    assert "Evidence: 2018 AHA/ACC cholesterol guideline" in card["detail"]
-    assert card["source"]["label"].startswith("twin-cds · ")
-    assert card["indicator"] in ("info", "warning", "critical")
-    (link,) = card["links"]
-    assert link["type"] == "smart"
-    assert json.loads(link["appContext"])["patient"] == prefetch["patient"]["id"]
+    statin = "atorvastatin 20 MG Oral Tablet"  # RxNorm 617310, moderate intensity
+    expected = {
+        "summary": f"10-year ASCVD risk {100 * risk:.1f}% (intermediate): "
+        "start a moderate-intensity statin",
+        "detail": "\n\n".join(
+            [
+                f"10-year ASCVD risk {100 * risk:.1f}% (intermediate). "
+                f"Main factors: systolic BP 150 mmHg (+{points:.1f} points).",
+                f"Used: total cholesterol 213 mg/dL, HDL 50 mg/dL ({measured}); "
+                f"systolic BP 150 mmHg ({measured}).",
+                "No statin on record.",
+                "USPSTF 2022: grade C, offer a statin selectively.",
+                "Evidence: 2018 AHA/ACC cholesterol guideline; Pooled Cohort Equations "
+                "(Goff 2013).",
+            ]
+        ),
+        "indicator": "warning",
+        "source": {
+            "label": "twin-cds · 2018 AHA/ACC cholesterol guideline, Pooled Cohort Equations"
+        },
+        "suggestions": [
+            {
+                "label": f"Draft {statin} once daily (moderate intensity)",
+                "isRecommended": True,
+                "actions": [
+                    {
+                        "type": "create",
+                        "description": f"Draft {statin}",
+                        "resource": {
+                            "resourceType": "MedicationRequest",
+                            "status": "draft",
+                            "intent": "proposal",
+                            "medicationCodeableConcept": {
+                                "coding": [{"system": RXNORM, "code": "617310", "display": statin}],
+                                "text": statin,
+                            },
+                            "subject": {"reference": "Patient/p1"},
+                            "dosageInstruction": [
+                                {
+                                    "text": "1 tablet by mouth once daily",
+                                    "timing": {
+                                        "repeat": {"frequency": 1, "period": 1, "periodUnit": "d"}
+                                    },
+                                }
+                            ],
+                            "reasonCode": [{"text": "10-year risk 7.5% to 20%"}],
+                        },
+                    }
+                ],
+            }
+        ],
+        "selectionBehavior": "at-most-one",
+        "overrideReasons": [
+            {"system": NON_ADHERENCE, "code": code, "display": display}
+            for code, display in NON_ADHERENCE_REASONS
+        ],
+        "links": [
+            {
+                "label": "Open the patient's twin",
+                "url": f"{PUBLIC_BASE}/app/launch",
+                "type": "smart",
+                "appContext": '{"patient":"p1","twinVersion":1,"service":"ascvd-risk"}',
+            }
+        ],
+    }
+    card_uuid = uuid.UUID(card.pop("uuid"))
+    suggestion_uuid = uuid.UUID(card["suggestions"][0].pop("uuid"))
+    assert card == expected
+    assert card_uuid != suggestion_uuid
 
 
 def test_every_call_is_audited_and_the_token_is_never_stored(
