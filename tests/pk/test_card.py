@@ -63,3 +63,15 @@ def test_a_risk_model_is_not_a_pk_simulator() -> None:
 
     with pytest.raises(ModelFileError, match=r"pce\.onnx: graph .* is not a PK simulator's"):
         OnnxPkSimulator.load(GOTI_2018, ARTIFACTS_DIR / "pce.onnx")
+
+
+@pytest.mark.parametrize("model_id", sorted(MODELS))
+def test_each_card_has_its_own_validation(model_id: str) -> None:
+    """Every PK model card says how it was checked; only Goti 2018 claims posologyr's examples."""
+    proto = onnx.load_from_string(pk_model_bytes(MODELS[model_id]))
+    card = json.loads({p.key: p.value for p in proto.metadata_props}[CARD_KEY])
+    text = card["validation"]
+    assert "solve_ivp" in text
+    assert ("posologyr's worked examples" in text) == (model_id == GOTI_2018.id)
+    if model_id != GOTI_2018.id:
+        assert "no independent worked example" in text

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pytest
 
@@ -16,10 +16,20 @@ from tests.support.vancomycin import (
     administration,
     base_record,
     condition,
+    medication_request,
     observation,
     patient,
+    set_field,
 )
-from twin_engine.pk import DoseRecordError, cockcroft_gault, extract_history, model_crcl
+from twin_engine.pk import (
+    DoseRecordError,
+    DosingError,
+    cockcroft_gault,
+    extract_history,
+    model_crcl,
+)
+
+AS_OF = T0 + timedelta(hours=48)
 
 
 def test_doses_levels_and_covariates_are_read() -> None:
@@ -58,30 +68,11 @@ def test_units_are_converted() -> None:
 
 def test_medication_request_is_the_fallback() -> None:
     """No administrations: q12h 1 g over 1 h from boundsPeriod.start up to the as-of time."""
-    req = {
-        "resourceType": "MedicationRequest",
-        "id": "rx",
-        "status": "active",
-        "medicationCodeableConcept": {"text": "Vancomycin 1 g IV"},
-        "dosageInstruction": [
-            {
-                "timing": {
-                    "repeat": {
-                        "boundsPeriod": {"start": T0.isoformat()},
-                        "period": 12,
-                        "periodUnit": "h",
-                        "duration": 1,
-                        "durationUnit": "h",
-                    }
-                },
-                "doseAndRate": [{"doseQuantity": {"value": 1, "unit": "g"}}],
-            }
-        ],
-    }
+    req = medication_request("rx", T0.isoformat(), 12)
     h = extract_history([patient(), req], as_of=T0 + timedelta(hours=30))
     assert [d.amount_mg for d in h.doses] == [1000.0, 1000.0, 1000.0]
     assert "assumed given" in h.doses[0].source
-    assert h.notes
+    assert h.notes == ("no MedicationAdministration; doses taken from MedicationRequest timing",)
 
 
 @pytest.mark.parametrize(
@@ -154,3 +145,78 @@ def test_history_and_draft_refuse_hr_alike() -> None:
         extract_history([patient(), req], as_of=T0 + timedelta(hours=30))
     with pytest.raises(DraftOrderError, match="'hr'"):
         read_draft(req)
+
+
+def test_unreadable_unrelated_observation_is_skipped_with_a_note() -> None:
+    """An Observation whose code cannot be read cannot be a level or covariate: noted, skipped."""
+    odd = {"resourceType": "Observation", "id": "odd", "code": {"coding": 5}}
+    h = extract_history([*base_record(), odd], as_of=AS_OF)
+    assert any("Observation/odd" in n for n in h.notes)
+    assert [lv.source for lv in h.levels] == ["Observation/lvl1", "Observation/lvl2"]
+
+
+def test_request_period_below_one_hour_is_refused() -> None:
+    """A 1-minute period from 2014 would be 5 million doses: refused instead."""
+    req = medication_request("rx", "2014-01-01T00:00:00Z", 1, "min")
+    with pytest.raises(DoseRecordError, match="MedicationRequest/rx repeats every"):
+        extract_history([patient(), req], as_of=T0)
+
+
+def test_request_expands_only_the_last_14_days() -> None:
+    """q12h from 2014: only the doses of the last 14 days, and a note on the dropped ones."""
+    req = medication_request("rx", "2014-01-01T00:00:00Z", 12)
+    h = extract_history([patient(), req], as_of=T0)
+    # Doses at 00:00 and 12:00; the 14 days before 2024-03-01 08:00 hold 2024-02-16 12:00
+    # to 2024-03-01 00:00 (a leap February): 28 doses.
+    assert len(h.doses) == 28
+    assert h.doses[0].start == T0 - timedelta(days=14) + timedelta(hours=4)
+    assert h.doses[-1].start == T0 - timedelta(hours=8)
+    assert any("MedicationRequest/rx" in n and "not counted" in n for n in h.notes)
+
+
+def test_two_patients_are_refused() -> None:
+    """A record holding two Patients is refused: whose doses they are is unknown."""
+    second = {**patient(), "id": "p2"}
+    with pytest.raises(DosingError, match="the record holds 2 patients"):
+        extract_history([*base_record(), second], as_of=AS_OF)
+
+
+def test_no_patient_is_refused() -> None:
+    """A record without its Patient is refused: age and sex are unknown."""
+    with pytest.raises(DosingError, match="the record holds 0 patients"):
+        extract_history(base_record()[1:], as_of=AS_OF)
+
+
+def test_another_patients_resources_are_ignored() -> None:
+    """A newer weight and a dose of Patient/p2 are not used; own subject or none is used."""
+    theirs_wt = {
+        **observation("wt2", "29463-7", 120.0, "kg", 40),
+        "subject": {"reference": "Patient/p2"},
+    }
+    theirs_dose = {**administration("ma9", 30, 3000), "subject": {"reference": "Patient/p2"}}
+    mine = {
+        **observation("scr2", "2160-0", 1.2, "mg/dL", 40),
+        "subject": {"reference": "https://fhir.example/Patient/p1"},
+    }
+    h = extract_history([*base_record(), theirs_wt, theirs_dose, mine], as_of=AS_OF)
+    assert h.weight is not None and h.weight.source == "Observation/wt"
+    assert [d.source for d in h.doses] == [
+        "MedicationAdministration/ma1",
+        "MedicationAdministration/ma2",
+    ]
+    assert h.creatinine is not None and h.creatinine.source == "Observation/scr2"
+    assert any("another patient" in n and "Observation/wt2" in n for n in h.notes)
+
+
+def test_unverifiable_subject_reference_is_accepted_with_a_note() -> None:
+    """A bundle-style urn:uuid subject cannot be checked; with one Patient it is used, noted."""
+    res = set_field("wt", ("subject",), {"reference": "urn:uuid:0d4c-other"})(base_record())
+    h = extract_history(res, as_of=AS_OF)
+    assert h.weight is not None and h.weight.source == "Observation/wt"
+    assert any("Observation/wt" in n and "cannot be checked" in n for n in h.notes)
+
+
+def test_a_birth_month_is_read_as_its_first_day() -> None:
+    """birthDate '1964-07' (a valid FHIR partial date) is 1964-07-01."""
+    h = extract_history(set_field("p1", ("birthDate",), "1964-07")(base_record()), as_of=AS_OF)
+    assert h.age == pytest.approx((AS_OF.date() - date(1964, 7, 1)).days / 365.25)
