@@ -84,9 +84,13 @@ def test_predict_names_missing_inputs_and_exits_2(
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ("{not json", "is not JSON"),
-        (json.dumps({"resourceType": "Bundle", "type": "collection", "entry": []}), "Patient"),
-        (json.dumps([1, 2, 3]), ""),
+        pytest.param("{not json", "is not JSON", id="not-json"),
+        pytest.param(
+            json.dumps({"resourceType": "Bundle", "type": "collection", "entry": []}),
+            "no Patient resource in the bundle",
+            id="no-patient",
+        ),
+        pytest.param(json.dumps([1, 2, 3]), "no Patient resource in the bundle", id="array"),
     ],
 )
 def test_bad_bundles_exit_2(tmp_path: Path, content: str, message: str) -> None:

@@ -97,16 +97,34 @@ def test_feedback_for_an_unknown_service_is_404(client: TestClient) -> None:
     assert client.post("/cds-services/nope/feedback", json=_override("c")).status_code == 404
 
 
-def test_cors_preflight_allows_the_authorization_header(client: TestClient) -> None:
-    """A browser-based CDS client may send Authorization from its own origin."""
-    response = client.options(
+def _preflight(client: TestClient, origin: str) -> Any:
+    return client.options(
         "/cds-services/ascvd-risk",
         headers={
-            "Origin": "https://ehr.example",
+            "Origin": origin,
             "Access-Control-Request-Method": "POST",
             "Access-Control-Request-Headers": "authorization,content-type",
         },
     )
+
+
+def test_cors_preflight_allows_the_authorization_header(client: TestClient) -> None:
+    """A browser-based CDS client may send Authorization from any origin by default."""
+    response = _preflight(client, "https://ehr.example")
     assert response.status_code == 200
     assert "authorization" in response.headers["access-control-allow-headers"].lower()
-    assert response.headers["access-control-allow-origin"] in ("*", "https://ehr.example")
+    assert response.headers["access-control-allow-origin"] == "*"
+
+
+def test_cors_preflight_names_a_configured_origin_and_refuses_others(tmp_path: Path) -> None:
+    """With TWIN_CDS_CORS_ORIGINS set, only those origins may call from a browser."""
+    settings = Settings(
+        data_dir=tmp_path / "data", auth_required=False, cors_origins=("https://ehr.example",)
+    )
+    with TestClient(create_app(settings)) as c:
+        allowed = _preflight(c, "https://ehr.example")
+        other = _preflight(c, "https://elsewhere.example")
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == "https://ehr.example"
+    assert other.status_code == 400
+    assert "access-control-allow-origin" not in other.headers

@@ -35,5 +35,3 @@ def test_every_corpus_patient_gets_a_200(client: TestClient, path: Path) -> None
     assert response.status_code == 200, response.text
     cards = response.json()["cards"]
     assert len(cards) <= 1
-    for card in cards:
-        assert len(card["summary"]) < 140
