@@ -109,8 +109,7 @@ def _worked_example_man(today: date) -> dict[str, Any]:
 
 
 def test_patient_view_answers_with_the_whole_explained_card(client: TestClient) -> None:
-    """The card for a known patient is exactly the risk, tier, decision, factor, inputs,
-    grade, statin draft, coded override reasons and app link his values call for."""
+    """A known patient's card is exactly the one his values and the guidelines call for."""
     today = datetime.now(UTC).date()
     measured = (today - timedelta(days=30)).isoformat()
     worked_example = Patient("male", "white", 55.0, 213.0, 50.0, 120.0, False, False, False)

@@ -164,6 +164,7 @@ def _exchange(product: RunningProduct, code: str, verifier: str, **override: str
 def test_a_replayed_code_is_refused_and_revokes_its_token(
     product: RunningProduct, risk_patient: str
 ) -> None:
+    """A code exchanged twice is invalid_grant, and the token it bought stops working."""
     verifier = secrets.token_urlsafe(48)
     code = _code(product, risk_patient, verifier)
     first = _exchange(product, code, verifier)
@@ -179,6 +180,7 @@ def test_a_replayed_code_is_refused_and_revokes_its_token(
 
 
 def test_a_wrong_code_verifier_is_refused(product: RunningProduct, risk_patient: str) -> None:
+    """A code exchanged with another PKCE verifier than its challenge's is invalid_grant."""
     verifier = secrets.token_urlsafe(48)
     code = _code(product, risk_patient, verifier)
     response = _exchange(product, code, secrets.token_urlsafe(48))
@@ -220,6 +222,7 @@ def test_a_wrong_redirect_uri_is_refused(product: RunningProduct, risk_patient: 
 def test_authorize_without_pkce_s256_is_refused(
     product: RunningProduct, risk_patient: str, fault: str, override: dict[str, str | None]
 ) -> None:
+    """Authorize without PKCE or with plain PKCE redirects back with invalid_request, no code."""
     params: dict[str, str | None] = {
         "response_type": "code",
         "client_id": APP_CLIENT_ID,
@@ -447,8 +450,7 @@ def test_the_banner_names_the_launched_patient(
 def test_the_statin_what_if_moves_to_the_cards_treatment_line(
     product: RunningProduct, risk_patient: str, chromium: Any
 ) -> None:
-    """Choosing a moderate-intensity statin redraws the risk to the card's own
-    'moderate-intensity statin: before -> after' line."""
+    """A moderate-intensity statin redraws the risk to the card's 'statin: before → after'."""
     opened = _open_from_the_card(product, risk_patient, chromium)
     page = opened.page
     line = re.search(r"moderate-intensity statin: ([\d.]+%) → ([\d.]+%)", opened.prevent_detail)
@@ -515,8 +517,7 @@ def test_the_only_cookie_is_the_opaque_http_only_session(
 def test_no_token_or_launch_secret_reaches_the_logs(
     product: RunningProduct, dashboard: Dashboard
 ) -> None:
-    """The service's and the EHR's logs hold no token, and access logs redact codes,
-    states and launch ids in URLs."""
+    """No log holds a token; access logs redact codes, states and launch ids in URLs."""
     token = dashboard.visit.session_token(product.service.log_path.parent)
     for log in (product.service.log_path, product.ehr.log_path):
         text = log.read_text(errors="replace")
@@ -679,6 +680,7 @@ def test_standalone_launch_through_the_patient_picker(
 
 
 def test_the_app_refuses_a_launch_from_an_unconfigured_ehr(product: RunningProduct) -> None:
+    """A launch whose iss is not an EHR the app is configured for is a 400."""
     response = httpx.get(
         f"{product.service.base_url}/app/launch?"
         + urlencode({"iss": "http://127.0.0.1:9/fhir", "launch": "x"}),

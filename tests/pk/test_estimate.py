@@ -54,8 +54,7 @@ def patient_b() -> tuple[Covariates, Timeline]:
 def test_two_levels_narrow_the_prior(
     goti_sim: OnnxPkSimulator, patient_b: tuple[Covariates, Timeline]
 ) -> None:
-    """With informative levels the Laplace covariance is used: clearance is known better
-    than the population prior says."""
+    """Two informative levels: the Laplace covariance, narrower than the prior on clearance."""
     covariates, timeline = patient_b
     posterior = estimate(GOTI_2018, covariates, timeline, goti_sim, dialysis=False)
     omega = np.array(GOTI_2018.omega)

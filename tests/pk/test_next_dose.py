@@ -28,8 +28,8 @@ def test_round_next_dose_holds_below_half_a_step() -> None:
 
 
 def test_drug_on_board_delays_the_next_dose(goti_sim: OnnxPkSimulator) -> None:
-    """3 g q6h x4 ending just before the as-of time: the next dose waits for the level to fall
-    to the recommended regimen's trough, and is a maintenance dose, not a catch-up."""
+    """After 3 g q6h x4, the next dose waits for the trough and is a maintenance dose."""
+    # The doses end just before the as-of time; a catch-up dose "now" would be the error.
     record = _without_doses_and_levels()
     record += [administration(f"big{k}", 24 + 6 * k, 3000, duration_h=3.0) for k in range(4)]
     result = recommend(record, as_of=AS_OF, model=GOTI_2018, simulator=goti_sim)
@@ -44,8 +44,8 @@ def test_drug_on_board_delays_the_next_dose(goti_sim: OnnxPkSimulator) -> None:
 def test_next_dose_respects_the_maintenance_ceiling_after_a_recent_level(
     goti_sim: OnnxPkSimulator,
 ) -> None:
-    """A level of 9 mg/L two hours ago once gave a 2-2.75 g dose "now" (36-40 mg/kg): the
-    next dose is within the maintenance ceiling and due when the level has fallen."""
+    """A recent level of 9 mg/L gives a next dose within the maintenance ceiling."""
+    # It once gave a 2-2.75 g dose "now" (36-40 mg/kg).
     record = _without_doses_and_levels()
     record += [administration(f"d{k}", 12 * k, 1000, duration_h=1.0) for k in range(4)]
     record.append(observation("lv", "4092-3", 9.0, "mg/L", 46.0))
