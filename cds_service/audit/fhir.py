@@ -23,6 +23,10 @@ entity is the hook record's AuditEvent and the card, with the outcome and reason
 ``auditor-read`` records become AuditEvents of type DICOM DCM 110112 "Query" (action E).
 ``app-access`` records become AuditEvents of type DICOM DCM 110110 "Patient Record"
 (action R): the clinician (fhirUser) read the patient's twin in the app.
+``population-run`` records (one ``twin-cds population build``) become AuditEvents of type
+DICOM DCM 110107 "Import" (action E): entities are the inputs (each NDJSON file, the
+``$export`` it came from), each model (a Device, with its sha256), the table written with
+its counts, and the errors; the outcome says whether the run completed.
 Checkpoints are chain machinery and are not exported.
 
 The dicts here are plain JSON; the tests validate every one with fhir.resources.R4B.
@@ -456,6 +460,94 @@ def app_access_audit_event(rec: StoredAuditRecord) -> dict[str, Any]:
     }
 
 
+# A population run: complete, some partitions failed, or the cluster went away.
+_RUN_OUTCOME = {"complete": "0", "incomplete": "4", "interrupted": "8"}
+_SYSTEM_OBJECT = {"system": ENTITY_TYPE, "code": "2", "display": "System Object"}
+
+
+def population_run_audit_event(rec: StoredAuditRecord) -> dict[str, Any]:
+    """One population build: what it read, which models ran, what it wrote and counted."""
+    body = rec.body
+    source = body.get("source") or {}
+    inputs: list[dict[str, Any]] = [
+        {
+            "what": {"display": str(f["path"])},
+            "name": "input NDJSON",
+            "type": _SYSTEM_OBJECT,
+            "detail": [_detail("bytes", f.get("bytes")), _detail("mtimeNs", f.get("mtimeNs"))],
+        }
+        for f in body.get("inputs") or []
+    ]
+    if source.get("bulkExport"):
+        inputs.insert(
+            0,
+            {
+                "what": {"display": f"{source['bulkExport']} $export"},
+                "name": "FHIR Bulk Data export",
+                "type": _SYSTEM_OBJECT,
+                "role": {"system": OBJECT_ROLE, "code": "24", "display": "Query"},
+                "detail": [
+                    _detail(k, source[k])
+                    for k in ("request", "transactionTime", "errorFiles")
+                    if source.get(k) is not None
+                ],
+            },
+        )
+    models = [
+        {
+            "what": {"reference": f"Device/{_model_device_id(m)}"},
+            "name": f"model {m['id']} {m['version']}",
+            "type": _SYSTEM_OBJECT,
+            "detail": [_detail("sha256", m["sha256"])],
+        }
+        for m in body.get("models") or []
+    ]
+    counts = body.get("counts") or {}
+    partitions = body.get("partitions") or {}
+    split = (body.get("split") or {}).get("stats") or {}
+    details = [_detail("asOf", body.get("asOf"))]
+    details += [
+        _detail(k, counts[k])
+        for k in ("patients", "rows", "unknownPatients", "ingestFailures", "duplicatesReplaced")
+        if k in counts
+    ]
+    details += [_detail(f"partitions.{k}", v) for k, v in sorted(partitions.items())]
+    if "malformedLines" in split:
+        details.append(_detail("malformedLines", split["malformedLines"]))
+    details += [_detail("error", e) for e in body.get("errors") or []]
+    table = {
+        "what": {"display": str(body.get("out", ""))},
+        "name": "population table (Parquet)",
+        "type": _SYSTEM_OBJECT,
+        "detail": details,
+    }
+    cluster = body.get("cluster") or {}
+    status = str(body.get("status", ""))
+    return {
+        "resourceType": "AuditEvent",
+        "id": fhir_id("twin-cds-audit", rec.seq),
+        "type": {"system": DICOM, "code": "110107", "display": "Import"},
+        "action": "E",
+        "recorded": _instant(rec.recorded_at),
+        "outcome": _RUN_OUTCOME.get(status, "8"),
+        "outcomeDesc": f"population build {status}",
+        "agent": [
+            {
+                "who": {"display": "twin-cds population build"},
+                "requestor": True,
+                "role": [
+                    {
+                        "text": f"Dask scheduler {cluster.get('scheduler', '?')}, "
+                        f"{cluster.get('workers', '?')} worker(s)"
+                    }
+                ],
+            }
+        ],
+        "source": _source(),
+        "entity": [*inputs, *models, table, _record_entity(rec)],
+    }
+
+
 def record_resources(rec: StoredAuditRecord) -> list[dict[str, Any]]:
     """The FHIR resources of one record (no Device; see ``export_resources``)."""
     if rec.kind == "hook":
@@ -469,6 +561,8 @@ def record_resources(rec: StoredAuditRecord) -> list[dict[str, Any]]:
         return [auditor_read_audit_event(rec)]
     if rec.kind == "app-access":
         return [app_access_audit_event(rec)]
+    if rec.kind == "population-run":
+        return [population_run_audit_event(rec)]
     return []
 
 
@@ -479,6 +573,8 @@ def export_resources(records: Iterable[StoredAuditRecord]) -> Iterator[dict[str,
         used = (
             [rec.body.get("model"), *(rec.body.get("otherModels") or [])]
             if rec.kind == "hook"
+            else list(rec.body.get("models") or [])
+            if rec.kind == "population-run"
             else []
         )
         for model in used:

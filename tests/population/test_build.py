@@ -172,6 +172,42 @@ def test_the_run_record_is_on_the_verified_audit_chain(dask: Any, tmp_path: Path
     audit.close()
 
 
+def test_the_run_record_exports_as_a_fhir_audit_event(dask: Any, tmp_path: Path) -> None:
+    """The run's AuditEvent names its inputs, each model by Device and sha256, the table
+    with its counts, and the outcome; every resource is valid FHIR R4."""
+    from fhir.resources.R4B import get_fhir_model_class
+
+    from cds_service.audit_fhir import export_resources
+
+    audit = SqliteAuditLog(tmp_path / "audit.sqlite")
+    src = _write(tmp_path / "in", extra_observations="{not json\n")
+    run_build(
+        _config((src,), tmp_path / "out"),
+        record=lambda body: audit.record_population_run(body).seq,
+        client=dask,
+    )
+    (rec,) = audit.records(kind="population-run")
+    resources = list(export_resources([rec]))
+    audit.close()
+    for resource in resources:
+        get_fhir_model_class(resource["resourceType"]).model_validate(resource)
+    (event,) = [r for r in resources if r["resourceType"] == "AuditEvent"]
+    devices = {r["id"]: r for r in resources if r["resourceType"] == "Device"}
+    assert (event["type"]["code"], event["outcome"]) == ("110107", "0")
+    entities = {e["name"]: e for e in event["entity"] if "name" in e}
+    table = entities["population table (Parquet)"]
+    details = {d["type"]: d["valueString"] for d in table["detail"]}
+    assert details["rows"] == str(len(PIDS)) and details["malformedLines"] == "1"
+    assert details["asOf"] == AS_OF.isoformat() and details["partitions.missing"] == "0"
+    inputs = [e["what"]["display"] for e in event["entity"] if e.get("name") == "input NDJSON"]
+    assert sorted(inputs) == sorted(str(p) for p in src.glob("*.ndjson"))
+    for model in rec.body["models"]:
+        entity = entities[f"model {model['id']} {model['version']}"]
+        device_id = entity["what"]["reference"].removeprefix("Device/")
+        assert entity["detail"] == [{"type": "sha256", "valueString": model["sha256"]}]
+        assert model["sha256"] in str(devices[device_id]["identifier"])
+
+
 def test_an_out_directory_of_another_date_is_refused(dask: Any, tmp_path: Path) -> None:
     """Mixing two as-of dates in one table would mislead: a new --out is asked for."""
     src = _write(tmp_path / "in")
