@@ -11,10 +11,12 @@ taken during acute kidney injury.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from cds_service.pipeline.predict import Assessment, assess
+from cds_service.ops.metrics import MODEL_RUN_DURATION, timed
+from cds_service.pipeline.predict import Assessment, PendingRun, finish, prepare
 from onnx_models.registry import ModelRegistry
 from twin_engine.clinical.guidelines import StatinAdvice, kfre_applies, statin_advice
 from twin_engine.clinical.staleness import BLOCKS_WHEN_STALE
@@ -105,6 +107,30 @@ def _prevent_exclusion(state: ClinicalState, deceased: bool) -> str | None:
     return excluded
 
 
+Run = Assessment | PendingRun
+
+
+@dataclass(frozen=True, slots=True)
+class ViewPlan:
+    """A patient view up to its model runs: every rule applied, the runs prepared."""
+
+    twin: Twin
+    features: FeatureSet
+    state: ClinicalState
+    deceased: bool
+    pce_excluded: str | None
+    prevent_excluded: str | None
+    pce: Run
+    pce_basis: PceBasis
+    prevent: Run | None
+    prevent_30y: Run | None
+    kfre: Run | None
+
+    def pending(self) -> list[PendingRun]:
+        runs = (self.pce, self.prevent, self.prevent_30y, self.kfre)
+        return [r for r in runs if isinstance(r, PendingRun)]
+
+
 def patient_view(
     registry: ModelRegistry,
     twin: Twin,
@@ -118,35 +144,70 @@ def patient_view(
     ``with_prevent=False`` leaves out the PREVENT runs (ascvd-risk shows none; each costs
     an exact Shapley run), without changing any rule or the statin decision.
     """
+    plan = plan_view(registry, twin, features, kfre_model=kfre_model, with_prevent=with_prevent)
+    return finish_view(plan, {id(r): assess_run(r) for r in plan.pending()})
+
+
+def run_views(plans: Sequence[ViewPlan]) -> list[PatientView]:
+    """The views of many planned patients, each model run once on all who need it
+    (batched through onnxruntime); the views are those ``patient_view`` gives one by one."""
+    by_model: dict[str, list[PendingRun]] = {}
+    for plan in plans:
+        for run in plan.pending():
+            by_model.setdefault(run.model.card.id, []).append(run)
+    done: dict[int, Assessment] = {}
+    for runs in by_model.values():
+        model = runs[0].model
+        with timed(MODEL_RUN_DURATION, model.card.id):
+            explained = model.predict_and_explain_batch([r.values for r in runs])
+        for run, e in zip(runs, explained, strict=True):
+            done[id(run)] = finish(run, e.explanation)
+    return [finish_view(plan, done) for plan in plans]
+
+
+def assess_run(run: PendingRun) -> Assessment:
+    with timed(MODEL_RUN_DURATION, run.model.card.id):
+        return finish(run, run.model.predict_and_explain(run.values).explanation)
+
+
+def plan_view(
+    registry: ModelRegistry,
+    twin: Twin,
+    features: FeatureSet,
+    *,
+    kfre_model: str = "kfre",
+    with_prevent: bool = True,
+) -> ViewPlan:
+    """Every rule of ``patient_view``, and the model runs it needs, not yet run."""
     deceased = twin.demographics.deceased
     state = clinical_state(twin, features)
     pce_excluded = _pce_exclusion(state, deceased)
     prevent_excluded = _prevent_exclusion(state, deceased)
     pce_model = registry.get("pce")
     basis: PceBasis = "current"
-    pce = assess(pce_model, features, excluded_because=pce_excluded)
+    pce = prepare(pce_model, features, excluded_because=pce_excluded)
     if pce_excluded is None and state.current_statin is not None:
         panel = state.pretreatment_lipids
         if panel is not None:
             # The untreated risk: every input as it was on the day of the last panel
             # before the first statin (Grundy 2019: PCE is for people not on a statin).
-            pce, basis = assess(pce_model, untreated_features(features, panel)), "before-statin"
+            pce, basis = prepare(pce_model, untreated_features(features, panel)), "before-statin"
         else:
             basis = "none"
     prevent = prevent_30y = None
     if with_prevent:
-        prevent = assess(registry.get("prevent"), features, excluded_because=prevent_excluded)
-        prevent_30y = assess(
+        prevent = prepare(registry.get("prevent"), features, excluded_because=prevent_excluded)
+        prevent_30y = prepare(
             registry.get("prevent_30y"), features, excluded_because=prevent_excluded
         )
     kfre = None
     if kfre_applies(state) and not deceased:
-        kfre = assess(
+        kfre = prepare(
             registry.get(kfre_model),
             features,
             population_inputs=frozenset({"age_years", "egfr_ml_min_1_73m2"}),
         )
-    view = PatientView(
+    return ViewPlan(
         twin,
         features,
         state,
@@ -158,10 +219,31 @@ def patient_view(
         prevent,
         prevent_30y,
         kfre,
+    )
+
+
+def finish_view(plan: ViewPlan, done: dict[int, Assessment]) -> PatientView:
+    """The view from its plan and its runs' results (keyed by ``id`` of the run)."""
+
+    def resolved(run: Run) -> Assessment:
+        return run if isinstance(run, Assessment) else done[id(run)]
+
+    view = PatientView(
+        plan.twin,
+        plan.features,
+        plan.state,
+        plan.deceased,
+        plan.pce_excluded,
+        plan.prevent_excluded,
+        resolved(plan.pce),
+        plan.pce_basis,
+        None if plan.prevent is None else resolved(plan.prevent),
+        None if plan.prevent_30y is None else resolved(plan.prevent_30y),
+        None if plan.kfre is None else resolved(plan.kfre),
         StatinAdvice("none", None, "none", ""),
     )
-    risk = view.pce_risk if basis != "none" else None
-    return _with_advice(view, statin_advice(state, risk))
+    risk = view.pce_risk if plan.pce_basis != "none" else None
+    return _with_advice(view, statin_advice(state=plan.state, pce_risk=risk))
 
 
 def _with_advice(view: PatientView, advice: StatinAdvice) -> PatientView:

@@ -14,7 +14,7 @@ from typing import Literal
 
 from cds_service.ops.metrics import MODEL_RUN_DURATION, timed
 from onnx_models.errors import MissingInputsError, OutOfRangeError, RangeViolation
-from onnx_models.registry import LoadedModel
+from onnx_models.registry import Explanation, LoadedModel
 from twin_engine.derive import FeatureSet
 from twin_engine.features import Feature, Quality
 
@@ -103,6 +103,21 @@ class Assessment:
         return tuple(i for i in self.inputs if i.quality == "stale")
 
 
+@dataclass(frozen=True, slots=True)
+class PendingRun:
+    """An assessment whose inputs passed every check: only the model run is left.
+
+    ``assess`` runs it at once; the population build gathers a partition's pending runs
+    and runs each model once on all of them (``LoadedModel.predict_and_explain_batch``),
+    then finishes each with ``finish``: the same Assessment either way.
+    """
+
+    model: LoadedModel
+    used: tuple[InputUsed, ...]
+    not_used: tuple[InputNotUsed, ...]
+    values: dict[str, float]
+
+
 def assess(
     model: LoadedModel,
     features: FeatureSet,
@@ -119,6 +134,31 @@ def assess(
     range for one of ``population_inputs`` means the model does not apply (no card);
     for any other input it is a value the clinician should see named.
     """
+    prepared = prepare(
+        model,
+        features,
+        excluded_by=excluded_by,
+        deceased=deceased,
+        population_inputs=population_inputs,
+        excluded_because=excluded_because,
+    )
+    if isinstance(prepared, Assessment):
+        return prepared
+    with timed(MODEL_RUN_DURATION, model.card.id):
+        explanation = model.predict_and_explain(prepared.values).explanation
+    return finish(prepared, explanation)
+
+
+def prepare(
+    model: LoadedModel,
+    features: FeatureSet,
+    *,
+    excluded_by: tuple[str, ...] = (),
+    deceased: bool = False,
+    population_inputs: frozenset[str] = POPULATION_INPUTS,
+    excluded_because: str | None = None,
+) -> Assessment | PendingRun:
+    """``assess`` up to the model run: the Assessment when no run is due, else the run."""
     card = model.card
     exclusions = tuple(
         f"{name}: {features.get(name).note}"
@@ -175,11 +215,13 @@ def assess(
         if any(v.name in population_inputs for v in exc.violations):
             return result("not-applicable", problems, exc.violations)
         return result("out-of-range", problems, exc.violations)
-
     complete = {k: v for k, v in values.items() if v is not None}
-    with timed(MODEL_RUN_DURATION, card.id):
-        explanation = model.predict_and_explain(complete).explanation
-    by_name = {i.name: i for i in used}
+    return PendingRun(model, tuple(used), tuple(not_used), complete)
+
+
+def finish(run: PendingRun, explanation: Explanation) -> Assessment:
+    """The computed Assessment of a pending run, from the model's explanation."""
+    by_name = {i.name: i for i in run.used}
     factors = {
         output: tuple(
             Factor(
@@ -196,10 +238,10 @@ def assess(
         for output, contributions in explanation.contributions.items()
     }
     return Assessment(
-        model,
+        run.model,
         "computed",
-        tuple(used),
-        tuple(not_used),
+        run.used,
+        run.not_used,
         (),
         dict(explanation.outputs),
         dict(explanation.baseline_outputs),

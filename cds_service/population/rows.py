@@ -22,7 +22,7 @@ from typing import Any, Final
 import orjson
 import pyarrow as pa
 
-from cds_service.pipeline.patient_view import PatientView, patient_view
+from cds_service.pipeline.patient_view import PatientView, ViewPlan, plan_view, run_views
 from cds_service.pipeline.predict import Assessment
 from cds_service.services.card_text import outside_ages
 from onnx_models.registry import ModelRegistry
@@ -166,18 +166,24 @@ def _kfre_shown(view: PatientView) -> bool:
     )
 
 
-def patient_row(
+def plan_patient(
     resources: list[dict[str, Any]],
     patient_id: str,
     as_of: date,
     registry: ModelRegistry,
     kfre_model: str,
-    columns: dict[str, tuple[str, str]],
-) -> dict[str, Any]:
-    """One patient's row, built exactly as the patient-view hook builds its cards."""
+) -> ViewPlan:
+    """One patient's twin, features and model runs, as the patient-view hook plans them."""
     twin = build_twin_from_fhir(resources, patient_id=patient_id)
     features = derive_features(twin, as_of)
-    view = patient_view(registry, twin, features, kfre_model=kfre_model, with_prevent=True)
+    return plan_view(registry, twin, features, kfre_model=kfre_model, with_prevent=True)
+
+
+def row_of_view(
+    view: PatientView, as_of: date, columns: dict[str, tuple[str, str]]
+) -> dict[str, Any]:
+    """The table's row of one patient's view."""
+    twin, features = view.twin, view.features
     by_slot: dict[str, Assessment | None] = {
         "prevent": view.prevent,
         "prevent_30y": view.prevent_30y,
@@ -277,22 +283,43 @@ def _referenced_medications(
 MAX_NAMED: Final = 20
 
 
+#: Patients whose model runs go to onnxruntime together: enough rows per run to amortise
+#: the call, few enough that a batch's views stay small whatever the partition's size.
+BATCH_PATIENTS: Final = 256
+
+
 def build_partition_rows(
     part_dir: Path,
     shared_dir: Path | None,
     as_of: date,
     kfre_model: str,
     model_dir: str | None,
+    batch_patients: int = BATCH_PATIENTS,
 ) -> tuple[pa.Table, PartitionStats]:
-    """Every patient of one partition to rows; unknown patients and failures counted."""
+    """Every patient of one partition to rows; unknown patients and failures counted.
+
+    Patients are planned one by one (an ingest failure is one patient's), and their
+    model runs are batched ``batch_patients`` at a time (``run_views``).
+    """
     registry = worker_registry(model_dir)
     columns = output_columns(registry, kfre_model)
     schema = table_schema(registry, kfre_model)
     by_patient, medications, replaced = read_partition(part_dir, shared_dir)
     stats = PartitionStats(duplicates_replaced=replaced)
     rows: list[dict[str, Any]] = []
+    plans: list[ViewPlan] = []
+
+    def flush() -> None:
+        for view in run_views(plans):
+            row = row_of_view(view, as_of, columns)
+            rows.append(row)
+            stats.care_gaps.update(row["care_gaps"])
+            for slot in SLOTS:
+                stats.statuses[f"{slot}:{row[f'{slot}_status']}"] += 1
+        plans.clear()
+
     for pid in sorted(by_patient):
-        group = by_patient[pid]
+        group = by_patient.pop(pid)
         if ("Patient", pid) not in group:
             stats.unknown_patients += 1
             if len(stats.unknown_patients_named) < MAX_NAMED:
@@ -304,15 +331,14 @@ def build_partition_rows(
         resources = list(group.values())
         resources += _referenced_medications(resources, medications)
         try:
-            row = patient_row(resources, pid, as_of, registry, kfre_model, columns)
+            plans.append(plan_patient(resources, pid, as_of, registry, kfre_model))
         except IngestError as exc:
             stats.ingest_failures += 1
             if len(stats.ingest_failures_named) < MAX_NAMED:
                 stats.ingest_failures_named.append(f"Patient/{pid}: {exc}")
             continue
-        rows.append(row)
-        stats.care_gaps.update(row["care_gaps"])
-        for slot in SLOTS:
-            stats.statuses[f"{slot}:{row[f'{slot}_status']}"] += 1
+        if len(plans) >= batch_patients:
+            flush()
+    flush()
     stats.rows = len(rows)
     return pa.Table.from_pylist(rows, schema=schema), stats
