@@ -31,9 +31,10 @@ from onnx_models.shapley import (
 
 ARTIFACTS_DIR = Path(__file__).resolve().parent / "artifacts"
 INPUT_NAME = "x"
-#: Rows per onnxruntime run of a batch: 64k rows of <= 12 float64 inputs is ~6 MB, a
-#: bounded buffer whatever the partition's size.
-BATCH_ROWS = 65536
+#: Rows per onnxruntime run of a batch (8 PREVENT patients' 2^10 coalitions): enough to
+#: amortise the call; more only grows onnxruntime's memory arena, which keeps its peak
+#: (65536 rows cost a worker ~100 MB more RSS for the same speed, bench/population.py).
+BATCH_ROWS = 8192
 
 
 class Runner(Protocol):

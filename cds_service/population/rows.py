@@ -306,17 +306,21 @@ def build_partition_rows(
     schema = table_schema(registry, kfre_model)
     by_patient, medications, replaced = read_partition(part_dir, shared_dir)
     stats = PartitionStats(duplicates_replaced=replaced)
-    rows: list[dict[str, Any]] = []
+    # Each batch's rows become columnar at once: a partition's rows stay a few bytes
+    # per value, not Python dicts for every patient.
+    batches: list[pa.RecordBatch] = []
     plans: list[ViewPlan] = []
 
     def flush() -> None:
-        for view in run_views(plans):
-            row = row_of_view(view, as_of, columns)
-            rows.append(row)
+        rows = [row_of_view(view, as_of, columns) for view in run_views(plans)]
+        plans.clear()
+        for row in rows:
             stats.care_gaps.update(row["care_gaps"])
             for slot in SLOTS:
                 stats.statuses[f"{slot}:{row[f'{slot}_status']}"] += 1
-        plans.clear()
+        stats.rows += len(rows)
+        if rows:
+            batches.append(pa.RecordBatch.from_pylist(rows, schema=schema))
 
     for pid in sorted(by_patient):
         group = by_patient.pop(pid)
@@ -340,5 +344,4 @@ def build_partition_rows(
         if len(plans) >= batch_patients:
             flush()
     flush()
-    stats.rows = len(rows)
-    return pa.Table.from_pylist(rows, schema=schema), stats
+    return pa.Table.from_batches(batches, schema=schema), stats
