@@ -100,7 +100,12 @@ def _export(args: argparse.Namespace, out: Path) -> tuple[Path, dict[str, Any]]:
 
 
 def cmd_build(args: argparse.Namespace) -> None:
-    from cds_service.population.job import BuildConfig, PopulationInputError, run_build
+    from cds_service.population.job import (
+        PARTITION_BYTES,
+        BuildConfig,
+        PopulationInputError,
+        run_build,
+    )
 
     out = Path(args.out)
     inputs: list[Path]
@@ -128,6 +133,9 @@ def cmd_build(args: argparse.Namespace) -> None:
         kfre_model=args.kfre_model,
         progress=not args.quiet,
         source=source,
+        partition_bytes=(
+            max(1, int(args.partition_mb * 1024 * 1024)) if args.partition_mb else PARTITION_BYTES
+        ),
     )
     try:
         result = run_build(config, record=None if args.no_audit else _record_run)
@@ -209,6 +217,12 @@ def add_population_parser(sub: Any) -> None:
     build.add_argument("--as-of", help="date the twins are evaluated on (default: today, UTC)")
     build.add_argument(
         "--kfre-model", default="kfre", choices=("kfre", "kfre_non_na"), help="KFRE calibration"
+    )
+    build.add_argument(
+        "--partition-mb",
+        type=float,
+        default=None,
+        help="input MB per build task; a worker holds one partition, parsed (default: 4)",
     )
     build.add_argument("--quiet", action="store_true", help="no progress bar")
     build.add_argument("--no-audit", action="store_true", help="do not append the run record")
