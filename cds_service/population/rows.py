@@ -230,11 +230,16 @@ def row_of_view(
 
 def read_partition(
     part_dir: Path, shared_dir: Path | None
-) -> tuple[dict[str, dict[tuple[str, str], dict[str, Any]]], dict[str, dict[str, Any]], int]:
-    """Resources of one partition grouped by patient (later files win), and Medications."""
+) -> tuple[dict[str, dict[tuple[str, str], bytes]], dict[str, dict[str, Any]], int]:
+    """Resources of one partition grouped by patient (later files win), and Medications.
+
+    Each resource is kept as its NDJSON line and parsed again when its patient's twin is
+    built: a partition's lines cost their bytes, where parsed they cost ~5x (the bound
+    on a worker's memory is the partition's size, ``job.PARTITION_BYTES``).
+    """
     from cds_service.population.split import patient_id_of
 
-    by_patient: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
+    by_patient: dict[str, dict[tuple[str, str], bytes]] = {}
     replaced = 0
     anonymous = 0
     for path in sorted(part_dir.glob("*.ndjson")):
@@ -254,7 +259,7 @@ def read_partition(
                 group = by_patient.setdefault(pid, {})
                 if key in group:
                     replaced += 1  # an incremental export's newer version of the resource
-                group[key] = resource
+                group[key] = line
     medications: dict[str, dict[str, Any]] = {}
     if shared_dir is not None and shared_dir.is_dir():
         for path in sorted(shared_dir.glob("*.ndjson")):
@@ -332,7 +337,7 @@ def build_partition_rows(
                 stats.unknown_patient_resources[rtype] += 1
             continue
         stats.patients += 1
-        resources = list(group.values())
+        resources = [orjson.loads(line) for line in group.values()]
         resources += _referenced_medications(resources, medications)
         try:
             plans.append(plan_patient(resources, pid, as_of, registry, kfre_model))
