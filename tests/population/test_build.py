@@ -177,7 +177,7 @@ def test_the_run_record_exports_as_a_fhir_audit_event(dask: Any, tmp_path: Path)
     with its counts, and the outcome; every resource is valid FHIR R4."""
     from fhir.resources.R4B import get_fhir_model_class
 
-    from cds_service.audit_fhir import export_resources
+    from cds_service.audit.fhir import export_resources
 
     audit = SqliteAuditLog(tmp_path / "audit.sqlite")
     src = _write(tmp_path / "in", extra_observations="{not json\n")

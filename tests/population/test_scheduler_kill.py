@@ -20,7 +20,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from cds_service.audit import SqliteAuditLog
+from cds_service.audit.log import SqliteAuditLog
 from tests.twin_engine.fhir import obs, patient
 
 pytestmark = pytest.mark.integration
@@ -100,7 +100,7 @@ def _build(src: Path, out: Path, address: str, env: dict[str, str]) -> subproces
         [
             sys.executable,
             "-m",
-            "cds_service.cli",
+            "twin_cds.cli",
             "population",
             "build",
             "--ndjson",
