@@ -40,14 +40,17 @@ from typing import Any
 
 import orjson
 
+from cds_service.audit.fhir_common import DICOM, ENTITY_TYPE, OBJECT_ROLE, SYS_RECORD, fhir_id
+from cds_service.audit.fhir_common import detail as _detail
+from cds_service.audit.fhir_common import instant as _instant
+from cds_service.audit.fhir_common import model_device_id as _model_device_id
+from cds_service.audit.fhir_common import record_entity as _record_entity
+from cds_service.audit.fhir_common import source as _source
+from cds_service.audit.fhir_population import population_run_audit_event
 from cds_service.audit.log import StoredAuditRecord
 
 AUDIT_EVENT_TYPE = "http://terminology.hl7.org/CodeSystem/audit-event-type"
 RESTFUL_INTERACTION = "http://hl7.org/fhir/restful-interaction"
-DICOM = "http://dicom.nema.org/resources/ontology/DCM"
-ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
-OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
-SOURCE_TYPE = "http://terminology.hl7.org/CodeSystem/security-source-type"
 PROVENANCE_AGENT = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
 UCUM = "http://unitsofmeasure.org"
 
@@ -59,18 +62,11 @@ SYS_HOOK_INSTANCE = "urn:twin-cds:hook-instance"
 SYS_CLIENT_ISS = "urn:twin-cds:cds-client-iss"
 SYS_AUDITOR_ISS = "urn:twin-cds:auditor-iss"
 SYS_CARD = "urn:twin-cds:card"
-SYS_RECORD = "urn:twin-cds:audit-record"
 
 # AuditEvent.outcome: 0 success, 4 minor failure, 8 serious failure (R4 audit-event-outcome).
 _OUTCOME = {"ok": "0", "no-card": "0", "data-unavailable": "4", "bad-request": "4", "error": "8"}
 _REFERENCE = re.compile(r"^[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}$")
 _HORIZON = re.compile(r"(\d+)y(?:_|$)")
-
-
-def fhir_id(*parts: object) -> str:
-    """A valid FHIR id ([A-Za-z0-9-.]{1,64}) from parts."""
-    text = "-".join(str(p) for p in parts)
-    return re.sub(r"[^A-Za-z0-9\-.]", "-", text)[:64]
 
 
 def _reference(text: str | None, resource_type: str) -> dict[str, Any] | None:
@@ -82,18 +78,6 @@ def _reference(text: str | None, resource_type: str) -> dict[str, Any] | None:
     if re.fullmatch(r"[A-Za-z0-9\-.]{1,64}", text):
         return {"reference": f"{resource_type}/{text}"}
     return {"display": text}
-
-
-def _instant(recorded_at: str) -> str:
-    return recorded_at.replace("+00:00", "Z")
-
-
-def _detail(kind: str, value: object) -> dict[str, Any]:
-    return {"type": kind, "valueString": str(value)}
-
-
-def _model_device_id(model: dict[str, Any]) -> str:
-    return fhir_id("twin-cds-model", model["id"], model["version"])
 
 
 def model_device(model: dict[str, Any]) -> dict[str, Any]:
@@ -219,22 +203,6 @@ def provenance(rec: StoredAuditRecord, target_id: str) -> dict[str, Any]:
     if entities:
         out["entity"] = entities
     return out
-
-
-def _source() -> dict[str, Any]:
-    return {
-        "site": "twin-cds",
-        "observer": {"display": "twin-cds audit trail"},
-        "type": [{"system": SOURCE_TYPE, "code": "4", "display": "Application Server"}],
-    }
-
-
-def _record_entity(rec: StoredAuditRecord) -> dict[str, Any]:
-    return {
-        "what": {"identifier": {"system": SYS_RECORD, "value": str(rec.seq)}},
-        "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
-        "detail": [_detail("recordHash", rec.record_hash), _detail("prevHash", rec.prev_hash)],
-    }
 
 
 def hook_audit_event(rec: StoredAuditRecord, risk_id: str | None) -> dict[str, Any]:
@@ -457,94 +425,6 @@ def app_access_audit_event(rec: StoredAuditRecord) -> dict[str, Any]:
             },
             _record_entity(rec),
         ],
-    }
-
-
-# A population run: complete, some partitions failed, or the cluster went away.
-_RUN_OUTCOME = {"complete": "0", "incomplete": "4", "interrupted": "8"}
-_SYSTEM_OBJECT = {"system": ENTITY_TYPE, "code": "2", "display": "System Object"}
-
-
-def population_run_audit_event(rec: StoredAuditRecord) -> dict[str, Any]:
-    """One population build: what it read, which models ran, what it wrote and counted."""
-    body = rec.body
-    source = body.get("source") or {}
-    inputs: list[dict[str, Any]] = [
-        {
-            "what": {"display": str(f["path"])},
-            "name": "input NDJSON",
-            "type": _SYSTEM_OBJECT,
-            "detail": [_detail("bytes", f.get("bytes")), _detail("mtimeNs", f.get("mtimeNs"))],
-        }
-        for f in body.get("inputs") or []
-    ]
-    if source.get("bulkExport"):
-        inputs.insert(
-            0,
-            {
-                "what": {"display": f"{source['bulkExport']} $export"},
-                "name": "FHIR Bulk Data export",
-                "type": _SYSTEM_OBJECT,
-                "role": {"system": OBJECT_ROLE, "code": "24", "display": "Query"},
-                "detail": [
-                    _detail(k, source[k])
-                    for k in ("request", "transactionTime", "errorFiles")
-                    if source.get(k) is not None
-                ],
-            },
-        )
-    models = [
-        {
-            "what": {"reference": f"Device/{_model_device_id(m)}"},
-            "name": f"model {m['id']} {m['version']}",
-            "type": _SYSTEM_OBJECT,
-            "detail": [_detail("sha256", m["sha256"])],
-        }
-        for m in body.get("models") or []
-    ]
-    counts = body.get("counts") or {}
-    partitions = body.get("partitions") or {}
-    split = (body.get("split") or {}).get("stats") or {}
-    details = [_detail("asOf", body.get("asOf"))]
-    details += [
-        _detail(k, counts[k])
-        for k in ("patients", "rows", "unknownPatients", "ingestFailures", "duplicatesReplaced")
-        if k in counts
-    ]
-    details += [_detail(f"partitions.{k}", v) for k, v in sorted(partitions.items())]
-    if "malformedLines" in split:
-        details.append(_detail("malformedLines", split["malformedLines"]))
-    details += [_detail("error", e) for e in body.get("errors") or []]
-    table = {
-        "what": {"display": str(body.get("out", ""))},
-        "name": "population table (Parquet)",
-        "type": _SYSTEM_OBJECT,
-        "detail": details,
-    }
-    cluster = body.get("cluster") or {}
-    status = str(body.get("status", ""))
-    return {
-        "resourceType": "AuditEvent",
-        "id": fhir_id("twin-cds-audit", rec.seq),
-        "type": {"system": DICOM, "code": "110107", "display": "Import"},
-        "action": "E",
-        "recorded": _instant(rec.recorded_at),
-        "outcome": _RUN_OUTCOME.get(status, "8"),
-        "outcomeDesc": f"population build {status}",
-        "agent": [
-            {
-                "who": {"display": "twin-cds population build"},
-                "requestor": True,
-                "role": [
-                    {
-                        "text": f"Dask scheduler {cluster.get('scheduler', '?')}, "
-                        f"{cluster.get('workers', '?')} worker(s)"
-                    }
-                ],
-            }
-        ],
-        "source": _source(),
-        "entity": [*inputs, *models, table, _record_entity(rec)],
     }
 
 
