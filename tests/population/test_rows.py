@@ -14,7 +14,7 @@ from cds_service.pipeline.patient_view import patient_view, plan_view, run_views
 from cds_service.population.rows import output_columns, row_of_view
 from onnx_models.registry import BATCH_ROWS, ModelRegistry
 from tests.onnx_models.test_shapley import CountingRunner
-from tests.twin_engine.fhir import SNOMED, condition, obs, patient, smoking
+from tests.support.fhir import SNOMED, condition, obs, patient, smoking
 from twin_engine import build_twin_from_fhir, derive_features
 from twin_engine.twin import Twin
 

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from cds_service.audit.log import SqliteAuditLog
-from tests.twin_engine.fhir import obs, patient
+from tests.support.fhir import obs, patient
 
 pytestmark = pytest.mark.integration
 
