@@ -21,6 +21,7 @@ import jwt
 from cds_service.errors import FhirServerNotAllowed
 from cds_service.pipeline.fhir_client import check_fhir_server
 from cds_service.settings import Settings
+from smart_app.errors import AppError
 
 log = logging.getLogger("twin_cds.smart_app")
 
@@ -30,12 +31,12 @@ ID_TOKEN_LEEWAY_S = 30
 ID_TOKEN_ALGORITHMS = ["RS256", "RS384", "ES256", "ES384"]
 
 
-class LaunchRefused(Exception):
+class LaunchRefused(AppError):
     """A launch or callback we refuse; the message is safe to show the clinician."""
 
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
-        self.status = status
+        self.status = self.status_code = status
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,24 +20,22 @@ from fastapi.staticfiles import StaticFiles
 from cds_service.settings import Settings
 from smart_app import api, launch
 from smart_app.embedding import content_security_policy
+from smart_app.patient_data import PatientCache
 from smart_app.sessions import SessionStore
 
 STATIC = Path(__file__).parent / "static"
 
 
-def install(app: FastAPI, settings: Settings) -> None:
-    """Mount the app on the service: /app/launch, /app/callback, /app/, /app/api/..."""
-    # Where the other replicas can see them: PostgreSQL when configured, else SQLite
-    # shared by the workers of this host.
-    app.state.app_sessions = (
-        SessionStore.postgres(settings.database_url)
-        if settings.database_url
-        else SessionStore.sqlite(settings.app_sessions_db)
-    )
-    csp = content_security_policy(settings)
-    app.state.app_fetch_cache = {}
+def install(app: FastAPI, settings: Settings, sessions: SessionStore) -> None:
+    """Mount the app on the service: /app/launch, /app/callback, /app/, /app/api/...
+
+    Its parts go on ``app.state`` here, for its dependencies (``smart_app.deps``) and the
+    launch to read.
+    """
+    app.state.app_sessions = sessions
+    app.state.app_patient_cache = PatientCache()
     app.state.app_refresh_locks = weakref.WeakValueDictionary()
-    app.state.app_view_cache = {}
+    csp = content_security_policy(settings)
     app.include_router(launch.router)
     app.include_router(api.router)
 

@@ -64,7 +64,6 @@ MAX_LINES = 500
 KNOWN_LONG: set[str] = {
     "cds_service/audit/log.py",
     "cds_service/audit/replay.py",
-    "smart_app/views.py",
     "twin_engine/ingest.py",
     "twin_engine/pk/history.py",
 }

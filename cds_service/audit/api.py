@@ -18,15 +18,10 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 
-from cds_service.audit.auth import (
-    Auditor,
-    AuditorForbidden,
-    AuditorUnauthorized,
-    AuditorVerifier,
-)
+from cds_service.audit.auth import Auditor
 from cds_service.audit.fhir import export_resources, to_ndjson
 from cds_service.audit.log import (
     AuditorRead,
@@ -38,7 +33,8 @@ from cds_service.audit.log import (
     record_tenant,
     verify_key_from,
 )
-from cds_service.settings import Settings
+from cds_service.errors import PageTooLarge, RecordNotFound
+from cds_service.http.deps import AuditorVerifierDep, RuntimeDep, SettingsDep
 
 MAX_PAGE = 1000
 MAX_EXPORT = 10_000
@@ -46,41 +42,18 @@ MAX_EXPORT = 10_000
 router = APIRouter(prefix="/audit", tags=["audit"])
 
 
-def _verifier(request: Request) -> AuditorVerifier:
-    verifier: AuditorVerifier | None = getattr(request.app.state, "auditor_verifier", None)
-    if verifier is None:
-        settings: Settings = request.app.state.settings
-        verifier = AuditorVerifier(
-            settings.auditors,
-            audience=settings.audit_audience,
-            cds_client_issuers=frozenset(c.iss for c in settings.clients),
-            replay=request.app.state.replay,
-            leeway_s=settings.jwt_leeway_s,
-            max_lifetime_s=settings.auditor_token_max_lifetime_s,
-        )
-        request.app.state.auditor_verifier = verifier
-    return verifier
+def require_auditor(request: Request, verifier: AuditorVerifierDep) -> Auditor:
+    """The auditor behind the call, or AuditorUnauthorized / AuditorForbidden (a bare
+    401/403 at the edge; the reason stays in our log)."""
+    return verifier.verify(request.headers.getlist("authorization"))
 
 
-def require_auditor(request: Request) -> Auditor:
-    """The auditor behind the call, or a bare 401/403 (the reason stays in our log)."""
-    try:
-        return _verifier(request).verify(request.headers.getlist("authorization"))
-    except AuditorUnauthorized as exc:
-        raise HTTPException(
-            401, "auditor authentication required", {"WWW-Authenticate": "Bearer"}
-        ) from exc
-    except AuditorForbidden as exc:
-        raise HTTPException(403, "the auditor role is required") from exc
-
-
-def _log(request: Request) -> ChainedAuditLog:
-    log: ChainedAuditLog = request.app.state.runtime.audit
-    return log
+def get_log(rt: RuntimeDep) -> ChainedAuditLog:
+    return rt.audit
 
 
 AuditorDep = Annotated[Auditor, Depends(require_auditor)]
-LogDep = Annotated[ChainedAuditLog, Depends(_log)]
+LogDep = Annotated[ChainedAuditLog, Depends(get_log)]
 
 
 def _query(
@@ -146,7 +119,7 @@ def record_read(
 @router.get("/records")
 def query_records(who: AuditorDep, log: LogDep, q: QueryDep) -> dict[str, Any]:
     if q.limit > MAX_PAGE:
-        raise HTTPException(400, f"limit is at most {MAX_PAGE} here; use /audit/export")
+        raise PageTooLarge(f"limit is at most {MAX_PAGE} here; use /audit/export")
     records = log.query(q)
     record_read(log, who, "query", q.to_json(), (r.seq for r in records))
     return {
@@ -164,7 +137,7 @@ def fetch_record(
         rec = None  # another tenant's record is, to this auditor, no record
     record_read(log, who, "record", {"seq": seq}, (rec.seq,) if rec else ())
     if rec is None:
-        raise HTTPException(404, f"no audit record {seq}")
+        raise RecordNotFound(f"no audit record {seq}")
     previous = log.get(seq - 1) if seq > 1 else None
     expected_prev = previous.record_hash if previous else "0" * 64
     hash_ok = rec.record_hash == record_hash(
@@ -189,8 +162,7 @@ def export(who: AuditorDep, log: LogDep, q: QueryDep) -> Response:
 
 
 @router.get("/verify")
-def verify(who: AuditorDep, log: LogDep, request: Request) -> dict[str, Any]:
-    settings: Settings = request.app.state.settings
+def verify(who: AuditorDep, log: LogDep, settings: SettingsDep) -> dict[str, Any]:
     report = log.verify(verify_key_from(settings))
     record_read(log, who, "verify", {})
     return report.to_json()

@@ -29,6 +29,7 @@ from typing import Any
 from jwt import PyJWK, PyJWKSet
 from pydantic import BaseModel, ConfigDict, Field
 
+from cds_service.errors import AuditorForbidden, AuditorUnauthorized
 from cds_service.http.auth import (
     JtiCache,
     TokenRejected,
@@ -38,14 +39,6 @@ from cds_service.http.auth import (
 )
 
 AUDITOR_ROLE = "auditor"
-
-
-class AuditorUnauthorized(Exception):
-    """No valid auditor token: answered with a bare 401."""
-
-
-class AuditorForbidden(Exception):
-    """A valid token without the auditor role: answered with a bare 403."""
 
 
 class AuditorIssuerConfig(BaseModel):

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from cds_service.audit.parts import chain_form
+from cds_service.errors import ServiceError
 from twin_engine.storage import StorageUnavailable
 
 log = logging.getLogger("twin_cds.audit")
@@ -62,7 +63,7 @@ class StoredAuditRecord:
         }
 
 
-class AuditError(Exception):
+class AuditError(ServiceError):
     """The audit trail cannot do what was asked.
 
     AuditError

@@ -14,17 +14,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Request
+from fastapi import APIRouter, Path
 
 from cds_service.audit.api import AuditorDep, LogDep, record_read
 from cds_service.audit.log import record_tenant
+from cds_service.errors import RecordNotFound
+from cds_service.http.deps import RuntimeDep, SettingsDep
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 
 
 @router.get("/records/{seq}/replay")
 def replay(
-    seq: Annotated[int, Path(ge=1, le=2**63 - 1)], who: AuditorDep, log: LogDep, request: Request
+    seq: Annotated[int, Path(ge=1, le=2**63 - 1)], who: AuditorDep, log: LogDep, rt: RuntimeDep
 ) -> dict[str, Any]:
     from cds_service.audit.replay import ModelArchive, installed_shas, replay_record
 
@@ -33,8 +35,7 @@ def replay(
         rec = None  # another tenant's record is, to this auditor, no record
     record_read(log, who, "replay", {"seq": seq}, (rec.seq,) if rec else ())
     if rec is None:
-        raise HTTPException(404, f"no audit record {seq}")
-    rt = request.app.state.runtime
+        raise RecordNotFound(f"no audit record {seq}")
     report = replay_record(
         rec,
         twins=rt.twins,
@@ -56,11 +57,10 @@ def stats(who: AuditorDep, log: LogDep, since: datetime | None = None) -> dict[s
 
 
 @router.get("/selfcheck")
-def selfcheck(who: AuditorDep, log: LogDep, request: Request) -> dict[str, Any]:
+def selfcheck(who: AuditorDep, log: LogDep, settings: SettingsDep) -> dict[str, Any]:
     from cds_service.audit.replay import ModelArchive
     from cds_service.audit.selfcheck import self_check_of_log
 
-    settings = request.app.state.settings
     report = self_check_of_log(
         log, ModelArchive(settings.model_archive_dir), settings, tenant=who.tenant
     )

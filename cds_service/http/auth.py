@@ -37,6 +37,7 @@ import jwt
 from jwt import PyJWK, PyJWKSet
 from pydantic import BaseModel, ConfigDict, Field
 
+from cds_service.errors import ServiceError, Unauthorized
 from twin_engine.storage import ReconnectingPg, StorageUnavailable, sqlite_storage_failure
 
 ASYMMETRIC = frozenset(
@@ -54,16 +55,12 @@ JWKS_REFETCH_MIN_INTERVAL_S = 10.0
 MAX_TOKEN_BYTES = 8 * 1024
 
 
-class Unauthorized(Exception):
-    """The call is not from a client we trust; answered with a bare 401."""
-
-
 class ReplayCacheUnavailable(StorageUnavailable):
     """The JWT replay cache could not be reached or written: a call cannot be checked
     for replay, so it is not answered (503)."""
 
 
-class TokenRejected(Exception):
+class TokenRejected(ServiceError):
     """A JWT that fails a check shared by CDS-client and auditor tokens; the caller maps
     it to its own answer (401) and keeps the reason for the operator's log."""
 

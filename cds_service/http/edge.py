@@ -18,15 +18,16 @@ validation library's documentation links, which name its version).
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
-from cds_service.errors import BadHookRequest
+from cds_service.errors import BodyTooLarge, UnsupportedMediaType
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -53,18 +54,6 @@ MAX_BODY_BYTES = 64 * 1024
 
 #: Routes that read their body themselves, with their own limit and audit of refusals.
 _HOOK_ROUTE = re.compile(r"^/cds-services/[^/]+(/feedback)?$")
-
-
-class BodyTooLarge(BadHookRequest):
-    """More bytes than this route accepts (413)."""
-
-    status_code = 413
-
-
-class UnsupportedMediaType(BadHookRequest):
-    """A hook or feedback body that does not say it is JSON (415)."""
-
-    status_code = 415
 
 
 def require_json(request: Request) -> None:
@@ -98,7 +87,10 @@ def validation_problems(errors: list[Any], limit: int = 10) -> str:
     )
 
 
-def _outcome(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Any:
+def operation_outcome(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """A FHIR OperationOutcome with one error issue: the CDS Hooks 2.0 error body."""
     return JSONResponse(
         status_code=status,
         content={
@@ -112,7 +104,18 @@ def _outcome(status: int, code: str, message: str, headers: dict[str, str] | Non
 async def request_validation_error(_: Request, exc: Exception) -> JSONResponse:
     """422 naming each field and what is wrong with it; safe for any input (inf, NaN)."""
     errors = exc.errors() if isinstance(exc, RequestValidationError | ValidationError) else []
-    response: JSONResponse = _outcome(422, "invalid", validation_problems(list(errors)))
+    return operation_outcome(422, "invalid", validation_problems(list(errors)))
+
+
+async def server_timing(
+    request: Request, call_next: Callable[[Request], Awaitable[Response]]
+) -> Response:
+    """Server-Timing (``app;dur=`` ms) on every answer, errors as well as cards: an EHR
+    team (and bench/) sees our share of the latency."""
+    started = time.perf_counter()
+    response = await call_next(request)
+    elapsed_ms = 1000 * (time.perf_counter() - started)
+    response.headers["Server-Timing"] = f"app;dur={elapsed_ms:.3f}"
     return response
 
 
@@ -128,9 +131,8 @@ class RequestLimits:
             return
         head = sum(len(name) + len(value) for name, value in scope.get("headers", ()))
         if head > MAX_HEADER_BYTES:
-            await _outcome(431, "too-costly", f"request headers over {MAX_HEADER_BYTES} bytes")(
-                scope, receive, send
-            )
+            message = f"request headers over {MAX_HEADER_BYTES} bytes"
+            await operation_outcome(431, "too-costly", message)(scope, receive, send)
             return
         if scope.get("method") in ("GET", "HEAD", "OPTIONS") or _HOOK_ROUTE.match(
             str(scope.get("path", ""))
@@ -140,7 +142,7 @@ class RequestLimits:
             return
         body = await self._body(scope, receive, MAX_BODY_BYTES)
         if body is None:
-            await _outcome(413, "too-costly", f"request body over {MAX_BODY_BYTES} bytes")(
+            await operation_outcome(413, "too-costly", f"request body over {MAX_BODY_BYTES} bytes")(
                 scope, receive, send
             )
             return

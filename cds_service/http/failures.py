@@ -1,9 +1,21 @@
-"""What the HTTP edge answers when a call fails on our side, and what it logs.
+"""The HTTP edge's one map from errors to answers, and what it logs.
 
-    a store is down (StorageUnavailable)   503 + Retry-After: not answered; says whether
-                                           the call was recorded (normally: not)
-    any other fault of ours                500: not answered; says whether the call's
-                                           audit record was written
+    twin_engine.storage.StorageUnavailable  503 + Retry-After, OperationOutcome "transient":
+        (any store: twin, audit, replay       not answered; says whether the call was
+        cache, app sessions)                  recorded (normally: not). Checked first: some
+                                              classes are also ServiceErrors (AuditUnavailable)
+    cds_service.errors.Unauthorized           a bare 401; the reason goes to our log only
+    cds_service.errors.ApiError               its status, ``{"detail": message}`` (the auditor
+        (and smart_app.errors.AppError)       API and the clinician app read FastAPI's shape)
+    cds_service.errors.ServiceError < 500     its status, OperationOutcome with its issue code
+                                              (the CDS Hooks 2.0 error answer)
+    anything else, a ServiceError of 500,     500: not answered; says whether the call's
+        twin_engine's TwinEngineError and     audit record was written. The pipeline turns
+        onnx_models' ModelError included      the caller's faults into ServiceErrors (an
+                                              unusable bundle: DataUnavailable 412; missing
+                                              model inputs: a "not computed" card), so one
+                                              of theirs that reaches the edge is ours.
+    fastapi RequestValidationError            422 naming each field (``edge``)
 
 Every such failure is one log line; a fault of ours carries its traceback, once (the
 server does not log it again, because the exception does not leave the app). A store
@@ -18,12 +30,14 @@ marks the exception it re-raises after writing the failed call's record
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cds_service.errors import RECORDED_MARK, ApiError, ServiceError, Unauthorized
+from cds_service.http.edge import RequestLimits, operation_outcome, request_validation_error
 from twin_engine.storage import StorageUnavailable
 
 log = logging.getLogger("twin_cds")
@@ -33,17 +47,10 @@ log = logging.getLogger("twin_cds")
 #: caller keeps getting 503 (never a wrong answer) until then.
 RETRY_AFTER_S = 5
 
-_RECORDED = "_twin_cds_recorded"
-
-
-def mark_recorded(exc: BaseException) -> None:
-    """Say on the exception that the failed call's audit record was written."""
-    setattr(exc, _RECORDED, True)
-
 
 def recorded(exc: BaseException) -> bool | None:
     """Whether the call that raised ``exc`` is on the audit trail (None: unknown)."""
-    if getattr(exc, _RECORDED, False):
+    if getattr(exc, RECORDED_MARK, False):
         return True
     if isinstance(exc, StorageUnavailable):
         return exc.recorded
@@ -67,27 +74,38 @@ def internal_error_message(exc: BaseException) -> str:
     return f"internal error: this call was not answered and {_record_clause(recorded(exc))}"
 
 
-def _outcome(code: str, message: str) -> dict[str, Any]:
-    return {
-        "resourceType": "OperationOutcome",
-        "issue": [{"severity": "error", "code": code, "diagnostics": message}],
-    }
+def answer(method: str, path: str, exc: BaseException) -> Response:
+    """The response to ``exc`` (see the module's table), logged once."""
+    if isinstance(exc, StorageUnavailable):
+        # The message names the store and the failure (no patient data, no URL password).
+        log.warning("503 on %s %s: %s: %s", method, path, type(exc).__name__, exc)
+        return operation_outcome(
+            503, "transient", unavailable_message(exc), {"Retry-After": str(RETRY_AFTER_S)}
+        )
+    if isinstance(exc, ServiceError) and exc.status_code < 500:
+        if isinstance(exc, Unauthorized):
+            # The reason is for the operator; the caller learns nothing from a bare 401.
+            log.warning("401 on %s: %s", path, exc)
+            return Response(status_code=401)
+        message = exc.public_message or str(exc)
+        if isinstance(exc, ApiError):
+            return JSONResponse(
+                {"detail": message}, status_code=exc.status_code, headers=exc.headers or None
+            )
+        return operation_outcome(exc.status_code, exc.issue_code, message, exc.headers or None)
+    # Never the request body, which carries patient data.
+    log.error("500 on %s %s: unexpected %s", method, path, type(exc).__name__, exc_info=exc)
+    return operation_outcome(500, "exception", internal_error_message(exc))
 
 
-def storage_unavailable_response(request: Request, exc: StorageUnavailable) -> JSONResponse:
-    # The message names the store and the failure (no patient data, no URL password).
-    log.warning("503 on %s %s: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
-    return JSONResponse(
-        _outcome("transient", unavailable_message(exc)),
-        status_code=503,
-        headers={"Retry-After": str(RETRY_AFTER_S)},
-    )
+async def _handler(request: Request, exc: Exception) -> Response:
+    return answer(request.method, request.url.path, exc)
 
 
 class _LastResort:
-    """Catches any fault that reached the top of the app: logs it once with its trace,
-    answers 500 when nothing was sent yet, and does not re-raise (so the server neither
-    logs it a second time nor drops the connection without an answer)."""
+    """Catches any fault that reached the top of the app: answers it as ``answer`` says
+    when nothing was sent yet, and does not re-raise (so the server neither logs it a
+    second time nor drops the connection without an answer)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -107,31 +125,17 @@ class _LastResort:
         try:
             await self.app(scope, receive, tracking_send)
         except Exception as exc:
-            path = scope.get("path", "")
-            if isinstance(exc, StorageUnavailable):
-                log.warning("503 on %s: %s: %s", path, type(exc).__name__, exc)
-                response = JSONResponse(
-                    _outcome("transient", unavailable_message(exc)),
-                    status_code=503,
-                    headers={"Retry-After": str(RETRY_AFTER_S)},
-                )
-            else:
-                # Never the request body, which carries patient data.
-                log.error("500 on %s: unexpected %s", path, type(exc).__name__, exc_info=exc)
-                response = JSONResponse(
-                    _outcome("exception", internal_error_message(exc)), status_code=500
-                )
+            response = answer(str(scope.get("method", "")), str(scope.get("path", "")), exc)
             if started:
                 return  # the answer is already under way; the log says what went wrong
             await response(scope, receive, send)
 
 
 def install(app: FastAPI) -> None:
-    """Answer store outages 503 and our own faults 500, each logged once. Call last, so
-    the catch-all wraps every other middleware."""
-
-    @app.exception_handler(StorageUnavailable)
-    async def _unavailable(request: Request, exc: StorageUnavailable) -> JSONResponse:
-        return storage_unavailable_response(request, exc)
-
+    """The edge: request limits outermost (before CORS, auth or parsing), the errors'
+    answers, and the catch-all wrapping everything. Call after every other middleware."""
+    app.add_exception_handler(RequestValidationError, request_validation_error)
+    app.add_exception_handler(ServiceError, _handler)
+    app.add_exception_handler(StorageUnavailable, _handler)
+    app.add_middleware(RequestLimits)
     app.add_middleware(_LastResort)

@@ -21,10 +21,9 @@ from cds_service.audit.log import (
     explanation_for_audit,
 )
 from cds_service.audit.replay import dosing_basis, risk_basis
-from cds_service.errors import DataUnavailable, TooMuchData
+from cds_service.errors import DataUnavailable, TooMuchData, mark_recorded
 from cds_service.http.auth import VerifiedClient
 from cds_service.http.cards import Card, CdsResponse, Link
-from cds_service.http.failures import mark_recorded
 from cds_service.http.hooks import HookRequest
 from cds_service.ops.metrics import MODEL_RUN_DURATION, TWIN_VERSIONS_WRITTEN, timed
 from cds_service.ops.observe import lap

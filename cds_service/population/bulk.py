@@ -39,6 +39,8 @@ import jwt
 import orjson
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+from cds_service.errors import PopulationError
+
 log = logging.getLogger("twin_cds.population.bulk")
 
 #: The resource types a twin reads (twin_engine.ingest), asked for by ``_type``.
@@ -65,7 +67,7 @@ MAX_POLL_S: Final = 60.0
 TOKEN_RENEW_MARGIN_S: Final = 30.0
 
 
-class BulkExportError(Exception):
+class BulkExportError(PopulationError):
     """An export that could not be done, naming the step and what the server said."""
 
 

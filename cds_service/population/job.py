@@ -40,6 +40,7 @@ from typing import Any, Final
 
 import pyarrow.parquet as pq
 
+from cds_service.errors import PopulationError
 from cds_service.population.rows import build_partition_rows, worker_registry
 from cds_service.population.split import (
     CHUNK_BYTES,
@@ -57,7 +58,7 @@ PARTITION_BYTES: Final = 4 * 1024 * 1024
 SPLIT_FORMAT: Final = 2
 
 
-class PopulationInputError(Exception):
+class PopulationInputError(PopulationError):
     """Bad input for a build (no NDJSON, an --out of another as-of date), named."""
 
 

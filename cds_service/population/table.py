@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cds_service.errors import PopulationError
 from twin_engine.population import TrialPatient, TrialResult, evaluate, run_trial
 from twin_engine.population.trial import Intervention
 
@@ -18,7 +19,7 @@ from twin_engine.population.trial import Intervention
 RISK_COLUMN = "prevent_risk_10y_ascvd"
 
 
-class TableError(Exception):
+class TableError(PopulationError):
     """No table where one was expected, or a build that did not finish."""
 
 

@@ -24,6 +24,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
+from cds_service.errors import ServiceError
 from cds_service.http.cards import Action, Card, Link, Source, Suggestion
 from cds_service.pipeline.render import OVERRIDE_REASONS, md_text
 from onnx_models.pk.models import MODELS
@@ -41,7 +42,7 @@ RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 PTA_OFF_TARGET = 0.5
 
 
-class DraftOrderError(ValueError):
+class DraftOrderError(ServiceError):
     """The drafted vancomycin order cannot be read as a regimen (named field missing)."""
 
 

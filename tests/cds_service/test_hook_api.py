@@ -319,9 +319,9 @@ def test_an_oversized_body_is_413_and_on_the_record(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A body over the limit is refused before parsing, and the refusal is audited."""
-    import twin_cds.app
+    import cds_service.http.routes
 
-    monkeypatch.setattr(twin_cds.app, "MAX_BODY_BYTES", 1000)
+    monkeypatch.setattr(cds_service.http.routes, "MAX_HOOK_BODY_BYTES", 1000)
     response = client.post(
         "/cds-services/ascvd-risk",
         content=b"{" + b" " * 2000 + b"}",

@@ -25,7 +25,7 @@ from cds_service.services.catalog import SERVICES
 from cds_service.settings import Settings
 from ehr_sim.patients import generate_patients
 from ehr_sim.servers import RunningServer, load_patients, start_fhir_server
-from smart_app.api import patient_queries
+from smart_app.patient_data import patient_queries
 
 pytestmark = pytest.mark.integration
 

@@ -22,7 +22,8 @@ from cds_service.services.cardio_renal_cards import cardio_renal_cards
 from cds_service.services.vancomycin import dosing_cards, simulator_for
 from ehr_sim.patients import vancomycin_patient
 from onnx_models.registry import ModelRegistry
-from smart_app import views
+from smart_app import dose_view, history_view, risk_view, twin_view
+from smart_app.errors import WhatIfRefused
 from tests.conftest import with_ids
 from twin_engine import FeatureSet, build_twin_from_fhir, derive_features
 from twin_engine.pk.curve import concentration_curve
@@ -49,7 +50,7 @@ def _card_and_app(
     features = derive_features(twin, TODAY)
     view = patient_view(registry, twin, features)
     cards = ascvd_cards(view, LINK) + cardio_renal_cards(view, LINK)
-    runs = views.risk_assessments(registry, twin, features, kfre_model="kfre")
+    runs = risk_view.risk_assessments(registry, twin, features, kfre_model="kfre")
     return features, cards, runs
 
 
@@ -62,8 +63,8 @@ def test_the_risk_panel_shows_the_cards_numbers(
     for bundle in demo_bundles:
         _, cards, runs = _card_and_app(registry, bundle)
         shown = {
-            m["id"]: {o["name"]: o["display"] for o in m["outputs"]}
-            for m in views.risk_view(runs, 1, TODAY)["models"]
+            m.id: {o.name: o.display for o in m.outputs}
+            for m in risk_view.risk_view(runs, 1, TODAY).models
         }
         for card in cards:
             numbers = re.findall(r"\d+\.\d%", card.summary)
@@ -101,9 +102,9 @@ def test_the_what_if_gives_the_cards_treatment_response(
                 if effect.description.startswith("SBP")
                 else (effect.description.split("-")[0], None)
             )
-            answer = views.whatif(runs, features, choice[0], choice[1])  # type: ignore[arg-type]
-            assert answer["display_after"] == pct(effect.risk_after)
-            assert answer["display_before"] == pct(effect.risk_before)
+            answer = risk_view.whatif(runs, features, choice[0], choice[1])  # type: ignore[arg-type]
+            assert answer.display_after == pct(effect.risk_after)
+            assert answer.display_before == pct(effect.risk_before)
             checked += 1
     assert checked >= 4
 
@@ -113,7 +114,7 @@ def test_a_what_if_the_data_cannot_answer_is_refused(
 ) -> None:
     twin = build_twin_from_fhir(_resources(demo_bundles[0]))
     features = derive_features(twin, TODAY)
-    runs = views.risk_assessments(registry, twin, features, kfre_model="kfre")
+    runs = risk_view.risk_assessments(registry, twin, features, kfre_model="kfre")
     if runs.prevent.status != "computed":
         pytest.skip("first demo patient has no PREVENT")
     on_statin = replace(
@@ -123,8 +124,8 @@ def test_a_what_if_the_data_cannot_answer_is_refused(
             "statin": replace(features.get("statin"), value=1.0),
         },
     )
-    with pytest.raises(views.WhatIfRefused, match="already on a statin"):
-        views.whatif(runs, on_statin, "moderate", None)
+    with pytest.raises(WhatIfRefused, match="already on a statin"):
+        risk_view.whatif(runs, on_statin, "moderate", None)
     no_ldl = replace(
         features,
         features={
@@ -134,10 +135,10 @@ def test_a_what_if_the_data_cannot_answer_is_refused(
             ),
         },
     )
-    with pytest.raises(views.WhatIfRefused, match="LDL"):
-        views.whatif(runs, no_ldl, "high", None)
-    unchanged = views.whatif(runs, features, "none", None)
-    assert unchanged["risk_after"] == unchanged["risk_before"]
+    with pytest.raises(WhatIfRefused, match="LDL"):
+        risk_view.whatif(runs, no_ldl, "high", None)
+    unchanged = risk_view.whatif(runs, features, "none", None)
+    assert unchanged.risk_after == unchanged.risk_before
 
 
 def test_timelines_never_draw_a_value_in_an_unknown_unit() -> None:
@@ -170,12 +171,12 @@ def test_timelines_never_draw_a_value_in_an_unknown_unit() -> None:
         },
     ]
     twin = build_twin_from_fhir(resources)
-    lipids = next(c for c in views.timelines(twin) if c["id"] == "lipids")
-    total = next(s for s in lipids["series"] if s["name"] == "Total")
-    assert [p["source"] for p in total["points"]] == ["Observation/tc-ok"]
-    assert lipids["unit"] == "mg/dL"
-    assert total["points"][0]["v"] == pytest.approx(5.2 * 38.67, rel=1e-3)
-    assert any("Observation/tc-odd" in i for i in views.issues(twin))
+    lipids = next(c for c in twin_view.timelines(twin) if c.id == "lipids")
+    total = next(s for s in lipids.series if s.name == "Total")
+    assert [p.source for p in total.points] == ["Observation/tc-ok"]
+    assert lipids.unit == "mg/dL"
+    assert total.points[0].v == pytest.approx(5.2 * 38.67, rel=1e-3)
+    assert any("Observation/tc-odd" in i for i in twin_view.issues(twin))
 
 
 def _vancomycin_resources(now: datetime) -> list[dict[str, Any]]:
@@ -192,7 +193,7 @@ def test_the_dose_simulator_gives_the_dosing_cards_numbers() -> None:
     now = datetime(2026, 3, 2, 12, tzinfo=UTC)
     resources = _vancomycin_resources(now)
     regimen = Regimen(dose_mg=1250, interval_h=12, infusion_h=1.5)
-    shown = views.simulate(resources, now, "vancomycin_goti2018", regimen)["regimen"]
+    shown = dose_view.simulate(resources, now, "vancomycin_goti2018", regimen).regimen
     draft = {
         "resourceType": "MedicationRequest",
         "id": "d1",
@@ -221,18 +222,18 @@ def test_the_dose_simulator_gives_the_dosing_cards_numbers() -> None:
     ).cards[0]
     match = re.search(r"AUC24 (\d+), (\d+%) in", card.summary)
     assert match is not None, card.summary
-    assert (shown["auc24_display"], shown["pta_display"]) == match.groups()
-    drafted = f"| {shown['auc24_display']} ({shown['interval_display']}) |"
+    assert (shown.auc24_display, shown.pta_display) == match.groups()
+    drafted = f"| {shown.auc24_display} ({shown.interval_display}) |"
     assert drafted in (card.detail or "")
-    assert f"| P(AUC24 > 600) | {shown['p_above_display']} |" in (card.detail or "")
-    assert f"mg/L | {shown['peak_trough_display']} |" in (card.detail or "")
+    assert f"| P(AUC24 > 600) | {shown.p_above_display} |" in (card.detail or "")
+    assert f"mg/L | {shown.peak_trough_display} |" in (card.detail or "")
 
 
 def test_the_pk_curve_adds_up() -> None:
     """Linear PK: the curve of history + a new regimen is the history's curve plus the
     regimen's alone (per posterior sample), and nothing of the regimen precedes its start."""
     now = datetime(2026, 3, 2, 12, tzinfo=UTC)
-    result = views._dose(_vancomycin_resources(now), now, "vancomycin_goti2018", None)
+    result = dose_view._dose(_vancomycin_resources(now), now, "vancomycin_goti2018", None)
     assert result.timeline is not None and result.posterior is not None
     sim = simulator_for("vancomycin_goti2018")
     one = replace(result.posterior, params_samples=result.posterior.params_samples[:1])
@@ -277,13 +278,13 @@ def test_no_vancomycin_is_said_and_no_dialysis_record_is_stated() -> None:
     """No vancomycin: said so. No dialysis record: dosed as not on dialysis, and shown."""
     now = datetime(2026, 3, 2, 12, tzinfo=UTC)
     patient = {"resourceType": "Patient", "id": "p", "gender": "male", "birthDate": "1960-01-01"}
-    none = views.vancomycin_view([patient], now, "vancomycin_goti2018")
-    assert none["available"] is False
-    assert "no vancomycin" in none["reason"]
+    none = dose_view.vancomycin_view([patient], now, "vancomycin_goti2018")
+    assert isinstance(none, dose_view.VancomycinUnavailable)
+    assert "no vancomycin" in none.reason
     resources = [r for r in _vancomycin_resources(now) if r["resourceType"] != "Condition"]
-    silent = views.vancomycin_view(resources, now, "vancomycin_goti2018")
-    assert silent["available"] is True
-    assert silent["covariates"]["dialysis"] is False
+    silent = dose_view.vancomycin_view(resources, now, "vancomycin_goti2018")
+    assert isinstance(silent, dose_view.VancomycinPanel)
+    assert silent.covariates.dialysis is False
 
 
 def test_history_shows_only_this_ehrs_records(tmp_path: Path) -> None:
@@ -311,9 +312,9 @@ def test_history_shows_only_this_ehrs_records(tmp_path: Path) -> None:
             client_tenant="hospital-b",
         )
     )
-    ours = views.history(log, "123", "hospital-a")["records"]
-    assert [c["summary"] for r in ours for c in r["cards"]] == ["ours"]
-    assert views.history(log, "123", None)["records"] == []
+    ours = history_view.history(log, "123", "hospital-a").records
+    assert [c.summary for r in ours for c in r.cards] == ["ours"]
+    assert history_view.history(log, "123", None).records == []
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,115 @@
+"""What the routes get through ``Depends``: the one place that reads ``app.state``.
+
+``twin_cds.app.create_app`` puts the service's parts on ``app.state`` (``publish``
+names them); routes declare what they need with the ``...Dep`` types below, and tests
+swap a part by setting it on ``app.state`` or through ``app.dependency_overrides``.
+
+    settings, registry, offered services,     from the start (create_app)
+    replay cache, auditor verifier, readiness
+    runtime (stores, registry, HTTP client),  from the lifespan: a request is served
+    client verifier                           only inside it
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Request
+
+from cds_service.audit.auth import AuditorVerifier
+from cds_service.http.auth import ClientVerifier, JtiCache, VerifiedClient
+from cds_service.ops.readiness import Readiness
+from cds_service.pipeline.run import Runtime
+from cds_service.services.catalog import ServiceDefinition
+from cds_service.settings import Settings
+from onnx_models.registry import ModelRegistry
+
+
+def publish(
+    app: FastAPI,
+    *,
+    settings: Settings,
+    registry: ModelRegistry,
+    offered: Mapping[str, ServiceDefinition],
+    replay: JtiCache,
+    auditor_verifier: AuditorVerifier,
+    readiness: Readiness,
+) -> None:
+    """Put what exists from the start on ``app.state`` (the lifespan adds the runtime
+    and the verifier with ``publish_runtime``)."""
+    app.state.settings = settings
+    app.state.registry = registry
+    app.state.offered = offered
+    app.state.replay = replay
+    app.state.auditor_verifier = auditor_verifier
+    app.state.readiness = readiness
+
+
+def publish_runtime(app: FastAPI, runtime: Runtime, verifier: ClientVerifier) -> None:
+    app.state.runtime = runtime
+    app.state.verifier = verifier
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_registry(request: Request) -> ModelRegistry:
+    registry: ModelRegistry = request.app.state.registry
+    return registry
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def get_offered(request: Request) -> Mapping[str, ServiceDefinition]:
+    """The services this deployment offers: those whose models all loaded."""
+    offered: Mapping[str, ServiceDefinition] = request.app.state.offered
+    return offered
+
+
+def get_replay_cache(request: Request) -> JtiCache:
+    replay: JtiCache = request.app.state.replay
+    return replay
+
+
+def get_readiness(request: Request) -> Readiness:
+    readiness: Readiness = request.app.state.readiness
+    return readiness
+
+
+def get_auditor_verifier(request: Request) -> AuditorVerifier:
+    verifier: AuditorVerifier = request.app.state.auditor_verifier
+    return verifier
+
+
+def get_verifier(request: Request) -> ClientVerifier:
+    verifier: ClientVerifier = request.app.state.verifier
+    return verifier
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+OfferedDep = Annotated[Mapping[str, ServiceDefinition], Depends(get_offered)]
+ReplayCacheDep = Annotated[JtiCache, Depends(get_replay_cache)]
+ReadinessDep = Annotated[Readiness, Depends(get_readiness)]
+AuditorVerifierDep = Annotated[AuditorVerifier, Depends(get_auditor_verifier)]
+
+
+async def authenticate(request: Request, settings: SettingsDep) -> VerifiedClient | None:
+    """The CDS client behind the call (None when authentication is off), or
+    ``Unauthorized`` (a bare 401)."""
+    if not settings.auth_required:
+        return None
+    # aud must be the exact URL called, as the EHR knows us (public_base_url).
+    audience = settings.public_base_url.rstrip("/") + request.url.path
+    # Every Authorization value as received: two of them are refused.
+    return await get_verifier(request).verify(request.headers.getlist("authorization"), audience)
+
+
+ClientDep = Annotated[VerifiedClient | None, Depends(authenticate)]
