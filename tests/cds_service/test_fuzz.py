@@ -22,11 +22,12 @@ import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import not_a_server_error, response_schema_conformance
 
 from cds_service.http.auth import CdsClientConfig
 from cds_service.http.cards import CdsResponse
 from cds_service.settings import Settings
+from smart_app.embedding import COOKIE
 from tests.conftest import hook_request, prefetch_from_bundle
 from tests.support.keys import es384
 from twin_cds.app import create_app
@@ -87,12 +88,44 @@ def test_every_openapi_operation_answers_below_500(tmp_path: Path) -> None:
         @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
         @given(case=operation.as_strategy())
         def call(case: Any) -> None:
-            case.call_and_validate(checks=[not_a_server_error])
+            case.call_and_validate(checks=[not_a_server_error, response_schema_conformance])
 
         try:
             call()
         except Exception as exc:
             raise AssertionError(f"{operation.label}: {exc}") from exc
+
+
+def test_the_app_api_answers_as_its_openapi_document_says(tmp_path: Path) -> None:
+    """Inside an app session, the answers that need no EHR (the session, the history)
+    match the response models the OpenAPI document publishes for them."""
+    app = _app(tmp_path / "data", api_docs=True)
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+    session = {
+        "iss": "https://ehr.example/fhir",
+        "access_token": "at",
+        "patient": PID,
+        "encounter": None,
+        "style": {"color_background": "#ffffff"},
+        "app_context": {"twinVersion": 1},
+        "expires_at": 4102444800.0,
+    }
+    sid = app.state.app_sessions.create("active", session, ttl_s=600)
+    paths = {"GET /app/api/session", "GET /app/api/history"}
+    operations = [op for op in (r.ok() for r in schema.get_all_operations()) if op.label in paths]
+    assert {op.label for op in operations} == paths
+    for operation in operations:
+
+        @settings(max_examples=5, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(case=operation.as_strategy())
+        def call(case: Any) -> None:
+            response = case.call_and_validate(
+                checks=[not_a_server_error, response_schema_conformance],
+                cookies={COOKIE: sid},
+            )
+            assert response.status_code == 200, response.text[:300]
+
+        call()
 
 
 # --- hypothesis: hook bodies ---------------------------------------------------------
