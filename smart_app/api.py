@@ -26,7 +26,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from cds_service.http.deps import RuntimeDep
 from cds_service.services.vancomycin import MAX_DRAFT_DOSE_MG, MAX_DRAFT_INTERVAL_H
 from smart_app import dose_view, history_view, risk_view, twin_view
-from smart_app.deps import PatientCacheDep, SessionDep, SessionsDep, json_only
+from smart_app.deps import (
+    ComputedDep,
+    PatientCacheDep,
+    PatientDataDep,
+    SessionDep,
+    SessionsDep,
+    json_only,
+)
 from smart_app.errors import Unanswerable
 from smart_app.launch import twin_scope
 from smart_app.patient_data import compute, fetch
@@ -58,17 +65,12 @@ async def session_info(s: SessionDep) -> SessionInfo:
 
 
 @router.get("/twin")
-async def twin(
-    s: SessionDep, rt: RuntimeDep, sessions: SessionsDep, cache: PatientCacheDep
-) -> twin_view.TwinPanel:
-    return twin_view.twin_panel(await compute(rt, sessions, cache, s), _now())
+async def twin(c: ComputedDep) -> twin_view.TwinPanel:
+    return twin_view.twin_panel(c, _now())
 
 
 @router.get("/risk")
-async def risk(
-    s: SessionDep, rt: RuntimeDep, sessions: SessionsDep, cache: PatientCacheDep
-) -> risk_view.RiskPanel:
-    c = await compute(rt, sessions, cache, s)
+async def risk(c: ComputedDep) -> risk_view.RiskPanel:
     return risk_view.risk_view(c.runs, c.twin.version, c.features.as_of)
 
 
@@ -82,13 +84,12 @@ class WhatIfRequest(BaseModel):
 
 
 @router.get("/whatif")
-async def whatif_options(
-    s: SessionDep, rt: RuntimeDep, sessions: SessionsDep, cache: PatientCacheDep
-) -> risk_view.WhatIfOptions | risk_view.WhatIfUnavailable:
-    c = await compute(rt, sessions, cache, s)
+async def whatif_options(c: ComputedDep) -> risk_view.WhatIfOptions | risk_view.WhatIfUnavailable:
     return risk_view.whatif_options(c.runs, c.features)
 
 
+# The POSTs read the patient's data after their body is checked (a 422 before any
+# EHR read), so they call the flow themselves instead of depending on it.
 @router.post("/whatif", dependencies=[Depends(json_only)])
 async def whatif(
     body: WhatIfRequest,
@@ -103,9 +104,8 @@ async def whatif(
 
 @router.get("/vancomycin")
 async def vancomycin(
-    s: SessionDep, rt: RuntimeDep, sessions: SessionsDep, cache: PatientCacheDep
+    data: PatientDataDep, rt: RuntimeDep
 ) -> dose_view.VancomycinPanel | dose_view.VancomycinUnavailable:
-    data = await fetch(rt, sessions, cache, s)
     return dose_view.vancomycin_view(data.resources, _now(), rt.settings.vancomycin_model)
 
 

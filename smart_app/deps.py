@@ -9,10 +9,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from cds_service.http.deps import RuntimeDep
 from smart_app.context import AppSession
 from smart_app.embedding import COOKIE
 from smart_app.errors import NoSession, NotJson
-from smart_app.patient_data import PatientCache
+from smart_app.patient_data import Computed, PatientCache, PatientData, compute, fetch
 from smart_app.refresh import refresh_due, refresh_session
 from smart_app.sessions import SessionStore
 
@@ -52,3 +53,21 @@ def json_only(request: Request) -> None:
     SameSite=Lax, this closes CSRF."""
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
         raise NotJson("send application/json")
+
+
+async def patient_data(
+    s: SessionDep, rt: RuntimeDep, sessions: SessionsDep, cache: PatientCacheDep
+) -> PatientData:
+    """The launch patient's FHIR data (``patient_data.fetch``)."""
+    return await fetch(rt, sessions, cache, s)
+
+
+async def computed(
+    s: SessionDep, rt: RuntimeDep, sessions: SessionsDep, cache: PatientCacheDep
+) -> Computed:
+    """The twin, features and model runs of the launch patient (``patient_data.compute``)."""
+    return await compute(rt, sessions, cache, s)
+
+
+PatientDataDep = Annotated[PatientData, Depends(patient_data)]
+ComputedDep = Annotated[Computed, Depends(computed)]
