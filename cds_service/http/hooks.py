@@ -103,3 +103,24 @@ def missing_context(request: HookRequest) -> tuple[str, ...]:
     return tuple(
         name for name in REQUIRED_CONTEXT.get(request.hook, ()) if context.get(name) in (None, "")
     )
+
+
+class ServiceDescription(BaseModel):
+    """One service in the discovery answer (CDS Hooks 2.0, Discovery)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hook: str
+    id: str
+    title: str
+    description: str
+    prefetch: dict[str, str]
+    usageRequirements: str | None = None
+
+
+class Discovery(BaseModel):
+    """``GET /cds-services``: the services this deployment offers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    services: list[ServiceDescription]

@@ -30,7 +30,13 @@ from cds_service.http.edge import (
     require_json,
     validation_problems,
 )
-from cds_service.http.hooks import FeedbackRequest, HookRequest, missing_context
+from cds_service.http.hooks import (
+    Discovery,
+    FeedbackRequest,
+    HookRequest,
+    ServiceDescription,
+    missing_context,
+)
 from cds_service.ops.metrics import exposition
 from cds_service.ops.readiness import report
 from cds_service.pipeline.run import run_service
@@ -39,9 +45,12 @@ router = APIRouter()
 probes = APIRouter(include_in_schema=False)
 
 
-@router.get("/cds-services")
-async def discovery(_: ClientDep, offered: OfferedDep) -> dict[str, Any]:
-    return {"services": [s.discovery() for s in offered.values()]}
+# usageRequirements is left out, not null, for a service without any.
+@router.get("/cds-services", response_model_exclude_none=True)
+async def discovery(_: ClientDep, offered: OfferedDep) -> Discovery:
+    return Discovery(
+        services=[ServiceDescription.model_validate(s.discovery()) for s in offered.values()]
+    )
 
 
 @router.post("/cds-services/{service_id}")
