@@ -19,6 +19,7 @@ the code that raises them knows nothing of HTTP beyond the class it picks.
     │   │                                           which their clients read)
     │   ├── AuditorUnauthorized     401             no valid auditor token (audit.auth)
     │   ├── AuditorForbidden        403             a token without the auditor role
+    │   ├── OutsideAuditorTenant    403             a read of every tenant by a tenant's auditor
     │   ├── RecordNotFound          404             no audit record the auditor may read
     │   ├── PageTooLarge            400             a query page over the API's limit
     │   └── smart_app AppError      4xx/5xx         the clinician app's root (smart_app.errors)
@@ -124,6 +125,12 @@ class AuditorForbidden(ApiError):
 
     status_code = 403
     public_message = "the auditor role is required"
+
+
+class OutsideAuditorTenant(ApiError):
+    """A read that spans every tenant asked by an auditor bound to one: 403, saying why."""
+
+    status_code = 403
 
 
 class RecordNotFound(ApiError):

@@ -33,7 +33,7 @@ from cds_service.audit.log import (
     record_tenant,
     verify_key_from,
 )
-from cds_service.errors import PageTooLarge, RecordNotFound
+from cds_service.errors import OutsideAuditorTenant, PageTooLarge, RecordNotFound
 from cds_service.http.deps import AuditorVerifierDep, RuntimeDep, SettingsDep
 
 MAX_PAGE = 1000
@@ -163,6 +163,15 @@ def export(who: AuditorDep, log: LogDep, q: QueryDep) -> Response:
 
 @router.get("/verify")
 def verify(who: AuditorDep, log: LogDep, settings: SettingsDep) -> dict[str, Any]:
+    # The chain is one for every tenant: its report counts and names records of all of
+    # them, so only an auditor not bound to a tenant may ask for it. The refusal is on
+    # the chain too, like every auditor read.
+    if who.tenant is not None:
+        record_read(log, who, "verify", {"refused": "tenant-bound auditor"})
+        raise OutsideAuditorTenant(
+            f"the chain report covers every tenant; an auditor of tenant {who.tenant!r} "
+            "reads its own records (/audit/records) and an auditor of no tenant verifies"
+        )
     report = log.verify(verify_key_from(settings))
     record_read(log, who, "verify", {})
     return report.to_json()

@@ -85,3 +85,19 @@ def test_selfcheck_needs_an_auditor_and_is_on_the_chain(client: TestClient) -> N
     assert response.status_code == 200
     assert response.json()["models"] == []
     assert [r["query"] for r in _reads(client, "selfcheck")] == [{"tenant": "hospital-b"}]
+
+
+def test_a_tenant_bound_auditor_is_refused_the_whole_chain_report(client: TestClient) -> None:
+    """GET /audit/verify covers every tenant: 403 for hospital-b's auditor, on the chain."""
+    response = _get(client, "/audit/verify", _auditor_b())
+    assert response.status_code == 403
+    assert "hospital-b" in response.json()["detail"]
+    assert [r["query"] for r in _reads(client, "verify")] == [{"refused": "tenant-bound auditor"}]
+
+
+def test_an_auditor_of_no_tenant_verifies_the_chain(client: TestClient) -> None:
+    """The deployment's own auditor gets the chain report, and the read is on the chain."""
+    response = _get(client, "/audit/verify", auditor_token())
+    assert response.status_code == 200, response.text
+    assert response.json()["ok"] is True
+    assert [r["query"] for r in _reads(client, "verify")] == [{}]
