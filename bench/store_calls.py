@@ -23,7 +23,7 @@ from psycopg import sql
 
 from cds_service.http.auth import PostgresReplayCache
 from twin_engine import build_twin_from_fhir
-from twin_engine.store_pg import PostgresTwinStore
+from twin_engine.store import PostgresTwinStore
 
 BASE = os.environ.get("TWIN_CDS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 

@@ -263,6 +263,11 @@ class Settings(BaseSettings):
         return self.data_dir / "app_sessions.sqlite"
 
     @property
+    def replay_db(self) -> Path:
+        """The JWT replay cache (jti values already used) when there is no database URL."""
+        return self.data_dir / "replay.sqlite"
+
+    @property
     def app_redirect_uri(self) -> str:
         return self.public_base_url.rstrip("/") + "/app/callback"
 

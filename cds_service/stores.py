@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from cds_service.settings import Settings
-from twin_engine.store import SqliteTwinStore, TwinStore
+from twin_engine.store import PostgresTwinStore, SqliteTwinStore, TwinStore
 
 
 def open_twin_store(settings: Settings) -> TwinStore:
     """PostgreSQL when configured (replicas share twin versions), else SQLite."""
     if settings.database_url:
-        from twin_engine.store_pg import PostgresTwinStore
-
         return PostgresTwinStore(settings.database_url)
     return SqliteTwinStore(settings.twin_db)

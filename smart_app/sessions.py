@@ -18,20 +18,34 @@ import hashlib
 import json
 import os
 import secrets
-import sqlite3
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from sqlalchemy import (
+    Column,
+    Connection,
+    Double,
+    LargeBinary,
+    MetaData,
+    Table,
+    Text,
+    delete,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.types import REAL
 
 from cds_service.ops.metrics import APP_SESSIONS
-from twin_engine.storage import ReconnectingPg, StorageUnavailable, sqlite_storage_failure
+from twin_engine.storage import StorageUnavailable
+from twin_engine.store.db import Database, sqlite_url
+from twin_engine.store.migrate import StoreSchema, ensure_current, schema_check
 
 SessionKind = Literal["pending", "active"]
 
@@ -39,15 +53,6 @@ SessionKind = Literal["pending", "active"]
 SESSION_ID_BYTES = 32
 _HKDF_INFO = b"twin-cds app session v1"
 _NONCE_BYTES = 12  # AES-GCM standard nonce (NIST SP 800-38D)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS app_session (
-    id_hash  TEXT PRIMARY KEY,
-    kind     TEXT NOT NULL,
-    expires  REAL NOT NULL,
-    sealed   BLOB NOT NULL
-)
-"""
 
 
 class SessionStoreUnavailable(StorageUnavailable):
@@ -76,148 +81,101 @@ def _seal(session_id: str, id_hash: str, kind: str, data: dict[str, Any]) -> byt
     )
 
 
-class _Rows(Protocol):
-    """The four statements a session store needs, in one database or another."""
-
-    def purge_and_insert(
-        self, now: float, id_hash: str, kind: str, expires: float, sealed: bytes
-    ) -> None: ...
-
-    def select(self, id_hash: str, kind: str) -> tuple[bytes, float] | None: ...
-
-    def take(self, id_hash: str, kind: str) -> tuple[bytes, float] | None: ...
-
-    def replace(self, id_hash: str, kind: str, sealed: bytes) -> bool: ...
-
-    def delete(self, id_hash: str) -> None: ...
-
-    def close(self) -> None: ...
+def _table(name: str, metadata: MetaData) -> Table:
+    return Table(
+        name,
+        metadata,
+        Column("id_hash", Text, primary_key=True),
+        Column("kind", Text, nullable=False),
+        # REAL and BLOB in SQLite, DOUBLE PRECISION and BYTEA in PostgreSQL, as created.
+        Column("expires", Double().with_variant(REAL(), "sqlite"), nullable=False),
+        Column("sealed", LargeBinary, nullable=False),
+    )
 
 
-class _SqliteRows:
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with self._db() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute(_SCHEMA)
+#: The table's name is the one each backend had before revisions existed.
+TABLES = {
+    "sqlite": _table("app_session", MetaData()),
+    "postgresql": _table("twin_cds_app_session", MetaData()),
+}
 
-    @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        try:
-            db = sqlite3.connect(self._path, timeout=30.0, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise SessionStoreUnavailable(f"app sessions {self._path}: {exc}") from exc
-        try:
-            yield db
-        except sqlite3.Error as exc:
-            if sqlite_storage_failure(exc):
-                raise SessionStoreUnavailable(f"app sessions {self._path}: {exc}") from exc
-            raise
-        finally:
-            db.close()
-
-    def purge_and_insert(
-        self, now: float, id_hash: str, kind: str, expires: float, sealed: bytes
-    ) -> None:
-        with self._db() as db:
-            db.execute("DELETE FROM app_session WHERE expires < ?", (now,))
-            db.execute(
-                "INSERT INTO app_session (id_hash, kind, expires, sealed) VALUES (?, ?, ?, ?)",
-                (id_hash, kind, expires, sealed),
-            )
-
-    def select(self, id_hash: str, kind: str) -> tuple[bytes, float] | None:
-        with self._db() as db:
-            row = db.execute(
-                "SELECT sealed, expires FROM app_session WHERE id_hash = ? AND kind = ?",
-                (id_hash, kind),
-            ).fetchone()
-        return (bytes(row[0]), float(row[1])) if row else None
-
-    def take(self, id_hash: str, kind: str) -> tuple[bytes, float] | None:
-        with self._db() as db:
-            row = db.execute(
-                "DELETE FROM app_session WHERE id_hash = ? AND kind = ? RETURNING sealed, expires",
-                (id_hash, kind),
-            ).fetchone()
-        return (bytes(row[0]), float(row[1])) if row else None
-
-    def replace(self, id_hash: str, kind: str, sealed: bytes) -> bool:
-        with self._db() as db:
-            cur = db.execute(
-                "UPDATE app_session SET sealed = ? WHERE id_hash = ? AND kind = ?",
-                (sealed, id_hash, kind),
-            )
-        return cur.rowcount == 1
-
-    def delete(self, id_hash: str) -> None:
-        with self._db() as db:
-            db.execute("DELETE FROM app_session WHERE id_hash = ?", (id_hash,))
-
-    def close(self) -> None:
-        """Connections are per call; nothing stays open."""
+SCHEMA = StoreSchema(
+    name="sessions",
+    versions=Path(__file__).parent / "migrations",
+    version_table="twin_cds_revision_sessions",
+    baseline={d: {t.name: frozenset(t.columns.keys())} for d, t in TABLES.items()},
+)
 
 
-class _PostgresRows:
-    """The same table in PostgreSQL, one connection per store behind a lock, reopened
-    (and the statement run once more) when the server closed it before it committed."""
+class _Rows:
+    """The statements a session store needs, on SQLite or PostgreSQL (one pool)."""
 
     def __init__(self, url: str) -> None:
-        self._db = ReconnectingPg(url, "app session", SessionStoreUnavailable, RuntimeError)
-        self._run(
-            "CREATE TABLE IF NOT EXISTS twin_cds_app_session (id_hash TEXT PRIMARY KEY, "
-            "kind TEXT NOT NULL, expires DOUBLE PRECISION NOT NULL, sealed BYTEA NOT NULL)",
-            (),
+        # Synchronous NORMAL: a session lost to a power cut means signing in again.
+        self.db = Database(
+            url, "app session", SessionStoreUnavailable, RuntimeError, synchronous="NORMAL"
         )
+        ensure_current(self.db, SCHEMA)
 
-    def _run(self, sql: str, params: tuple[Any, ...]) -> Any:
-        """Run one statement in its own transaction; its first row when it returns rows."""
-
-        def work(conn: Any) -> Any:
-            cur = conn.execute(sql, params)
-            return cur.fetchone() if cur.description is not None else None
-
-        return self._db.run(work)
+    @staticmethod
+    def _table(conn: Connection) -> Table:
+        return TABLES[conn.dialect.name]
 
     def purge_and_insert(
         self, now: float, id_hash: str, kind: str, expires: float, sealed: bytes
     ) -> None:
-        self._run("DELETE FROM twin_cds_app_session WHERE expires < %s", (now,))
-        self._run(
-            "INSERT INTO twin_cds_app_session (id_hash, kind, expires, sealed) "
-            "VALUES (%s, %s, %s, %s)",
-            (id_hash, kind, expires, sealed),
-        )
+        def work(conn: Connection) -> None:
+            t = self._table(conn)
+            conn.execute(delete(t).where(t.c.expires < now))
+            conn.execute(
+                insert(t).values(id_hash=id_hash, kind=kind, expires=expires, sealed=sealed)
+            )
+
+        self.db.write(work)
 
     def select(self, id_hash: str, kind: str) -> tuple[bytes, float] | None:
-        row = self._run(
-            "SELECT sealed, expires FROM twin_cds_app_session WHERE id_hash = %s AND kind = %s",
-            (id_hash, kind),
-        )
-        return (bytes(row[0]), float(row[1])) if row else None
+        def work(conn: Connection) -> Any:
+            t = self._table(conn)
+            query = select(t.c.sealed, t.c.expires).where(t.c.id_hash == id_hash, t.c.kind == kind)
+            return conn.execute(query).first()
+
+        return _row(self.db.read(work))
 
     def take(self, id_hash: str, kind: str) -> tuple[bytes, float] | None:
-        row = self._run(
-            "DELETE FROM twin_cds_app_session WHERE id_hash = %s AND kind = %s "
-            "RETURNING sealed, expires",
-            (id_hash, kind),
-        )
-        return (bytes(row[0]), float(row[1])) if row else None
+        """Read and delete in one statement (DELETE ... RETURNING)."""
+
+        def work(conn: Connection) -> Any:
+            t = self._table(conn)
+            query = (
+                delete(t)
+                .where(t.c.id_hash == id_hash, t.c.kind == kind)
+                .returning(t.c.sealed, t.c.expires)
+            )
+            return conn.execute(query).first()
+
+        return _row(self.db.write(work))
 
     def replace(self, id_hash: str, kind: str, sealed: bytes) -> bool:
-        row = self._run(
-            "UPDATE twin_cds_app_session SET sealed = %s WHERE id_hash = %s AND kind = %s "
-            "RETURNING 1",
-            (sealed, id_hash, kind),
-        )
-        return row is not None
+        def work(conn: Connection) -> bool:
+            t = self._table(conn)
+            query = update(t).where(t.c.id_hash == id_hash, t.c.kind == kind).values(sealed=sealed)
+            return bool(conn.execute(query).rowcount == 1)
+
+        return self.db.write(work)
 
     def delete(self, id_hash: str) -> None:
-        self._run("DELETE FROM twin_cds_app_session WHERE id_hash = %s", (id_hash,))
+        def work(conn: Connection) -> None:
+            t = self._table(conn)
+            conn.execute(delete(t).where(t.c.id_hash == id_hash))
+
+        self.db.write(work)
 
     def close(self) -> None:
-        self._db.close()
+        self.db.close()
+
+
+def _row(row: Any) -> tuple[bytes, float] | None:
+    return (bytes(row[0]), float(row[1])) if row is not None else None
 
 
 class SessionStore:
@@ -229,11 +187,11 @@ class SessionStore:
 
     @classmethod
     def sqlite(cls, path: Path, *, clock: Callable[[], float] = time.time) -> SessionStore:
-        return cls(_SqliteRows(path), clock=clock)
+        return cls(_Rows(sqlite_url(path)), clock=clock)
 
     @classmethod
     def postgres(cls, url: str, *, clock: Callable[[], float] = time.time) -> SessionStore:
-        return cls(_PostgresRows(url), clock=clock)
+        return cls(_Rows(url), clock=clock)
 
     def create(self, kind: SessionKind, data: dict[str, Any], ttl_s: float) -> str:
         """Store ``data`` under a new session id and return the id (for the cookie only)."""
@@ -268,6 +226,10 @@ class SessionStore:
     def delete(self, session_id: str | None) -> None:
         if session_id:
             self._rows.delete(_id_hash(session_id))
+
+    def schema_check(self) -> dict[str, str]:
+        """Readiness: the database answers and its schema is this release's."""
+        return schema_check(self._rows.db, SCHEMA)
 
     def close(self) -> None:
         self._rows.close()

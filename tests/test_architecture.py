@@ -51,18 +51,12 @@ FORBIDDEN = {
 
 # Store drivers belong to the store adapters only: the rest of twin_engine sees the port.
 DRIVERS = {"sqlite3", "psycopg", "psycopg_pool", "sqlalchemy", "alembic"}
-DRIVER_HOMES = (
-    "twin_engine/store",
-    "twin_engine/storage.py",
-    "twin_engine/store.py",
-    "twin_engine/store_pg.py",
-)
+DRIVER_HOMES = ("twin_engine/store/", "twin_engine/storage.py")
 
 MAX_LINES = 500
 # Modules still over the limit, each to be split along a real seam. The list may only
 # shrink: a module that is now short enough must leave it (the second test says so).
 KNOWN_LONG: set[str] = {
-    "cds_service/audit/log.py",
     "cds_service/audit/replay.py",
     "twin_engine/ingest.py",
     "twin_engine/pk/history.py",
@@ -191,7 +185,6 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 # Loops still to untie; the list may only shrink, like KNOWN_LONG.
 KNOWN_CYCLES: list[list[str]] = [
-    ["cds_service.audit.log", "cds_service.audit.store_pg"],
     ["cds_service.audit.replay", "cds_service.pipeline.run"],
 ]
 

@@ -22,14 +22,14 @@ from cds_service.audit.api import router as audit_router
 from cds_service.audit.auth import AuditorVerifier
 from cds_service.audit.console import install_console
 from cds_service.audit.follow_api import router as audit_follow_router
-from cds_service.audit.log import AuditLog, open_audit_log
 from cds_service.audit.replay import ModelArchive, archive_served
+from cds_service.audit.sql import SqlAuditLog, open_audit_log
 from cds_service.http.auth import (
     ClientVerifier,
-    JtiCache,
     JwksCache,
     PostgresReplayCache,
     ReplayCache,
+    SqlReplayCache,
 )
 from cds_service.http.deps import publish, publish_runtime
 from cds_service.http.edge import server_timing
@@ -68,10 +68,10 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     audit.on_append = observe_audit_append
     # The jti replay cache lives where the other replicas can see it: PostgreSQL when
     # configured, else a SQLite file shared by the workers of this host.
-    replay: JtiCache = (
+    replay: SqlReplayCache = (
         PostgresReplayCache(settings.database_url)
         if settings.database_url
-        else ReplayCache(settings.data_dir / "replay.sqlite")
+        else ReplayCache(settings.replay_db)
     )
     # The app's sessions too: PostgreSQL when configured, else SQLite shared by the
     # workers of this host.
@@ -124,8 +124,18 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         sessions.close()
 
     app = FastAPI(title="twin-cds", version="0.1.0", lifespan=lifespan, **_docs(settings))
-    # A schema-version check is added to the readiness checks once there is one.
     readiness = readiness_checks(settings, registry, twins, audit, sessions)
+
+    def schema() -> dict[str, Any]:
+        # Each store's database at this release's revision (else `twin-cds db upgrade`).
+        return {
+            "twins": twins.schema_check(),
+            "audit": audit.schema_check(),
+            "replay": replay.schema_check(),
+            "sessions": sessions.schema_check(),
+        }
+
+    readiness.add("schema", schema)
     publish(
         app,
         settings=settings,
@@ -177,7 +187,7 @@ def readiness_checks(
     settings: Settings,
     registry: ModelRegistry,
     twins: TwinStore,
-    audit: AuditLog,
+    audit: SqlAuditLog,
     sessions: SessionStore,
 ) -> Readiness:
     """Stores reachable (one read each), models loaded with their shas."""

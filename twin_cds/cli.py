@@ -264,14 +264,39 @@ def cmd_serve(args: argparse.Namespace) -> None:
     # h11 with a bounded head (http_edge.SERVER_MAX_HEAD_BYTES): an oversized header is
     # refused while it arrives, never parsed whole on the event loop. log_config=None: the
     # app's own logging (JSON lines, redacted) covers uvicorn's too.
+    from twin_engine.store.migrate import SchemaNotCurrent
+
+    try:
+        app = create_app()
+    except SchemaNotCurrent as exc:
+        # One line naming the command that fixes it, not a traceback.
+        _fail(EXIT_FAILURE, str(exc))
     uvicorn.run(
-        create_app(),
+        app,
         host=args.host,
         port=args.port,
         log_config=None,
         http="h11",
         h11_max_incomplete_event_size=SERVER_MAX_HEAD_BYTES,
     )
+
+
+def cmd_db(args: argparse.Namespace) -> None:
+    from cds_service.settings import Settings
+    from twin_cds import db
+    from twin_engine.storage import StorageUnavailable
+    from twin_engine.store.migrate import SchemaNotCurrent
+
+    settings = Settings()
+    try:
+        if args.db_command == "upgrade":
+            _print_json(db.upgrade_all(settings))
+        else:
+            _print_json(db.current(settings))
+    except SchemaNotCurrent as exc:
+        raise CliInputError(str(exc)) from exc
+    except StorageUnavailable as exc:
+        _fail(EXIT_FAILURE, str(exc))
 
 
 def cmd_config_check(args: argparse.Namespace) -> None:
@@ -406,6 +431,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="worker processes the service will run (default: $WEB_CONCURRENCY or 1)",
     )
     check.set_defaults(func=cmd_config_check)
+
+    dbp = sub.add_parser("db", help="the stores' schemas (Alembic revisions)")
+    db_sub = dbp.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser(
+        "upgrade",
+        help="bring every store to this release's schema (adopting an earlier release's)",
+    ).set_defaults(func=cmd_db)
+    db_sub.add_parser("current", help="each store's schema revision").set_defaults(func=cmd_db)
 
     from cds_service.audit.cli import add_audit_parser
 

@@ -31,8 +31,8 @@ from cds_service.audit.log import (
     RecordKind,
     record_hash,
     record_tenant,
-    verify_key_from,
 )
+from cds_service.audit.sql import verify_key_from
 from cds_service.errors import OutsideAuditorTenant, PageTooLarge, RecordNotFound
 from cds_service.http.deps import AuditorVerifierDep, RuntimeDep, SettingsDep
 

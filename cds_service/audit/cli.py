@@ -18,13 +18,7 @@ from typing import Any
 
 from cds_service.audit.commands import add_follow_through_parsers
 from cds_service.audit.fhir import export_resources, to_ndjson
-from cds_service.audit.log import (
-    AuditQuery,
-    RecordKind,
-    load_verify_key,
-    record_hash,
-    verify_key_from,
-)
+from cds_service.audit.log import AuditQuery, RecordKind, load_verify_key, record_hash
 from cds_service.audit.shell import (
     EXIT_OK,
     EXIT_TAMPERED,
@@ -35,6 +29,7 @@ from cds_service.audit.shell import (
     run,
     settings_from,
 )
+from cds_service.audit.sql import verify_key_from
 from cds_service.settings import Settings
 
 

@@ -33,8 +33,8 @@ from cds_service.audit.log import (
     key_id,
     record_hash,
     record_tenant,
-    verify_key_from,
 )
+from cds_service.audit.sql import verify_key_from
 
 router = APIRouter(prefix="/audit/ui", include_in_schema=False)
 

@@ -14,13 +14,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-from cds_service.audit.log import (
-    AuditConfigError,
-    AuditError,
-    ChainedAuditLog,
-    SqliteAuditLog,
-    load_signer,
-)
+from cds_service.audit.log import AuditConfigError, AuditError, ChainedAuditLog, load_signer
+from cds_service.audit.sql import SqliteAuditLog
 from cds_service.settings import Settings
 
 EXIT_OK = 0
@@ -60,7 +55,7 @@ def open_log(settings: Settings, *, sign: bool = False) -> ChainedAuditLog:
             )
         signer = load_signer(settings.audit_signing_key_file)
     if settings.database_url:
-        from cds_service.audit.store_pg import PostgresAuditLog
+        from cds_service.audit.sql import PostgresAuditLog
 
         return PostgresAuditLog(settings.database_url, signer=signer, checkpoint_every=0)
     if not settings.audit_db.is_file():

@@ -23,12 +23,9 @@ worker thread, so one slow token never stalls the other calls.
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import anyio.to_thread
@@ -38,7 +35,12 @@ from jwt import PyJWK, PyJWKSet
 from pydantic import BaseModel, ConfigDict, Field
 
 from cds_service.errors import ServiceError, Unauthorized
-from twin_engine.storage import ReconnectingPg, StorageUnavailable, sqlite_storage_failure
+from cds_service.http.replay_cache import (
+    PostgresReplayCache,
+    ReplayCache,
+    ReplayCacheUnavailable,
+    SqlReplayCache,
+)
 
 ASYMMETRIC = frozenset(
     {"ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "EdDSA"}
@@ -53,11 +55,6 @@ JWKS_REFETCH_MIN_INTERVAL_S = 10.0
 #: and a few extra claims. A longer one is refused before any base64 or JSON work (an
 #: unauthenticated 32 MB token took 12 s of the event loop before this cap).
 MAX_TOKEN_BYTES = 8 * 1024
-
-
-class ReplayCacheUnavailable(StorageUnavailable):
-    """The JWT replay cache could not be reached or written: a call cannot be checked
-    for replay, so it is not answered (503)."""
 
 
 class TokenRejected(ServiceError):
@@ -172,81 +169,6 @@ class VerifiedClient:
     tenant: str | None
     sub: str | None
     config: CdsClientConfig
-
-
-class ReplayCache:
-    """jti values already used, per issuer, until their token expires (SQLite, WAL)."""
-
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._path = path
-        self._local = threading.local()
-        self._db().execute(
-            "CREATE TABLE IF NOT EXISTS used_jti (iss TEXT NOT NULL, jti TEXT NOT NULL, "
-            "expires_at REAL NOT NULL, PRIMARY KEY (iss, jti))"
-        )
-
-    def _db(self) -> sqlite3.Connection:
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self._path, timeout=30, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            self._local.db = db
-        return db
-
-    def first_use(self, iss: str, jti: str, expires_at: float) -> bool:
-        """Record the jti; False when it was already used (a replay)."""
-        now = time.time()
-        try:
-            db = self._db()
-            db.execute("DELETE FROM used_jti WHERE expires_at < ?", (now - 300,))
-            db.execute("INSERT INTO used_jti VALUES (?, ?, ?)", (iss, jti, expires_at))
-        except sqlite3.IntegrityError:
-            return False
-        except sqlite3.Error as exc:
-            if sqlite_storage_failure(exc):
-                raise ReplayCacheUnavailable(f"JWT replay cache {self._path}: {exc}") from exc
-            raise
-        return True
-
-    def close(self) -> None:
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is not None:
-            db.close()
-            self._local.db = None
-
-
-class PostgresReplayCache:
-    """The same jti cache in PostgreSQL, so it holds across replicas sharing the database."""
-
-    def __init__(self, url: str) -> None:
-        self._db = ReconnectingPg(url, "JWT replay cache", ReplayCacheUnavailable, RuntimeError)
-        self._db.run(
-            lambda conn: conn.execute(
-                "CREATE TABLE IF NOT EXISTS twin_cds_used_jti (iss TEXT NOT NULL, "
-                "jti TEXT NOT NULL, expires_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (iss, jti))"
-            )
-        )
-
-    def first_use(self, iss: str, jti: str, expires_at: float) -> bool:
-        """Record the jti; False when any replica already recorded it (a replay)."""
-
-        def record(conn: Any) -> bool:
-            conn.execute(
-                "DELETE FROM twin_cds_used_jti WHERE expires_at < %s", (time.time() - 300,)
-            )
-            cur = conn.execute(
-                "INSERT INTO twin_cds_used_jti VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
-                (iss, jti, expires_at),
-            )
-            return bool(cur.rowcount == 1)
-
-        # In a transaction: a connection lost before COMMIT is retried on a new one
-        # without the risk of finding our own insert and calling it a replay.
-        return self._db.run(record)
-
-    def close(self) -> None:
-        self._db.close()
 
 
 class JtiCache(Protocol):
@@ -397,3 +319,12 @@ class ClientVerifier:
 def parse_clients(text: str) -> tuple[CdsClientConfig, ...]:
     """Clients from JSON text (a list of objects), as TWIN_CDS_CLIENTS holds them."""
     return tuple(CdsClientConfig.model_validate(c) for c in json.loads(text))
+
+
+# The replay cache's classes, where the app and the tests have always found them.
+__all__ = [
+    "PostgresReplayCache",
+    "ReplayCache",
+    "ReplayCacheUnavailable",
+    "SqlReplayCache",
+]

@@ -5,8 +5,8 @@ every registered check and answers 503, naming each failure, unless all pass:
   - each store is reachable (one read each: twin versions, the audit chain, app sessions;
     the JWT replay cache lives in the same database or data directory);
   - the models are loaded, each with the sha256 of its file;
-  - any check registered later: the database schema's version is one (a check added
-    with ``Readiness.add`` once the schema carries versions).
+  - each store's database is at this release's schema revision (``schema``, added by
+    the app): an older one makes the replica unready and says `twin-cds db upgrade`.
 
 A check runs in a worker thread with a deadline, so an unreachable database that
 swallows packets makes the replica unready instead of hanging its probe. Failures name
@@ -19,6 +19,8 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from twin_engine.store.migrate import SchemaNotCurrent
 
 #: A check returns details to show (e.g. model shas) or raises when not ready.
 CheckFn = Callable[[], dict[str, Any] | None]
@@ -50,6 +52,8 @@ class Readiness:
             detail = await asyncio.wait_for(asyncio.to_thread(check), self.timeout_s)
         except TimeoutError:
             return CheckResult(name, False, f"no answer within {self.timeout_s:g} s")
+        except SchemaNotCurrent as exc:  # names the store, its revision and the fix
+            return CheckResult(name, False, str(exc))
         except Exception as exc:  # any failure makes the replica unready, and says which
             return CheckResult(name, False, f"unreachable: {type(exc).__name__}")
         return CheckResult(name, True, detail)

@@ -33,7 +33,7 @@ def _as_of(text: str | None) -> date:
 
 def _record_run(body: dict[str, Any]) -> int | None:
     """Append the run record to the audit trail the settings name."""
-    from cds_service.audit.log import open_audit_log
+    from cds_service.audit.sql import open_audit_log
     from cds_service.settings import Settings
 
     audit = open_audit_log(Settings())

@@ -63,13 +63,13 @@ class StoreSpec:
 
     def open(self, **kwargs: Any) -> Any:
         """A log on this store, closed when the test ends (``close_all``)."""
-        from cds_service.audit.log import SqliteAuditLog
+        from cds_service.audit.sql import SqliteAuditLog
 
         if self.kind == "sqlite":
             assert self.sqlite_path is not None
             log: Any = SqliteAuditLog(self.sqlite_path, **kwargs)
         else:
-            from cds_service.audit.store_pg import PostgresAuditLog
+            from cds_service.audit.sql import PostgresAuditLog
 
             assert self.pg_url is not None
             log = PostgresAuditLog(self.pg_url, **kwargs)

@@ -15,13 +15,14 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from cds_service.audit.log import StoredAuditRecord, open_audit_log
+from cds_service.audit.log import StoredAuditRecord
 from cds_service.audit.replay import (
     ModelArchive,
     ReplayReport,
     installed_shas,
     replay_record,
 )
+from cds_service.audit.sql import open_audit_log
 from cds_service.settings import Settings
 from cds_service.stores import open_twin_store
 from onnx_models.registry import ModelRegistry

@@ -9,9 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from cds_service.audit.log import AuditEntry, ModelUse, SqliteAuditLog, StoredAuditRecord
+from cds_service.audit.log import AuditEntry, ModelUse, StoredAuditRecord
 from cds_service.audit.replay import ModelArchive, history_to_json, pk_artifact
 from cds_service.audit.selfcheck import median_interval, self_check
+from cds_service.audit.sql import SqliteAuditLog
 from cds_service.services.vancomycin import simulator_for
 from cds_service.settings import Settings
 from onnx_models.pk.models import MODELS

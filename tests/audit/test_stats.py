@@ -17,7 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi.testclient import TestClient
 
 from cds_service.audit.auth import AuditorIssuerConfig
-from cds_service.audit.log import ChainedAuditLog, ModelUse, SqliteAuditLog
+from cds_service.audit.log import ChainedAuditLog, ModelUse
+from cds_service.audit.sql import SqliteAuditLog
 from cds_service.audit.stats import card_kind, follow_through
 from cds_service.settings import Settings
 from tests.audit.conftest import entry

@@ -276,7 +276,7 @@ def test_readyz_fails_when_postgresql_is_unreachable(tmp_path: Path) -> None:
         body = response.json()
         assert body["status"] == "not ready"
         failed = {name for name, check in body["checks"].items() if not check["ok"]}
-        assert failed == {"twin_store", "audit_trail", "app_sessions"}
+        assert failed == {"twin_store", "audit_trail", "app_sessions", "schema"}
         assert body["checks"]["models"]["ok"]
         assert str(proxy.port) not in json.dumps(body)  # never the URL
 

@@ -14,7 +14,7 @@ from cds_service.settings import Settings
 from tests.audit.stores import pg_available, pg_schema, pg_url
 from tests.conftest import hook_request, prefetch_from_bundle
 from twin_cds.app import create_app
-from twin_engine.store_pg import PostgresTwinStore
+from twin_engine.store import PostgresTwinStore
 
 
 def test_a_cards_twin_version_is_in_postgresql(

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from cds_service.audit.log import SqliteAuditLog
+from cds_service.audit.sql import SqliteAuditLog
 from tests.conftest import REPO, hook_request, prefetch_from_bundle
 from tests.integration.faulty_fhir import _free_port, faulty_fhir_server
 

@@ -29,7 +29,8 @@ from typing import Any
 import httpx
 import pytest
 
-from cds_service.audit.log import ChainedAuditLog, SqliteAuditLog
+from cds_service.audit.log import ChainedAuditLog
+from cds_service.audit.sql import SqliteAuditLog
 from ehr_sim.servers import RunningServer, free_port, wait_until_up
 from tests.audit.stores import PG_BASE_URL, pg_available
 from tests.conftest import hook_request, prefetch_from_bundle
@@ -205,7 +206,7 @@ def test_postgresql_terminated_backends_and_refused_connections_are_answered_hon
 ) -> None:
     """Terminated backends cost no call (reconnect and retry); refused connections are
     503 with Retry-After and no record; afterwards calls are answered and recorded again."""
-    from cds_service.audit.store_pg import PostgresAuditLog
+    from cds_service.audit.sql import PostgresAuditLog
 
     url, database = pg_database
     with _service(

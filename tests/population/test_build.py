@@ -12,7 +12,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from cds_service.audit.log import SqliteAuditLog
+from cds_service.audit.sql import SqliteAuditLog
 from cds_service.population import job
 from cds_service.population.job import BuildConfig, run_build
 from tests.support.fhir import obs, patient, smoking

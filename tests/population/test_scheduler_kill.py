@@ -20,7 +20,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from cds_service.audit.log import SqliteAuditLog
+from cds_service.audit.sql import SqliteAuditLog
 from tests.support.fhir import obs, patient
 
 pytestmark = pytest.mark.integration

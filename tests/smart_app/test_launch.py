@@ -406,12 +406,12 @@ def _store(kind: str, tmp_path: Path, clock: Callable[[], float]) -> Iterator[Se
 def _stored_bytes(kind: str, tmp_path: Path, store: SessionStore) -> bytes:
     if kind == "sqlite":
         return b"".join(p.read_bytes() for p in tmp_path.glob("s.sqlite*"))
-    rows = store._rows._run(  # type: ignore[attr-defined]
+    sql = (
         "SELECT string_agg(id_hash || kind || encode(sealed, 'escape'), '') "
-        "FROM twin_cds_app_session",
-        (),
+        "FROM twin_cds_app_session"
     )
-    return str(rows[0]).encode()
+    row = store._rows.db.read(lambda conn: conn.exec_driver_sql(sql).first())
+    return str(row).encode()
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])

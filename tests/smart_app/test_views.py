@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from cds_service.audit.log import AuditEntry, SqliteAuditLog
+from cds_service.audit.log import AuditEntry
+from cds_service.audit.sql import SqliteAuditLog
 from cds_service.http.cards import Card, Link
 from cds_service.ops.log_redaction import redact_url
 from cds_service.pipeline.patient_view import patient_view

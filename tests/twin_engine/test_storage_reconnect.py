@@ -50,7 +50,7 @@ def test_the_twin_store_saves_once_after_its_backend_was_terminated(
     own_url: tuple[str, str],
 ) -> None:
     """The save after a terminated backend succeeds, and writes exactly one version."""
-    from twin_engine.store_pg import PostgresTwinStore
+    from twin_engine.store import PostgresTwinStore
 
     url, name = own_url
     store = PostgresTwinStore(url)
@@ -69,7 +69,7 @@ def test_the_audit_log_appends_once_after_its_backend_was_terminated(
 ) -> None:
     """The append after a terminated backend is written once, and the chain verifies."""
     from cds_service.audit.log import AuditEntry
-    from cds_service.audit.store_pg import PostgresAuditLog
+    from cds_service.audit.sql import PostgresAuditLog
 
     url, name = own_url
     log = PostgresAuditLog(url)
@@ -119,7 +119,7 @@ REFUSING = "postgresql://postgres@127.0.0.1:1/test?connect_timeout=2"
 
 
 def _twins() -> Any:
-    from twin_engine.store_pg import PostgresTwinStore
+    from twin_engine.store import PostgresTwinStore
 
     return PostgresTwinStore(REFUSING)
 

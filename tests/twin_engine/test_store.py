@@ -38,7 +38,7 @@ def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreF
         yield sqlite_store
         return
     from tests.audit.stores import pg_available, pg_schema, pg_url
-    from twin_engine.store_pg import PostgresTwinStore
+    from twin_engine.store import PostgresTwinStore
 
     if not pg_available():
         pytest.skip("no PostgreSQL on 127.0.0.1:5432")

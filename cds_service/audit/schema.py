@@ -1,0 +1,94 @@
+"""The audit chain's tables and what reads them: the column lists the chain's
+statements share, the transaction the chain runs its statements in (``Tx``), the row of
+a record, and the store's revisions (``cds_service/audit/migrations``).
+
+One schema for SQLite and PostgreSQL (created by the baseline revision, exactly as
+the release before revisions created it). recorded_at is ISO 8601 UTC text with
+microseconds, so text order is time order in both. The body is kept as the exact
+canonical JSON text (not jsonb, which would renormalise it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+
+from cds_service.audit.chain import BadRecord, StoredAuditRecord
+from twin_engine.store.migrate import StoreSchema
+
+_TABLES = {
+    "audit_chain": frozenset(
+        {
+            "seq",
+            "kind",
+            "recorded_at",
+            "hook_instance",
+            "service_id",
+            "patient_id",
+            "status",
+            "model_id",
+            "model_version",
+            "body",
+            "prev_hash",
+            "record_hash",
+        }
+    ),
+    "audit_head": frozenset({"id", "seq", "record_hash", "checkpoint_seq"}),
+    "audit_card": frozenset({"card_uuid", "seq", "service_id"}),
+    "audit_part": frozenset({"sha256", "content"}),
+    "audit_feedback": frozenset({"card_uuid", "outcome", "outcome_timestamp", "seq"}),
+}
+
+SCHEMA = StoreSchema(
+    name="audit",
+    versions=Path(__file__).parent / "migrations",
+    version_table="twin_cds_revision_audit",
+    baseline={"sqlite": _TABLES, "postgresql": _TABLES},
+)
+
+_COLUMNS = "seq, kind, recorded_at, body, prev_hash, record_hash"
+_QUERY_COLUMNS = "hook_instance, service_id, patient_id, status, model_id, model_version"
+
+
+class Tx(Protocol):
+    """One open database transaction, placeholders written as ``?``."""
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> int: ...
+
+
+def _record(row: Sequence[Any]) -> StoredAuditRecord:
+    return StoredAuditRecord(
+        seq=int(row[0]),
+        kind=row[1],
+        recorded_at=str(row[2]),
+        body=orjson.loads(row[3]),
+        prev_hash=str(row[4]),
+        record_hash=str(row[5]),
+    )
+
+
+def record_tenant(rec: StoredAuditRecord) -> str | None:
+    """The tenant a record belongs to: its CDS client's (hook, feedback) or its EHR's
+    (app access); None for records of no tenant (auditor reads, checkpoints)."""
+    client = rec.body.get("client")
+    if isinstance(client, dict) and isinstance(client.get("tenant"), str):
+        return str(client["tenant"])
+    tenant = rec.body.get("tenant") if rec.kind == "app-access" else None
+    return tenant if isinstance(tenant, str) else None
+
+
+def _verifiable(row: Sequence[Any]) -> StoredAuditRecord | BadRecord:
+    """The record, or why it cannot be checked: a body that is no longer a JSON object
+    was changed after it was hashed (the writer only stores objects)."""
+    try:
+        rec = _record(row)
+    except orjson.JSONDecodeError:
+        return BadRecord(int(row[0]), f"record {row[0]}: its stored body is not valid JSON")
+    if not isinstance(rec.body, dict):
+        return BadRecord(int(row[0]), f"record {row[0]}: its stored body is not a JSON object")
+    return rec

@@ -1,0 +1,210 @@
+"""One store's database: a SQLAlchemy engine (one connection pool per store and
+process), transactions with the failure semantics of ``twin_engine.storage``, and the
+store's schema revision (``twin_engine.store.migrate``).
+
+SQLite (the embedded default) and PostgreSQL (several replicas) run the same SQLAlchemy
+Core statements. On SQLite every connection is in WAL mode with the store's own
+``synchronous`` level, and a write transaction starts with ``BEGIN IMMEDIATE`` so two
+writers never both read the same latest row; on PostgreSQL the stores lock what they
+read (``FOR UPDATE``, advisory locks).
+
+A PostgreSQL connection the server closed is noticed on its next use: the pool drops
+it and the transaction runs once more on a new one, but only when it had not begun to
+commit (a second loss, a refused connection or a storage error is ``unavailable``).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from twin_engine.storage import StorageUnavailable, pg_storage_failure, sqlite_storage_failure
+
+T = TypeVar("T")
+
+#: SQLite's durability per store: FULL syncs the WAL at every commit (a committed row
+#: survives power loss); NORMAL syncs at checkpoints only (a commit survives a crash of
+#: the process, and the database stays consistent, but the last commits may be lost on
+#: power loss). https://www.sqlite.org/pragma.html#pragma_synchronous
+Synchronous = Literal["FULL", "NORMAL"]
+
+# Several service workers may write at once; wait for SQLite's lock rather than fail.
+_SQLITE_BUSY_TIMEOUT_S = 30.0
+# Hook calls run the stores from a thread pool; connections beyond the pool's size are
+# opened and closed per use (the ~2 ms the cold path paid for every call before pooling).
+_POOL_SIZE = 8
+_MAX_OVERFLOW = 24
+_PG_CONNECT_TIMEOUT_S = 5
+_WRITE = "twin_cds_write"
+
+
+def database_url(url: str) -> str:
+    """The SQLAlchemy URL of a settings URL: ``postgresql://`` runs on psycopg 3."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite+pysqlite:///{path}"
+
+
+class Database:
+    """One store's engine and its transactions.
+
+    ``write``/``read`` run ``work`` in one transaction and map failures: the storage
+    failing (unreachable, full, read-only, lost) raises ``unavailable``, any other
+    database error ``failed``. ``holds_the_record``: a commit of unknown outcome leaves
+    the call's audit record unknown (``StorageUnavailable.recorded = None``).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        what: str,
+        unavailable: Callable[[str], StorageUnavailable],
+        failed: Callable[[str], Exception],
+        *,
+        holds_the_record: bool = False,
+        synchronous: Synchronous = "FULL",
+    ) -> None:
+        self.what = what
+        self._unavailable = unavailable
+        self._failed = failed
+        self._holds_the_record = holds_the_record
+        sa_url = make_url(database_url(url))
+        self.dialect = sa_url.get_backend_name()
+        self.path: Path | None = None
+        if self.dialect == "sqlite":
+            self.path = Path(sa_url.database or "")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.engine = _sqlite_engine(sa_url.render_as_string(), synchronous)
+        else:
+            self.engine = create_engine(
+                sa_url,
+                pool_size=_POOL_SIZE,
+                max_overflow=_MAX_OVERFLOW,
+                connect_args={"connect_timeout": _PG_CONNECT_TIMEOUT_S},
+            )
+
+    @classmethod
+    def sqlite(
+        cls,
+        path: Path,
+        what: str,
+        unavailable: Callable[[str], StorageUnavailable],
+        failed: Callable[[str], Exception],
+        **kwargs: Any,
+    ) -> Database:
+        return cls(sqlite_url(path), what, unavailable, failed, **kwargs)
+
+    @property
+    def where(self) -> str:
+        """The store as named in errors: the SQLite file, never a URL (it may hold a password)."""
+        return str(self.path) if self.path is not None else f"the {self.what} database"
+
+    def write(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` in a write transaction (SQLite: ``BEGIN IMMEDIATE``)."""
+        if self.path is not None and not os.access(self.path, os.W_OK) and self.path.exists():
+            # A pooled connection keeps an open file writable after the directory or
+            # file was made read-only: ask, as opening a connection per call used to.
+            raise self._unavailable(f"{self.where} is not writable")
+        return self._run(work, write=True)
+
+    def read(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` in a read transaction (one snapshot for all its statements)."""
+        return self._run(work, write=False)
+
+    def _run(self, work: Callable[[Connection], T], *, write: bool) -> T:
+        try:
+            return self._once(work, write=write, retry=True)
+        except _Retry:
+            return self._once(work, write=write, retry=False)
+
+    def _once(self, work: Callable[[Connection], T], *, write: bool, retry: bool) -> T:
+        connected = committing = False
+        try:
+            with self.engine.connect() as conn:
+                connected = True
+                conn.execution_options(**{_WRITE: write})
+                with conn.begin():
+                    result = work(conn)
+                    committing = True
+                return result
+        except DBAPIError as exc:
+            lost = bool(exc.connection_invalidated)
+            if lost and retry and not committing:
+                raise _Retry from exc
+            orig = exc.orig
+            if not connected:
+                # The URL may hold a password: name the failure, never the URL.
+                raise self._unavailable(
+                    f"cannot connect to {self.where}: {type(orig).__name__}"
+                ) from exc
+            if lost or _storage_failure(orig):
+                error = self._unavailable(f"{self.where} failed: {_first_line(orig)}")
+                if lost and committing and self._holds_the_record:
+                    error.recorded = None
+                raise error from exc
+            raise self._failed(f"{self.where} refused a statement: {_first_line(orig)}") from exc
+        except PoolTimeout as exc:
+            raise self._unavailable(f"{self.where}: no free connection ({exc})") from exc
+        except SQLAlchemyError as exc:
+            raise self._failed(f"{self.where} failed: {exc}") from exc
+
+    def close(self) -> None:
+        """Close the pool's connections (the app calls this when it stops)."""
+        self.engine.dispose()
+
+
+class _Retry(Exception):
+    """The connection was closed by the server before the work committed."""
+
+
+def _storage_failure(exc: BaseException | None) -> bool:
+    if exc is None:
+        return False
+    if isinstance(exc, sqlite3.Error):
+        return sqlite_storage_failure(exc)
+    return pg_storage_failure(exc)
+
+
+def _first_line(exc: BaseException | None) -> str:
+    text = str(exc).splitlines()[0] if exc is not None and str(exc) else ""
+    return f"{type(exc).__name__}: {text}"
+
+
+def _sqlite_engine(url: str, synchronous: Synchronous) -> Engine:
+    engine = create_engine(
+        url,
+        pool_size=_POOL_SIZE,
+        max_overflow=_MAX_OVERFLOW,
+        connect_args={"timeout": _SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False},
+    )
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: sqlite3.Connection, _: ConnectionPoolEntry) -> None:
+        # Transactions are ours (BEGIN below), not the driver's implicit ones.
+        dbapi_conn.isolation_level = None
+        # WAL lets readers proceed while a writer holds the lock.
+        dbapi_conn.execute("PRAGMA journal_mode=WAL")
+        dbapi_conn.execute(f"PRAGMA synchronous={synchronous}")
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        # BEGIN IMMEDIATE takes the write lock before the first read, so two writers
+        # (threads or processes) cannot both read the same latest version or chain head.
+        write = conn.get_execution_options().get(_WRITE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    return engine
