@@ -15,32 +15,59 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
+from sqlalchemy import BigInteger, CheckConstraint, Column, Integer, MetaData, Table, Text
 
 from cds_service.audit.chain import BadRecord, StoredAuditRecord
 from twin_engine.store.migrate import StoreSchema
 
-_TABLES = {
-    "audit_chain": frozenset(
-        {
-            "seq",
-            "kind",
-            "recorded_at",
-            "hook_instance",
-            "service_id",
-            "patient_id",
-            "status",
-            "model_id",
-            "model_version",
-            "body",
-            "prev_hash",
-            "record_hash",
-        }
-    ),
-    "audit_head": frozenset({"id", "seq", "record_hash", "checkpoint_seq"}),
-    "audit_card": frozenset({"card_uuid", "seq", "service_id"}),
-    "audit_part": frozenset({"sha256", "content"}),
-    "audit_feedback": frozenset({"card_uuid", "outcome", "outcome_timestamp", "seq"}),
-}
+metadata = MetaData()
+
+# As the baseline revision creates them; BIGINT seqs are never autoincremented (the
+# chain numbers its records itself).
+audit_chain = Table(
+    "audit_chain",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("kind", Text, nullable=False),
+    Column("recorded_at", Text, nullable=False),
+    *(Column(name, Text) for name in ("hook_instance", "service_id", "patient_id", "status")),
+    Column("model_id", Text),
+    Column("model_version", Text),
+    Column("body", Text, nullable=False),
+    Column("prev_hash", Text, nullable=False),
+    Column("record_hash", Text, nullable=False),
+)
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, CheckConstraint("id = 1"), primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("record_hash", Text, nullable=False),
+    Column("checkpoint_seq", BigInteger, nullable=False),
+)
+audit_card = Table(
+    "audit_card",
+    metadata,
+    Column("card_uuid", Text, primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("service_id", Text, nullable=False),
+)
+audit_part = Table(
+    "audit_part",
+    metadata,
+    Column("sha256", Text, primary_key=True),
+    Column("content", Text, nullable=False),
+)
+audit_feedback = Table(
+    "audit_feedback",
+    metadata,
+    Column("card_uuid", Text, primary_key=True),
+    Column("outcome", Text, primary_key=True),
+    Column("outcome_timestamp", Text, primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+)
+
+_TABLES = {t.name: frozenset(t.columns.keys()) for t in metadata.sorted_tables}
 
 SCHEMA = StoreSchema(
     name="audit",

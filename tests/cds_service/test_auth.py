@@ -205,24 +205,49 @@ def test_neither_the_jwt_nor_the_access_token_is_stored(
             assert access_token.encode() not in data, path.name
 
 
-def test_the_replay_cache_holds_across_replicas_sharing_postgresql() -> None:
-    """Two services on one database: a jti used on one is refused by the other."""
-    from cds_service.http.auth import PostgresReplayCache
+@pytest.fixture(params=["sqlite", "postgresql"])
+def replay_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Where two replicas' (or workers') replay caches share their jti table."""
     from tests.audit.stores import pg_available, pg_schema, pg_url
+    from twin_engine.store.db import sqlite_url
 
+    if request.param == "sqlite":
+        yield sqlite_url(tmp_path / "replay.sqlite")
+        return
     if not pg_available():
         pytest.skip("no PostgreSQL on 127.0.0.1:5432")
     with pg_schema() as schema:
-        first, second = PostgresReplayCache(pg_url(schema)), PostgresReplayCache(pg_url(schema))
-        try:
-            expires = time.time() + 300
-            assert first.first_use(ISS, "jti-1", expires)
-            assert not second.first_use(ISS, "jti-1", expires)
-            assert second.first_use(ISS, "jti-2", expires)
-            assert second.first_use("https://other.example", "jti-1", expires)
-        finally:
-            first.close()
-            second.close()
+        yield pg_url(schema)
+
+
+def test_the_replay_cache_holds_across_replicas_sharing_a_database(replay_url: str) -> None:
+    """Two caches on one database: a jti used on one is refused by the other."""
+    from cds_service.http.auth import SqlReplayCache
+
+    first, second = SqlReplayCache(replay_url), SqlReplayCache(replay_url)
+    try:
+        expires = time.time() + 300
+        assert first.first_use(ISS, "jti-1", expires)
+        assert not second.first_use(ISS, "jti-1", expires)
+        assert second.first_use(ISS, "jti-2", expires)
+        assert second.first_use("https://other.example", "jti-1", expires)
+    finally:
+        first.close()
+        second.close()
+
+
+def test_the_replay_cache_forgets_a_jti_once_its_token_long_expired(replay_url: str) -> None:
+    """A jti whose token expired more than the 5-minute grace ago is purged, not kept forever."""
+    from cds_service.http.auth import SqlReplayCache
+
+    cache = SqlReplayCache(replay_url)
+    try:
+        assert cache.first_use(ISS, "old", time.time() - 301)
+        assert cache.first_use(ISS, "new", time.time() + 60)  # purges "old" first
+        assert cache.first_use(ISS, "old", time.time() + 60)
+        assert not cache.first_use(ISS, "new", time.time() + 60)
+    finally:
+        cache.close()
 
 
 def test_tokens_never_reach_the_log(

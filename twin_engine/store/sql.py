@@ -50,9 +50,15 @@ def open_twin_database(url: str, *, synchronous: Synchronous = "NORMAL") -> Data
 class SqlTwinStore:
     """`TwinStore` on one database; one connection pool per store."""
 
-    def __init__(self, url: str, *, clock: Callable[[], datetime] = _utc_now) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        clock: Callable[[], datetime] = _utc_now,
+        synchronous: Synchronous = "NORMAL",
+    ) -> None:
         self._clock = clock
-        self.db = open_twin_database(url)
+        self.db = open_twin_database(url, synchronous=synchronous)
         ensure_current(self.db, SCHEMA)
 
     def save(self, twin: Twin, *, as_of: str | None = None, key: str | None = None) -> TwinVersion:
