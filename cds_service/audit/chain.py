@@ -1,8 +1,8 @@
 """The chain's cryptography: canonical form, record hashes, signed checkpoints, verify.
 
-Store-independent and free of I/O beyond reading key files: ``audit`` and
-``audit_store_pg`` append records, this module says what a record's hash is and walks a
-chain of stored records to find the first bad one.
+Store-independent and free of I/O beyond reading key files: ``audit.log`` (on the
+stores of ``audit.sql``) appends records, this module says what a record's hash is and
+checks a chain of stored records step by step (``audit.verify`` walks it).
 """
 
 from __future__ import annotations

@@ -43,6 +43,11 @@ _SQLITE_BUSY_TIMEOUT_S = 30.0
 # opened and closed per use (the ~2 ms the cold path paid for every call before pooling).
 _POOL_SIZE = 8
 _MAX_OVERFLOW = 24
+# PostgreSQL's connections are the server's (max_connections defaults to 100) and four
+# stores per worker per replica share them: at most 12 per store and process; a call
+# that finds none free within the pool timeout is a 503 (StorageUnavailable).
+_PG_POOL_SIZE = 4
+_PG_MAX_OVERFLOW = 8
 _PG_CONNECT_TIMEOUT_S = 5
 _WRITE = "twin_cds_write"
 
@@ -92,8 +97,8 @@ class Database:
         else:
             self.engine = create_engine(
                 sa_url,
-                pool_size=_POOL_SIZE,
-                max_overflow=_MAX_OVERFLOW,
+                pool_size=_PG_POOL_SIZE,
+                max_overflow=_PG_MAX_OVERFLOW,
                 connect_args={"connect_timeout": _PG_CONNECT_TIMEOUT_S},
             )
 
