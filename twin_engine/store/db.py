@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -90,6 +91,7 @@ class Database:
         sa_url = make_url(database_url(url))
         self.dialect = sa_url.get_backend_name()
         self.path: Path | None = None
+        self._sqlite_writer = threading.RLock()
         if self.dialect == "sqlite":
             self.path = Path(sa_url.database or "")
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -131,6 +133,15 @@ class Database:
         return self._run(work, write=False)
 
     def _run(self, work: Callable[[Connection], T], *, write: bool) -> T:
+        if write and self.path is not None:
+            # SQLite has one writer at a time: this process's writers queue here, woken
+            # as soon as the lock is free, rather than in SQLite's busy handler, which
+            # sleeps up to 100 ms between tries (other processes still meet it there).
+            with self._sqlite_writer:
+                return self._retrying(work, write=write)
+        return self._retrying(work, write=write)
+
+    def _retrying(self, work: Callable[[Connection], T], *, write: bool) -> T:
         try:
             return self._once(work, write=write, retry=True)
         except _Retry:
