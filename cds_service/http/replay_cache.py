@@ -56,10 +56,12 @@ class SqlReplayCache:
     """The jti cache on SQLite or PostgreSQL (one connection pool per cache)."""
 
     def __init__(self, url: str) -> None:
-        # Synchronous NORMAL: a jti lost to a power cut reopens a replay window of at
-        # most the token's lifetime (5 minutes); the call it admitted was audited.
+        # Synchronous FULL, like the audit trail: with NORMAL a power cut can forget a
+        # jti already accepted and let a captured token be replayed for the rest of its
+        # lifetime. A refused replay is a security property, so it is not traded for the
+        # commit's time (the twin store, rebuilt from FHIR, is the one that runs NORMAL).
         self.db = Database(
-            url, "JWT replay cache", ReplayCacheUnavailable, RuntimeError, synchronous="NORMAL"
+            url, "JWT replay cache", ReplayCacheUnavailable, RuntimeError, synchronous="FULL"
         )
         ensure_current(self.db, SCHEMA)
 
