@@ -51,7 +51,7 @@ from tests.conftest import (  # noqa: E402
     with_ids,
 )
 from twin_cds.app import create_app  # noqa: E402
-from twin_engine.ingest import clear_parse_memo  # noqa: E402
+from twin_engine.fhir.memo import clear_parse_memo  # noqa: E402
 
 
 def _pct(values: list[float], q: float) -> float:

@@ -33,7 +33,7 @@ from cds_service.settings import Settings  # noqa: E402
 from ehr_sim.patients import generate_patients  # noqa: E402
 from tests.conftest import hook_request, prefetch_from_bundle, synthea_bundles  # noqa: E402
 from twin_cds.app import create_app  # noqa: E402
-from twin_engine.ingest import clear_parse_memo  # noqa: E402
+from twin_engine.fhir.memo import clear_parse_memo  # noqa: E402
 
 
 def bodies(patients: int, corpus: bool) -> list[bytes]:

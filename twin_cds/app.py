@@ -49,7 +49,7 @@ from cds_service.stores import open_twin_store
 from onnx_models.registry import ModelRegistry
 from smart_app.routes import install as install_smart_app
 from smart_app.sessions import SessionStore
-from twin_engine.ingest import set_parse_memo
+from twin_engine.fhir.memo import set_parse_memo
 from twin_engine.store import TwinStore
 
 log = logging.getLogger("twin_cds")

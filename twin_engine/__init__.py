@@ -16,7 +16,8 @@ from twin_engine.errors import (
     TwinStateError,
 )
 from twin_engine.features import USABLE, Feature, Quality
-from twin_engine.ingest import IngestIssue, IngestResult, ingest
+from twin_engine.fhir.entries import IngestIssue
+from twin_engine.fhir.read import IngestResult, ingest
 from twin_engine.store import SqliteTwinStore, StoredTwin, TwinStore, TwinVersion
 from twin_engine.twin import (
     ConditionEntry,

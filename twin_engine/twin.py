@@ -34,17 +34,15 @@ from twin_engine.codes import (
 from twin_engine.concepts import Concept, concepts_for
 from twin_engine.errors import TwinStateError
 from twin_engine.features import Quality
-from twin_engine.ingest import (
+from twin_engine.fhir.entries import IngestIssue
+from twin_engine.fhir.medications import MedicationKind, MedicationRecord
+from twin_engine.fhir.read import IngestResult, ingest
+from twin_engine.fhir.records import (
     ConditionRecord,
-    IngestIssue,
-    IngestResult,
-    MedicationKind,
-    MedicationRecord,
     ObservationRecord,
     PatientRecord,
     ProcedureRecord,
     QuantityRecord,
-    ingest,
 )
 from twin_engine.medications import MatchedBy, MedicationClass, classify_medication
 from twin_engine.procedures import ProcedureConcept, procedure_concepts_for
@@ -340,7 +338,7 @@ def _point(
             record.source,
             "unit_unknown",
             loinc,
-            f"{record.source} has unit {raw_unit!r}, not in the conversion table for {name}",
+            f"{record.source} has unit {raw_unit!r}: {norm.reason}; not used",
         )
     if not PLAUSIBLE_RANGES[name].contains(norm.value):
         rng = PLAUSIBLE_RANGES[name]

@@ -1,9 +1,22 @@
 """Explicit unit conversion table: each quantity has one canonical UCUM unit.
 
-A source unit is matched on its UCUM `code` first, then on the printed `unit` string.
-Anything not in the table is *unknown*: the value is kept raw on the timeline, flagged
-`unit_unknown`, and never used for a feature.  Guessing a unit is how a 10x dosing
-error starts, so there is no fuzzy matching beyond the listed spellings.
+The one rule for a FHIR Quantity's unit, for every reader (the twin's timelines and the
+vancomycin dose history alike):
+
+* ``Quantity.code`` is the computable unit (FHIR R4 Quantity: "a computer processable
+  form of the unit"), a UCUM code (https://ucum.org/ucum, case-sensitive form). When
+  present it decides alone: it is matched exactly against the UCUM codes the quantity
+  accepts. A code that is not one of them — including a printed spelling used as a code,
+  such as ``lbs`` or ``mmHg``, which are not UCUM — is refused and named; it is never
+  read as the unit its letters suggest.
+* ``Quantity.unit`` is free text for people. It is read only when there is no code:
+  a UCUM code written there is taken as itself, and a short list of printed spellings
+  (``PRINTED_UNITS``: "lbs", "mmHg", "µmol/L"...) is mapped explicitly to the UCUM code
+  each unambiguously names. Nothing else is matched.
+
+Anything else is *unknown*: the value is kept raw on the timeline, flagged
+`unit_unknown` with the reason, and never used for a feature or a dose. Guessing a unit
+is how a 10x dosing error starts.
 """
 
 from __future__ import annotations
@@ -41,6 +54,8 @@ class Normalised:
     value: float
     unit: str
     known: bool
+    #: Why the unit was not read (None when known).
+    reason: str | None = None
 
 
 _SAME: Final = Conversion(1.0)
@@ -64,9 +79,19 @@ _INCH: Final = Conversion(2.54)
 # degF -> Cel: (F - 32) x 5/9.
 _FAHRENHEIT: Final = Conversion(5.0 / 9.0, -32.0 * 5.0 / 9.0)
 
-_MM_HG: Final = UnitRule("mm[Hg]", {"mm[Hg]": _SAME, "mmHg": _SAME, "mm Hg": _SAME})
-_CHOLESTEROL: Final = UnitRule("mg/dL", {"mg/dL": _SAME, "mmol/L": _CHOLESTEROL_MMOL_L})
-_PER_MIN: Final = {"/min": _SAME, "{beats}/min": _SAME, "beats/minute": _SAME, "bpm": _SAME}
+# UCUM writes the litre "L" or "l" (both are defined: UCUM 4.4 table 5, "l" and "L"), so
+# "mg/dl" is the same code as "mg/dL"; both spellings are listed where litres appear.
+_MM_HG: Final = UnitRule("mm[Hg]", {"mm[Hg]": _SAME})
+_CHOLESTEROL: Final = UnitRule(
+    "mg/dL",
+    {
+        "mg/dL": _SAME,
+        "mg/dl": _SAME,
+        "mmol/L": _CHOLESTEROL_MMOL_L,
+        "mmol/l": _CHOLESTEROL_MMOL_L,
+    },
+)
+_PER_MIN: Final = {"/min": _SAME, "{beats}/min": _SAME}
 
 UNIT_TABLE: Final[Mapping[QuantityName, UnitRule]] = {
     "systolic_bp": _MM_HG,
@@ -74,16 +99,27 @@ UNIT_TABLE: Final[Mapping[QuantityName, UnitRule]] = {
     "total_cholesterol": _CHOLESTEROL,
     "hdl_cholesterol": _CHOLESTEROL,
     "ldl_cholesterol": _CHOLESTEROL,
-    "triglycerides": UnitRule("mg/dL", {"mg/dL": _SAME, "mmol/L": _TRIGLYCERIDES_MMOL_L}),
+    "triglycerides": UnitRule(
+        "mg/dL",
+        {
+            "mg/dL": _SAME,
+            "mg/dl": _SAME,
+            "mmol/L": _TRIGLYCERIDES_MMOL_L,
+            "mmol/l": _TRIGLYCERIDES_MMOL_L,
+        },
+    ),
     "creatinine": UnitRule(
-        "mg/dL", {"mg/dL": _SAME, "umol/L": _CREATININE_UMOL_L, "µmol/L": _CREATININE_UMOL_L}
+        "mg/dL",
+        {
+            "mg/dL": _SAME,
+            "mg/dl": _SAME,
+            "umol/L": _CREATININE_UMOL_L,
+            "umol/l": _CREATININE_UMOL_L,
+        },
     ),
     # An eGFR "mL/min" without the 1.73 m2 normalisation is a different quantity
     # (it appears in the Synthea corpus); it is deliberately not accepted.
-    "egfr": UnitRule(
-        "mL/min/{1.73_m2}",
-        {"mL/min/{1.73_m2}": _SAME, "mL/min/1.73m2": _SAME, "mL/min/1.73_m2": _SAME},
-    ),
+    "egfr": UnitRule("mL/min/{1.73_m2}", {"mL/min/{1.73_m2}": _SAME}),
     "uacr": UnitRule(
         "mg/g",
         {
@@ -97,22 +133,41 @@ UNIT_TABLE: Final[Mapping[QuantityName, UnitRule]] = {
         },
     ),
     "hba1c": UnitRule("%", {"%": _SAME, "%{HbA1c}": _SAME, "mmol/mol": _HBA1C_IFCC}),
-    "bmi": UnitRule("kg/m2", {"kg/m2": _SAME, "kg/m^2": _SAME}),
-    "weight": UnitRule(
-        "kg",
-        {"kg": _SAME, "g": Conversion(0.001), "[lb_av]": _POUND, "lb": _POUND, "lbs": _POUND},
-    ),
-    "height": UnitRule("cm", {"cm": _SAME, "m": Conversion(100.0), "[in_i]": _INCH, "in": _INCH}),
+    "bmi": UnitRule("kg/m2", {"kg/m2": _SAME}),
+    "weight": UnitRule("kg", {"kg": _SAME, "g": Conversion(0.001), "[lb_av]": _POUND}),
+    "height": UnitRule("cm", {"cm": _SAME, "m": Conversion(100.0), "[in_i]": _INCH}),
     "heart_rate": UnitRule("/min", _PER_MIN),
-    "respiratory_rate": UnitRule(
-        "/min", {"/min": _SAME, "{breaths}/min": _SAME, "breaths/minute": _SAME}
-    ),
+    "respiratory_rate": UnitRule("/min", {"/min": _SAME, "{breaths}/min": _SAME}),
     "spo2": UnitRule("%", {"%": _SAME}),
-    "temperature": UnitRule(
-        "Cel", {"Cel": _SAME, "°C": _SAME, "[degF]": _FAHRENHEIT, "°F": _FAHRENHEIT}
-    ),
-    # 1 ug/mL = 1 mg/L.
-    "vancomycin": UnitRule("mg/L", {"mg/L": _SAME, "ug/mL": _SAME, "mcg/mL": _SAME}),
+    "temperature": UnitRule("Cel", {"Cel": _SAME, "[degF]": _FAHRENHEIT}),
+    # 1 ug/mL = 1 mg/L (the same mass per volume).
+    "vancomycin": UnitRule("mg/L", {"mg/L": _SAME, "mg/l": _SAME, "ug/mL": _SAME, "ug/ml": _SAME}),
+}
+
+#: Printed spellings read in ``Quantity.unit`` (never in ``code``), each mapped to the one
+#: UCUM code it names: the everyday forms of the same units (µ for u, mcg for ug, the
+#: avoirdupois pound as people write it in the United States, the conventional mmHg and
+#: degree signs). An explicit list, so every accepted spelling is visible and tested.
+PRINTED_UNITS: Final[Mapping[str, str]] = {
+    "mmHg": "mm[Hg]",
+    "mm Hg": "mm[Hg]",
+    "lb": "[lb_av]",
+    "lbs": "[lb_av]",
+    "in": "[in_i]",
+    "bpm": "/min",
+    "beats/minute": "/min",
+    "breaths/minute": "/min",
+    "°C": "Cel",
+    "°F": "[degF]",
+    "µmol/L": "umol/L",
+    "μmol/L": "umol/L",  # Greek small mu (U+03BC) as well as the micro sign (U+00B5)
+    "µg/mL": "ug/mL",
+    "μg/mL": "ug/mL",
+    "mcg/mL": "ug/mL",
+    "mL/min/1.73m2": "mL/min/{1.73_m2}",
+    "mL/min/1.73_m2": "mL/min/{1.73_m2}",
+    "mL/min/1.73 m2": "mL/min/{1.73_m2}",
+    "kg/m^2": "kg/m2",
 }
 
 
@@ -123,17 +178,28 @@ def canonical_unit(quantity: QuantityName) -> str:
 def normalise(
     quantity: QuantityName, value: float, ucum_code: str | None, unit: str | None
 ) -> Normalised:
-    """Convert `value` to the quantity's canonical unit, or report the unit unknown.
-
-    The UCUM `code`, when present, decides alone: the printed `unit` is free text, and a
-    code we do not know is a unit we do not know, whatever the text beside it says (a
-    code "mL/min" printed "mL/min/1.73m2" is not an eGFR). The printed unit is read only
-    when there is no code.
-    """
+    """Convert `value` to the quantity's canonical unit, or report the unit unknown and why
+    (the rule is the module's docstring)."""
     rule = UNIT_TABLE[quantity]
-    candidate = ucum_code if ucum_code is not None else unit
-    if candidate is not None:
-        conversion = rule.accepted.get(candidate.strip())
+    if ucum_code is not None:
+        conversion = rule.accepted.get(ucum_code)
         if conversion is not None:
             return Normalised(conversion.apply(value), rule.canonical, True)
-    return Normalised(value, candidate if candidate is not None else "", False)
+        printed = PRINTED_UNITS.get(ucum_code.strip())
+        why = (
+            f"code {ucum_code!r} is not a UCUM code (UCUM writes it {printed!r})"
+            if printed is not None
+            else f"code {ucum_code!r} is not {_accepted(quantity, rule)}"
+        )
+        return Normalised(value, ucum_code, False, why)
+    if unit is not None:
+        text = unit.strip()
+        conversion = rule.accepted.get(PRINTED_UNITS.get(text, text))
+        if conversion is not None:
+            return Normalised(conversion.apply(value), rule.canonical, True)
+        return Normalised(value, unit, False, f"unit {unit!r} is not {_accepted(quantity, rule)}")
+    return Normalised(value, "", False, "no unit")
+
+
+def _accepted(quantity: QuantityName, rule: UnitRule) -> str:
+    return f"a unit accepted for {quantity} ({', '.join(rule.accepted)})"

@@ -43,7 +43,7 @@ from cds_service.errors import PopulationError
 
 log = logging.getLogger("twin_cds.population.bulk")
 
-#: The resource types a twin reads (twin_engine.ingest), asked for by ``_type``.
+#: The resource types a twin reads (twin_engine.fhir.read), asked for by ``_type``.
 TWIN_RESOURCE_TYPES: Final = (
     "Patient",
     "Observation",

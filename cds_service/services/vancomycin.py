@@ -32,7 +32,7 @@ from onnx_models.pk.simulator import OnnxPkSimulator, load_simulator
 from twin_engine.fhir.dosage import DosageError, read_request_dosage
 from twin_engine.medications import classify_medication
 from twin_engine.pk.errors import DosingError
-from twin_engine.pk.history import SYSTEMIC_ROUTES
+from twin_engine.fhir.doses import SYSTEMIC_ROUTES
 from twin_engine.pk.recommend import DosingResult, recommend
 from twin_engine.pk.regimen import RegimenPrediction, infusion_hours
 from twin_engine.pk.types import Regimen

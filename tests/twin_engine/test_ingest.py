@@ -9,7 +9,8 @@ import pytest
 
 from tests.support.fhir import RXNORM, bundle, condition, med_request, obs, patient
 from twin_engine import IngestError, IngestIssue, build_twin, ingest
-from twin_engine.ingest import MedicationRecord, ObservationRecord
+from twin_engine.fhir.medications import MedicationRecord
+from twin_engine.fhir.records import ObservationRecord
 
 
 def _observation_sources(payload: object, **kw: Any) -> list[str]:
@@ -49,8 +50,8 @@ def test_bad_entries_are_reported_and_the_rest_ingests() -> None:
 def test_validation_errors_become_one_line_reasons() -> None:
     """An invalid value inside a field is reported by path, not as a pydantic dump."""
     bad = obs("bad", "2093-3", 200, "mg/dL")
-    bad["status"] = "not-a-status"
     bad["effectiveDateTime"] = "yesterday"
+    bad["valueQuantity"]["comparator"] = "about"
     (issue,) = ingest(bundle(patient(), bad)).issues
     assert issue.resource_type == "Observation" and issue.resource_id == "bad"
     assert issue.reason.startswith("Observation/bad is not valid FHIR R4: ")

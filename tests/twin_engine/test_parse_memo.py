@@ -6,7 +6,7 @@ import copy
 
 from tests.support.fhir import bundle, obs, patient
 from twin_engine import build_twin_from_fhir, ingest
-from twin_engine.ingest import clear_parse_memo
+from twin_engine.fhir.memo import clear_parse_memo
 
 
 def test_a_repeated_bundle_gives_the_same_twin_and_issues() -> None:
@@ -70,7 +70,7 @@ def test_contained_that_is_not_a_list_is_not_a_crash() -> None:
 
 def test_with_the_memo_off_nothing_is_kept_and_results_are_the_same() -> None:
     """The cold-path switch: every parse is fresh, no record is remembered, same twin."""
-    from twin_engine.ingest import _memo_records, set_parse_memo
+    from twin_engine.fhir.memo import _memo_records, set_parse_memo
 
     data = bundle(patient(), obs("o1", "2093-3", 180, "mg/dL"))
     remembered = ingest(data)

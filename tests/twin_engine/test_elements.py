@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 from tests.conftest import synthea_bundles
 from tests.support.fhir import bundle, obs, patient
 from twin_engine import ingest
-from twin_engine.ingest import _OBSERVATION_FIELDS, clear_parse_memo
-from twin_engine.wellformed import ObservationFields, wellformed_observation
+from twin_engine.fhir.elements import ObservationFields, wellformed_observation
+from twin_engine.fhir.memo import clear_parse_memo
+from twin_engine.fhir.records import OBSERVATION_FIELDS as _OBSERVATION_FIELDS
 
 
 def _projection(raw: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,163 @@
+"""Entries of a FHIR payload: a Bundle of any type, one resource, or a list of resources.
+
+Every entry the reader cannot use is named and counted as an ``IngestIssue`` (never
+dropped silently); only a payload unusable as a whole raises ``IngestError``. References
+between entries are matched by ``Type/id``, ``urn:uuid:id`` and the entry's fullUrl.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from twin_engine.codes import LOINC_SYSTEM
+from twin_engine.errors import IngestError
+
+
+@dataclass(frozen=True, slots=True)
+class IngestIssue:
+    """An entry that was skipped (or partly skipped), and why."""
+
+    resource_type: str
+    resource_id: str | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    resource: dict[str, Any]
+    resource_type: str
+    resource_id: str | None
+    full_url: str | None
+
+    @property
+    def source(self) -> str:
+        return f"{self.resource_type}/{self.resource_id or '?'}"
+
+    def issue(self, reason: str) -> IngestIssue:
+        return IngestIssue(self.resource_type, self.resource_id, reason)
+
+
+def split_entries(payload: object, issues: list[IngestIssue]) -> list[Entry]:
+    """The resources of a payload, each with its type, id and fullUrl."""
+    if isinstance(payload, dict):
+        resource_type = payload.get("resourceType")
+        if not isinstance(resource_type, str):
+            raise IngestError("payload is not FHIR: it has no resourceType")
+        if resource_type == "Bundle":
+            raw_entries = payload.get("entry") or []
+            if not isinstance(raw_entries, list):
+                raise IngestError("Bundle.entry is not a list")
+            items: Iterable[tuple[object, object]] = (
+                (e.get("resource"), e.get("fullUrl")) if isinstance(e, dict) else (e, None)
+                for e in raw_entries
+            )
+        else:
+            items = [(payload, None)]
+    elif isinstance(payload, list):
+        items = ((r, None) for r in payload)
+    else:
+        raise IngestError(
+            "payload must be a JSON object or array of FHIR resources, "
+            f"not {type(payload).__name__}"
+        )
+
+    entries: list[Entry] = []
+    for index, (resource, full_url) in enumerate(items):
+        url = full_url if isinstance(full_url, str) else None
+        if resource is None:
+            # Entries of a transaction-response or a search outcome may carry no resource.
+            continue
+        if not isinstance(resource, dict):
+            reason = f"entry {index} is not a JSON object; skipped"
+            issues.append(IngestIssue("unknown", None, reason))
+            continue
+        rtype = resource.get("resourceType")
+        raw_id = resource.get("id")
+        rid = raw_id if isinstance(raw_id, str) and raw_id else id_from_url(url)
+        if not isinstance(rtype, str) or not rtype:
+            issues.append(
+                IngestIssue("unknown", rid, f"entry {index} has no resourceType; skipped")
+            )
+            continue
+        entries.append(Entry(resource, rtype, rid, url))
+    return entries
+
+
+def id_from_url(full_url: str | None) -> str | None:
+    if not full_url:
+        return None
+    if full_url.startswith("urn:uuid:"):
+        return full_url.removeprefix("urn:uuid:")
+    return full_url.rstrip("/").rsplit("/", 1)[-1] or None
+
+
+def reference_keys(entry: Entry) -> set[str]:
+    """Every reference string that names this entry."""
+    keys = set()
+    if entry.resource_id:
+        keys.add(f"{entry.resource_type}/{entry.resource_id}")
+        keys.add(f"urn:uuid:{entry.resource_id}")
+    if entry.full_url:
+        keys.add(entry.full_url)
+    return keys
+
+
+_P = TypeVar("_P")
+
+
+def select_patient(patients: list[tuple[Entry, _P]], patient_id: str | None) -> tuple[Entry, _P]:
+    """The one Patient of the payload, or the one ``patient_id`` names."""
+    if not patients:
+        raise IngestError("no Patient resource in the bundle")
+    if patient_id is not None:
+        for entry, record in patients:
+            if entry.resource_id == patient_id:
+                return entry, record
+        raise IngestError(f"Patient/{patient_id} is not in the bundle")
+    if len(patients) > 1:
+        ids = ", ".join(e.source for e, _ in patients)
+        raise IngestError(f"the bundle holds {len(patients)} Patients ({ids}); pass patient_id")
+    return patients[0]
+
+
+def about(entry: Entry, patient_refs: set[str], issues: list[IngestIssue]) -> bool:
+    """False (with an issue) when the resource's subject is another patient."""
+    subject = entry.resource.get("subject")
+    ref = subject.get("reference") if isinstance(subject, dict) else None
+    if not isinstance(ref, str) or ref in patient_refs:
+        return True
+    if any(ref.endswith("/" + p) for p in patient_refs if p.startswith("Patient/")):
+        return True
+    issues.append(entry.issue(f"{entry.source} is about {ref}, not the twin's patient; skipped"))
+    return False
+
+
+# -- raw-dict helpers (cheap relevance tests before any check) ----------------------------
+
+
+def dicts(value: object) -> list[dict[str, Any]]:
+    """The objects of a JSON array; anything else (unvalidated raw input) gives none."""
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def codings(concept: object) -> list[dict[str, Any]]:
+    """The codings of a CodeableConcept that carry a string code."""
+    if not isinstance(concept, dict):
+        return []
+    return [c for c in dicts(concept.get("coding")) if isinstance(c.get("code"), str)]
+
+
+def loinc_codes(concept: object) -> list[str]:
+    return [c["code"] for c in codings(concept) if c.get("system") in (LOINC_SYSTEM, None)]
+
+
+def first_code(concept: object) -> str | None:
+    found = codings(concept)
+    return str(found[0]["code"]) if found else None
+
+
+def concept_text(concept: object) -> str | None:
+    text = concept.get("text") if isinstance(concept, dict) else None
+    return text if isinstance(text, str) else None

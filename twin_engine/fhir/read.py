@@ -1,0 +1,92 @@
+"""``ingest``: one patient's FHIR R4 payload in, the twin's record types out.
+
+A payload (Bundle of any type, single resource, or list of resources) is split into
+entries (``entries``); relevance is decided on the raw dict, cheaply, and only relevant
+entries are checked and read (``records``, ``medications``). A bad entry becomes an
+``IngestIssue`` and is skipped; only an unusable payload as a whole raises ``IngestError``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from twin_engine.fhir.entries import (
+    Entry,
+    IngestIssue,
+    about,
+    reference_keys,
+    select_patient,
+    split_entries,
+)
+from twin_engine.fhir.medications import MEDICATION_KINDS, MedicationRecord, read_medication_use
+from twin_engine.fhir.memo import memo
+from twin_engine.fhir.records import (
+    ConditionRecord,
+    ObservationRecord,
+    PatientRecord,
+    ProcedureRecord,
+    condition_relevant,
+    observation_relevant,
+    procedure_relevant,
+    read_condition,
+    read_observation,
+    read_patient,
+    read_procedure,
+)
+
+DomainResource = (
+    PatientRecord | ObservationRecord | ConditionRecord | MedicationRecord | ProcedureRecord
+)
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """The relevant resources of one patient, parsed, and the issues met on the way."""
+
+    patient: PatientRecord
+    resources: tuple[DomainResource, ...]
+    issues: tuple[IngestIssue, ...]
+
+
+def ingest(payload: object, *, patient_id: str | None = None) -> IngestResult:
+    """Parse a FHIR R4 payload into the twin's record types.
+
+    `payload` is a parsed JSON dict (a Bundle of any type or one resource) or a list
+    of resource dicts.  Raises IngestError when the payload is not FHIR, holds no
+    Patient, holds several Patients and `patient_id` does not pick one, or
+    `patient_id` names a Patient that is not there.
+    """
+    issues: list[IngestIssue] = []
+    entries = split_entries(payload, issues)
+
+    patients: list[tuple[Entry, PatientRecord]] = []
+    medications: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        if entry.resource_type == "Patient":
+            found = memo(read_patient, entry, issues)
+            if found is not None:
+                patients.append((entry, found))
+        elif entry.resource_type == "Medication":
+            for key in reference_keys(entry):
+                medications[key] = entry.resource
+    patient_entry, patient = select_patient(patients, patient_id)
+    patient_refs = reference_keys(patient_entry) | {f"Patient/{patient.id}"}
+
+    resources: list[DomainResource] = [patient]
+    for entry in entries:
+        record: DomainResource | None = None
+        kind, raw = entry.resource_type, entry.resource
+        if kind == "Observation":
+            if observation_relevant(raw) and about(entry, patient_refs, issues):
+                record = memo(read_observation, entry, issues)
+        elif kind == "Condition":
+            if condition_relevant(raw) and about(entry, patient_refs, issues):
+                record = memo(read_condition, entry, issues)
+        elif kind in MEDICATION_KINDS:
+            record = read_medication_use(entry, medications, patient_refs, issues)
+        elif kind == "Procedure" and procedure_relevant(raw) and about(entry, patient_refs, issues):
+            record = memo(read_procedure, entry, issues)
+        if record is not None:
+            resources.append(record)
+    return IngestResult(patient=patient, resources=tuple(resources), issues=tuple(issues))
