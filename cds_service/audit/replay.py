@@ -27,266 +27,42 @@ the cards must match.
 
 from __future__ import annotations
 
-import hashlib
-import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from pathlib import Path
 from typing import Any, Literal
 
+from cds_service.audit.archive import (
+    ArchivedModelChanged,
+    ModelArchive,
+    ModelNotArchived,
+    archive_served,
+    installed_shas,
+    pk_artifact,
+)
+from cds_service.audit.basis import history_from_json
 from cds_service.audit.chain import StoredAuditRecord, canonical_json
-from cds_service.http.cards import Card, Link
-from onnx_models.errors import ModelFileError
-from onnx_models.registry import LoadedModel, ModelRegistry, load_model
-from twin_engine.pk.errors import DosingError
-from twin_engine.pk.history import DialysisEvidence, Measured, PatientHistory, extract_history
-from twin_engine.pk.types import DoseEvent, LevelObservation
+from cds_service.http.cards import Card, Link, Source
+from onnx_models.registry import ModelRegistry
 from twin_engine.store import TwinStore
+
+# The archive is replay's model source; its names stay importable from here.
+__all__ = [
+    "ArchivedModelChanged",
+    "ModelArchive",
+    "ModelNotArchived",
+    "PartCheck",
+    "ReplayReport",
+    "archive_served",
+    "installed_shas",
+    "pk_artifact",
+    "replay_record",
+]
 
 #: Statuses of calls that ended before a model ran: their records hold nothing to replay.
 NOTHING_RAN = ("error", "bad-request", "data-unavailable")
 
 ReplayOutcome = Literal["identical", "different", "nothing-to-replay", "not-replayable"]
-
-
-# ---------------------------------------------------------------- what the record keeps
-
-
-def risk_basis(today: date, *, launch_url: str, kfre_model: str) -> dict[str, Any]:
-    """The replay basis of a risk-service call."""
-    return {
-        "kind": "risk",
-        "today": today.isoformat(),
-        "appLaunchUrl": launch_url,
-        "kfreModel": kfre_model,
-    }
-
-
-def _measured(m: Measured | None) -> dict[str, Any] | None:
-    if m is None:
-        return None
-    return {"value": m.value, "time": m.time.isoformat(), "source": m.source}
-
-
-def _unmeasured(d: Mapping[str, Any] | None) -> Measured | None:
-    if d is None:
-        return None
-    return Measured(float(d["value"]), datetime.fromisoformat(d["time"]), str(d["source"]))
-
-
-def history_to_json(h: PatientHistory) -> dict[str, Any]:
-    """A PK history as the record keeps it: numbers, times and source ids only."""
-    return {
-        "patient": h.patient,
-        "age": h.age,
-        "sex": h.sex,
-        "weight": _measured(h.weight),
-        "creatinine": _measured(h.creatinine),
-        "dialysis": {
-            "status": h.dialysis.status,
-            "source": h.dialysis.source,
-            "note": h.dialysis.note,
-        },
-        "doses": [
-            {
-                "start": d.start.isoformat(),
-                "durationH": d.duration_h,
-                "amountMg": d.amount_mg,
-                "source": d.source,
-            }
-            for d in h.doses
-        ],
-        "levels": [
-            {
-                "time": lv.time.isoformat(),
-                "valueMgL": lv.value_mg_l,
-                "kind": lv.kind,
-                "source": lv.source,
-            }
-            for lv in h.levels
-        ],
-        "notes": list(h.notes),
-    }
-
-
-def history_from_json(d: Mapping[str, Any]) -> PatientHistory:
-    dialysis = d["dialysis"]
-    return PatientHistory(
-        patient=str(d["patient"]),
-        age=d["age"],
-        sex=d["sex"],
-        weight=_unmeasured(d["weight"]),
-        creatinine=_unmeasured(d["creatinine"]),
-        dialysis=DialysisEvidence(dialysis["status"], dialysis["source"], dialysis["note"]),
-        doses=tuple(
-            DoseEvent(
-                datetime.fromisoformat(x["start"]),
-                float(x["durationH"]),
-                float(x["amountMg"]),
-                str(x["source"]),
-            )
-            for x in d["doses"]
-        ),
-        levels=tuple(
-            LevelObservation(
-                datetime.fromisoformat(x["time"]), float(x["valueMgL"]), x["kind"], str(x["source"])
-            )
-            for x in d["levels"]
-        ),
-        notes=tuple(d["notes"]),
-    )
-
-
-def dosing_basis(
-    resources: Sequence[Mapping[str, Any]],
-    context: Mapping[str, Any],
-    *,
-    as_of: datetime,
-    model_id: str,
-    launch_url: str,
-) -> dict[str, Any]:
-    """The replay basis of a dosing call: the draft and the PK history it was fitted to,
-    read exactly as ``vancomycin.dosing_cards`` read them (or the problem that stopped it)."""
-    from cds_service.services.vancomycin import DraftOrderError, find_draft
-
-    basis: dict[str, Any] = {
-        "kind": "dosing",
-        "asOf": as_of.isoformat(),
-        "appLaunchUrl": launch_url,
-        "pkModel": model_id,
-        "draft": None,
-        "history": None,
-        "problem": None,
-    }
-    try:
-        draft = find_draft(dict(context))
-    except DraftOrderError as exc:
-        return basis | {"problem": str(exc)}
-    if draft is None:
-        return basis
-    basis["draft"] = draft.resource
-    try:
-        basis["history"] = history_to_json(extract_history(resources, as_of=as_of))
-    except DosingError as exc:
-        basis["problem"] = str(exc)
-    return basis
-
-
-# ---------------------------------------------------------------- the model archive
-
-
-class ModelNotArchived(Exception):
-    """The record names a model file (by sha256) that the archive does not hold."""
-
-
-class ArchivedModelChanged(Exception):
-    """The archive's file for a sha256 no longer has that sha256."""
-
-
-class ModelArchive:
-    """Every model file the service has served, content-addressed: ``<sha256>.onnx``.
-
-    Written when the service starts (``keep``) and never pruned, so the file behind any
-    record can be found by the sha256 the record names. Files are immutable once written
-    (written to a temporary name, then renamed).
-    """
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        # Loaded sessions by sha256: the bytes are still read and hashed on every use,
-        # so a file changed since is caught; only the session build is saved.
-        self._models: dict[str, LoadedModel] = {}
-        self._simulators: dict[str, Any] = {}
-
-    def path(self, sha256: str) -> Path:
-        if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
-            raise ModelNotArchived(f"{sha256!r} is not a sha256 hex digest")
-        return self.directory / f"{sha256}.onnx"
-
-    def keep(self, data: bytes) -> str:
-        """Archive a model file's bytes; return their sha256 (a no-op when already kept)."""
-        sha = hashlib.sha256(data).hexdigest()
-        target = self.path(sha)
-        if target.is_file():
-            return sha
-        self.directory.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
-        return sha
-
-    def read(self, sha256: str, what: str) -> bytes:
-        """The archived bytes of ``what`` (e.g. "model pce v1.0.0"), checked against its sha."""
-        target = self.path(sha256)
-        try:
-            data = target.read_bytes()
-        except FileNotFoundError:
-            raise ModelNotArchived(
-                f"{what} (sha256 {sha256}) is not in the model archive {self.directory}"
-            ) from None
-        actual = hashlib.sha256(data).hexdigest()
-        if actual != sha256:
-            raise ArchivedModelChanged(
-                f"{what}: the archived file {target} now has sha256 {actual}, not the "
-                f"recorded {sha256}: it was changed after it was served"
-            )
-        return data
-
-    def model(self, sha256: str, what: str) -> LoadedModel:
-        """The archived risk model of this sha256, checked, as an inference session."""
-        self.read(sha256, what)
-        if sha256 not in self._models:
-            try:
-                loaded = load_model(self.path(sha256))
-            except ModelFileError as exc:
-                raise ArchivedModelChanged(
-                    f"{what}: the archived file cannot be loaded: {exc}"
-                ) from exc
-            if loaded.sha256 != sha256:
-                raise ArchivedModelChanged(f"{what}: the archived file changed while loading")
-            self._models[sha256] = loaded
-        return self._models[sha256]
-
-    def simulator(self, sha256: str, what: str) -> Any:
-        """The archived PK model of this sha256, checked, as a simulator."""
-        from onnx_models.pk.simulator import OnnxPkSimulator
-
-        data = self.read(sha256, what)
-        if sha256 not in self._simulators:
-            self._simulators[sha256] = OnnxPkSimulator(data)
-        return self._simulators[sha256]
-
-
-def pk_artifact(model_id: str) -> Path:
-    from onnx_models.pk.simulator import ARTIFACTS_DIR
-
-    return ARTIFACTS_DIR / f"{model_id}.onnx"
-
-
-def archive_served(
-    archive: ModelArchive, registry: ModelRegistry, pk_model_ids: Iterable[str]
-) -> dict[str, str]:
-    """Archive every model the service is about to serve; {model id: sha256}."""
-    kept = {m.model_id: archive.keep(m.path.read_bytes()) for m in registry.models.values()}
-    for model_id in pk_model_ids:
-        kept[model_id] = archive.keep(pk_artifact(model_id).read_bytes())
-    return kept
-
-
-def installed_shas(registry: ModelRegistry) -> dict[str, str]:
-    """{model id: sha256} of what is installed now (risk models and every PK artifact)."""
-    from onnx_models.pk.models import MODELS
-
-    shas = {m.model_id: m.sha256 for m in registry.models.values()}
-    for model_id in MODELS:
-        path = pk_artifact(model_id)
-        if path.is_file():
-            shas[model_id] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return shas
-
-
-# ---------------------------------------------------------------- replay
 
 
 @dataclass(frozen=True, slots=True)
@@ -531,8 +307,8 @@ def _replay_risk(
     version: int,
     archive: ModelArchive,
 ) -> _Replayed:
+    from cds_service.pipeline.outcome import outputs_for_audit, risk_outcome
     from cds_service.pipeline.render import app_link
-    from cds_service.pipeline.run import _outputs_for_audit, risk_outcome
     from onnx_models.errors import UnknownModelError
     from twin_engine import derive_features
 
@@ -559,7 +335,7 @@ def _replay_risk(
         {
             "models": (_model_uses(body), uses),
             "inputs": (body.get("inputs"), primary.inputs_json()),
-            "outputs": (body.get("outputs"), _outputs_for_audit(assessments)),
+            "outputs": (body.get("outputs"), outputs_for_audit(assessments)),
             "explanation": (
                 body.get("explanation"),
                 list(explanation_for_audit(primary.factors)),
@@ -577,17 +353,15 @@ def _replay_dosing(
     version: int,
     archive: ModelArchive,
 ) -> _Replayed:
-    from cds_service.http.cards import Source
-    from cds_service.pipeline.run import _dosing_outputs
+    from cds_service.pipeline.outcome import dosing_outputs
     from cds_service.services.vancomycin import (
         DosingOutcome,
         _problem_card,
-        _result_card,
         dose_simulator_context,
+        dosing_outcome,
         read_draft,
     )
     from onnx_models.pk.models import MODELS
-    from twin_engine.pk.recommend import covariates_from_history, plan_dosing
 
     body = rec.body
     model_id = str(basis["pkModel"])
@@ -622,7 +396,6 @@ def _replay_dosing(
             recorded_use["sha256"], f"PK model {model_id} v{recorded_use['version']}"
         )
         draft = read_draft(dict(basis["draft"]))
-        history = history_from_json(basis["history"])
         if draft is None:
             # The Dosage reader now reads the recorded order as not intravenous (oral,
             # rectal, intrathecal): no systemic exposure, so no card.
@@ -633,25 +406,17 @@ def _replay_dosing(
                 },
                 ("the recorded draft is not an intravenous order: no card is sent for it now",),
             )
-        try:
-            covariates = covariates_from_history(history, model, as_of=as_of, dialysis=None)
-            result = plan_dosing(
-                covariates=covariates,
-                doses=history.doses,
-                levels=history.levels,
-                as_of=as_of,
-                model=model,
-                simulator=simulator,
-                draft_regimen=draft.regimen,
-                notes=history.notes,
-            )
-        except DosingError as exc:
-            outcome = DosingOutcome((_problem_card(str(exc), source, link),), None, str(exc))
-        else:
-            outcome = DosingOutcome((_result_card(draft, result, source, link),), result, None)
+        outcome = dosing_outcome(
+            draft,
+            history_from_json(basis["history"]),
+            as_of=as_of,
+            model=model,
+            simulator=simulator,
+            link=link,
+        )
     return _Replayed(
         {
-            "outputs": (body.get("outputs"), _dosing_outputs(outcome)),
+            "outputs": (body.get("outputs"), dosing_outputs(outcome)),
             "cards": (body.get("cards"), _cards_json(outcome.cards, body.get("cards") or [])),
         },
         notes,

@@ -33,8 +33,9 @@ from typing import Any
 
 import numpy as np
 
+from cds_service.audit.archive import ModelArchive
+from cds_service.audit.basis import history_from_json
 from cds_service.audit.chain import StoredAuditRecord
-from cds_service.audit.replay import ModelArchive, history_from_json
 from twin_engine.pk.history import PatientHistory
 from twin_engine.pk.types import LevelObservation
 

@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime
 
 import httpx
 
+from cds_service.audit.basis import dosing_basis, risk_basis
 from cds_service.audit.log import (
     AuditEntry,
     AuditLog,
@@ -20,22 +21,17 @@ from cds_service.audit.log import (
     ModelUse,
     explanation_for_audit,
 )
-from cds_service.audit.replay import dosing_basis, risk_basis
 from cds_service.errors import DataUnavailable, TooMuchData, mark_recorded
 from cds_service.http.auth import VerifiedClient
-from cds_service.http.cards import Card, CdsResponse, Link
+from cds_service.http.cards import CdsResponse, Link
 from cds_service.http.hooks import HookRequest
 from cds_service.ops.metrics import MODEL_RUN_DURATION, TWIN_VERSIONS_WRITTEN, timed
 from cds_service.ops.observe import lap
 from cds_service.pipeline.gather import GatheredData, gather
-from cds_service.pipeline.patient_view import patient_view
-from cds_service.pipeline.predict import Assessment
+from cds_service.pipeline.outcome import Outcome, dosing_outputs, outputs_for_audit, risk_outcome
 from cds_service.pipeline.render import app_link
-from cds_service.services.ascvd_cards import ascvd_cards
-from cds_service.services.cardio_renal_cards import cardio_renal_cards
 from cds_service.services.catalog import ServiceDefinition
 from cds_service.services.vancomycin import (
-    DosingOutcome,
     dose_simulator_context,
     dosing_cards,
     simulator_for,
@@ -61,25 +57,6 @@ class Runtime:
     audit: AuditLog
     http: httpx.AsyncClient
     today: Callable[[], date] = _today
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """The cards of one call and the model runs behind them (the first is primary)."""
-
-    cards: tuple[Card, ...]
-    assessments: tuple[Assessment, ...]
-    dosing: DosingOutcome | None = None
-
-
-def _outputs_for_audit(assessments: tuple[Assessment, ...]) -> dict[str, float] | None:
-    if len(assessments) == 1:
-        return assessments[0].outputs or None
-    # Several models answered: name each output by its model.
-    merged = {
-        f"{a.model.card.id}.{name}": value for a in assessments for name, value in a.outputs.items()
-    }
-    return merged or None
 
 
 def _run_models(
@@ -113,49 +90,9 @@ def _run_models(
     return risk_outcome(service, rt.registry, twin, features, rt.settings.kfre_model, link)
 
 
-def risk_outcome(
-    service: ServiceDefinition,
-    registry: ModelRegistry,
-    twin: Twin,
-    features: FeatureSet,
-    kfre_model: str,
-    link: Link,
-) -> Outcome:
-    """A patient-view service's cards and model runs (audit replay reruns this too)."""
-    # Every patient-view service renders a part of one reading of the patient.
-    cardio_renal = service.kind == "cardio-renal"
-    view = patient_view(registry, twin, features, kfre_model=kfre_model, with_prevent=cardio_renal)
-    if cardio_renal:
-        assert view.prevent is not None and view.prevent_30y is not None  # noqa: S101
-        runs: tuple[Assessment, ...] = (view.prevent, view.prevent_30y, view.pce)
-        runs += (view.kfre,) if view.kfre is not None else ()
-        return Outcome(tuple(cardio_renal_cards(view, link)), runs)
-    return Outcome(tuple(ascvd_cards(view, link)), (view.pce,))
-
-
 def _pk_model_use(model_id: str) -> ModelUse:
     simulator = simulator_for(model_id)
     return ModelUse(model_id, simulator.card.version, simulator.sha256)
-
-
-def _dosing_outputs(dosing: DosingOutcome) -> dict[str, float] | None:
-    result = dosing.result
-    if result is None:
-        return None
-    out = {
-        "cl_l_h": result.individual_parameters.cl_l_h,
-        "vc_l": result.individual_parameters.vc_l,
-        "crcl_ml_min": result.covariates.crcl_ml_min,
-    }
-    if result.current_regimen is not None:
-        out["draft_auc24_mg_h_l"] = result.current_regimen.auc24_ss_mg_h_l
-        out["draft_probability_in_target"] = result.current_regimen.probability_in_target
-        out["draft_probability_above_target"] = result.current_regimen.probability_above_target
-    if result.recommendations:
-        best = result.recommendations[0]
-        out["recommended_dose_mg"] = best.regimen.dose_mg
-        out["recommended_interval_h"] = best.regimen.interval_h
-    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,12 +221,13 @@ def _answer(call: _Call, data: GatheredData) -> CdsResponse:
                 inputs=tuple(outcome.dosing.result.inputs_json())
                 if outcome.dosing.result is not None
                 else (),
-                outputs=_dosing_outputs(outcome.dosing),
+                outputs=dosing_outputs(outcome.dosing),
                 data_problems=data.problems
                 + ((outcome.dosing.problem,) if outcome.dosing.problem else ()),
                 replay_basis=dosing_basis(
-                    list(data.resources),
-                    request.context.model_dump(),
+                    outcome.dosing.draft.resource if outcome.dosing.draft else None,
+                    outcome.dosing.history,
+                    outcome.dosing.problem,
                     as_of=as_of,
                     model_id=rt.settings.vancomycin_model,
                     launch_url=rt.settings.app_launch_url,
@@ -307,7 +245,7 @@ def _answer(call: _Call, data: GatheredData) -> CdsResponse:
                 for a in outcome.assessments[1:]
             ),
             inputs=tuple(primary.inputs_json()),
-            outputs=_outputs_for_audit(outcome.assessments),
+            outputs=outputs_for_audit(outcome.assessments),
             explanation=explanation_for_audit(primary.factors),
             missing=tuple(n.name for n in primary.not_used),
             data_problems=data.problems + tuple(p for a in outcome.assessments for p in a.problems),

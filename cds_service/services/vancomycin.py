@@ -30,14 +30,15 @@ from cds_service.pipeline.render import OVERRIDE_REASONS, md_text
 from onnx_models.pk.models import MODELS
 from onnx_models.pk.simulator import OnnxPkSimulator, load_simulator
 from twin_engine.fhir.dosage import DosageError, read_request_dosage
+from twin_engine.fhir.doses import SYSTEMIC_ROUTES
+from twin_engine.fhir.medications import medication_concept, rxnorm_and_texts
 from twin_engine.medications import classify_medication
 from twin_engine.pk.errors import DosingError
-from twin_engine.fhir.doses import SYSTEMIC_ROUTES
-from twin_engine.pk.recommend import DosingResult, recommend
+from twin_engine.pk.history import PatientHistory, extract_history
+from twin_engine.pk.recommend import DosingResult, covariates_from_history, plan_dosing
 from twin_engine.pk.regimen import RegimenPrediction, infusion_hours
-from twin_engine.pk.types import Regimen
+from twin_engine.pk.types import PkModelSpec, PkSimulator, Regimen
 
-RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 #: Probability of target attainment below which the drafted regimen is called off target.
 PTA_OFF_TARGET = 0.5
 
@@ -57,23 +58,20 @@ class DraftVancomycin:
 
 @dataclass(frozen=True, slots=True)
 class DosingOutcome:
+    """The cards, and what they were computed from: the draft and the PK history read
+    once here (the audit record's replay basis is built from these, not re-read)."""
+
     cards: tuple[Card, ...]
     result: DosingResult | None
     problem: str | None
+    draft: DraftVancomycin | None = None
+    history: PatientHistory | None = None
 
 
 @cache
 def simulator_for(model_id: str) -> OnnxPkSimulator:
     """One ONNX session per PK model per process."""
     return load_simulator(model_id)
-
-
-@dataclass(frozen=True, slots=True)
-class _Coded:
-    """RxNorm codes and display texts of a medication concept."""
-
-    codes: tuple[str, ...]
-    texts: tuple[str, ...]
 
 
 def _list(value: object) -> list[Any]:
@@ -84,41 +82,11 @@ def _dict(value: object) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _coded(concept: object) -> _Coded:
-    concept = _dict(concept)
-    codings = [c for c in _list(concept.get("coding")) if isinstance(c, dict)]
-    codes = tuple(
-        str(c["code"])
-        for c in codings
-        if c.get("system") == RXNORM and isinstance(c.get("code"), str)
-    )
-    texts = tuple(
-        t for t in [concept.get("text"), *(c.get("display") for c in codings)] if isinstance(t, str)
-    )
-    return _Coded(codes, texts)
-
-
-def _medication_concept(request: dict[str, Any], bundled: dict[str, dict[str, Any]]) -> object:
-    """medicationCodeableConcept, or the code of the Medication a reference names
-    (contained ``#id``, or another entry of draftOrders as ``Medication/id``)."""
-    if "medicationCodeableConcept" in request:
-        return request["medicationCodeableConcept"]
-    ref = _dict(request.get("medicationReference")).get("reference")
-    if not isinstance(ref, str):
-        return None
-    if ref.startswith("#"):
-        for contained in _list(request.get("contained")):
-            if isinstance(contained, dict) and contained.get("id") == ref[1:]:
-                return contained.get("code")
-        return None
-    return _dict(bundled.get(ref)).get("code")
-
-
 def is_vancomycin(
     request: dict[str, Any], bundled: dict[str, dict[str, Any]] | None = None
 ) -> bool:
-    coded = _coded(_medication_concept(request, bundled or {}))
-    matches = classify_medication(coded.codes, coded.texts)
+    rxnorm, texts = rxnorm_and_texts(medication_concept(request, bundled or {}))
+    matches = classify_medication(rxnorm, texts)
     return any(m.medication_class == "vancomycin" for m in matches)
 
 
@@ -197,7 +165,7 @@ def find_draft(context: dict[str, Any]) -> DraftVancomycin | None:
         if selections and f"MedicationRequest/{resource.get('id')}" not in selections:
             continue
         if is_vancomycin(resource, bundled):
-            draft = read_draft(resource, _medication_concept(resource, bundled))
+            draft = read_draft(resource, medication_concept(resource, bundled))
             if draft is not None:
                 return draft
     return None
@@ -262,16 +230,44 @@ def dosing_cards(
     if draft is None:
         return DosingOutcome((), None, None)
     try:
-        result = recommend(
-            resources,
+        history = extract_history(resources, as_of=as_of)
+    except DosingError as exc:
+        card = _problem_card(str(exc), source, link)
+        return DosingOutcome((card,), None, str(exc), draft)
+    return dosing_outcome(
+        draft, history, as_of=as_of, model=model, simulator=simulator_for(model_id), link=link
+    )
+
+
+def dosing_outcome(
+    draft: DraftVancomycin,
+    history: PatientHistory,
+    *,
+    as_of: datetime,
+    model: PkModelSpec,
+    simulator: PkSimulator,
+    link: Link,
+) -> DosingOutcome:
+    """The card for a draft against a PK history (audit replay reruns this on the
+    recorded history with the archived model)."""
+    source = Source(label=f"twin-cds · {model.name} v{model.version}")
+    try:
+        covariates = covariates_from_history(history, model, as_of=as_of, dialysis=None)
+        result = plan_dosing(
+            covariates=covariates,
+            doses=history.doses,
+            levels=history.levels,
             as_of=as_of,
             model=model,
-            simulator=simulator_for(model_id),
+            simulator=simulator,
             draft_regimen=draft.regimen,
+            notes=history.notes,
         )
     except DosingError as exc:
-        return DosingOutcome((_problem_card(str(exc), source, link),), None, str(exc))
-    return DosingOutcome((_result_card(draft, result, source, link),), result, None)
+        card = _problem_card(str(exc), source, link)
+        return DosingOutcome((card,), None, str(exc), draft, history)
+    card = _result_card(draft, result, source, link)
+    return DosingOutcome((card,), result, None, draft, history)
 
 
 def _problem_card(

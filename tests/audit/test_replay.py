@@ -322,3 +322,33 @@ def test_a_twin_version_that_no_longer_validates_is_named(trail: Trail) -> None:
     assert "demographics.birth_date: Value error, a date must be ISO 8601 text, not int" in (
         report.reason
     )
+
+
+def test_a_dosing_call_reads_the_pk_history_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The record's replay basis is the history the card was computed from, not a re-read."""
+    import cds_service.services.vancomycin as vancomycin
+    import twin_engine.pk.history as history
+
+    reads: list[int] = []
+    real = history.extract_history
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        reads.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(history, "extract_history", counting)
+    monkeypatch.setattr(vancomycin, "extract_history", counting)
+    settings = Settings(data_dir=tmp_path / "data", auth_required=False)
+    with TestClient(create_app(settings)) as c:
+        body = _dosing_call(1, _draft(500, 24), dialysis=False)
+        assert c.post("/cds-services/vancomycin-dosing-sign", json=body).status_code == 200
+    log = open_audit_log(settings)
+    try:
+        (rec,) = log.records()
+    finally:
+        log.close()
+    assert len(reads) == 1
+    assert rec.body["replayBasis"]["history"]["doses"]
+    assert rec.body["twin"]["version"] == 1 and rec.body["inputs"]

@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from cds_service.audit.archive import ModelArchive, pk_artifact
+from cds_service.audit.basis import history_to_json
 from cds_service.audit.log import AuditEntry, ModelUse, StoredAuditRecord
-from cds_service.audit.replay import ModelArchive, history_to_json, pk_artifact
 from cds_service.audit.selfcheck import median_interval, self_check
 from cds_service.audit.sql import SqliteAuditLog
 from cds_service.services.vancomycin import simulator_for
