@@ -358,6 +358,24 @@ def wellformed_procedure(projection: dict[str, Any]) -> ProcedureFields | None:
         return None
 
 
+_USE_COMMON: Final = frozenset(
+    {
+        "resourceType",
+        "id",
+        "status",
+        "subject",
+        "medicationCodeableConcept",
+        "medicationReference",
+        "contained",
+    }
+)
+_USE_OWN: Final = {
+    "MedicationRequest": frozenset({"intent", "authoredOn"}),
+    "MedicationStatement": frozenset({"effectiveDateTime", "effectivePeriod", "dateAsserted"}),
+    "MedicationAdministration": frozenset({"effectiveDateTime", "effectivePeriod"}),
+}
+
+
 def wellformed_medication_use(projection: dict[str, Any]) -> MedicationUseFields | None:
     """A MedicationRequest/Statement/Administration projection's fields when plainly valid
     R4 (no contained resources: those go to the full check), else None."""
@@ -365,6 +383,8 @@ def wellformed_medication_use(projection: dict[str, Any]) -> MedicationUseFields
     allowed = STATUS_VALUE_SETS.get(kind) if isinstance(kind, str) else None
     if allowed is None or kind == "Observation" or kind == "Procedure" or "contained" in projection:
         return None
+    if not projection.keys() <= _USE_COMMON | _USE_OWN[str(kind)]:
+        return None  # an element of another medication resource type
     try:
         _head(projection, str(kind), subject=True)
         status = projection.get("status")
