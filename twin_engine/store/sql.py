@@ -23,7 +23,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import Connection, bindparam, func, insert, select
 
 from twin_engine.errors import StoreError, TwinStoreUnavailable
 from twin_engine.store.db import Database, Synchronous, sqlite_url
@@ -41,6 +41,14 @@ from twin_engine.twin import Twin
 
 _t = twin_versions.c
 _HEAD = (_t.version, _t.content_hash, _t.created_at, _t.as_of)
+
+# The save's statements are built once: building a select per call (operators, clauses,
+# generative copies) cost a new patient's hook call more than running it (py-spy).
+_LATEST = (
+    select(*_HEAD).where(_t.patient_id == bindparam("key")).order_by(_t.version.desc()).limit(1)
+)
+_INSERT = insert(twin_versions)
+_PG_LOCK = select(func.pg_advisory_xact_lock(func.hashtextextended(bindparam("key"), 0)))
 
 
 def open_twin_database(url: str, *, synchronous: Synchronous = "NORMAL") -> Database:
@@ -73,29 +81,23 @@ class SqlTwinStore:
 
         def write(conn: Connection) -> TwinVersion:
             if conn.dialect.name == "postgresql":
-                conn.execute(
-                    select(func.pg_advisory_xact_lock(func.hashtextextended(store_key, 0)))
-                )
-            row = conn.execute(
-                select(*_HEAD)
-                .where(_t.patient_id == store_key)
-                .order_by(_t.version.desc())
-                .limit(1)
-            ).first()
+                conn.execute(_PG_LOCK, {"key": store_key})
+            row = conn.execute(_LATEST, {"key": store_key}).first()
             if row is not None and row[1] == content_hash:
                 return _version(store_key, tuple(row))
             number = 1 if row is None else int(row[0]) + 1
             created_at = self._clock()
             # Serialised only when a version is written: most refreshes change nothing.
             conn.execute(
-                insert(twin_versions).values(
-                    patient_id=store_key,
-                    version=number,
-                    content_hash=content_hash,
-                    created_at=created_at.isoformat(),
-                    as_of=as_of,
-                    twin_json=state_json(twin),
-                )
+                _INSERT,
+                {
+                    "patient_id": store_key,
+                    "version": number,
+                    "content_hash": content_hash,
+                    "created_at": created_at.isoformat(),
+                    "as_of": as_of,
+                    "twin_json": state_json(twin),
+                },
             )
             return TwinVersion(store_key, number, content_hash, created_at, as_of, created=True)
 
