@@ -145,8 +145,12 @@ def test_a_killed_scheduler_is_named_counted_and_the_rerun_finishes(tmp_path: Pa
     partitions = run["partitions"]
     assert partitions["missing"] > 0
     assert partitions["built"] + partitions["missing"] == partitions["total"]
+    # The run counts what was on disk when it ended. A worker of the killed cluster can
+    # still finish the partition it was running before the cluster is torn down (it
+    # outlives its scheduler for a moment): that one is on disk, not in the count, and
+    # the rerun reuses it rather than building it again.
     built_first = {p.name for p in done.glob("*.json")}
-    assert len(built_first) == partitions["built"] >= 1
+    assert 1 <= partitions["built"] <= len(built_first)
 
     with _cluster() as (address, _):
         again = _build(src, out, address, env)
@@ -155,7 +159,7 @@ def test_a_killed_scheduler_is_named_counted_and_the_rerun_finishes(tmp_path: Pa
     rerun = json.loads(stdout)
     assert rerun["status"] == "complete"
     assert rerun["partitions"]["reused"] == len(built_first)
-    assert rerun["partitions"]["built"] == partitions["missing"]
+    assert rerun["partitions"]["built"] == partitions["total"] - len(built_first)
     assert pq.read_table(out / "table").num_rows == PATIENTS
 
     audit = SqliteAuditLog(tmp_path / "data" / "audit.sqlite")
