@@ -24,8 +24,10 @@ client in this process (fixed request count, fixed concurrency, a hard time cap 
 scenario) after a warm-up; latency is client-side, from send to the last byte. Prints a
 table and writes bench/results/load.json with the ratios ours/peer for the prefetch
 scenario of each regime (goal: throughput ≥ 3x, p99 ≤ 1/2). With Debian's wrk installed
-(``apt-get install wrk``) it drives the load for a fixed time instead: a C client leaves
-the two cores to the servers, where a Python client competes with them.
+(``apt-get install wrk``) it drives the load instead (for a fixed time; in the cold regime
+until each distinct patient was sent once): a C client leaves the two cores to the
+servers, where a Python client competes with them, and costs a fast server as much CPU
+as a slow one per request.
 
     python bench/load.py [--client wrk|httpx] [--seconds 20] [--requests 2000]
                          [--concurrency 32] [--workers N] [--no-peer] [--distinct 1000]
@@ -314,36 +316,40 @@ end
 """
 
 
-def _load_wrk(
-    url: str, bodies: list[bytes], seconds: float, concurrency: int, result: Result
-) -> None:
-    """wrk (C, one thread) drives the load, so the client does not eat the servers' CPU
-    the way a Python client does on a 2-core machine. Latency is wrk's, send to last byte."""
-    with tempfile.TemporaryDirectory() as tmp:
-        paths = []
-        for i, body in enumerate(bodies):
-            path = Path(tmp) / f"body{i}.json"
-            path.write_bytes(body)
-            paths.append(f'"{path}"')
-        script = Path(tmp) / "post.lua"
-        script.write_text(_WRK_SCRIPT % ", ".join(paths))
-        out = subprocess.run(  # noqa: S603 - wrk from Debian, our own arguments
-            [
-                shutil.which("wrk") or "wrk",
-                "-t1",
-                f"-c{concurrency}",
-                f"-d{seconds:.0f}s",
-                "--timeout",
-                "10s",
-                "-s",
-                str(script),
-                url,
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=seconds + 60,
-        ).stdout
+# The cold regime under wrk: each body once, in order. wrk runs for a fixed time, so
+# the script says when it starts and when the count-th response came back (flushed
+# lines on stdout, timed by the caller, who then ends wrk with SIGINT; wrk then prints
+# its summary); the requests still in flight at that moment carry the spare bodies
+# after the first ``count`` (patients never counted), so no patient is sent twice.
+_WRK_ONCE = """
+local count = %d
+local seen = 0
+init = function(args)
+  io.write("ONCE-START\\n"); io.flush()
+end
+response = function(status, headers, body)
+  seen = seen + 1
+  if seen == count then io.write("ONCE-DONE\\n"); io.flush(); wrk.thread:stop() end
+end
+"""
+
+
+def _wrk_script(tmp: str, bodies: list[bytes], once: int | None) -> Path:
+    paths = []
+    for i, body in enumerate(bodies):
+        path = Path(tmp) / f"body{i}.json"
+        path.write_bytes(body)
+        paths.append(f'"{path}"')
+    text = _WRK_SCRIPT % ", ".join(paths)
+    if once is not None:
+        # The n-th request carries the n-th body (not cycled).
+        text = text.replace("(n % #bodies) + 1", "n") + _WRK_ONCE % once
+    script = Path(tmp) / "post.lua"
+    script.write_text(text)
+    return script
+
+
+def _wrk_summary(out: str, result: Result) -> None:
     line = next(x for x in out.splitlines() if x.startswith("WRK "))
     requests, status_errors, socket_errors, duration_us, p50_us, p99_us, max_us = map(
         int, line.split()[1:]
@@ -353,6 +359,72 @@ def _load_wrk(
     result.elapsed_s = duration_us / 1e6
     result.throughput_rps = (requests - result.errors) / result.elapsed_s
     result.p50_ms, result.p99_ms, result.max_ms = p50_us / 1e3, p99_us / 1e3, max_us / 1e3
+
+
+def _wrk_args(script: Path, concurrency: int, seconds: float, url: str) -> list[str]:
+    return [
+        shutil.which("wrk") or "wrk",
+        "-t1",
+        f"-c{concurrency}",
+        f"-d{seconds:.0f}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(script),
+        url,
+    ]
+
+
+def _load_wrk(
+    url: str, bodies: list[bytes], seconds: float, concurrency: int, result: Result
+) -> None:
+    """wrk (C, one thread) drives the load, so the client does not eat the servers' CPU
+    the way a Python client does on a 2-core machine. Latency is wrk's, send to last byte."""
+    with tempfile.TemporaryDirectory() as tmp:
+        script = _wrk_script(tmp, bodies, None)
+        out = subprocess.run(  # noqa: S603 - wrk from Debian, our own arguments
+            _wrk_args(script, concurrency, seconds, url),
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=seconds + 60,
+        ).stdout
+    _wrk_summary(out, result)
+
+
+def _load_wrk_once(
+    url: str, bodies: list[bytes], count: int, concurrency: int, cap_s: float, result: Result
+) -> None:
+    """wrk sends the first ``count`` bodies once each (``bodies`` holds ``concurrency``
+    spares beyond them). Throughput is ``count`` over the time from wrk's start to the
+    count-th response, timed here from the script's own lines; latency is wrk's."""
+    if len(bodies) < count + concurrency:
+        raise ValueError(f"{count} bodies sent once need {concurrency} spares")
+    with tempfile.TemporaryDirectory() as tmp:
+        script = _wrk_script(tmp, bodies, count)
+        proc = subprocess.Popen(  # noqa: S603 - wrk from Debian, our own arguments
+            _wrk_args(script, concurrency, cap_s, url), stdout=subprocess.PIPE, text=True
+        )
+        assert proc.stdout is not None
+        started = done = None
+        for line in proc.stdout:
+            if line.startswith("ONCE-START"):
+                started = time.perf_counter()
+            elif line.startswith("ONCE-DONE"):
+                done = time.perf_counter()
+                proc.send_signal(signal.SIGINT)
+                break
+        out = proc.communicate(timeout=60)[0]
+    _wrk_summary(out, result)
+    if started is None or done is None:
+        result.capped = True
+        return
+    # wrk's own duration runs to the signal; the count-th response is the end.
+    # Responses that came back in the same turn of wrk's loop as the count-th are not
+    # counted: the rate is the count's.
+    result.completed = min(result.completed, count)
+    result.elapsed_s = done - started
+    result.throughput_rps = (result.completed - result.errors) / result.elapsed_s
 
 
 def run_scenario(
@@ -399,9 +471,13 @@ def run_distinct(
                 raise RuntimeError(f"{service}/distinct warm-up: {r.status_code} {r.text[:300]}")
     burst = Result(service, "distinct", args.workers, args.concurrency, len(warm))
     asyncio.run(_load(url, warm, None, 4 * len(warm), args.concurrency, args.time_cap, burst))
-    result = Result(service, "distinct", args.workers, args.concurrency, len(bodies))
-    print(f"  {service} / distinct: {len(bodies)} new patients, once each...", flush=True)
-    asyncio.run(_load(url, bodies, None, len(bodies), args.concurrency, args.time_cap, result))
+    count = len(bodies) - args.concurrency  # the rest are wrk's spares
+    result = Result(service, "distinct", args.workers, args.concurrency, count)
+    print(f"  {service} / distinct: {count} new patients, once each...", flush=True)
+    if args.client == "wrk":
+        _load_wrk_once(url, bodies, count, args.concurrency, args.time_cap, result)
+        return result
+    asyncio.run(_load(url, bodies[:count], None, count, args.concurrency, args.time_cap, result))
     return result
 
 
@@ -483,10 +559,15 @@ def main() -> None:
     bundles, prefetch_bodies = carded_patients(args.patients, args.seed)
     mean_bytes = statistics.mean(len(b) for b in prefetch_bodies)
     cold_warmup = distinct_bodies(16, seed=args.seed + 1000) if args.distinct else []
-    cold = distinct_bodies(args.distinct, seed=args.seed + 2000) if args.distinct else []
+    # Spares beyond the count: wrk's requests in flight when the count is reached.
+    cold = (
+        distinct_bodies(args.distinct + args.concurrency, seed=args.seed + 2000)
+        if args.distinct
+        else []
+    )
     if cold:
         print(
-            f"cold regime: {len(cold)} distinct patients (mean "
+            f"cold regime: {args.distinct} distinct patients (mean "
             f"{statistics.mean(len(b) for b in cold) / 1024:.0f} KiB), each sent once",
             flush=True,
         )
@@ -590,7 +671,7 @@ def main() -> None:
             {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(r).items()}
             for r in results
         ],
-        "distinct_patients": len(cold),
+        "distinct_patients": args.distinct if cold else 0,
         "distinct_mean_bytes": round(statistics.mean(len(b) for b in cold)) if cold else None,
         "ratios": regimes,
     }
