@@ -29,7 +29,6 @@ from cds_service.audit.log import (
     AuditQuery,
     ChainedAuditLog,
     RecordKind,
-    record_hash,
     record_tenant,
 )
 from cds_service.audit.sql import verify_key_from
@@ -138,18 +137,13 @@ def fetch_record(
     record_read(log, who, "record", {"seq": seq}, (rec.seq,) if rec else ())
     if rec is None:
         raise RecordNotFound(f"no audit record {seq}")
-    previous = log.get(seq - 1) if seq > 1 else None
-    expected_prev = previous.record_hash if previous else "0" * 64
-    hash_ok = rec.record_hash == record_hash(
-        rec.prev_hash, rec.recorded_at, rec.body, seq=rec.seq, kind=rec.kind
-    )
     feedback = (
         {card: log.feedback_for(card) for card in log.cards_of(seq)} if rec.kind == "hook" else {}
     )
     return {
         "record": rec.to_json(),
         "feedback": feedback,
-        "check": {"hashMatches": hash_ok, "linksToPrevious": rec.prev_hash == expected_prev},
+        "check": rec.check(log.get(seq - 1) if seq > 1 else None),
     }
 
 

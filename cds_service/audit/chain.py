@@ -51,16 +51,42 @@ class StoredAuditRecord:
     prev_hash: str
     record_hash: str
     kind: RecordKind = "hook"
+    #: Why the stored body cannot be read ("body is not JSON"); its ``body`` is then
+    #: empty. The writer stores JSON objects only, so such a record was changed after it
+    #: was hashed: every reader reports it as damaged rather than failing on it.
+    damage: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "seq": self.seq,
             "kind": self.kind,
             "recordedAt": self.recorded_at,
-            "body": self.body,
+            "body": None if self.damage else self.body,
             "prevHash": self.prev_hash,
             "recordHash": self.record_hash,
         }
+        if self.damage:
+            out["damaged"] = self.damaged()
+        return out
+
+    def damaged(self) -> dict[str, Any]:
+        """What a reader reports of a damaged record: its seq, why, and the chain there."""
+        return {"seq": self.seq, "reason": self.damage, "chain": CHAIN_BROKEN}
+
+    def check(self, previous: StoredAuditRecord | None) -> dict[str, bool]:
+        """Does the record hash to its recordHash, and link to the record before it?"""
+        hashes = self.damage is None and self.record_hash == record_hash(
+            self.prev_hash, self.recorded_at, self.body, seq=self.seq, kind=self.kind
+        )
+        links = self.prev_hash == (previous.record_hash if previous else GENESIS)
+        return {"hashMatches": hashes, "linksToPrevious": links}
+
+
+#: The chain's status at a damaged record, as every reader reports it.
+CHAIN_BROKEN = (
+    "broken here: the stored body cannot hash to the record's recordHash "
+    "(`twin-cds audit verify` reports it as tampering)"
+)
 
 
 class AuditError(ServiceError):

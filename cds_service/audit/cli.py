@@ -16,9 +16,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cds_service.audit.chain import CHAIN_BROKEN
 from cds_service.audit.commands import add_follow_through_parsers
 from cds_service.audit.fhir import export_resources, to_ndjson
-from cds_service.audit.log import AuditQuery, RecordKind, load_verify_key, record_hash
+from cds_service.audit.log import AuditQuery, RecordKind, load_verify_key
 from cds_service.audit.shell import (
     EXIT_OK,
     EXIT_TAMPERED,
@@ -98,20 +99,22 @@ def cmd_show(args: argparse.Namespace) -> int:
         )
     finally:
         log.close()
-    hash_ok = rec.record_hash == record_hash(
-        rec.prev_hash, rec.recorded_at, rec.body, seq=rec.seq, kind=rec.kind
-    )
-    links = rec.prev_hash == (previous.record_hash if previous else "0" * 64)
+    check = rec.check(previous)
+    if rec.damage:
+        print(
+            f"twin-cds audit: DAMAGED: record {rec.seq}: {rec.damage}; the chain is {CHAIN_BROKEN}",
+            file=sys.stderr,
+        )
     print_json(
         {
             "record": rec.to_json(),
-            "check": {"hashMatches": hash_ok, "linksToPrevious": links},
+            "check": check,
             "feedback": feedback,
             # The state the model saw: the twin version the record names, from the store.
             "twin": _twin_state(settings, rec.body) if rec.kind == "hook" else None,
         }
     )
-    return EXIT_OK if hash_ok and links else EXIT_TAMPERED
+    return EXIT_OK if all(check.values()) else EXIT_TAMPERED
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ from fastapi.responses import HTMLResponse, Response
 from cds_service.audit import console_signin
 from cds_service.audit.api import record_read
 from cds_service.audit.auth import Auditor
+from cds_service.audit.chain import CHAIN_BROKEN
 from cds_service.audit.console_html import CSS, ConsoleUser, csrf_field, headers, page
 from cds_service.audit.console_signin import SignInRequired, UserDep, check_csrf, settings_of
 from cds_service.audit.log import (
@@ -31,7 +32,6 @@ from cds_service.audit.log import (
     ChainedAuditLog,
     StoredAuditRecord,
     key_id,
-    record_hash,
     record_tenant,
 )
 from cds_service.audit.sql import verify_key_from
@@ -136,12 +136,8 @@ async def records_page(request: Request, user: UserDep) -> HTMLResponse:
         "<tr>"
         f'<td><a href="/audit/ui/records/{r.seq}">{r.seq}</a></td>'
         f"<td>{escape(r.recorded_at[:19])}</td>"
-        f"<td>{escape(str(r.body.get('service')))}</td>"
-        f"<td>{escape(str(r.body.get('patient')))}</td>"
-        f"<td>{escape(_model(r.body))}</td>"
-        f"<td>{escape(str(r.body.get('status')))}</td>"
-        f"<td>{len(r.body.get('cards') or [])}</td>"
-        "</tr>"
+        + "".join(f"<td>{escape(str(cell))}</td>" for cell in _cells(r))
+        + "</tr>"
         for r in records
     )
     export = urlencode(params)
@@ -161,6 +157,20 @@ async def records_page(request: Request, user: UserDep) -> HTMLResponse:
 def _model(body: dict[str, Any]) -> str:
     model = body.get("model") or {}
     return f"{model['id']} {model['version']}" if model else "-"
+
+
+def _cells(r: StoredAuditRecord) -> tuple[str, str, str, str, int]:
+    """Service, patient, model, status and card count: a row of the list and the CSV."""
+    if r.damage:
+        return "-", "-", "-", f"DAMAGED: {r.damage}; the chain is {CHAIN_BROKEN}", 0
+    body = r.body
+    return (
+        str(body.get("service")),
+        str(body.get("patient")),
+        _model(body),
+        str(body.get("status")),
+        len(body.get("cards") or []),
+    )
 
 
 def _tenant_record(log: ChainedAuditLog, seq: int, user: ConsoleUser) -> StoredAuditRecord | None:
@@ -183,10 +193,10 @@ async def record_page(
     _on_chain(log, user, "record", {"seq": seq}, [rec] if rec else [])
     if rec is None:
         return page("No such record", f"<p>There is no audit record {seq}.</p>", 404, user)
+    if rec.damage:
+        return page(f"Record {seq}", _damaged(rec, log), user=user)
     body = rec.body
-    hash_ok = rec.record_hash == record_hash(
-        rec.prev_hash, rec.recorded_at, body, seq=rec.seq, kind=rec.kind
-    )
+    hash_ok = rec.check(None)["hashMatches"]
     feedback = (
         {card: log.feedback_for(card) for card in log.cards_of(seq)} if rec.kind == "hook" else {}
     )
@@ -225,6 +235,20 @@ async def record_page(
         _pre(feedback),
     ]
     return page(f"Record {seq}", "".join(parts), user=user)
+
+
+def _damaged(rec: StoredAuditRecord, log: ChainedAuditLog) -> str:
+    links = rec.check(log.get(rec.seq - 1) if rec.seq > 1 else None)["linksToPrevious"]
+    return (
+        f"<p><strong>DAMAGED: record {rec.seq}: {escape(str(rec.damage))}.</strong> "
+        f"The chain is {escape(CHAIN_BROKEN)}.</p>"
+        f"<dl><dt>Seq</dt><dd>{rec.seq}</dd><dt>Kind</dt><dd>{escape(rec.kind)}</dd>"
+        f"<dt>Recorded</dt><dd>{escape(rec.recorded_at)}</dd><dt>Previous hash</dt><dd><code>"
+        f"{escape(rec.prev_hash)}</code></dd><dt>Record hash</dt><dd><code>"
+        f"{escape(rec.record_hash)}</code></dd><dt>Hash check</dt><dd>DOES NOT MATCH</dd>"
+        f"<dt>Link to the record before</dt><dd>{'matches' if links else 'DOES NOT MATCH'}"
+        "</dd></dl>"
+    )
 
 
 def _twin_state(request: Request, body: dict[str, Any]) -> str:
@@ -399,6 +423,11 @@ async def stats_page(request: Request, user: UserDep, since: str = "") -> HTMLRe
         '<button type="submit">Show</button></form>'
         f"<p>{total['cards']} cards: {total['accepted']} accepted, {total['overridden']} "
         f"overridden, {total['noResponse']} without response.</p>"
+        + "".join(
+            f"<p><strong>DAMAGED: record {d['seq']}: {escape(d['reason'])}</strong>; not "
+            f"counted. The chain is {escape(d['chain'])}.</p>"
+            for d in stats["damaged"]
+        )
         + "".join(tables)
         + "<h2>Forecast self-check (vancomycin levels)</h2>"
         + (
@@ -439,18 +468,9 @@ async def export_csv(request: Request, user: UserDep) -> Response:
     writer = csv.writer(out)
     writer.writerow(["seq", "recorded_at", "service", "patient", "model", "status", "cards"])
     for r in records:
-        writer.writerow(
-            [
-                r.seq,
-                r.recorded_at,
-                # A leading = + - @ would be a formula in a spreadsheet (CSV injection).
-                _cell(str(r.body.get("service"))),
-                _cell(str(r.body.get("patient"))),
-                _cell(_model(r.body)),
-                _cell(str(r.body.get("status"))),
-                len(r.body.get("cards") or []),
-            ]
-        )
+        *text, cards = _cells(r)
+        # A leading = + - @ would be a formula in a spreadsheet (CSV injection).
+        writer.writerow([r.seq, r.recorded_at, *(_cell(t) for t in text), cards])
     return Response(
         out.getvalue(),
         media_type="text/csv",

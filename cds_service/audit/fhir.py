@@ -40,6 +40,7 @@ from typing import Any
 
 import orjson
 
+from cds_service.audit.chain import CHAIN_BROKEN
 from cds_service.audit.fhir_common import DICOM, ENTITY_TYPE, OBJECT_ROLE, SYS_RECORD, fhir_id
 from cds_service.audit.fhir_common import detail as _detail
 from cds_service.audit.fhir_common import instant as _instant
@@ -428,8 +429,30 @@ def app_access_audit_event(rec: StoredAuditRecord) -> dict[str, Any]:
     }
 
 
+def damaged_audit_event(rec: StoredAuditRecord) -> dict[str, Any]:
+    """A record whose stored body cannot be read: a DICOM DCM 110113 "Security Alert"
+    (serious failure) naming the record, why, and the chain's status there."""
+    entity = _record_entity(rec)
+    entity["detail"] += [_detail("damage", rec.damage), _detail("chain", CHAIN_BROKEN)]
+    return {
+        "resourceType": "AuditEvent",
+        "id": fhir_id("twin-cds-audit", rec.seq),
+        "type": {"system": DICOM, "code": "110113", "display": "Security Alert"},
+        "action": "E",
+        "recorded": _instant(rec.recorded_at),
+        "outcome": "8",
+        "outcomeDesc": f"record {rec.seq}: {rec.damage}; the chain is {CHAIN_BROKEN}",
+        # The agent that found it: the trail reading its own store.
+        "agent": [{"who": {"display": "twin-cds audit trail"}, "requestor": False}],
+        "source": _source(),
+        "entity": [entity],
+    }
+
+
 def record_resources(rec: StoredAuditRecord) -> list[dict[str, Any]]:
     """The FHIR resources of one record (no Device; see ``export_resources``)."""
+    if rec.damage:
+        return [damaged_audit_event(rec)]
     if rec.kind == "hook":
         risk = risk_assessment(rec)
         if risk is None:

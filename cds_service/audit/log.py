@@ -75,12 +75,11 @@ from cds_service.audit.records import (
     AuditStatus,
     FeedbackResult,
     ModelUse,
-    _utc_text,
     explanation_for_audit,
     json_object,
     sanitised_feedback,
 )
-from cds_service.audit.schema import _COLUMNS, Tx, _record, record_tenant
+from cds_service.audit.schema import _COLUMNS, Tx, _record, record_tenant, select_sql
 from cds_service.audit.verify import VerifiableChain
 
 _T = TypeVar("_T")
@@ -362,11 +361,15 @@ class ChainedAuditLog(VerifiableChain):
     def feedback_for(self, card_uuid: str) -> list[dict[str, Any]]:
         with self._read() as tx:
             rows = tx.rows(
-                "SELECT c.body FROM audit_feedback f JOIN audit_chain c ON c.seq = f.seq "
+                "SELECT c.seq, c.kind, c.recorded_at, c.body, c.prev_hash, c.record_hash "
+                "FROM audit_feedback f JOIN audit_chain c ON c.seq = f.seq "
                 "WHERE f.card_uuid = ? ORDER BY f.seq",
                 (card_uuid,),
             )
-        return [orjson.loads(r[0])["feedback"] for r in rows]
+        return [
+            rec.body["feedback"] if rec.damage is None else rec.damaged()
+            for rec in (_record(row) for row in rows)
+        ]
 
     def records(
         self,
@@ -425,43 +428,28 @@ class ChainedAuditLog(VerifiableChain):
         return [str(r[0]) for r in rows]
 
     def _select(self, q: AuditQuery) -> Iterator[StoredAuditRecord]:
-        clauses = ["seq > ?"]
-        params: list[Any] = [q.after_seq]
-        simple = (
-            ("patient_id", q.patient_id),
-            ("service_id", q.service_id),
-            ("model_id", q.model_id),
-            ("model_version", q.model_version),
-            ("status", q.status),
-            ("kind", q.kind),
-            ("hook_instance", q.hook_instance),
-        )
-        for column, value in simple:
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                params.append(value)
-        if q.since is not None:
-            clauses.append("recorded_at >= ?")
-            params.append(_utc_text(q.since))
-        if q.until is not None:
-            clauses.append("recorded_at < ?")
-            params.append(_utc_text(q.until))
-        if q.outcome is not None:
-            clauses.append(
-                "seq IN (SELECT c.seq FROM audit_card c JOIN audit_feedback f "
-                "ON f.card_uuid = c.card_uuid WHERE f.outcome = ?)"
-            )
-            params.append(q.outcome)
-        if q.tenant is not None:
-            clauses.append(f"{self._tenant_sql()} = ?")
-            params.append(q.tenant)
-        # Clauses are fixed strings chosen above; every value is a bound parameter.
-        sql = f"SELECT {_COLUMNS} FROM audit_chain WHERE {' AND '.join(clauses)} ORDER BY seq"  # noqa: S608
-        if q.limit > 0:
-            sql += f" LIMIT {int(q.limit)}"
         with self._read() as tx:
-            rows = tx.rows(sql, params)
+            try:
+                rows = tx.rows(*select_sql(q, self._tenant_sql() if q.tenant else None))
+            except AuditUnavailable:
+                raise
+            except AuditWriteError:
+                if q.tenant is None:
+                    raise
+                # A damaged body (not JSON) the database refuses to read as JSON: the
+                # tenant is then told apart here, record by record (a damaged record
+                # proves no tenant).
+                rows = self._tenant_rows(tx, q)
         return iter(self._joined([_record(r) for r in rows]))
+
+    def _tenant_rows(self, tx: Tx, q: AuditQuery) -> list[tuple[Any, ...]]:
+        wanted: list[tuple[Any, ...]] = []
+        for row in tx.rows(*select_sql(replace(q, limit=0, tenant=None), None)):
+            if record_tenant(_record(row)) == q.tenant:
+                wanted.append(row)
+                if len(wanted) == q.limit:
+                    break
+        return wanted
 
 
 AuditLog = ChainedAuditLog

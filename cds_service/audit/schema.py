@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 from sqlalchemy import BigInteger, CheckConstraint, Column, Integer, MetaData, Table, Text
 
 from cds_service.audit.chain import BadRecord, StoredAuditRecord
+from cds_service.audit.records import AuditQuery, _utc_text
 from twin_engine.store.migrate import StoreSchema
 
 metadata = MetaData()
@@ -88,14 +89,69 @@ class Tx(Protocol):
     def run(self, sql: str, params: Sequence[Any] = ()) -> int: ...
 
 
+class Select(NamedTuple):
+    sql: str
+    params: list[Any]
+
+
+def select_sql(q: AuditQuery, tenant_sql: str | None) -> Select:
+    """The statement and parameters of a query's records, in chain order; ``tenant_sql``
+    is the store's expression of a record's tenant (needed when ``q.tenant`` is set)."""
+    clauses = ["seq > ?"]
+    params: list[Any] = [q.after_seq]
+    simple = (
+        ("patient_id", q.patient_id),
+        ("service_id", q.service_id),
+        ("model_id", q.model_id),
+        ("model_version", q.model_version),
+        ("status", q.status),
+        ("kind", q.kind),
+        ("hook_instance", q.hook_instance),
+    )
+    for column, value in simple:
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if q.since is not None:
+        clauses.append("recorded_at >= ?")
+        params.append(_utc_text(q.since))
+    if q.until is not None:
+        clauses.append("recorded_at < ?")
+        params.append(_utc_text(q.until))
+    if q.outcome is not None:
+        clauses.append(
+            "seq IN (SELECT c.seq FROM audit_card c JOIN audit_feedback f "
+            "ON f.card_uuid = c.card_uuid WHERE f.outcome = ?)"
+        )
+        params.append(q.outcome)
+    if q.tenant is not None and tenant_sql is not None:
+        clauses.append(f"{tenant_sql} = ?")
+        params.append(q.tenant)
+    # Clauses are fixed strings chosen above; every value is a bound parameter.
+    sql = f"SELECT {_COLUMNS} FROM audit_chain WHERE {' AND '.join(clauses)} ORDER BY seq"  # noqa: S608
+    if q.limit > 0:
+        sql += f" LIMIT {int(q.limit)}"
+    return Select(sql, params)
+
+
 def _record(row: Sequence[Any]) -> StoredAuditRecord:
+    """The stored record; one whose body is not a JSON object comes back damaged (its
+    ``damage`` says why, its body empty) so that every reader can report it."""
+    damage: str | None = None
+    try:
+        body = orjson.loads(row[3])
+    except orjson.JSONDecodeError:
+        body, damage = {}, "body is not JSON"
+    if not isinstance(body, dict):
+        body, damage = {}, "body is not a JSON object"
     return StoredAuditRecord(
         seq=int(row[0]),
         kind=row[1],
         recorded_at=str(row[2]),
-        body=orjson.loads(row[3]),
+        body=body,
         prev_hash=str(row[4]),
         record_hash=str(row[5]),
+        damage=damage,
     )
 
 
@@ -112,10 +168,9 @@ def record_tenant(rec: StoredAuditRecord) -> str | None:
 def _verifiable(row: Sequence[Any]) -> StoredAuditRecord | BadRecord:
     """The record, or why it cannot be checked: a body that is no longer a JSON object
     was changed after it was hashed (the writer only stores objects)."""
-    try:
-        rec = _record(row)
-    except orjson.JSONDecodeError:
-        return BadRecord(int(row[0]), f"record {row[0]}: its stored body is not valid JSON")
-    if not isinstance(rec.body, dict):
-        return BadRecord(int(row[0]), f"record {row[0]}: its stored body is not a JSON object")
+    rec = _record(row)
+    if rec.damage == "body is not JSON":
+        return BadRecord(rec.seq, f"record {rec.seq}: its stored body is not valid JSON")
+    if rec.damage:
+        return BadRecord(rec.seq, f"record {rec.seq}: its stored body is not a JSON object")
     return rec

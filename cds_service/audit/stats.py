@@ -106,6 +106,8 @@ class FollowThrough:
     tenant: str | None
     total: Tally
     groups: dict[Dimension, dict[str, Tally]]
+    #: Records counted in none of the tallies: their stored body cannot be read.
+    damaged: tuple[dict[str, Any], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -116,6 +118,7 @@ class FollowThrough:
                 dim: [{"key": key, **t.to_json()} for key, t in sorted(by.items())]
                 for dim, by in self.groups.items()
             },
+            "damaged": list(self.damaged),
         }
 
 
@@ -164,7 +167,12 @@ def follow_through(
     # Feedback follows its card, so feedback before ``since`` cannot be on these cards.
     feedback = log.query(AuditQuery(kind="feedback", since=since, tenant=tenant, limit=0))
     result = tally(hooks, feedback)
-    return FollowThrough(since, tenant, result.total, result.groups)
+    damaged = tuple(r.damaged() for r in sorted([*hooks, *feedback], key=_seq) if r.damage)
+    return FollowThrough(since, tenant, result.total, result.groups, damaged)
+
+
+def _seq(rec: StoredAuditRecord) -> int:
+    return rec.seq
 
 
 def stats_table(stats: FollowThrough, *, by: Dimension = "service") -> str:
@@ -185,7 +193,8 @@ def stats_table(stats: FollowThrough, *, by: Dimension = "service") -> str:
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows
+        ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+        + [f"DAMAGED: record {d['seq']}: {d['reason']}; not counted" for d in stats.damaged]
     )
 
 
