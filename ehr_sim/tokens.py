@@ -8,7 +8,6 @@ JWKS publishes.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 import re
@@ -19,7 +18,7 @@ import jwt
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from ehr_sim.authorization import b64url
+from cds_service.http.pkce import pkce_challenge
 from ehr_sim.state import (
     RANDOM_BYTES,
     AuthRequest,
@@ -48,11 +47,6 @@ _REFRESH_SCOPES = frozenset({"online_access", "offline_access"})
 REFRESH_TOKEN_LIFETIME_S = 8 * 3600
 #: Token responses must not be cached: RFC 6749 §5.1.
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-
-
-def _s256(verifier: str) -> str:
-    """RFC 7636 §4.2: BASE64URL-ENCODE(SHA256(ASCII(code_verifier)))."""
-    return b64url(hashlib.sha256(verifier.encode("ascii")).digest())
 
 
 # -- token ---------------------------------------------------------------------------
@@ -103,7 +97,7 @@ async def token(sim: SimDep, request: Request) -> JSONResponse:
     verifier = form.get("code_verifier", "")
     if _CODE_VERIFIER.fullmatch(verifier) is None:
         return token_error("invalid_grant", "code_verifier missing or malformed")
-    if not hmac.compare_digest(_s256(verifier), auth.code_challenge):
+    if not hmac.compare_digest(pkce_challenge(verifier), auth.code_challenge):
         return token_error("invalid_grant", "code_verifier does not match code_challenge")
     # Only now is the code spent: a failed attempt cannot burn the client's code.
     del state.codes[digest]

@@ -8,8 +8,6 @@ launch routes (`smart_app.launch`) turn it into a page.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
 import logging
 from dataclasses import dataclass
@@ -86,12 +84,6 @@ async def discover(http: httpx.AsyncClient, iss: str, settings: Settings) -> Sma
         issuer=issuer if isinstance(issuer, str) else None,
         jwks_uri=_checked_url(jwks_uri, "jwks_uri", settings) if jwks_uri else None,
     )
-
-
-def pkce_challenge(verifier: str) -> str:
-    """BASE64URL(SHA256(verifier)) without padding (RFC 7636 §4.2, S256)."""
-    digest = hashlib.sha256(verifier.encode("ascii")).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
 async def exchange_code(

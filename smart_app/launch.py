@@ -38,12 +38,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from cds_service.audit.log import AppAccess, ChainedAuditLog
+from cds_service.http.pkce import pkce_challenge
 from cds_service.settings import Settings, SmartServerConfig
 from smart_app.ehr_oauth import (
     LaunchRefused,
     discover,
     exchange_code,
-    pkce_challenge,
     token_lifetime,
     verify_id_token,
 )

@@ -10,9 +10,7 @@ id_token's claims; an issuer bound to a tenant refuses a token naming another.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
-from base64 import urlsafe_b64encode
 from html import escape
 from typing import Annotated, Any
 from urllib.parse import urlencode, urlsplit
@@ -23,6 +21,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from cds_service.audit.auth import AuditorIssuerConfig
 from cds_service.audit.console_html import ConsoleUser, headers, page
+from cds_service.http.pkce import pkce_challenge
 from cds_service.settings import Settings
 
 router = APIRouter(prefix="/audit/ui", include_in_schema=False)
@@ -100,11 +99,6 @@ def _same_origin(a: str, b: str) -> bool:
     return (pa.scheme, pa.hostname, pa.port) == (pb.scheme, pb.hostname, pb.port)
 
 
-def _s256(verifier: str) -> str:
-    digest = hashlib.sha256(verifier.encode("ascii")).digest()
-    return urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
-
-
 def _redirect_uri(settings: Settings) -> str:
     return settings.public_base_url.rstrip("/") + "/audit/ui/callback"
 
@@ -127,7 +121,7 @@ async def login(request: Request) -> Response:
         "scope": "openid",
         "state": state,
         "nonce": nonce,
-        "code_challenge": _s256(verifier),
+        "code_challenge": pkce_challenge(verifier),
         "code_challenge_method": "S256",
     }
     if settings.audit_console_aud:
