@@ -238,10 +238,13 @@ class PkModelCard:
     validation: str
     license: str
 
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = _pk_card_adapter().dump_python(self, mode="json")
+        return data
+
     def to_json(self) -> str:
         # sort_keys and fixed separators: the same card always gives the same bytes.
-        data = _pk_card_adapter().dump_python(self, mode="json")
-        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
     @classmethod
     def from_json(cls, text: str) -> PkModelCard:

@@ -226,7 +226,7 @@ def _as_of_instant(text: str | None) -> datetime:
 
 
 def cmd_models(args: argparse.Namespace) -> None:
-    from onnx_models import describe, list_models
+    from onnx_models.catalog import describe, find, list_models, pk_models
     from onnx_models.registry import ARTIFACTS_DIR
 
     if args.models_command == "build":
@@ -249,10 +249,12 @@ def cmd_models(args: argparse.Namespace) -> None:
         _print_json(built)
         return
     registry = ModelRegistry.load(args.model_dir)
+    # The PK graphs sit in pk/ below the risk models (as `models build` writes them).
+    pk = pk_models((args.model_dir or ARTIFACTS_DIR) / "pk")
     if args.models_command == "list":
-        _print_json(list_models(registry))
+        _print_json(list_models(registry, pk))
     else:
-        _print_json(describe(registry.get(args.model)))
+        _print_json(describe(find(registry, pk, args.model)))
 
 
 def cmd_serve(args: argparse.Namespace) -> None:

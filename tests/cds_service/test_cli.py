@@ -142,6 +142,24 @@ def test_models_list_and_describe(tmp_path: Path) -> None:
     assert "nope" in unknown.stderr
 
 
+def test_models_list_and_describe_name_the_pk_models() -> None:
+    """models list names every vancomycin PK graph with its card's version and the
+    file's sha256; describe prints its PK card."""
+    import hashlib
+
+    from onnx_models.pk.models import MODELS
+    from onnx_models.registry import ARTIFACTS_DIR
+
+    listed = {m["id"]: m for m in json.loads(_run("models", "list").stdout)}
+    for model_id, model in MODELS.items():
+        sha = hashlib.sha256((ARTIFACTS_DIR / "pk" / f"{model_id}.onnx").read_bytes()).hexdigest()
+        assert (listed[model_id]["version"], listed[model_id]["sha256"]) == (model.version, sha)
+    described = _run("models", "describe", "vancomycin_goti2018")
+    assert described.returncode == 0, described.stderr
+    card = json.loads(described.stdout)["card"]
+    assert (card["id"], card["kind"]) == ("vancomycin_goti2018", "population_pk")
+
+
 def test_models_build_is_reproducible(tmp_path: Path) -> None:
     """A rebuild gives byte-identical files to the packaged ones, risk and PK models alike."""
     import hashlib
