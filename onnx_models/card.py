@@ -19,6 +19,8 @@ from pydantic import ConfigDict, TypeAdapter, ValidationError
 from onnx_models.errors import ModelFileError
 
 InputKind = Literal["continuous", "binary"]
+#: A card is read strictly: every field present, of its type (no "1" for 1.0), no other.
+_STRICT = ConfigDict(strict=True, extra="forbid")
 
 # Keys of the ONNX metadata_props this package writes and reads.
 CARD_KEY = "model_card"
@@ -29,6 +31,8 @@ VERSION_KEY = "model_version"
 @dataclass(frozen=True, slots=True)
 class InputSpec:
     """One named input: a column of the model's `x`, in the card's order."""
+
+    __pydantic_config__ = _STRICT
 
     name: str
     description: str
@@ -46,6 +50,8 @@ class InputSpec:
 class OutputSpec:
     """One named output of the graph."""
 
+    __pydantic_config__ = _STRICT
+
     name: str
     description: str
     unit: str
@@ -55,6 +61,8 @@ class OutputSpec:
 class Baseline:
     """The reference profile explanations are measured from (values for explained inputs)."""
 
+    __pydantic_config__ = _STRICT
+
     description: str
     values: dict[str, float]
 
@@ -62,6 +70,8 @@ class Baseline:
 @dataclass(frozen=True, slots=True)
 class ModelCard:
     """Everything a clinician or auditor needs to judge a model, stored in its file."""
+
+    __pydantic_config__ = _STRICT
 
     id: str
     name: str
@@ -99,49 +109,18 @@ class ModelCard:
 
     @classmethod
     def from_json(cls, text: str) -> ModelCard:
+        """Read and validate a card: every field present, of its type, and no other."""
         try:
-            return cls.from_dict(json.loads(text))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ModelFileError(f"model card is not valid: {exc}") from exc
+            card = _card_adapter().validate_json(text)
+        except ValidationError as exc:
+            raise ModelFileError(f"model card is not valid: {_problems(exc)}") from exc
+        card.validate()
+        return card
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelCard:
-        card = cls(
-            id=str(data["id"]),
-            name=str(data["name"]),
-            version=str(data["version"]),
-            intended_use=str(data["intended_use"]),
-            population=str(data["population"]),
-            inputs=tuple(
-                InputSpec(
-                    name=str(i["name"]),
-                    description=str(i["description"]),
-                    loinc=None if i["loinc"] is None else str(i["loinc"]),
-                    fhir_source=str(i["fhir_source"]),
-                    unit=str(i["unit"]),
-                    min=float(i["min"]),
-                    max=float(i["max"]),
-                    kind=_kind(i["kind"]),
-                )
-                for i in data["inputs"]
-            ),
-            outputs=tuple(
-                OutputSpec(
-                    name=str(o["name"]), description=str(o["description"]), unit=str(o["unit"])
-                )
-                for o in data["outputs"]
-            ),
-            source=str(data["source"]),
-            validation=str(data["validation"]),
-            baseline=Baseline(
-                description=str(data["baseline"]["description"]),
-                values={str(k): float(v) for k, v in data["baseline"]["values"].items()},
-            ),
-            held_fixed=tuple(str(n) for n in data["held_fixed"]),
-            license=str(data["license"]),
-        )
-        card.validate()
-        return card
+        """A card from its JSON data (``to_dict``'s form), validated as ``from_json``."""
+        return cls.from_json(json.dumps(data))
 
     def validate(self) -> None:
         """Refuse a card that contradicts itself; the registry must not serve one."""
@@ -166,14 +145,6 @@ class ModelCard:
             base = self.baseline.values.get(spec.name)
             if base is not None and not spec.min <= base <= spec.max:
                 raise ModelFileError(f"{self.id}: baseline {spec.name} outside its range")
-
-
-def _kind(value: object) -> InputKind:
-    if value == "continuous":
-        return "continuous"
-    if value == "binary":
-        return "binary"
-    raise ValueError(f"input kind must be 'continuous' or 'binary', not {value!r}")
 
 
 # -- The population PK card ------------------------------------------------------------
@@ -252,11 +223,20 @@ class PkModelCard:
         try:
             return _pk_card_adapter().validate_json(text)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'card'}: {e['msg']}"
-                for e in exc.errors(include_url=False)
-            )
-            raise ModelFileError(f"PK model card is not valid: {problems}") from exc
+            raise ModelFileError(f"PK model card is not valid: {_problems(exc)}") from exc
+
+
+def _problems(exc: ValidationError) -> str:
+    """Each problem with the field it is in (``inputs.2.min: Input should be ...``)."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'card'}: {e['msg']}"
+        for e in exc.errors(include_url=False)
+    )
+
+
+@cache
+def _card_adapter() -> TypeAdapter[ModelCard]:
+    return TypeAdapter(ModelCard)
 
 
 @cache

@@ -9,6 +9,7 @@ import json
 import math
 from contextlib import redirect_stdout
 from pathlib import Path
+from typing import Any
 
 import onnx
 import pytest
@@ -208,6 +209,47 @@ def test_describe_and_list_are_json(registry: ModelRegistry, pce: LoadedModel) -
         "sha256": pce.sha256,
         "outputs": ["risk_10y_ascvd"],
     }
+
+
+def test_every_shipped_card_loads_strictly() -> None:
+    """Each packaged model's card reads back, field for field, through the strict reader."""
+    for model_id in MODEL_IDS:
+        card = ModelRegistry.load().get(model_id).card
+        assert ModelCard.from_dict(json.loads(card.to_json())) == card
+
+
+def _pce_card_with(change: Any) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(pce_module.card().to_json())
+    change(data)
+    return data
+
+
+BAD_CARDS: list[tuple[str, Any, str]] = [
+    ("unknown key", lambda d: d.update(colour="red"), r"colour: Unexpected keyword"),
+    (
+        "unknown key of an input",
+        lambda d: d["inputs"][0].update(units="years"),
+        r"inputs\.0\.units: Unexpected keyword",
+    ),
+    ("number as text", lambda d: d["inputs"][2].update(min="30"), r"inputs\.2\.min: .*number"),
+    ("id as number", lambda d: d.update(id=7), r"^model card is not valid: id: .*string"),
+    ("unknown kind", lambda d: d["inputs"][0].update(kind="ordinal"), r"inputs\.0\.kind: "),
+    ("field missing", lambda d: d.pop("license"), r"license: Field required"),
+    (
+        "baseline value as text",
+        lambda d: d["baseline"]["values"].update(age_years="55"),
+        r"baseline\.values\.age_years: ",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"), [b[1:] for b in BAD_CARDS], ids=[b[0] for b in BAD_CARDS]
+)
+def test_a_bad_card_is_refused_naming_the_field(change: Any, message: str) -> None:
+    """A card with an unknown key or a wrong type is a ModelFileError naming the field."""
+    with pytest.raises(ModelFileError, match=message):
+        ModelCard.from_dict(_pce_card_with(change))
 
 
 def test_registry_refuses_file_without_card(tmp_path: Path) -> None:
