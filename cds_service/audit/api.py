@@ -29,6 +29,7 @@ from cds_service.audit.log import (
     AuditQuery,
     ChainedAuditLog,
     RecordKind,
+    StoredAuditRecord,
     record_tenant,
 )
 from cds_service.audit.sql import verify_key_from
@@ -115,6 +116,13 @@ def record_read(
     )
 
 
+def visible_record(log: ChainedAuditLog, seq: int, tenant: str | None) -> StoredAuditRecord | None:
+    """The record, or None when there is none or it is another tenant's: to an auditor
+    bound to a tenant, another tenant's record is no record."""
+    rec = log.get(seq)
+    return None if rec is None or tenant not in (None, record_tenant(rec)) else rec
+
+
 @router.get("/records")
 def query_records(who: AuditorDep, log: LogDep, q: QueryDep) -> dict[str, Any]:
     if q.limit > MAX_PAGE:
@@ -131,9 +139,7 @@ def query_records(who: AuditorDep, log: LogDep, q: QueryDep) -> dict[str, Any]:
 def fetch_record(
     seq: Annotated[int, Path(ge=1, le=2**63 - 1)], who: AuditorDep, log: LogDep
 ) -> dict[str, Any]:
-    rec = log.get(seq)
-    if rec is not None and who.tenant is not None and record_tenant(rec) != who.tenant:
-        rec = None  # another tenant's record is, to this auditor, no record
+    rec = visible_record(log, seq, who.tenant)
     record_read(log, who, "record", {"seq": seq}, (rec.seq,) if rec else ())
     if rec is None:
         raise RecordNotFound(f"no audit record {seq}")

@@ -21,7 +21,7 @@ from fastapi import APIRouter, FastAPI, Form, HTTPException, Path, Request
 from fastapi.responses import HTMLResponse, Response
 
 from cds_service.audit import console_signin
-from cds_service.audit.api import record_read
+from cds_service.audit.api import record_read, visible_record
 from cds_service.audit.auth import Auditor
 from cds_service.audit.chain import CHAIN_BROKEN
 from cds_service.audit.console_html import CSS, ConsoleUser, csrf_field, headers, page
@@ -32,7 +32,6 @@ from cds_service.audit.log import (
     ChainedAuditLog,
     StoredAuditRecord,
     key_id,
-    record_tenant,
 )
 from cds_service.audit.sql import verify_key_from
 
@@ -173,13 +172,6 @@ def _cells(r: StoredAuditRecord) -> tuple[str, str, str, str, int]:
     )
 
 
-def _tenant_record(log: ChainedAuditLog, seq: int, user: ConsoleUser) -> StoredAuditRecord | None:
-    rec = log.get(seq)
-    if rec is not None and user.tenant is not None and record_tenant(rec) != user.tenant:
-        return None  # another tenant's record is, to this auditor, no record
-    return rec
-
-
 def _pre(value: Any) -> str:
     return f"<pre>{escape(json.dumps(value, indent=2, ensure_ascii=False))}</pre>"
 
@@ -189,7 +181,7 @@ async def record_page(
     request: Request, user: UserDep, seq: Annotated[int, Path(ge=1, le=2**63 - 1)]
 ) -> HTMLResponse:
     log = _log(request)
-    rec = _tenant_record(log, seq, user)
+    rec = visible_record(log, seq, user.tenant)
     _on_chain(log, user, "record", {"seq": seq}, [rec] if rec else [])
     if rec is None:
         return page("No such record", f"<p>There is no audit record {seq}.</p>", 404, user)
@@ -287,7 +279,7 @@ async def replay_page(
 
     check_csrf(user, csrf)
     log = _log(request)
-    rec = _tenant_record(log, seq, user)
+    rec = visible_record(log, seq, user.tenant)
     _on_chain(log, user, "replay", {"seq": seq}, [rec] if rec else [])
     if rec is None:
         return page("No such record", f"<p>There is no audit record {seq}.</p>", 404, user)

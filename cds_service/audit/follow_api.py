@@ -16,8 +16,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
 
-from cds_service.audit.api import AuditorDep, LogDep, record_read
-from cds_service.audit.log import record_tenant
+from cds_service.audit.api import AuditorDep, LogDep, record_read, visible_record
 from cds_service.errors import RecordNotFound
 from cds_service.http.deps import RuntimeDep, SettingsDep
 
@@ -30,9 +29,7 @@ def replay(
 ) -> dict[str, Any]:
     from cds_service.audit.replay import ModelArchive, installed_shas, replay_record
 
-    rec = log.get(seq)
-    if rec is not None and who.tenant is not None and record_tenant(rec) != who.tenant:
-        rec = None  # another tenant's record is, to this auditor, no record
+    rec = visible_record(log, seq, who.tenant)
     record_read(log, who, "replay", {"seq": seq}, (rec.seq,) if rec else ())
     if rec is None:
         raise RecordNotFound(f"no audit record {seq}")
