@@ -238,13 +238,7 @@ def hook_audit_event(rec: StoredAuditRecord, risk_id: str | None) -> dict[str, A
     entities: list[dict[str, Any]] = []
     patient = _reference(body.get("patient"), "Patient")
     if patient:
-        entities.append(
-            {
-                "what": patient,
-                "type": {"system": ENTITY_TYPE, "code": "1", "display": "Person"},
-                "role": {"system": OBJECT_ROLE, "code": "1", "display": "Patient"},
-            }
-        )
+        entities.append(_patient_entity(patient))
     twin = _twin_identifier(body)
     if twin:
         entities.append(
@@ -323,14 +317,7 @@ def feedback_audit_event(rec: StoredAuditRecord) -> dict[str, Any]:
     ]
     patient = _reference(body.get("patient"), "Patient")
     if patient:
-        entities.insert(
-            0,
-            {
-                "what": patient,
-                "type": {"system": ENTITY_TYPE, "code": "1", "display": "Person"},
-                "role": {"system": OBJECT_ROLE, "code": "1", "display": "Patient"},
-            },
-        )
+        entities.insert(0, _patient_entity(patient))
     iss = (body.get("client") or {}).get("iss")
     return {
         "resourceType": "AuditEvent",
@@ -418,14 +405,16 @@ def app_access_audit_event(rec: StoredAuditRecord) -> dict[str, Any]:
             },
         ],
         "source": _source(),
-        "entity": [
-            {
-                "what": patient,
-                "type": {"system": ENTITY_TYPE, "code": "1", "display": "Person"},
-                "role": {"system": OBJECT_ROLE, "code": "1", "display": "Patient"},
-            },
-            _record_entity(rec),
-        ],
+        "entity": [_patient_entity(patient), _record_entity(rec)],
+    }
+
+
+def _patient_entity(patient: dict[str, Any]) -> dict[str, Any]:
+    """The patient an event is about (entity type 1 Person, role 1 Patient)."""
+    return {
+        "what": patient,
+        "type": {"system": ENTITY_TYPE, "code": "1", "display": "Person"},
+        "role": {"system": OBJECT_ROLE, "code": "1", "display": "Patient"},
     }
 
 
