@@ -11,7 +11,7 @@ value: a card must show that the newest measurement could not be used.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Final
@@ -23,7 +23,7 @@ from twin_engine.egfr import CKD_EPI_2021_MIN_AGE_YEARS, ckd_epi_2021
 from twin_engine.features import Feature, Quality
 from twin_engine.medications import MedicationClass
 from twin_engine.ranges import AGE_RANGE
-from twin_engine.twin import MedicationEntry, ObservationPoint, Twin
+from twin_engine.twin import ConditionEntry, MedicationEntry, ObservationPoint, Twin
 from twin_engine.units import canonical_unit
 
 #: Feature name -> the timeline it reads (latest value decides).
@@ -364,14 +364,21 @@ def _on_class(ctx: _Context, name: str, medication_class: MedicationClass) -> Fe
 RECURRENT_MI_AFTER: Final = timedelta(days=28)
 
 
-def _active_condition(ctx: _Context, name: str, concept: Concept) -> Feature:
-    """1.0 when a condition of the concept is active on the date (onset by then, not abated)."""
+def _active_on(ctx: _Context, concept: Concept) -> Iterator[ConditionEntry]:
+    """The concept's conditions active on the date: onset (else recorded) by then, not abated."""
     for entry in ctx.twin.conditions.get(concept, ()):
         onset = entry.onset or entry.recorded
         if not entry.active or (onset is not None and onset > ctx.instant):
             continue
         if entry.abatement is not None and entry.abatement <= ctx.instant:
             continue
+        yield entry
+
+
+def _active_condition(ctx: _Context, name: str, concept: Concept) -> Feature:
+    """1.0 when a condition of the concept is active on the date (onset by then, not abated)."""
+    for entry in _active_on(ctx, concept):
+        onset = entry.onset or entry.recorded
         note = f"active {concept.replace('_', ' ')}: {entry.system} {entry.code}"
         return Feature(name, 1.0, None, onset, (entry.source,), "ok", note)
     note = f"no active {concept.replace('_', ' ')} condition recorded on {ctx.label}"
@@ -438,12 +445,8 @@ def _current_smoker(ctx: _Context) -> Feature:
 
 def _diabetes(ctx: _Context) -> Feature:
     name = "diabetes"
-    for entry in ctx.twin.conditions.get("diabetes", ()):
+    for entry in _active_on(ctx, "diabetes"):
         onset = entry.onset or entry.recorded
-        if not entry.active or (onset is not None and onset > ctx.instant):
-            continue
-        if entry.abatement is not None and entry.abatement <= ctx.instant:
-            continue
         note = f"active diabetes condition ({entry.system} {entry.code} {entry.display or ''})"
         return Feature(name, 1.0, None, onset, (entry.source,), "ok", note.replace(" )", ")"))
     # ADA Standards of Care 2024, section 2: without unequivocal hyperglycaemia the
