@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+from twin_engine.codes import QuantityName
 from twin_engine.dialysis import dialysis_code
 from twin_engine.fhir.dosage import (
     DosageError,
@@ -325,23 +326,24 @@ def _unit_field(q: Mapping[str, Any], key: str) -> str | None:
 def weight_kg(q: Mapping[str, Any], where: str, notes: list[str]) -> float | None:
     """Body weight in kg by the one unit rule (``twin_engine.units``); another unit is
     named in the notes and not used."""
-    value = _number(q["value"], f"{where} (body weight)", "value", MissingCovariateError)
-    weight = normalise("weight", value, _unit_field(q, "code"), _unit_field(q, "unit"))
-    if not weight.known:
-        notes.append(f"{where} gives body weight: {weight.reason}; not used")
-        return None
-    return weight.value
+    return _covariate(q, where, notes, "weight", "body weight")
 
 
 def creatinine_mg_dl(q: Mapping[str, Any], where: str, notes: list[str]) -> float | None:
     """Serum creatinine in mg/dL by the one unit rule (umol/L / 88.4, KDIGO 2012); another
     unit is named in the notes and not used."""
-    value = _number(q["value"], f"{where} (serum creatinine)", "value", MissingCovariateError)
-    creatinine = normalise("creatinine", value, _unit_field(q, "code"), _unit_field(q, "unit"))
-    if not creatinine.known:
-        notes.append(f"{where} gives serum creatinine: {creatinine.reason}; not used")
+    return _covariate(q, where, notes, "creatinine", "serum creatinine")
+
+
+def _covariate(
+    q: Mapping[str, Any], where: str, notes: list[str], quantity: QuantityName, what: str
+) -> float | None:
+    value = _number(q["value"], f"{where} ({what})", "value", MissingCovariateError)
+    converted = normalise(quantity, value, _unit_field(q, "code"), _unit_field(q, "unit"))
+    if not converted.known:
+        notes.append(f"{where} gives {what}: {converted.reason}; not used")
         return None
-    return creatinine.value
+    return converted.value
 
 
 _PATIENT_REF: Final = re.compile(r"(?:^|/)Patient/([^/]+)(?:/_history/[^/]+)?$")
