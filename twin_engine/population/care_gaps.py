@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 
 from twin_engine.clinical.guidelines import StatinAdvice
 from twin_engine.derive import FeatureSet
@@ -30,14 +30,8 @@ GapKind = Literal[
     "kidney-function-overdue",
     "hba1c-overdue",
 ]
-GAP_KINDS: Final[tuple[GapKind, ...]] = (
-    "statin-indicated-not-on-statin",
-    "statin-below-indicated-intensity",
-    "ckd-without-uacr",
-    "lipids-overdue",
-    "kidney-function-overdue",
-    "hba1c-overdue",
-)
+#: The kinds in their declared order (the Literal is the one list of them).
+GAP_KINDS: Final[tuple[GapKind, ...]] = get_args(GapKind)
 
 #: CKD by eGFR < 60 mL/min/1.73 m2 (G3a-G5; KDIGO 2024, Kidney Int 2024;105(4S):S117,
 #: chapter 1); KDIGO 2012 rec. 2.1.3 (Kidney Int Suppl 2013;3:1): assess GFR and
