@@ -21,9 +21,8 @@ unit rule (``twin_engine.units``).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 from twin_engine.codes import QuantityName
@@ -34,8 +33,15 @@ from twin_engine.fhir.dosage import (
     read_administration_dosage,
     read_request_dosage,
 )
+from twin_engine.fhir.entries import PatientRef
 from twin_engine.fhir.medications import resolve_medication
-from twin_engine.fhir.shape import fhir_datetime, finite_number, json_array, json_object
+from twin_engine.fhir.shape import (
+    date_time,
+    fhir_datetime,
+    finite_number,
+    json_array,
+    json_object,
+)
 from twin_engine.medications import classify_medication
 from twin_engine.pk.errors import (
     DoseRecordError,
@@ -79,7 +85,6 @@ MIN_REQUEST_PERIOD_H: Final = 1.0
 # Errors Python raises on malformed JSON shapes; caught per resource and turned into a
 # DosingError that names the resource.
 MALFORMED: Final = (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError)
-_PARTIAL_DATE: Final = re.compile(r"^(\d{4})(?:-(\d{2}))?$")
 
 
 def resource_ref(res: Mapping[str, Any]) -> str:
@@ -106,25 +111,18 @@ def parse_time(text: object, where: str) -> datetime:
 
 
 def parse_birth_date(text: object, where: str) -> tuple[datetime, str | None]:
-    """FHIR `date` (YYYY, YYYY-MM or YYYY-MM-DD); a partial date is taken as its first day."""
-    if isinstance(text, str):
-        partial = _PARTIAL_DATE.match(text)
-        if partial:
-            year, month = int(partial.group(1)), int(partial.group(2) or 1)
-            try:
-                born = datetime(year, month, 1, tzinfo=UTC)
-            except ValueError as exc:
-                raise MissingCovariateError(
-                    f"{where} has an unreadable birthDate {text!r}"
-                ) from exc
-            return born, (
-                f"{where} birthDate {text!r} is a partial date; age computed from "
-                f"{born.date().isoformat()}"
-            )
+    """FHIR `date` (YYYY, YYYY-MM or YYYY-MM-DD) by the reader's one dateTime rule; a
+    partial date is taken as its first day, with a note."""
     try:
-        return parse_time(text, where), None
+        born = parse_time(text, where)
     except DoseRecordError as exc:
         raise MissingCovariateError(f"{where} has an unreadable birthDate {text!r}") from exc
+    if isinstance(date_time(text), str):
+        return born, (
+            f"{where} birthDate {text!r} is a partial date; age computed from "
+            f"{born.date().isoformat()}"
+        )
+    return born, None
 
 
 def _codings(concept: object, where: str = "resource") -> list[Mapping[str, Any]]:
@@ -346,17 +344,13 @@ def _covariate(
     return converted.value
 
 
-_PATIENT_REF: Final = re.compile(r"(?:^|/)Patient/([^/]+)(?:/_history/[^/]+)?$")
-
-
 def belongs(res: Mapping[str, Any], patient_id: str, notes: list[str]) -> bool:
-    """False when subject/patient names another patient; a missing subject is this patient's.
-
-    A reference that is not of the form [base/]Patient/<id> (e.g. a bundle's urn:uuid fullUrl)
-    cannot be checked; as the record holds exactly one Patient it is taken as that patient's,
-    with a note.
-    """
+    """False when subject/patient names another resource than the patient, by the reader's
+    one rule (``entries.PatientRef``); a missing subject is this patient's. The dose history
+    holds bare resources, so a urn:uuid other than ``urn:uuid:<id>`` cannot be checked: as
+    the record holds exactly one Patient it is taken as that patient's, with a note."""
     where = resource_ref(res)
+    patient = PatientRef(patient_id, entries_known=False)
     for key in ("subject", "patient"):
         if res.get(key) is None:
             continue
@@ -365,15 +359,10 @@ def belongs(res: Mapping[str, Any], patient_id: str, notes: list[str]) -> bool:
             continue
         if not isinstance(ref, str):
             raise DoseRecordError(f"{where} has a {key}.reference that is not a string")
-        found = _PATIENT_REF.search(ref)
-        if found:
-            return found.group(1) == patient_id
-        if ref != f"urn:uuid:{patient_id}":
-            notes.append(
-                f"{where} names its patient as {ref!r}, which cannot be checked against "
-                f"Patient/{patient_id}; taken as this patient's (the record holds one Patient)"
-            )
-        return True
+        named = patient.named_by(ref)
+        if named is None:
+            notes.append(patient.unchecked(where, ref))
+        return named is not False
     return True
 
 

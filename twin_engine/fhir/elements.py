@@ -24,6 +24,9 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Final
 
+from twin_engine.fhir.shape import FhirTime
+from twin_engine.fhir.shape import date_time as _date_time
+from twin_engine.fhir.shape import instant as _instant
 from twin_engine.fhir.valuesets import (
     EVENT_STATUS,
     GENDER,
@@ -37,14 +40,6 @@ from twin_engine.fhir.valuesets import (
 _ID: Final = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _CODE: Final = re.compile(r"[^\s]+( [^\s]+)*")
 _URI: Final = re.compile(r"\S+")
-# dateTime as YYYY, YYYY-MM, YYYY-MM-DD, or a full time with seconds and a zone; the
-# year from 1000 on (far-past edge cases go to the full check).
-_YEAR_MONTH: Final = re.compile(r"[1-9][0-9]{3}(-(0[1-9]|1[0-2]))?")
-_DATE: Final = re.compile(r"[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])")
-_INSTANT: Final = re.compile(
-    r"[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
-    r"T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9]|\+14:00|-14:00)"
-)
 _EFFECTIVE: Final = ("effectiveDateTime", "effectiveInstant", "effectivePeriod")
 _COMPARATORS: Final = frozenset({"<", "<=", ">=", ">"})
 _CODING_KEYS: Final = frozenset({"system", "version", "code", "display", "userSelected"})
@@ -53,10 +48,6 @@ _QUANTITY_KEYS: Final = frozenset({"value", "comparator", "unit", "system", "cod
 _COMPONENT_KEYS: Final = frozenset(
     {"code", "valueQuantity", "valueCodeableConcept", "dataAbsentReason"}
 )
-
-#: A parsed dateTime as the R4B model gives it: a full time is an aware datetime, a
-#: whole date a date, a year or year-month stays text.
-FhirTime = datetime | date | str
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,29 +111,6 @@ def _quantity(value: object) -> bool:
         and ("system" not in value or (isinstance(system, str) and bool(_URI.fullmatch(system))))
         and ("code" not in value or (isinstance(code, str) and bool(_CODE.fullmatch(code))))
     )
-
-
-def _date_time(value: object) -> FhirTime | None:
-    """A dateTime in the narrow grammar, parsed as R4B parses it; None otherwise."""
-    if not isinstance(value, str):
-        return None
-    if _YEAR_MONTH.fullmatch(value):
-        return value
-    if _DATE.fullmatch(value):
-        try:
-            return date.fromisoformat(value)
-        except ValueError:  # 2021-02-30
-            return None
-    return _instant(value)
-
-
-def _instant(value: object) -> datetime | None:
-    if not isinstance(value, str) or not _INSTANT.fullmatch(value):
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        return None
 
 
 def _component(value: object) -> bool:

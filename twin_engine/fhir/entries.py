@@ -7,9 +7,10 @@ between entries are matched by ``Type/id``, ``urn:uuid:id`` and the entry's full
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from twin_engine.codes import LOINC_SYSTEM
 from twin_engine.errors import IngestError
@@ -122,16 +123,58 @@ def select_patient(patients: list[tuple[Entry, _P]], patient_id: str | None) -> 
     return patients[0]
 
 
-def about(entry: Entry, patient_refs: set[str], issues: list[IngestIssue]) -> bool:
-    """False (with an issue) when the resource's subject is another patient."""
+#: Patient/<id> alone or at the end of an absolute URL, optionally versioned (R4 3.1.3.2).
+_PATIENT_URL: Final = re.compile(r"(?:^|/)Patient/([^/]+)(?:/_history/[^/]+)?$")
+
+
+@dataclass(frozen=True, slots=True)
+class PatientRef:
+    """The twin's patient as references name it: the one rule of both readers (the twin's
+    ``about`` and the dose history's ``belongs``).
+
+    R4 names a patient by ``Patient/<id>`` (optionally ``/_history/<v>``), by an absolute
+    URL ending so, or inside a bundle by the Patient entry's ``fullUrl`` (``urn:uuid:...``;
+    ``urn:uuid:<id>`` too, as every entry of this reader is matched).
+    """
+
+    id: str
+    full_url: str | None = None
+    #: False when the reader holds bare resources, not the bundle's entries: a urn:uuid
+    #: reference cannot then be told to be the patient's fullUrl or another entry's.
+    entries_known: bool = True
+
+    def named_by(self, ref: str) -> bool | None:
+        """True: the patient; False: another resource; None: cannot be told (above)."""
+        if ref in (self.full_url, f"urn:uuid:{self.id}"):
+            return True
+        found = _PATIENT_URL.search(ref)
+        if found:
+            return found.group(1) == self.id
+        if ref.startswith("urn:uuid:") and not self.entries_known:
+            return None
+        return False
+
+    def unchecked(self, where: str, ref: str) -> str:
+        return (
+            f"{where} names its patient as {ref!r}, which cannot be checked against "
+            f"Patient/{self.id}; taken as this patient's (the record holds one Patient)"
+        )
+
+
+def about(entry: Entry, patient: PatientRef, issues: list[IngestIssue]) -> bool:
+    """False (with an issue) when the resource's subject is not the twin's patient."""
     subject = entry.resource.get("subject")
     ref = subject.get("reference") if isinstance(subject, dict) else None
-    if not isinstance(ref, str) or ref in patient_refs:
+    if not isinstance(ref, str):
         return True
-    if any(ref.endswith("/" + p) for p in patient_refs if p.startswith("Patient/")):
-        return True
-    issues.append(entry.issue(f"{entry.source} is about {ref}, not the twin's patient; skipped"))
-    return False
+    named = patient.named_by(ref)
+    if named is None:
+        issues.append(entry.issue(patient.unchecked(entry.source, ref)))
+    elif not named:
+        issues.append(
+            entry.issue(f"{entry.source} is about {ref}, not the twin's patient; skipped")
+        )
+    return named is not False
 
 
 # -- raw-dict helpers (cheap relevance tests before any check) ----------------------------

@@ -15,8 +15,17 @@ from typing import Any, Final, Literal
 
 from twin_engine.codes import RXNORM_SYSTEM
 from twin_engine.fhir.elements import wellformed_medication, wellformed_medication_use
-from twin_engine.fhir.entries import Entry, IngestIssue, about, codings, concept_text, dicts
-from twin_engine.fhir.records import as_datetime, checked_fields
+from twin_engine.fhir.entries import (
+    Entry,
+    IngestIssue,
+    PatientRef,
+    about,
+    codings,
+    concept_text,
+    dicts,
+)
+from twin_engine.fhir.records import checked_fields
+from twin_engine.fhir.shape import as_datetime
 from twin_engine.fhir.validate import medication_use_fields, unknown_fields, validate
 from twin_engine.medications import classify_medication
 
@@ -100,7 +109,7 @@ def rxnorm_and_texts(concept: object) -> tuple[tuple[str, ...], tuple[str, ...]]
 def read_medication_use(
     entry: Entry,
     medications: Mapping[str, Mapping[str, Any]],
-    patient_refs: set[str],
+    patient: PatientRef,
     issues: list[IngestIssue],
 ) -> MedicationRecord | None:
     """A medication the twin classes (statin, antihypertensive, ...), or None."""
@@ -122,7 +131,7 @@ def read_medication_use(
             return None
         concept = medication.get("code")
     rxnorm, texts = rxnorm_and_texts(concept)
-    if not classify_medication(rxnorm, texts) or not about(entry, patient_refs, issues):
+    if not classify_medication(rxnorm, texts) or not about(entry, patient, issues):
         return None
     fields = checked_fields(
         entry, MEDICATION_USE_FIELDS, wellformed_medication_use, medication_use_fields, issues

@@ -14,6 +14,7 @@ from typing import Any
 from twin_engine.fhir.entries import (
     Entry,
     IngestIssue,
+    PatientRef,
     about,
     reference_keys,
     select_patient,
@@ -71,21 +72,21 @@ def ingest(payload: object, *, patient_id: str | None = None) -> IngestResult:
             for key in reference_keys(entry):
                 medications[key] = entry.resource
     patient_entry, patient = select_patient(patients, patient_id)
-    patient_refs = reference_keys(patient_entry) | {f"Patient/{patient.id}"}
+    patient_ref = PatientRef(patient.id, patient_entry.full_url)
 
     resources: list[DomainResource] = [patient]
     for entry in entries:
         record: DomainResource | None = None
         kind, raw = entry.resource_type, entry.resource
         if kind == "Observation":
-            if observation_relevant(raw) and about(entry, patient_refs, issues):
+            if observation_relevant(raw) and about(entry, patient_ref, issues):
                 record = memo(read_observation, entry, issues)
         elif kind == "Condition":
-            if condition_relevant(raw) and about(entry, patient_refs, issues):
+            if condition_relevant(raw) and about(entry, patient_ref, issues):
                 record = memo(read_condition, entry, issues)
         elif kind in MEDICATION_KINDS:
-            record = read_medication_use(entry, medications, patient_refs, issues)
-        elif kind == "Procedure" and procedure_relevant(raw) and about(entry, patient_refs, issues):
+            record = read_medication_use(entry, medications, patient_ref, issues)
+        elif kind == "Procedure" and procedure_relevant(raw) and about(entry, patient_ref, issues):
             record = memo(read_procedure, entry, issues)
         if record is not None:
             resources.append(record)

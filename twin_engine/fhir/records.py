@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any, Final, TypeVar
 
 from fhir.resources.R4B.fhirresourcemodel import FHIRResourceModel
@@ -32,6 +32,7 @@ from twin_engine.fhir.entries import (
     first_code,
     loinc_codes,
 )
+from twin_engine.fhir.shape import as_datetime
 from twin_engine.fhir.validate import (
     condition_fields,
     observation_fields,
@@ -221,33 +222,6 @@ def procedure_relevant(raw: Mapping[str, Any]) -> bool:
 
 
 # -- times ---------------------------------------------------------------------------------
-
-
-def as_datetime(value: object) -> datetime | None:
-    """A parsed FHIR date/dateTime/instant as an aware UTC datetime.
-
-    A date or a partial date ("2020", "2020-05") is taken at its first instant; a time
-    without an offset is taken as UTC.
-    """
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        try:
-            return value.astimezone(UTC)
-        except OverflowError:
-            # e.g. 0001-01-01T00:00:00+14:00 has no UTC instant in Python's range.
-            return None
-    if isinstance(value, date):
-        return datetime(value.year, value.month, value.day, tzinfo=UTC)
-    if isinstance(value, str):
-        parts = value.split("-")
-        try:
-            year = int(parts[0])
-            month = int(parts[1]) if len(parts) > 1 else 1
-        except ValueError:
-            return None
-        return datetime(year, month, 1, tzinfo=UTC)
-    return None
 
 
 def _as_date(value: object) -> date | None:

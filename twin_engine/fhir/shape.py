@@ -6,9 +6,10 @@ malformed input with the same words (each message names the resource and the fie
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, Final
 
 
 def json_object(value: object, where: str, what: str, error: type[Exception]) -> Mapping[str, Any]:
@@ -39,16 +40,85 @@ def finite_number(value: object, where: str, what: str, error: type[Exception]) 
     return number
 
 
+# R4 dateTime (https://hl7.org/fhir/R4/datatypes.html#dateTime): YYYY, YYYY-MM,
+# YYYY-MM-DD, or a full time with seconds and a zone ("If hours and minutes are
+# specified, a time zone SHALL be populated"), years 0001-9999, any decimals (parsed to
+# microseconds, as fhir.resources does). A leap second (:60) is R4 but no Python time:
+# it is not parsed here (the twin reader then asks fhir.resources, which keeps it as text).
+_YEAR: Final = r"([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)"
+_YEAR_MONTH: Final = re.compile(_YEAR + r"(-(0[1-9]|1[0-2]))?")
+_DATE: Final = re.compile(_YEAR + r"-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])")
+_INSTANT: Final = re.compile(
+    _YEAR + r"-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+    r"T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?(Z|[+-]((0[0-9]|1[0-3]):[0-5][0-9]|14:00))"
+)
+
+#: A parsed dateTime as the R4B model gives it: a full time is an aware datetime, a
+#: whole date a date, a year or year-month stays text.
+FhirTime = datetime | date | str
+
+
+def date_time(value: object) -> FhirTime | None:
+    """A dateTime by the one rule above, parsed as R4B parses it; None otherwise."""
+    if not isinstance(value, str):
+        return None
+    if _YEAR_MONTH.fullmatch(value):
+        return value
+    if _DATE.fullmatch(value):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:  # 2021-02-30
+            return None
+    return instant(value)
+
+
+def instant(value: object) -> datetime | None:
+    """A full time with seconds and a zone (R4 instant), or None."""
+    if not isinstance(value, str) or not _INSTANT.fullmatch(value):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def as_datetime(value: object) -> datetime | None:
+    """A parsed FHIR date/dateTime/instant as an aware UTC datetime.
+
+    A date or a partial date ("2020", "2020-05") is taken at its first instant; a time
+    without an offset is taken as UTC.
+    """
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            # e.g. 0001-01-01T00:00:00+14:00 has no UTC instant in Python's range.
+            return None
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=UTC)
+    if isinstance(value, str):
+        parts = value.split("-")
+        try:
+            year = int(parts[0])
+            month = int(parts[1]) if len(parts) > 1 else 1
+        except ValueError:
+            return None
+        return datetime(year, month, 1, tzinfo=UTC)
+    return None
+
+
 def fhir_datetime(text: object, where: str, what: str, error: type[Exception]) -> datetime:
-    """A FHIR date or dateTime as an aware datetime (a date, or a time without offset, is
-    taken as UTC)."""
+    """A FHIR dateTime by the one rule (``date_time``) as an aware datetime: a full time
+    keeps its zone, a date or a partial date is taken at its first instant in UTC."""
     if not isinstance(text, str) or not text:
         raise error(f"{where} has no {what}")
-    try:
-        if len(text) == 10:
-            value = datetime.combine(date.fromisoformat(text), datetime.min.time())
-        else:
-            value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise error(f"{where} has an unreadable {what} {text!r}") from exc
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    parsed = date_time(text)
+    moment = parsed if isinstance(parsed, datetime) else as_datetime(parsed)
+    if moment is None:
+        raise error(
+            f"{where} has an unreadable {what} {text!r} (an R4 dateTime is YYYY, YYYY-MM, "
+            "YYYY-MM-DD or a full time with seconds and a zone)"
+        )
+    return moment
