@@ -16,6 +16,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
+from cds_service.audit.shell import print_json as _print_json
 from cds_service.pipeline.fhir_client import entry_resources
 from cds_service.pipeline.predict import assess
 from onnx_models.errors import ModelError, UnknownModelError
@@ -34,10 +35,6 @@ class CliInputError(Exception):
 def _fail(code: int, message: str) -> NoReturn:
     print(f"twin-cds: {message}", file=sys.stderr)
     raise SystemExit(code)
-
-
-def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
 
 def _as_of(text: str | None) -> date:
