@@ -41,7 +41,7 @@ from cds_service.audit.archive import (
     pk_artifact,
 )
 from cds_service.audit.basis import history_from_json
-from cds_service.audit.chain import StoredAuditRecord, canonical_json
+from cds_service.audit.chain import CHAIN_BROKEN, StoredAuditRecord, canonical_json
 from cds_service.http.cards import Card, Link, Source
 from onnx_models.registry import ModelRegistry
 from twin_engine.store import TwinStore
@@ -184,6 +184,9 @@ def replay_record(
 ) -> ReplayReport:
     """Rebuild one hook call from its twin version and archived models; compare."""
     body = rec.body
+    if rec.damage:
+        why = f"record {rec.seq}: {rec.damage}; the chain is {CHAIN_BROKEN}"
+        return ReplayReport(rec.seq, "not-replayable", why)
     if rec.kind != "hook":
         return ReplayReport(
             rec.seq,

@@ -141,6 +141,16 @@ def test_a_tenant_bound_auditor_gets_its_records_without_the_damaged_ones(
     assert [r["seq"] for r in got.json()["records"]] == [1, 4]
 
 
+def test_replaying_a_damaged_record_says_why_it_cannot(api: TestClient) -> None:
+    """GET /audit/records/{seq}/replay of a damaged record: not replayable, and why."""
+    got = _get(api, "/audit/records/3/replay", auditor_token())
+    assert got.status_code == 200, got.text
+    assert (got.json()["outcome"], got.json()["reason"]) == (
+        "not-replayable",
+        f"record 3: body is not JSON; the chain is {CHAIN_BROKEN}",
+    )
+
+
 def test_the_fhir_export_carries_a_security_alert_per_damaged_record(api: TestClient) -> None:
     """GET /audit/export: a valid AuditEvent (DCM 110113, serious failure) per damaged record."""
     got = _get(api, "/audit/export", auditor_token(), kind="any")
