@@ -13,11 +13,14 @@ proof). Tables live in whatever schema the URL's ``search_path`` names.
 
 Both run through one ``twin_engine.store.db.Database`` (one connection pool per log),
 which maps storage failures to ``AuditUnavailable`` (503) and retries an append once
-when the server closed its connection before it committed.
+when the server closed its connection before it committed. Appends run on the driver's
+connection (``Database.write_driver``: SQLAlchemy's per-transaction work cost a hook
+call more than the statements), reads through SQLAlchemy.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -36,7 +39,7 @@ from cds_service.audit.chain import (
 )
 from cds_service.audit.log import ChainedAuditLog, Tx, _utc_now_text
 from cds_service.audit.schema import SCHEMA
-from twin_engine.store.db import Database, sqlite_url
+from twin_engine.store.db import Database, DriverTx, sqlite_url
 from twin_engine.store.migrate import ensure_current, schema_check
 
 if TYPE_CHECKING:
@@ -47,17 +50,38 @@ _T = TypeVar("_T")
 log = logging.getLogger("twin_cds.audit")
 
 
+@functools.lru_cache(maxsize=256)
+def _psycopg_sql(sql: str) -> str:
+    """A chain statement (``?`` placeholders) in psycopg's style: the one place they are
+    put in the driver's style. Our statements contain no literal ``?`` or ``%``."""
+    return sql.replace("?", "%s")
+
+
+class _Appends:
+    """The chain's statements in one append transaction, on the driver's connection."""
+
+    __slots__ = ("_pg", "_tx")
+
+    def __init__(self, tx: DriverTx, pg: bool) -> None:
+        self._tx = tx
+        self._pg = pg
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._tx.rows(_psycopg_sql(sql) if self._pg else sql, params)
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return self._tx.run(_psycopg_sql(sql) if self._pg else sql, params)
+
+
 class _Tx:
-    """The chain's statements (written with ``?`` placeholders) on one connection: the
-    one place they are put in the driver's style (psycopg's is ``%s``)."""
+    """The chain's statements on one SQLAlchemy connection (reads)."""
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
         self._pg = conn.dialect.name == "postgresql"
 
     def _sql(self, sql: str) -> str:
-        # Our statements contain no literal question marks or percent signs.
-        return sql.replace("?", "%s") if self._pg else sql
+        return _psycopg_sql(sql) if self._pg else sql
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in self._conn.exec_driver_sql(self._sql(sql), tuple(params))]
@@ -118,7 +142,7 @@ class SqlAuditLog(ChainedAuditLog):
         return head + (" FOR UPDATE" if self._pg else "")
 
     def _transaction(self, work: Callable[[Tx], _T]) -> _T:
-        return self.db.write(lambda conn: work(_Tx(conn)))
+        return self.db.write_driver(lambda tx: work(_Appends(tx, self._pg)))
 
     @contextmanager
     def _read(self) -> Iterator[Tx]:

@@ -11,12 +11,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from sqlalchemy import Column, Connection, Double, MetaData, Table, Text, delete
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Column, Double, MetaData, Table, Text
 from sqlalchemy.types import REAL
 
 from twin_engine.storage import StorageUnavailable
-from twin_engine.store.db import Database, sqlite_url
+from twin_engine.store.db import Database, DriverTx, sqlite_url
 from twin_engine.store.migrate import StoreSchema, ensure_current, schema_check
 
 # A jti is kept this long after its token expired, for clocks a little apart.
@@ -44,6 +43,22 @@ TABLES = {
     "postgresql": _table("twin_cds_used_jti", MetaData()),
 }
 
+
+def _first_use_sql(table: str, mark: str) -> tuple[str, str]:
+    """A call's two statements, as the driver runs them (``Database.write_driver``):
+    drop the expired jti, then insert this one unless it is there (then no row returns)."""
+    return (
+        f"DELETE FROM {table} WHERE expires_at < {mark}",  # noqa: S608 - our own table name
+        f"INSERT INTO {table} (iss, jti, expires_at) VALUES ({mark}, {mark}, {mark}) "  # noqa: S608
+        "ON CONFLICT DO NOTHING RETURNING jti",
+    )
+
+
+FIRST_USE_SQL = {
+    "sqlite": _first_use_sql("used_jti", "?"),
+    "postgresql": _first_use_sql("twin_cds_used_jti", "%s"),
+}
+
 SCHEMA = StoreSchema(
     name="replay",
     versions=Path(__file__).parent / "migrations",
@@ -63,28 +78,20 @@ class SqlReplayCache:
         self.db = Database(
             url, "JWT replay cache", ReplayCacheUnavailable, RuntimeError, synchronous="FULL"
         )
+        self._purge, self._insert = FIRST_USE_SQL[self.db.dialect]
         ensure_current(self.db, SCHEMA)
 
     def first_use(self, iss: str, jti: str, expires_at: float) -> bool:
         """Record the jti; False when it was already used (by any worker or replica)."""
         now = time.time()
 
-        def record(conn: Connection) -> bool:
-            table = TABLES[conn.dialect.name]
-            conn.execute(delete(table).where(table.c.expires_at < now - _GRACE_S))
-            insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(
-                table
-            )
-            done = conn.execute(
-                insert.values(iss=iss, jti=jti, expires_at=expires_at)
-                .on_conflict_do_nothing()
-                .returning(table.c.jti)
-            )
-            return done.first() is not None
+        def record(tx: DriverTx) -> bool:
+            tx.run(self._purge, (now - _GRACE_S,))
+            return tx.first(self._insert, (iss, jti, expires_at)) is not None
 
         # In a transaction: a connection lost before COMMIT is retried on a new one
         # without the risk of finding our own insert and calling it a replay.
-        return self.db.write(record)
+        return self.db.write_driver(record)
 
     def schema_check(self) -> dict[str, str]:
         return schema_check(self.db, SCHEMA)

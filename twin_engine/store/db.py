@@ -11,14 +11,23 @@ read (``FOR UPDATE``, advisory locks).
 A PostgreSQL connection the server closed is noticed on its next use: the pool drops
 it and the transaction runs once more on a new one, but only when it had not begun to
 commit (a second loss, a refused connection or a storage error is ``unavailable``).
+
+The hot writes (a twin save, an audit append, a replay-cache check: every hook call)
+run through ``write_driver`` instead: their statements as fixed text in the driver's
+own parameter style on the pool's DBAPI connection, in one explicit transaction, with
+the same queue, retry and failure semantics. SQLAlchemy's per-statement work (a
+Connection, its Transaction objects, begin/commit events, compiled-cache lookups) cost
+a hook call more than the statements did (py-spy); schema, migrations and cold reads
+stay on SQLAlchemy Core.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -26,7 +35,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from twin_engine.storage import StorageUnavailable, pg_storage_failure, sqlite_storage_failure
 
@@ -122,11 +131,25 @@ class Database:
 
     def write(self, work: Callable[[Connection], T]) -> T:
         """Run ``work`` in a write transaction (SQLite: ``BEGIN IMMEDIATE``)."""
+        self._check_writable()
+        return self._run(work, write=True)
+
+    def write_driver(self, work: Callable[[DriverTx], T]) -> T:
+        """``write`` for the hot paths: ``work`` runs fixed SQL text (``?`` on SQLite,
+        ``%s`` on PostgreSQL) on the pooled DBAPI connection in one transaction
+        (SQLite: ``BEGIN IMMEDIATE`` ... ``COMMIT``), queued, retried and mapped to
+        ``unavailable``/``failed`` exactly as ``write``."""
+        self._check_writable()
+        if self.path is not None:
+            with self._sqlite_writer:
+                return self._driver_retrying(work)
+        return self._driver_retrying(work)
+
+    def _check_writable(self) -> None:
         if self.path is not None and not os.access(self.path, os.W_OK) and self.path.exists():
             # A pooled connection keeps an open file writable after the directory or
             # file was made read-only: ask, as opening a connection per call used to.
             raise self._unavailable(f"{self.where} is not writable")
-        return self._run(work, write=True)
 
     def read(self, work: Callable[[Connection], T]) -> T:
         """Run ``work`` in a read transaction (one snapshot for all its statements)."""
@@ -161,26 +184,101 @@ class Database:
             lost = bool(exc.connection_invalidated)
             if lost and retry and not committing:
                 raise _Retry from exc
-            orig = exc.orig
-            if not connected:
-                # The URL may hold a password: name the failure, never the URL.
-                raise self._unavailable(
-                    f"cannot connect to {self.where}: {type(orig).__name__}"
-                ) from exc
-            if lost or _storage_failure(orig):
-                error = self._unavailable(f"{self.where} failed: {_first_line(orig)}")
-                if lost and committing and self._holds_the_record:
-                    error.recorded = None
-                raise error from exc
-            raise self._failed(f"{self.where} refused a statement: {_first_line(orig)}") from exc
+            error = self._error(exc.orig, connected=connected, lost=lost, committing=committing)
+            raise error from exc
         except PoolTimeout as exc:
             raise self._unavailable(f"{self.where}: no free connection ({exc})") from exc
         except SQLAlchemyError as exc:
             raise self._failed(f"{self.where} failed: {exc}") from exc
 
+    def _error(
+        self, orig: BaseException | None, *, connected: bool, lost: bool, committing: bool
+    ) -> Exception:
+        """What a driver error means: the storage failing (``unavailable``) or not."""
+        if not connected:
+            # The URL may hold a password: name the failure, never the URL.
+            error = self._unavailable(f"cannot connect to {self.where}: {type(orig).__name__}")
+        elif lost or _storage_failure(orig):
+            error = self._unavailable(f"{self.where} failed: {_first_line(orig)}")
+            if lost and committing and self._holds_the_record:
+                error.recorded = None
+        else:
+            return self._failed(f"{self.where} refused a statement: {_first_line(orig)}")
+        return error
+
+    def _driver_retrying(self, work: Callable[[DriverTx], T]) -> T:
+        try:
+            return self._driver_once(work, retry=True)
+        except _Retry:
+            return self._driver_once(work, retry=False)
+
+    def _driver_once(self, work: Callable[[DriverTx], T], *, retry: bool) -> T:
+        driver_error = self.engine.dialect.loaded_dbapi.Error
+        try:
+            pooled = self.engine.raw_connection()
+        except PoolTimeout as exc:
+            raise self._unavailable(f"{self.where}: no free connection ({exc})") from exc
+        except driver_error as exc:
+            raise self._error(exc, connected=False, lost=False, committing=False) from exc
+        committing = False
+        try:
+            conn: Any = pooled.driver_connection
+            if self.path is not None:
+                # As the "begin" listener does for ``write``: the write lock first.
+                conn.execute("BEGIN IMMEDIATE")
+            # psycopg begins the transaction itself at the first statement.
+            try:
+                result = work(DriverTx(conn))
+                committing = True
+                conn.commit()
+            except BaseException:
+                _rollback(pooled)
+                raise
+            return result
+        except driver_error as exc:
+            lost = self.engine.dialect.is_disconnect(exc, pooled.dbapi_connection, None)
+            if lost:
+                # As a Connection does on a disconnect: this connection and every pooled
+                # one opened before it are replaced (a restarted server closed them all).
+                self.engine.pool._invalidate(pooled, exc)
+                if retry and not committing:
+                    raise _Retry from exc
+            raise self._error(exc, connected=True, lost=lost, committing=committing) from exc
+        finally:
+            pooled.close()  # back to the pool (or discarded, when invalidated)
+
     def close(self) -> None:
         """Close the pool's connections (the app calls this when it stops)."""
         self.engine.dispose()
+
+
+class DriverTx:
+    """One open transaction on a pooled DBAPI connection (sqlite3 or psycopg): fixed
+    SQL text in the driver's parameter style, ``?`` on SQLite and ``%s`` on PostgreSQL."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = self._conn.execute(sql, params).fetchall()
+        return rows
+
+    def first(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        # All rows, so the statement is finished (an INSERT ... RETURNING too) before COMMIT.
+        rows = self._conn.execute(sql, params).fetchall()
+        return tuple(rows[0]) if rows else None
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return int(self._conn.execute(sql, params).rowcount)
+
+
+def _rollback(pooled: PoolProxiedConnection) -> None:
+    """Roll back what failed; a connection too broken to answer is left to the pool."""
+    # The failure that got us here is the one to report.
+    with contextlib.suppress(Exception):
+        pooled.driver_connection.rollback()  # type: ignore[union-attr]
 
 
 class _Retry(Exception):

@@ -23,10 +23,10 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import Connection, bindparam, func, insert, select
+from sqlalchemy import select
 
 from twin_engine.errors import StoreError, TwinStoreUnavailable
-from twin_engine.store.db import Database, Synchronous, sqlite_url
+from twin_engine.store.db import Database, DriverTx, Synchronous, sqlite_url
 from twin_engine.store.migrate import ensure_current, schema_check
 from twin_engine.store.port import (
     StoredTwin,
@@ -42,13 +42,30 @@ from twin_engine.twin import Twin
 _t = twin_versions.c
 _HEAD = (_t.version, _t.content_hash, _t.created_at, _t.as_of)
 
-# The save's statements are built once: building a select per call (operators, clauses,
-# generative copies) cost a new patient's hook call more than running it (py-spy).
+# The save's statements as the driver runs them (``Database.write_driver``): SQLAlchemy's
+# per-statement work cost a new patient's hook call more than running them (py-spy).
+# tests/twin_engine/test_store_sql.py holds them to what Core compiles from the table.
 _LATEST = (
-    select(*_HEAD).where(_t.patient_id == bindparam("key")).order_by(_t.version.desc()).limit(1)
+    "SELECT version, content_hash, created_at, as_of FROM twin_versions "
+    "WHERE patient_id = ? ORDER BY version DESC LIMIT 1"
 )
-_INSERT = insert(twin_versions)
-_PG_LOCK = select(func.pg_advisory_xact_lock(func.hashtextextended(bindparam("key"), 0)))
+_INSERT = (
+    "INSERT INTO twin_versions (patient_id, version, content_hash, created_at, as_of, "
+    "twin_json) VALUES (?, ?, ?, ?, ?, ?)"
+)
+# One writer per key at a time on PostgreSQL, until the transaction ends.
+_PG_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"
+
+
+def _postgres(sql: str) -> str:
+    """psycopg's placeholders (our statements hold no literal ``?`` or ``%``)."""
+    return sql.replace("?", "%s")
+
+
+_SAVE_SQL = {
+    "sqlite": (None, _LATEST, _INSERT),
+    "postgresql": (_PG_LOCK, _postgres(_LATEST), _postgres(_INSERT)),
+}
 
 
 def open_twin_database(url: str, *, synchronous: Synchronous = "NORMAL") -> Database:
@@ -67,6 +84,7 @@ class SqlTwinStore:
     ) -> None:
         self._clock = clock
         self.db = open_twin_database(url, synchronous=synchronous)
+        self._sql = _SAVE_SQL[self.db.dialect]
         ensure_current(self.db, SCHEMA)
 
     def save(self, twin: Twin, *, as_of: str | None = None, key: str | None = None) -> TwinVersion:
@@ -78,30 +96,22 @@ class SqlTwinStore:
         """
         store_key = key if key is not None else twin.patient_id
         content_hash = twin.content_hash()
+        lock, latest, insert = self._sql
 
-        def write(conn: Connection) -> TwinVersion:
-            if conn.dialect.name == "postgresql":
-                conn.execute(_PG_LOCK, {"key": store_key})
-            row = conn.execute(_LATEST, {"key": store_key}).first()
+        def write(tx: DriverTx) -> TwinVersion:
+            if lock is not None:
+                tx.run(lock, (store_key,))
+            row = tx.first(latest, (store_key,))
             if row is not None and row[1] == content_hash:
-                return _version(store_key, tuple(row))
+                return _version(store_key, row)
             number = 1 if row is None else int(row[0]) + 1
             created_at = self._clock()
             # Serialised only when a version is written: most refreshes change nothing.
-            conn.execute(
-                _INSERT,
-                {
-                    "patient_id": store_key,
-                    "version": number,
-                    "content_hash": content_hash,
-                    "created_at": created_at.isoformat(),
-                    "as_of": as_of,
-                    "twin_json": state_json(twin),
-                },
-            )
+            values = (store_key, number, content_hash, created_at.isoformat(), as_of)
+            tx.run(insert, (*values, state_json(twin)))
             return TwinVersion(store_key, number, content_hash, created_at, as_of, created=True)
 
-        return self.db.write(write)
+        return self.db.write_driver(write)
 
     def load(self, patient_id: str, version: int | None = None) -> StoredTwin:
         """The given version (default: the latest) of a patient's twin."""
