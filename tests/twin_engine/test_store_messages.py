@@ -23,3 +23,21 @@ def test_an_unreachable_postgres_is_named_without_its_password() -> None:
         db.close()
     assert "twin store" in str(caught.value)
     assert "s3cret-pw" not in str(caught.value)
+
+
+def test_an_unreachable_postgres_on_the_hot_path_is_named_without_its_password() -> None:
+    """A driver-level write that cannot connect is a 503 naming the store, not the URL."""
+    db = Database(
+        "postgresql://twin:s3cret-pw@127.0.0.1:1/twins?connect_timeout=2",
+        "twin store",
+        TwinStoreUnavailable,
+        StoreError,
+    )
+    try:
+        with pytest.raises(TwinStoreUnavailable) as caught:
+            db.write_driver(lambda tx: tx.rows("SELECT 1"))
+    finally:
+        db.close()
+    assert "cannot connect to the twin store database" in str(caught.value)
+    assert "s3cret-pw" not in str(caught.value)
+    assert "s3cret-pw" not in str(caught.value.__cause__)
