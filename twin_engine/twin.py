@@ -237,12 +237,16 @@ class Twin:
         state: dict[str, Any] = _state_adapter().dump_python(self, mode="json")
         return state
 
-    def content_hash(self) -> str:
-        """sha256 (hex) of the canonical JSON of the state: same data, same hash."""
-        canonical = json.dumps(
+    def state_text(self) -> str:
+        """The canonical JSON text of the state: what a stored version holds, and what
+        the content hash is the hash of."""
+        return json.dumps(
             self.to_state(), sort_keys=True, separators=(",", ":"), ensure_ascii=False
         )
-        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+    def content_hash(self) -> str:
+        """sha256 (hex) of the canonical JSON of the state: same data, same hash."""
+        return state_hash(self.state_text())
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> Twin:
@@ -259,6 +263,11 @@ class Twin:
             raise TwinStateError(f"twin state is not JSON data: {exc}") from exc
         except ValidationError as exc:
             raise TwinStateError(_state_problem(state, exc)) from exc
+
+
+def state_hash(text: str) -> str:
+    """The content hash of a state's canonical text (``Twin.state_text``)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def build_twin(result: IngestResult) -> Twin:

@@ -4,6 +4,7 @@ semantics of ``Database.write`` on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 import uuid
@@ -145,3 +146,23 @@ def test_a_save_after_every_pooled_backend_was_terminated_runs_once() -> None:
             assert [v.version for v in store.versions("p-1")] == [1]
         finally:
             store.close()
+
+
+@pytest.mark.parametrize("name", ["synthea_cathryn_windler.json", "edge_cases.json"])
+def test_a_save_stores_the_previous_releases_bytes_under_its_hash(url: str, name: str) -> None:
+    """The save's one state text is stored byte for byte as the release before wrote it,
+    under the content hash that release's audit records name."""
+    from tests.twin_engine.test_state import OLD_STATES, STATES
+    from twin_engine import Twin
+
+    text = (STATES / name).read_text(encoding="utf-8")
+    store = SqlTwinStore(url)
+    try:
+        saved = store.save(Twin.from_state(json.loads(text)), key="k")
+        t = twin_versions.c
+        query = select(t.twin_json).where(t.patient_id == "k")
+        stored = store.db.read(lambda conn: conn.execute(query).scalar_one())
+    finally:
+        store.close()
+    assert saved.content_hash == OLD_STATES[name]
+    assert stored == text

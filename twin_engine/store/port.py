@@ -78,7 +78,7 @@ def stored_twin(patient_id: str, version: int | None, row: Any) -> StoredTwin:
 
 def state_json(twin: Twin) -> str:
     """The canonical state text a version stores (``Twin.from_state`` reads it back)."""
-    return json.dumps(twin.to_state(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return twin.state_text()
 
 
 def _version(patient_id: str, row: tuple[Any, ...]) -> TwinVersion:

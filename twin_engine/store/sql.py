@@ -37,7 +37,7 @@ from twin_engine.store.port import (
     stored_twin,
 )
 from twin_engine.store.schema import SCHEMA, twin_versions
-from twin_engine.twin import Twin
+from twin_engine.twin import Twin, state_hash
 
 _t = twin_versions.c
 _HEAD = (_t.version, _t.content_hash, _t.created_at, _t.as_of)
@@ -95,7 +95,9 @@ class SqlTwinStore:
         a service answers (e.g. ``"<tenant>|<patient id>"``); default: the patient id.
         """
         store_key = key if key is not None else twin.patient_id
-        content_hash = twin.content_hash()
+        # The state's text once, for its hash and (when it is new) the stored version.
+        text = state_json(twin)
+        content_hash = state_hash(text)
         lock, latest, insert = self._sql
 
         def write(tx: DriverTx) -> TwinVersion:
@@ -108,7 +110,7 @@ class SqlTwinStore:
             created_at = self._clock()
             # Serialised only when a version is written: most refreshes change nothing.
             values = (store_key, number, content_hash, created_at.isoformat(), as_of)
-            tx.run(insert, (*values, state_json(twin)))
+            tx.run(insert, (*values, text))
             return TwinVersion(store_key, number, content_hash, created_at, as_of, created=True)
 
         return self.db.write_driver(write)
