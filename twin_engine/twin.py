@@ -24,6 +24,7 @@ from pydantic import (
     ValidationError,
 )
 
+from twin_engine.canonical import state_text as canonical_state_text
 from twin_engine.codes import (
     LOINC_QUANTITY,
     SMOKING_SNOMED,
@@ -240,9 +241,7 @@ class Twin:
     def state_text(self) -> str:
         """The canonical JSON text of the state: what a stored version holds, and what
         the content hash is the hash of."""
-        return json.dumps(
-            self.to_state(), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-        )
+        return canonical_state_text(self.to_state())
 
     def content_hash(self) -> str:
         """sha256 (hex) of the canonical JSON of the state: same data, same hash."""
