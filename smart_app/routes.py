@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import weakref
 from pathlib import Path
-from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cds_service.settings import Settings
 from smart_app import api, launch
@@ -49,13 +50,34 @@ def install(app: FastAPI, settings: Settings, sessions: SessionStore) -> None:
 
     app.mount("/app/static", StaticFiles(directory=STATIC), name="app-static")
 
-    @app.middleware("http")
-    async def app_headers(request: Request, call_next: Any) -> Response:
-        response: Response = await call_next(request)
-        if request.url.path.startswith("/app"):
-            response.headers["Content-Security-Policy"] = csp
-            response.headers["X-Content-Type-Options"] = "nosniff"
-            response.headers["Referrer-Policy"] = "no-referrer"
-            if not request.url.path.startswith("/app/static"):
-                response.headers["Cache-Control"] = "no-store"
-        return response
+    app.add_middleware(AppHeaders, csp=csp)
+
+
+class AppHeaders:
+    """ASGI middleware: the ``/app`` answers' security headers (the module's docstring).
+
+    Plain ASGI, not starlette's ``BaseHTTPMiddleware``, which streams every response of
+    every route (hook calls too) through an anyio task group."""
+
+    def __init__(self, app: ASGIApp, csp: str) -> None:
+        self.app = app
+        self.csp = csp
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not path.startswith("/app"):
+            await self.app(scope, receive, send)
+            return
+        api = not path.startswith("/app/static")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers["Content-Security-Policy"] = self.csp
+                headers["X-Content-Type-Options"] = "nosniff"
+                headers["Referrer-Policy"] = "no-referrer"
+                if api:
+                    headers["Cache-Control"] = "no-store"
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

@@ -32,7 +32,7 @@ from cds_service.http.auth import (
     SqlReplayCache,
 )
 from cds_service.http.deps import publish, publish_runtime
-from cds_service.http.edge import server_timing
+from cds_service.http.edge import ServerTiming
 from cds_service.http.failures import install as install_edge
 from cds_service.http.routes import probes
 from cds_service.http.routes import router as hook_routes
@@ -155,7 +155,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     )
     app.include_router(hook_routes)
     app.include_router(probes)
-    app.middleware("http")(server_timing)
+    app.add_middleware(ServerTiming)
     install_smart_app(app, settings, sessions)
     app.include_router(audit_router)
     app.include_router(audit_follow_router)

@@ -24,8 +24,9 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from starlette.datastructures import MutableHeaders
 
 from cds_service.errors import BodyTooLarge, UnsupportedMediaType
 
@@ -107,16 +108,31 @@ async def request_validation_error(_: Request, exc: Exception) -> JSONResponse:
     return operation_outcome(422, "invalid", validation_problems(list(errors)))
 
 
-async def server_timing(
-    request: Request, call_next: Callable[[Request], Awaitable[Response]]
-) -> Response:
-    """Server-Timing (``app;dur=`` ms) on every answer, errors as well as cards: an EHR
-    team (and bench/) sees our share of the latency."""
-    started = time.perf_counter()
-    response = await call_next(request)
-    elapsed_ms = 1000 * (time.perf_counter() - started)
-    response.headers["Server-Timing"] = f"app;dur={elapsed_ms:.3f}"
-    return response
+class ServerTiming:
+    """ASGI middleware: Server-Timing (``app;dur=`` ms, from the request's arrival here to
+    its response's start) on every answer, errors as well as cards: an EHR team (and
+    bench/) sees our share of the latency.
+
+    Plain ASGI, not starlette's ``BaseHTTPMiddleware``, which streams every response
+    through an anyio task group (bench/profile_cold.py: a sizeable share of a new
+    patient's call went to the two such middlewares)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+
+        async def send_timed(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                elapsed_ms = 1000 * (time.perf_counter() - started)
+                MutableHeaders(scope=message)["Server-Timing"] = f"app;dur={elapsed_ms:.3f}"
+            await send(message)
+
+        await self.app(scope, receive, send_timed)
 
 
 class RequestLimits:
