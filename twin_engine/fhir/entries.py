@@ -193,7 +193,18 @@ def codings(concept: object) -> list[dict[str, Any]]:
 
 
 def loinc_codes(concept: object) -> list[str]:
-    return [c["code"] for c in codings(concept) if c.get("system") in (LOINC_SYSTEM, None)]
+    """The LOINC (or system-less) codes of a CodeableConcept: ``codings`` filtered, in one
+    pass (it runs on every Observation of a payload, to decide its relevance)."""
+    found = concept.get("coding") if isinstance(concept, dict) else None
+    if not isinstance(found, list):
+        return []
+    return [
+        c["code"]
+        for c in found
+        if isinstance(c, dict)
+        and isinstance(c.get("code"), str)
+        and c.get("system") in (LOINC_SYSTEM, None)
+    ]
 
 
 def first_code(concept: object) -> str | None:

@@ -56,9 +56,10 @@ def known_fields(resource_type: str) -> frozenset[str]:
 def unknown_fields(entry: Entry, issues: list[IngestIssue]) -> bool:
     """True (with an issue) when the resource has elements R4 does not define: an R5-only or
     misspelled element is caught even where the twin does not read it."""
-    unknown = sorted(k for k in entry.resource if k not in known_fields(entry.resource_type))
-    if not unknown:
+    known = known_fields(entry.resource_type)
+    if entry.resource.keys() <= known:
         return False
+    unknown = sorted(k for k in entry.resource if k not in known)
     issues.append(
         entry.issue(
             f"{entry.source} has fields not defined in FHIR R4: {', '.join(unknown)}; skipped"
