@@ -216,3 +216,14 @@ def test_whatever_the_fast_path_accepts_r4b_accepts_with_the_same_values(
 ) -> None:
     """Property: accepted by the fast path implies valid R4B with identical fields."""
     event("fast path" if _assert_agrees(raw) else "full check")
+
+
+def test_a_remembered_coding_verdict_never_stands_for_a_number_in_place_of_a_boolean() -> None:
+    """userSelected 1 after userSelected true (equal as dict keys) still goes to the full check."""
+    raw = obs("o1", "2093-3", 180.0, "mg/dL")
+    selected = copy.deepcopy(raw)
+    selected["code"]["coding"][0]["userSelected"] = True
+    assert wellformed_observation(_projection(selected)) is not None
+    numbered = copy.deepcopy(raw)
+    numbered["code"]["coding"][0]["userSelected"] = 1
+    assert wellformed_observation(_projection(numbered)) is None

@@ -42,6 +42,7 @@ _CODE: Final = re.compile(r"[^\s]+( [^\s]+)*")
 _URI: Final = re.compile(r"\S+")
 _EFFECTIVE: Final = ("effectiveDateTime", "effectiveInstant", "effectivePeriod")
 _COMPARATORS: Final = frozenset({"<", "<=", ">=", ">"})
+_INFINITIES: Final = (float("inf"), float("-inf"))
 _CODING_KEYS: Final = frozenset({"system", "version", "code", "display", "userSelected"})
 _CONCEPT_KEYS: Final = frozenset({"coding", "text"})
 _QUANTITY_KEYS: Final = frozenset({"value", "comparator", "unit", "system", "code"})
@@ -123,7 +124,7 @@ def _quantity(value: object) -> bool:
         isinstance(number, bool)
         or not isinstance(number, int | float)
         or number != number  # NaN
-        or number in (float("inf"), float("-inf"))
+        or number in _INFINITIES
     ):
         return False
     comparator = value.get("comparator")

@@ -203,13 +203,19 @@ def _codings_of(concept: object) -> tuple[CodingRecord, ...]:
 
 # -- relevance (raw dict) ------------------------------------------------------------------
 
+_QUANTITY_LOINC: Final = frozenset(LOINC_QUANTITY)
+
 
 def observation_relevant(raw: Mapping[str, Any]) -> bool:
-    if any(code in RELEVANT_OBSERVATION_LOINC for code in loinc_codes(raw.get("code"))):
+    if not RELEVANT_OBSERVATION_LOINC.isdisjoint(loinc_codes(raw.get("code"))):
         return True
+    components = raw.get("component")
+    if not components or not isinstance(components, list):
+        return False
     return any(
-        any(code in LOINC_QUANTITY for code in loinc_codes(comp.get("code")))
-        for comp in dicts(raw.get("component"))
+        not _QUANTITY_LOINC.isdisjoint(loinc_codes(comp.get("code")))
+        for comp in components
+        if isinstance(comp, dict)
     )
 
 
