@@ -318,3 +318,16 @@ def test_fhir_fetches_are_counted_by_server_with_failures_and_overruns(tmp_path:
     assert delta("twin_cds_fhir_request_errors_total", server=server, reason="5xx") == searches
     assert delta("twin_cds_fhir_request_duration_seconds_count", server=server) == 2 * searches
     assert delta("twin_cds_fhir_budget_overruns_total", server=server) == 1
+
+
+def test_server_timing_is_on_a_refused_call_once_with_three_decimals(client: TestClient) -> None:
+    """A 415 answer carries exactly one Server-Timing header, ``app;dur=<ms with 3 decimals>``."""
+    r = client.post(
+        "/cds-services/ascvd-risk", content=b"{}", headers={"Content-Type": "text/plain"}
+    )
+    assert r.status_code == 415
+    timings = r.headers.get_list("server-timing")
+    assert len(timings) == 1
+    name, duration = timings[0].split(";dur=")
+    assert name == "app"
+    assert float(duration) >= 0 and len(duration.split(".")[1]) == 3
