@@ -20,9 +20,11 @@ from twin_cds.app import create_app
 from twin_engine.errors import TwinStoreUnavailable
 
 
-@pytest.fixture()
-def client(tmp_path: Path) -> Iterator[TestClient]:
-    settings = Settings(data_dir=tmp_path / "data", auth_required=False)
+@pytest.fixture(params=[False, True], ids=["commit-per-call", "group-commit"])
+def client(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[TestClient]:
+    settings = Settings(
+        data_dir=tmp_path / "data", auth_required=False, audit_group_commit=request.param
+    )
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:
         yield c
 
