@@ -6,19 +6,19 @@ TWIN_CDS_AUDIT_GROUP_COMMIT off or on, alternating (off, on, off, on, ...), so b
 see the same machine load over time. Prints each round and the medians, and the ratio
 on/off of throughput, p50 and p99.
 
-``--client httpx`` (default) is load.py's cold regime: each body once from a Python
-client in this process, which on a 2-core machine competes with the service for CPU.
-``--client wrk``: wrk (C) posts the distinct bodies in turn for ``--seconds`` (a body
-comes round again only after all the others), leaving the cores to the service.
+``--client`` as in load.py: wrk (default when installed) sends each patient once and
+leaves the cores to the service; httpx is a Python client in this process, which on a
+2-core machine competes with the service for CPU.
 
     python bench/group_commit_ab.py [--rounds 3] [--distinct 600] [--concurrency 32]
-                                    [--client httpx|wrk] [--seconds 10]
+                                    [--client wrk|httpx]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from load import OUR_PATH, _load_wrk, distinct_bodies, free_port, our_server, run_distinct
+from load import OUR_PATH, distinct_bodies, free_port, our_server, run_distinct
 
 
 def main() -> None:
@@ -37,11 +37,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--time-cap", type=float, default=180.0)
     parser.add_argument("--seed", type=int, default=3)
-    parser.add_argument("--client", choices=["httpx", "wrk"], default="httpx")
-    parser.add_argument("--seconds", type=float, default=10.0, help="wrk: seconds per round")
+    parser.add_argument(
+        "--client", choices=["wrk", "httpx"], default="wrk" if shutil.which("wrk") else "httpx"
+    )
     args = parser.parse_args()
     warm = distinct_bodies(16, seed=args.seed + 1000)
-    cold = distinct_bodies(args.distinct, seed=args.seed + 2000)
+    # As load.py: spares beyond the count for wrk's requests in flight at the end.
+    cold = distinct_bodies(args.distinct + args.concurrency, seed=args.seed + 2000)
     rows: dict[str, list[tuple[float, float, float]]] = {"off": [], "on": []}
     with tempfile.TemporaryDirectory(prefix="twin-cds-gc-ab-") as tmp_name:
         tmp = Path(tmp_name)
@@ -54,12 +56,7 @@ def main() -> None:
                 port = free_port()
                 data = tmp / f"data-{i}-{arm}"
                 with our_server(port, args.workers, data, "http://127.0.0.1:9", tmp, env) as srv:
-                    url = srv.base_url + OUR_PATH
-                    if args.client == "wrk":
-                        r = run_distinct(f"twin-cds {arm}", url, warm, warm, args)
-                        _load_wrk(url, cold, args.seconds, args.concurrency, r)
-                    else:
-                        r = run_distinct(f"twin-cds {arm}", url, warm, cold, args)
+                    r = run_distinct(f"twin-cds {arm}", srv.base_url + OUR_PATH, warm, cold, args)
                 print(
                     f"round {i + 1} {arm:>3}: {r.completed - r.errors} ok {r.errors} err "
                     f"{r.throughput_rps:7.1f} req/s p50 {r.p50_ms:6.1f} ms p99 {r.p99_ms:6.1f} ms"

@@ -230,13 +230,11 @@ class Settings(BaseSettings):
         default=100, ge=0, description="Sign a checkpoint every this many records (0: never)."
     )
     audit_group_commit: bool = Field(
-        default=False,
+        default=True,
         description=(
             "Commit the hook calls' audit records in batches, off the event loop: one "
             "transaction (one fsync) for every record waiting; each call is still answered "
-            "only after its record is durable. false (default): one commit per call, on "
-            "the loop; on a shared 2-core machine it cut p50 but doubled p99 of the cold "
-            "regime under bench/load.py's Python client (bench/group_commit_ab.py)."
+            "only after its record is durable. false: one commit per call, on the loop."
         ),
     )
     auditors: tuple[AuditorIssuerConfig, ...] = Field(
