@@ -229,6 +229,14 @@ class Settings(BaseSettings):
     audit_checkpoint_every: int = Field(
         default=100, ge=0, description="Sign a checkpoint every this many records (0: never)."
     )
+    audit_group_commit: bool = Field(
+        default=True,
+        description=(
+            "Commit the hook calls' audit records in batches, off the event loop: one "
+            "transaction (one fsync) for every record waiting; each call is still answered "
+            "only after its record is durable. false: one commit per call, on the loop."
+        ),
+    )
     auditors: tuple[AuditorIssuerConfig, ...] = Field(
         default=(),
         description=(

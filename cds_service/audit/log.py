@@ -38,7 +38,7 @@ from __future__ import annotations
 import logging
 import time
 from abc import abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -195,6 +195,16 @@ class ChainedAuditLog(VerifiableChain):
     def record(self, entry: AuditEntry) -> StoredAuditRecord:
         """Append one hook call; the record, its card index and any checkpoint commit together."""
         started = time.perf_counter()
+        return self._appended(self.record_many((entry,))[0], started)
+
+    def record_many(self, entries: Sequence[AuditEntry]) -> list[StoredAuditRecord]:
+        """Append hook calls in order in ONE transaction (one commit, one fsync), each as
+        ``record`` appends it; all are written or none. ``on_append`` is not told: the
+        caller tells it, in each call's own context (``audit.committer``)."""
+        works = [self._hook_work(e) for e in entries]
+        return self._transaction(lambda tx: [work(tx) for work in works])
+
+    def _hook_work(self, entry: AuditEntry) -> Callable[[Tx], StoredAuditRecord]:
         body = entry.to_json()
         # Marked (and so hashed in its stored form) only when some card material is a part.
         stored, parts = split_parts({**body, MARK: MARK_VALUE}) if entry.cards else (body, {})
@@ -228,7 +238,7 @@ class ChainedAuditLog(VerifiableChain):
             self._maybe_checkpoint(tx, rec)
             return rec
 
-        return self._appended(self._transaction(work), started)
+        return work
 
     def record_feedback(
         self, service_id: str, entries: list[dict[str, Any]], client_iss: str | None

@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime
 import httpx
 
 from cds_service.audit.basis import dosing_basis, risk_basis
+from cds_service.audit.committer import AuditCommitter
 from cds_service.audit.log import (
     AuditEntry,
     AuditLog,
@@ -57,6 +58,16 @@ class Runtime:
     audit: AuditLog
     http: httpx.AsyncClient
     today: Callable[[], date] = _today
+    #: Group commit of the hook records (``audit_group_commit``); None: one commit per
+    #: call, on the event loop.
+    committer: AuditCommitter | None = None
+
+    async def record(self, entry: AuditEntry) -> None:
+        """Append a hook call's record; return once it is durable."""
+        if self.committer is None:
+            self.audit.record(entry)
+        else:
+            await self.committer.record(entry)
 
 
 def _run_models(
@@ -105,10 +116,10 @@ class _Call:
     entry: AuditEntry
     started: float
 
-    def fail(self, status: AuditStatus, error: str, data: GatheredData | None) -> None:
+    async def fail(self, status: AuditStatus, error: str, data: GatheredData | None) -> None:
         """Record the failed call; the exception being handled is marked as recorded, so
         the HTTP edge can say so (when this write fails, it raises instead)."""
-        self.rt.audit.record(
+        await self.rt.record(
             replace(
                 self.entry,
                 status=status,
@@ -156,31 +167,33 @@ async def run_service(
         lap("gather")
     except TooMuchData as exc:
         # The caller's doing (a prefetch over the cap): on the record as a bad request.
-        call.fail("bad-request", str(exc), None)
+        await call.fail("bad-request", str(exc), None)
         raise
     except DataUnavailable as exc:
-        call.fail("data-unavailable", str(exc), None)
+        await call.fail("data-unavailable", str(exc), None)
         raise
     except Exception as exc:
         # A fault of ours: the call is still on the record (the type only; a message
         # could carry patient data), then the HTTP edge answers it.
-        call.fail("error", type(exc).__name__, None)
+        await call.fail("error", type(exc).__name__, None)
         raise
     # Parsing, models and store writes run here, on the event loop, on purpose: moved
     # to threads they only fought over the GIL (5 ms switch interval) and SQLite's
     # write lock. bench/load.py measured it: an unbounded pool took p99 from 0.12 s to
     # 2.3 s; one worker thread halved throughput (580 → 260 req/s). The work is a few
-    # ms a call; scale is by processes (uvicorn --workers).
-    return _answer(call, data)
+    # ms a call; scale is by processes (uvicorn --workers). Only the audit record's
+    # commit leaves the loop (``audit.committer``, when on): awaited, so the call is
+    # answered once its record is durable.
+    return await _answer(call, data)
 
 
-def _answer(call: _Call, data: GatheredData) -> CdsResponse:
+async def _answer(call: _Call, data: GatheredData) -> CdsResponse:
     rt, request, service = call.rt, call.request, call.service
     try:
         twin = build_twin_from_fhir(list(data.resources), patient_id=request.context.patientId)
         lap("twin")
     except IngestError as exc:
-        call.fail("data-unavailable", str(exc), data)
+        await call.fail("data-unavailable", str(exc), data)
         raise DataUnavailable(str(exc)) from exc
     try:
         # Patient ids are unique only within one EHR: with authenticated clients the
@@ -198,7 +211,7 @@ def _answer(call: _Call, data: GatheredData) -> CdsResponse:
         )
         lap("models")
     except Exception as exc:
-        call.fail("error", type(exc).__name__, data)
+        await call.fail("error", type(exc).__name__, data)
         raise
     cards = list(outcome.cards)
     response = CdsResponse(cards=cards)
@@ -212,7 +225,7 @@ def _answer(call: _Call, data: GatheredData) -> CdsResponse:
         cards=tuple(c.model_dump(mode="json", exclude_none=True) for c in cards),
     )
     if outcome.dosing is not None:
-        rt.audit.record(
+        await rt.record(
             replace(
                 answered,
                 model=_pk_model_use(rt.settings.vancomycin_model),
@@ -236,7 +249,7 @@ def _answer(call: _Call, data: GatheredData) -> CdsResponse:
         )
         return response
     primary = outcome.assessments[0]
-    rt.audit.record(
+    await rt.record(
         replace(
             answered,
             model=ModelUse(primary.model.card.id, primary.model.card.version, primary.model.sha256),

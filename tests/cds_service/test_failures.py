@@ -20,9 +20,11 @@ from twin_cds.app import create_app
 from twin_engine.errors import TwinStoreUnavailable
 
 
-@pytest.fixture()
-def client(tmp_path: Path) -> Iterator[TestClient]:
-    settings = Settings(data_dir=tmp_path / "data", auth_required=False)
+@pytest.fixture(params=[False, True], ids=["commit-per-call", "group-commit"])
+def client(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[TestClient]:
+    settings = Settings(
+        data_dir=tmp_path / "data", auth_required=False, audit_group_commit=request.param
+    )
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:
         yield c
 
@@ -58,7 +60,7 @@ def test_a_store_outage_is_503_with_retry_after_and_says_not_recorded(
     one warning line, no traceback."""
     rt = client.app.state.runtime  # type: ignore[attr-defined]
     monkeypatch.setattr(rt.twins, "save", _raise(TwinStoreUnavailable("disk full")))
-    monkeypatch.setattr(rt.audit, "record", _raise(AuditUnavailable("disk full")))
+    monkeypatch.setattr(rt.audit, "record_many", _raise(AuditUnavailable("disk full")))
     response = _call(client, demo_bundles[0])
     assert response.status_code == 503
     assert int(response.headers["retry-after"]) > 0
@@ -105,7 +107,7 @@ def test_a_500_whose_record_failed_says_it_was_not_recorded(
 ) -> None:
     """The audit refuses the record for a reason of ours (not storage): 500, not recorded."""
     rt = client.app.state.runtime  # type: ignore[attr-defined]
-    monkeypatch.setattr(rt.audit, "record", _raise(AuditWriteError("constraint")))
+    monkeypatch.setattr(rt.audit, "record_many", _raise(AuditWriteError("constraint")))
     response = _call(client, demo_bundles[0])
     assert response.status_code == 500
     assert "it was not recorded" in _diagnostics(response)

@@ -103,14 +103,19 @@ def test_metrics_add_up_across_uvicorn_workers(
     assert len(files) >= 2, "the calls should have been served by both workers"
 
 
-def test_sigterm_lets_an_in_flight_call_finish_and_be_audited(tmp_path: Path) -> None:
+@pytest.mark.parametrize("group_commit", ["false", "true"])
+def test_sigterm_lets_an_in_flight_call_finish_and_be_audited(
+    tmp_path: Path, group_commit: str
+) -> None:
     """A call waiting on a slow FHIR server when uvicorn is told to stop still answers 200
-    and is on the audit trail; then the process exits cleanly."""
+    and is on the audit trail (committed one by one or in a batch); then the process exits
+    cleanly."""
     with faulty_fhir_server() as (fhir_base, state):
         state["mode"] = "slow"  # every search takes 2 s
         env = {
             "TWIN_CDS_FHIR_SERVER_ALLOWLIST": json.dumps([fhir_base]),
             "TWIN_CDS_FHIR_BUDGET_MS": "5000",
+            "TWIN_CDS_AUDIT_GROUP_COMMIT": group_commit,
         }
         body = {
             "hook": "patient-view",
