@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from cds_service.audit.parts import chain_form
+from cds_service.audit.stored import chain_form
 from cds_service.errors import ServiceError
 from twin_engine.storage import StorageUnavailable
 
@@ -128,8 +128,8 @@ def record_hash(
     The seq and kind are inside the hash, so renumbering records (to hide a deletion
     or an insertion) changes every renumbered hash.
     """
-    # A hook record with cards stored by parts is hashed in its stored form, whether the
-    # caller holds that form (verify) or the cards as sent (a reader of one record).
+    # A hook record in a stored format (card parts, tables) is hashed in its stored form,
+    # whether the caller holds that form (verify) or the record as read (a reader of one).
     envelope = {"seq": seq, "kind": kind, "recordedAt": recorded_at, "body": chain_form(body)}
     return hashlib.sha256(prev_hash.encode() + canonical_json(envelope)).hexdigest()
 

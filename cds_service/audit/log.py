@@ -65,7 +65,6 @@ from cds_service.audit.chain import (
     load_verify_key,
     record_hash,
 )
-from cds_service.audit.parts import MARK, MARK_VALUE, join_parts, part_refs, split_parts
 from cds_service.audit.records import (
     AppAccess,
     AuditEntry,
@@ -80,6 +79,13 @@ from cds_service.audit.records import (
     sanitised_feedback,
 )
 from cds_service.audit.schema import _COLUMNS, Tx, _record, record_tenant, select_sql
+from cds_service.audit.stored import (
+    CURRENT_FORMAT,
+    part_refs,
+    read_form,
+    record_format,
+    stored_form,
+)
 from cds_service.audit.verify import VerifiableChain
 
 _T = TypeVar("_T")
@@ -93,6 +99,10 @@ def _utc_now_text() -> str:
 
 class ChainedAuditLog(VerifiableChain):
     """The audit chain over any SQL store; subclasses supply transactions and the lock."""
+
+    #: The stored format new hook records are written in (``cds_service.audit.stored``);
+    #: tests and the size bench write earlier ones to check they still read.
+    record_format: int = CURRENT_FORMAT
 
     #: Told of each hook, auditor-read and app-access record once committed (kind, body,
     #: seq, seconds the append took): the app wires its metrics and call log here.
@@ -205,10 +215,7 @@ class ChainedAuditLog(VerifiableChain):
         return self._transaction(lambda tx: [work(tx) for work in works])
 
     def _hook_work(self, entry: AuditEntry) -> Callable[[Tx], StoredAuditRecord]:
-        body = entry.to_json()
-        # Marked (and so hashed in its stored form) only when some card material is a part.
-        stored, parts = split_parts({**body, MARK: MARK_VALUE}) if entry.cards else (body, {})
-        body = stored if parts else body
+        body, parts = stored_form(entry.to_json(), self.record_format)
 
         def work(tx: Tx) -> StoredAuditRecord:
             for name, content in parts.items():
@@ -419,16 +426,16 @@ class ChainedAuditLog(VerifiableChain):
         return found
 
     def _joined(self, records: list[StoredAuditRecord]) -> list[StoredAuditRecord]:
-        """Records whose cards are as sent: stored parts put back in place."""
+        """Records as written: hook bodies from their stored form (parts put back in place)."""
 
-        def hook(r: StoredAuditRecord) -> bool:
-            return r.kind == "hook" and isinstance(r.body, dict)
+        def stored(r: StoredAuditRecord) -> bool:
+            return r.kind == "hook" and isinstance(r.body, dict) and record_format(r.body) > 0
 
-        names = set().union(*(part_refs(r.body) for r in records if hook(r)))
-        if not names:
+        names = set().union(*(part_refs(r.body) for r in records if stored(r)))
+        if not names and not any(stored(r) for r in records):
             return records
-        parts = {n: orjson.loads(c) for n, c in self._parts(names).items()}
-        return [replace(r, body=join_parts(r.body, parts)) if hook(r) else r for r in records]
+        parts = {n: orjson.loads(c) for n, c in self._parts(names).items()} if names else {}
+        return [replace(r, body=read_form(r.body, parts)) if stored(r) else r for r in records]
 
     def cards_of(self, seq: int) -> list[str]:
         with self._read() as tx:

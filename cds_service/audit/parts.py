@@ -11,6 +11,9 @@ goes once into ``audit_part`` (sha256 → canonical JSON). The chain hashes the 
 body, so every reference is inside the hash; a part's content is checked against its
 name by ``verify``. Readers (queries, the auditor API, exports) get the cards back
 byte for byte: ``join_parts`` undoes ``split_parts`` exactly.
+
+These are the card rules of stored format 1, which format 2 builds on; which format a
+record is in, and how the chain hashes each, is ``cds_service.audit.stored``'s.
 """
 
 from __future__ import annotations
@@ -45,14 +48,12 @@ MARK: Final = "cardStorage"
 MARK_VALUE: Final = "parts"
 
 
-def chain_form(body: dict[str, Any]) -> dict[str, Any]:
-    """The form the chain hashes: the stored one (idempotent: a stored body is its own)."""
-    return split_parts(body)[0] if body.get(MARK) == MARK_VALUE else body
-
-
-def split_parts(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, bytes]]:
+def split_parts(
+    body: dict[str, Any], *, shared_paragraphs: tuple[str, ...] = SHARED_PARAGRAPHS
+) -> tuple[dict[str, Any], dict[str, bytes]]:
     """The body to store (repeating card material by reference) and the parts it names.
-    Values already stored by reference stay as they are."""
+    Values already stored by reference stay as they are. ``shared_paragraphs``: the
+    detail paragraphs stored as parts (format 1's by default; ``stored`` has format 2's)."""
     cards = body.get("cards")
     if not isinstance(cards, list) or not cards:
         return body, {}
@@ -78,7 +79,7 @@ def split_parts(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, bytes]]
         detail = stored.get("detail")
         if isinstance(detail, str):
             paragraphs = [
-                ref(p) if p.lstrip("\n").startswith(SHARED_PARAGRAPHS) else p
+                ref(p) if p.lstrip("\n").startswith(shared_paragraphs) else p
                 for p in detail.split(_SEP)
             ]
             if any(_is_ref(p) for p in paragraphs):

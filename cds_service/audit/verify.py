@@ -21,8 +21,9 @@ from cds_service.audit.chain import (
     StoredAuditRecord,
     _Verifier,
 )
-from cds_service.audit.parts import part_name, part_refs
+from cds_service.audit.parts import part_name
 from cds_service.audit.schema import _COLUMNS, _QUERY_COLUMNS, Tx, _verifiable
+from cds_service.audit.stored import part_refs
 
 
 class VerifiableChain(ABC):
