@@ -209,13 +209,18 @@ def _untable(value: Any, parts: Mapping[str, Any]) -> Any:
     header = value["$table"]
     if _is_ref(header):
         header = parts[header["$part"]]
+    rows = value["$rows"]
+    keys = header["keys"]
     columns = {k: v for k, v in header.items() if k != "keys"}
-    out = []
-    for i, row in enumerate(value["$rows"]):
-        item = dict(zip(header["keys"], row, strict=True))
-        item.update((k, col[i]) for k, col in columns.items())
-        out.append({k: item[k] for k in sorted(item)})
-    return out
+    if any(len(row) != len(keys) for row in rows) or any(
+        len(col) != len(rows) for col in columns.values()
+    ):
+        raise ValueError("a table's rows and columns differ in length")
+    at = {k: j for j, k in enumerate(keys)}
+    order = sorted([*keys, *columns])  # as a body parsed from canonical JSON has them
+    return [
+        {k: row[at[k]] if k in at else columns[k][i] for k in order} for i, row in enumerate(rows)
+    ]
 
 
 def _template(resource: Any, ref: Callable[[Any], Any]) -> Any:
