@@ -79,13 +79,7 @@ from cds_service.audit.records import (
     sanitised_feedback,
 )
 from cds_service.audit.schema import _COLUMNS, Tx, _record, record_tenant, select_sql
-from cds_service.audit.stored import (
-    CURRENT_FORMAT,
-    part_refs,
-    read_form,
-    record_format,
-    stored_form,
-)
+from cds_service.audit.stored import CURRENT_FORMAT, part_refs, read_form, stored_form
 from cds_service.audit.verify import VerifiableChain
 
 _T = TypeVar("_T")
@@ -100,8 +94,7 @@ def _utc_now_text() -> str:
 class ChainedAuditLog(VerifiableChain):
     """The audit chain over any SQL store; subclasses supply transactions and the lock."""
 
-    #: The stored format new hook records are written in (``cds_service.audit.stored``);
-    #: tests and the size bench write earlier ones to check they still read.
+    #: The stored format of new hook records (``audit.stored``; tests write older ones).
     record_format: int = CURRENT_FORMAT
 
     #: Told of each hook, auditor-read and app-access record once committed (kind, body,
@@ -427,15 +420,10 @@ class ChainedAuditLog(VerifiableChain):
 
     def _joined(self, records: list[StoredAuditRecord]) -> list[StoredAuditRecord]:
         """Records as written: hook bodies from their stored form (parts put back in place)."""
-
-        def stored(r: StoredAuditRecord) -> bool:
-            return r.kind == "hook" and isinstance(r.body, dict) and record_format(r.body) > 0
-
-        names = set().union(*(part_refs(r.body) for r in records if stored(r)))
-        if not names and not any(stored(r) for r in records):
-            return records
+        kept = {r.seq for r in records if r.kind == "hook" and isinstance(r.body, dict)}
+        names = set().union(*(part_refs(r.body) for r in records if r.seq in kept))
         parts = {n: orjson.loads(c) for n, c in self._parts(names).items()} if names else {}
-        return [replace(r, body=read_form(r.body, parts)) if stored(r) else r for r in records]
+        return [replace(r, body=read_form(r.body, parts)) if r.seq in kept else r for r in records]
 
     def cards_of(self, seq: int) -> list[str]:
         with self._read() as tx:

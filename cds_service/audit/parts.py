@@ -24,6 +24,9 @@ from typing import Any, Final
 
 import orjson
 
+# The constants below are the rules of stored formats 1 and 2 (``audit.stored``): records
+# are hashed in the form they give, so they never change; a new rule is a new format.
+
 #: Card fields stored as parts whole (the same on every call of a service and model).
 _WHOLE: Final = ("overrideReasons", "source")
 #: Detail paragraphs stored as parts: the model card's own text, the same on every call

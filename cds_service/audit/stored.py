@@ -8,8 +8,8 @@ from the record as read, so a format's rules can never change once records use i
 - format 1, ``"cardStorage": "parts"``: card material every call repeats (override
   reasons, the model-card paragraph) stored once as a part (``cds_service.audit.parts``);
 - format 2, ``"recordFormat": 2``: format 1's card parts, plus
-  - ``inputs`` and ``explanation`` as tables: the field names once, a row of values a
-    entry. The inputs' names and units, which the model card fixes, go with the field
+  - ``inputs`` and ``explanation`` as tables: the field names once, one row of values
+    per entry. The inputs' names and units, which the model card fixes, go with the field
     names into one part shared by every call of that model;
   - a suggestion's resource (a drafted order: medication, dosage, reason, as the
     service's catalogue writes it) as a part, its identity (``id``, ``subject``) inline;
