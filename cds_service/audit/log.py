@@ -423,7 +423,7 @@ class ChainedAuditLog(VerifiableChain):
         kept = {r.seq for r in records if r.kind == "hook" and isinstance(r.body, dict)}
         names = set().union(*(part_refs(r.body) for r in records if r.seq in kept))
         parts = {n: orjson.loads(c) for n, c in self._parts(names).items()} if names else {}
-        return [replace(r, body=read_form(r.body, parts)) if r.seq in kept else r for r in records]
+        return [_read(r, parts) if r.seq in kept else r for r in records]
 
     def cards_of(self, seq: int) -> list[str]:
         with self._read() as tx:
@@ -455,6 +455,15 @@ class ChainedAuditLog(VerifiableChain):
                 if len(wanted) == q.limit:
                     break
         return wanted
+
+
+def _read(rec: StoredAuditRecord, parts: dict[str, Any]) -> StoredAuditRecord:
+    """A hook record as written; damaged when its stored form no longer reads back."""
+    try:
+        return replace(rec, body=read_form(rec.body, parts))
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+        damage = "stored form does not read back (a part of it is missing or changed)"
+        return replace(rec, body={}, damage=damage)
 
 
 AuditLog = ChainedAuditLog

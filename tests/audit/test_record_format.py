@@ -300,3 +300,16 @@ def test_a_body_that_would_not_read_back_is_stored_in_format_1() -> None:
     assert record_format(stored) == 1
     parsed = {n: orjson.loads(c) for n, c in parts.items()}
     assert _as_recorded(read_form(stored, parsed)) == body
+
+
+def test_a_record_whose_part_was_deleted_reads_as_damaged(store: StoreSpec) -> None:
+    """Reads report a record whose part is gone as damaged (no failure); verify names it."""
+    log = store.open()
+    log.record(entry(1, inputs=_inputs(8)))
+    store.raw_sql("DELETE FROM audit_part")
+    rec = log.get(1)
+    assert rec is not None and rec.damage is not None and "does not read back" in rec.damage
+    assert [r.damage for r in log.records()] == [rec.damage]
+    report = log.verify()
+    assert report.first_bad is not None and report.first_bad.seq == 1
+    assert "is missing" in report.first_bad.reason
