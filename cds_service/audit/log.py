@@ -85,6 +85,8 @@ from cds_service.audit.verify import VerifiableChain
 _T = TypeVar("_T")
 
 log = logging.getLogger("twin_cds.audit")
+_INSERT_PART = "INSERT INTO audit_part VALUES (?, ?) ON CONFLICT DO NOTHING"
+_INSERT_CARD = "INSERT INTO audit_card VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
 
 
 def _utc_now_text() -> str:
@@ -212,10 +214,7 @@ class ChainedAuditLog(VerifiableChain):
 
         def work(tx: Tx) -> StoredAuditRecord:
             for name, content in parts.items():
-                tx.run(
-                    "INSERT INTO audit_part VALUES (?, ?) ON CONFLICT DO NOTHING",
-                    (name, content.decode()),
-                )
+                tx.run(_INSERT_PART, (name, content.decode()))
             rec = self._append(
                 tx,
                 "hook",
@@ -231,10 +230,7 @@ class ChainedAuditLog(VerifiableChain):
             )
             for card in entry.cards:
                 if card.get("uuid"):
-                    tx.run(
-                        "INSERT INTO audit_card VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-                        (card["uuid"], rec.seq, entry.service_id),
-                    )
+                    tx.run(_INSERT_CARD, (card["uuid"], rec.seq, entry.service_id))
             self._maybe_checkpoint(tx, rec)
             return rec
 
