@@ -14,7 +14,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,14 +75,16 @@ def _write(settings: Settings, demo_bundles: list[dict[str, Any]]) -> Written:
         rt = c.app.state.runtime  # type: ignore[attr-defined]
         c.app.state.runtime = dataclasses.replace(rt, today=lambda: FIXED_TODAY)  # type: ignore[attr-defined]
         audit = rt.audit
-        record = audit.record
+        record_many = audit.record_many
 
-        def keep(e: AuditEntry) -> StoredAuditRecord:
-            rec = record(e)
-            recorded[rec.seq] = (audit.record_format, e.to_json())
-            return rec
+        # Hook calls reach the trail through the group committer's batches.
+        def keep(entries: Sequence[AuditEntry]) -> list[StoredAuditRecord]:
+            recs = record_many(entries)
+            for e, rec in zip(entries, recs, strict=True):
+                recorded[rec.seq] = (audit.record_format, e.to_json())
+            return recs
 
-        audit.record = keep
+        audit.record_many = keep
         for fmt in FORMATS:
             audit.record_format = fmt
             for n, bundle in enumerate(demo_bundles[:2]):
