@@ -48,6 +48,7 @@ from twin_engine.fhir.records import (
 from twin_engine.medications import MatchedBy, MedicationClass, classify_medication
 from twin_engine.procedures import ProcedureConcept, procedure_concepts_for
 from twin_engine.ranges import PLAUSIBLE_RANGES
+from twin_engine.state_dump import twin_state
 from twin_engine.units import normalise
 
 # Condition clinical states that count as "has it now" (FHIR R4 condition-clinical);
@@ -234,9 +235,9 @@ class Twin:
         }
 
     def to_state(self) -> dict[str, Any]:
-        """The whole state as JSON-ready data; `Twin.from_state` inverts it."""
-        state: dict[str, Any] = _state_adapter().dump_python(self, mode="json")
-        return state
+        """The whole state as JSON-ready data; `Twin.from_state` inverts it.  It is
+        pydantic's ``dump_python(mode="json")``, built by hand (`state_dump`)."""
+        return twin_state(self)
 
     def state_text(self) -> str:
         """The canonical JSON text of the state: what a stored version holds, and what
