@@ -101,6 +101,10 @@ class Database:
         self.dialect = sa_url.get_backend_name()
         self.path: Path | None = None
         self._sqlite_writer = threading.RLock()
+        # SQLite's hot writes queue on ``_sqlite_writer``, so one connection serves them
+        # all: held between writes instead of checked out of the pool and back each time.
+        self._held: PoolProxiedConnection | None = None
+        self._held_busy = False
         if self.dialect == "sqlite":
             self.path = Path(sa_url.database or "")
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -214,13 +218,20 @@ class Database:
 
     def _driver_once(self, work: Callable[[DriverTx], T], *, retry: bool) -> T:
         driver_error = self.engine.dialect.loaded_dbapi.Error
-        try:
-            pooled = self.engine.raw_connection()
-        except PoolTimeout as exc:
-            raise self._unavailable(f"{self.where}: no free connection ({exc})") from exc
-        except driver_error as exc:
-            raise self._error(exc, connected=False, lost=False, committing=False) from exc
-        committing = False
+        # SQLite (writes serialised by ``_sqlite_writer``): the held connection, unless a
+        # write on this thread is already using it (then the pool's, as before).
+        hold = self.path is not None and not self._held_busy
+        pooled = self._held if hold else None
+        if pooled is None:
+            try:
+                pooled = self.engine.raw_connection()
+            except PoolTimeout as exc:
+                raise self._unavailable(f"{self.where}: no free connection ({exc})") from exc
+            except driver_error as exc:
+                raise self._error(exc, connected=False, lost=False, committing=False) from exc
+        committing = kept = False
+        if hold:
+            self._held, self._held_busy = None, True
         try:
             conn: Any = pooled.driver_connection
             if self.path is not None:
@@ -234,6 +245,7 @@ class Database:
             except BaseException:
                 _rollback(pooled)
                 raise
+            kept = hold
             return result
         except driver_error as exc:
             lost = self.engine.dialect.is_disconnect(exc, pooled.dbapi_connection, None)
@@ -245,10 +257,21 @@ class Database:
                     raise _Retry from exc
             raise self._error(exc, connected=True, lost=lost, committing=committing) from exc
         finally:
-            pooled.close()  # back to the pool (or discarded, when invalidated)
+            if hold:
+                self._held_busy = False
+            if kept:
+                self._held = pooled  # committed: held for the next write
+            else:
+                # Back to the pool (or discarded, when invalidated); after a failure the
+                # next write checks one out afresh.
+                pooled.close()
 
     def close(self) -> None:
         """Close the pool's connections (the app calls this when it stops)."""
+        with self._sqlite_writer:
+            held, self._held = self._held, None
+            if held is not None:
+                held.close()
         self.engine.dispose()
 
 
