@@ -166,3 +166,35 @@ def test_a_save_stores_the_previous_releases_bytes_under_its_hash(url: str, name
         store.close()
     assert saved.content_hash == OLD_STATES[name]
     assert stored == text
+
+
+def _connection(tx: DriverTx) -> int:
+    return id(tx._conn)
+
+
+def test_sqlite_driver_writes_reuse_one_held_connection(tmp_path: Path) -> None:
+    """Consecutive SQLite hot writes run on the same connection, not a pool round trip."""
+    db = Database.sqlite(tmp_path / "s.db", "test store", TwinStoreUnavailable, StoreError)
+    try:
+        first = db.write_driver(_connection)
+        assert db.write_driver(_connection) == first
+        assert db.engine.pool.checkedout() == 1  # type: ignore[attr-defined]
+    finally:
+        db.close()
+    assert db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+def test_a_failed_sqlite_driver_write_gives_its_connection_back(tmp_path: Path) -> None:
+    """After a failed write its connection returns to the pool and the next write works."""
+    db = Database.sqlite(tmp_path / "s.db", "test store", TwinStoreUnavailable, StoreError)
+
+    def fail(tx: DriverTx) -> None:
+        tx.run("SELECT no_such_column FROM sqlite_master")
+
+    try:
+        with pytest.raises(StoreError):
+            db.write_driver(fail)
+        assert db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+        assert db.write_driver(lambda tx: tx.rows("SELECT 1")) == [(1,)]
+    finally:
+        db.close()

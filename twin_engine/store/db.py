@@ -18,7 +18,8 @@ own parameter style on the pool's DBAPI connection, in one explicit transaction,
 the same queue, retry and failure semantics. SQLAlchemy's per-statement work (a
 Connection, its Transaction objects, begin/commit events, compiled-cache lookups) cost
 a hook call more than the statements did (py-spy); schema, migrations and cold reads
-stay on SQLAlchemy Core.
+stay on SQLAlchemy Core. On SQLite, where they queue on one lock anyway, the hot writes
+keep one connection between writes rather than a pool round trip each.
 """
 
 from __future__ import annotations
