@@ -18,25 +18,22 @@ from typing import Annotated, Any
 from pydantic import (
     ConfigDict,
     Field,
-    PlainSerializer,
-    PlainValidator,
     TypeAdapter,
     ValidationError,
 )
 
+from twin_engine import state_dump as dump
 from twin_engine.canonical import state_text as canonical_state_text
 from twin_engine.codes import (
     LOINC_QUANTITY,
     SMOKING_SNOMED,
     SNOMED_SYSTEM,
     QuantityName,
-    SmokingStatus,
 )
 from twin_engine.concepts import Concept, concepts_for
 from twin_engine.errors import TwinStateError
-from twin_engine.features import Quality
 from twin_engine.fhir.entries import IngestIssue
-from twin_engine.fhir.medications import MedicationKind, MedicationRecord
+from twin_engine.fhir.medications import MedicationRecord
 from twin_engine.fhir.read import IngestResult, ingest
 from twin_engine.fhir.records import (
     ConditionRecord,
@@ -45,10 +42,15 @@ from twin_engine.fhir.records import (
     ProcedureRecord,
     QuantityRecord,
 )
-from twin_engine.medications import MatchedBy, MedicationClass, classify_medication
+from twin_engine.medications import MedicationClass, classify_medication
 from twin_engine.procedures import ProcedureConcept, procedure_concepts_for
 from twin_engine.ranges import PLAUSIBLE_RANGES
-from twin_engine.state_dump import twin_state
+from twin_engine.state_entries import ConditionEntry as ConditionEntry
+from twin_engine.state_entries import Demographics as Demographics
+from twin_engine.state_entries import MedicationEntry as MedicationEntry
+from twin_engine.state_entries import ObservationPoint as ObservationPoint
+from twin_engine.state_entries import ProcedureEntry as ProcedureEntry
+from twin_engine.state_entries import SmokingEntry as SmokingEntry
 from twin_engine.units import normalise
 
 # Condition clinical states that count as "has it now" (FHIR R4 condition-clinical);
@@ -56,117 +58,8 @@ from twin_engine.units import normalise
 _ACTIVE_CLINICAL_STATUS = frozenset({"active", "recurrence", "relapse"})
 
 
-# ValueError, not TypeError, below: pydantic turns only ValueError into a validation error.
-def _read_time(value: object) -> datetime:
-    if not isinstance(value, str):
-        raise ValueError(f"a time must be ISO 8601 text, not {type(value).__name__}")
-    return datetime.fromisoformat(value)
-
-
-def _read_date(value: object) -> date:
-    if not isinstance(value, str):
-        raise ValueError(f"a date must be ISO 8601 text, not {type(value).__name__}")
-    return date.fromisoformat(value)
-
-
-def _iso_text(value: date) -> str:
-    return value.isoformat()
-
-
-def _is_none(value: object) -> bool:
-    return value is None
-
-
 def _is_empty(value: Mapping[str, object]) -> bool:
     return not value
-
-
-# Times and dates in the stored state are `isoformat()` text read back by `fromisoformat`,
-# as the state has always been written: pydantic's own format says "Z" for UTC, which
-# would change every stored twin's content hash.
-StateTime = Annotated[datetime, PlainValidator(_read_time), PlainSerializer(_iso_text)]
-StateDate = Annotated[date, PlainValidator(_read_date), PlainSerializer(_iso_text)]
-
-
-@dataclass(frozen=True, slots=True)
-class Demographics:
-    birth_date: StateDate | None
-    gender: str | None
-    race_omb: tuple[str, ...]
-    #: True when a US Core race extension is present, even with no OMB category.
-    race_recorded: bool
-    ethnicity_omb: tuple[str, ...]
-    deceased: bool
-    deceased_time: StateTime | None
-
-
-@dataclass(frozen=True, slots=True)
-class ObservationPoint:
-    """One value on a quantity's timeline.
-
-    `value` is in the quantity's canonical unit when `quality` is "ok" or
-    "implausible"; with "unit_unknown" it is the raw value in the raw `unit`.
-    """
-
-    value: float | None
-    unit: str
-    time: StateTime
-    source: str
-    quality: Quality
-    loinc: str
-    note: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class ConditionEntry:
-    system: str
-    code: str
-    display: str | None
-    onset: StateTime | None
-    abatement: StateTime | None
-    recorded: StateTime | None
-    source: str
-    clinical_status: str | None
-    active: bool
-    #: FHIR condition-ver-status; None when the record does not say (US Core allows it).
-    #: Stored only when recorded, so that twins read before it was kept hash as they did.
-    verification_status: Annotated[str | None, Field(exclude_if=_is_none)] = None
-
-
-@dataclass(frozen=True, slots=True)
-class ProcedureEntry:
-    """A performed procedure of one concept (revascularisation, dialysis)."""
-
-    system: str
-    code: str
-    display: str | None
-    performed: StateTime | None
-    status: str
-    source: str
-
-
-@dataclass(frozen=True, slots=True)
-class MedicationEntry:
-    rxnorm: str | None
-    display: str | None
-    kind: MedicationKind
-    status: str
-    authored: StateTime | None
-    effective_start: StateTime | None
-    effective_end: StateTime | None
-    source: str
-    matched_by: MatchedBy
-    note: str
-
-
-@dataclass(frozen=True, slots=True)
-class SmokingEntry:
-    status: SmokingStatus | None
-    system: str | None
-    code: str
-    display: str | None
-    time: StateTime
-    source: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +130,18 @@ class Twin:
     def to_state(self) -> dict[str, Any]:
         """The whole state as JSON-ready data; `Twin.from_state` inverts it.  It is
         pydantic's ``dump_python(mode="json")``, built by hand (`state_dump`)."""
-        return twin_state(self)
+        state: dict[str, Any] = {
+            "patient_id": self.patient_id,
+            "demographics": dump.demographics_state(self.demographics),
+            "observations": dump.by_key(self.observations, dump.point_state),
+            "conditions": dump.by_key(self.conditions, dump.condition_state),
+            "medications": dump.by_key(self.medications, dump.medication_state),
+            "smoking": [dump.smoking_state(s) for s in self.smoking],
+            "issues": [dump.issue_state(i) for i in self.issues],
+        }
+        if self.procedures:  # its exclude_if
+            state["procedures"] = dump.by_key(self.procedures, dump.procedure_state)
+        return state
 
     def state_text(self) -> str:
         """The canonical JSON text of the state: what a stored version holds, and what
