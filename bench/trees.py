@@ -61,10 +61,17 @@ def main() -> None:
     parser.add_argument("--before", type=Path, required=True, help="the older checkout")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="fewer calls (a smoke run)")
+    parser.add_argument(
+        "--client",
+        choices=["wrk", "httpx"],
+        default="httpx",
+        help="load.py's load generator in both trees (the older load.py drives the cold "
+        "regime with httpx only, so httpx is the like-for-like default)",
+    )
     args = parser.parse_args()
     trees = {"before": args.before.resolve(), "after": REPO}
     latency_args = ["--iterations", "40", "--new-patients", "20"] if args.quick else []
-    load_args = ["--no-peer", "--no-fetch"] + (
+    load_args = ["--no-peer", "--no-fetch", "--client", args.client] + (
         ["--requests", "300", "--warmup", "50"] if args.quick else []
     )
     seen: dict[str, list[dict[str, float]]] = {"before": [], "after": []}

@@ -229,8 +229,12 @@ class Settings(BaseSettings):
     audit_checkpoint_every: int = Field(
         default=100, ge=0, description="Sign a checkpoint every this many records (0: never)."
     )
+    # Off by default: on a quiet machine it measured even (bench/group_commit_ab.py under
+    # wrk: throughput x0.94, p99 x0.88), and where another process competes for the cores
+    # each answer waits for the committer thread to get the GIL back (load.py's Python
+    # client on the same two cores: p99 687 ms on, 407 ms off).
     audit_group_commit: bool = Field(
-        default=True,
+        default=False,
         description=(
             "Commit the hook calls' audit records in batches, off the event loop: one "
             "transaction (one fsync) for every record waiting; each call is still answered "
