@@ -1,7 +1,7 @@
 """The twin state's entries: one timeline point, condition, procedure, medication and
 smoking record each, and the patient's demographics (`twin.Twin` holds them).
 
-Their stored form is pydantic's (`Twin.from_state` validates it); `state_dump` writes it.
+Their stored form is pydantic's: `Twin.to_state` dumps it and `Twin.from_state` validates it.
 """
 
 from __future__ import annotations

@@ -22,7 +22,6 @@ from pydantic import (
     ValidationError,
 )
 
-from twin_engine import state_dump as dump
 from twin_engine.canonical import state_text as canonical_state_text
 from twin_engine.codes import (
     LOINC_QUANTITY,
@@ -128,19 +127,9 @@ class Twin:
         }
 
     def to_state(self) -> dict[str, Any]:
-        """The whole state as JSON-ready data; `Twin.from_state` inverts it.  It is
-        pydantic's ``dump_python(mode="json")``, built by hand (`state_dump`)."""
-        state: dict[str, Any] = {
-            "patient_id": self.patient_id,
-            "demographics": dump.demographics_state(self.demographics),
-            "observations": dump.by_key(self.observations, dump.point_state),
-            "conditions": dump.by_key(self.conditions, dump.condition_state),
-            "medications": dump.by_key(self.medications, dump.medication_state),
-            "smoking": [dump.smoking_state(s) for s in self.smoking],
-            "issues": [dump.issue_state(i) for i in self.issues],
-        }
-        if self.procedures:  # its exclude_if
-            state["procedures"] = dump.by_key(self.procedures, dump.procedure_state)
+        """The whole state as JSON-ready data, by pydantic (the same model that validates
+        it on load); `Twin.from_state` inverts it."""
+        state: dict[str, Any] = _state_adapter().dump_python(self, mode="json")
         return state
 
     def state_text(self) -> str:
