@@ -67,20 +67,6 @@ SMART_STYLE = {
     "font_family_base": "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif",
     "font_family_heading": "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif",
 }
-#: SMART App Launch 2.x §Styling: the keys of the smart_style_url document.
-SMART_STYLE = {
-    "color_background": "#f6f7f9",
-    "color_error": "#9e1b1b",
-    "color_highlight": "#1f5f99",
-    "color_modal_backdrop": "rgba(0, 0, 0, 0.4)",
-    "color_success": "#1e6b35",
-    "color_text": "#1c1e21",
-    "dim_border_radius": "4px",
-    "dim_font_size": "15px",
-    "dim_spacing_size": "16px",
-    "font_family_base": "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif",
-    "font_family_heading": "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif",
-}
 
 
 @router.get("/ehr/smart-style.json")
