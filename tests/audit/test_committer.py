@@ -137,7 +137,6 @@ async def test_a_failed_batch_answers_each_call_503_unrecorded_and_writes_none(
     assert all(isinstance(o, AuditUnavailable) for o in outcomes), outcomes
     assert len({id(o) for o in outcomes}) == 4  # each call its own exception
     for failed in outcomes:
-        assert isinstance(failed, AuditUnavailable)
         assert "it was not recorded" in unavailable_message(failed)
     assert [r.body["hookInstance"] for r in log.records()] == ["hook-0"]
 
