@@ -21,9 +21,10 @@ from onnx_models.errors import (
 )
 from onnx_models.shapley import (
     MAX_EXPLAINED,
+    BoolArray,
     CoalitionPlan,
     FloatArray,
-    IntArray,
+    coalition_mask,
     coalition_matrix,
     coalition_plan,
     shapley_values,
@@ -97,8 +98,14 @@ class LoadedModel:
     path: Path
     sha256: str
     session: Runner
-    _explained_index: IntArray = field(init=False, repr=False, compare=False)
+    # Derived from the card once: a call must not rebuild the card's name tuples.
+    _input_names: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    _output_names: list[str] = field(init=False, repr=False, compare=False)
+    _explained_names: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    _explained_index: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    _explained_baseline: tuple[float, ...] = field(init=False, repr=False, compare=False)
     _baseline_row: FloatArray = field(init=False, repr=False, compare=False)
+    _takes_patient: BoolArray = field(init=False, repr=False, compare=False)
     _plan: CoalitionPlan = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -109,13 +116,20 @@ class LoadedModel:
                 f"{self.card.id}: explains {len(explained)} inputs; "
                 f"exact Shapley supports 1..{MAX_EXPLAINED}"
             )
-        index = np.array([names.index(n) for n in explained], dtype=np.int64)
-        # Held-fixed columns are NaN here and always overwritten by the patient's value.
+        index = tuple(names.index(n) for n in explained)
+        explained_baseline = tuple(self.card.baseline.values[n] for n in explained)
+        # Held-fixed columns are NaN here and always take the patient's value instead.
         baseline = np.full(len(names), np.nan, dtype=np.float64)
-        baseline[index] = [self.card.baseline.values[n] for n in explained]
+        baseline[list(index)] = explained_baseline
+        plan = coalition_plan(len(explained))
+        object.__setattr__(self, "_input_names", names)
+        object.__setattr__(self, "_output_names", list(self.card.output_names))
+        object.__setattr__(self, "_explained_names", explained)
         object.__setattr__(self, "_explained_index", index)
+        object.__setattr__(self, "_explained_baseline", explained_baseline)
         object.__setattr__(self, "_baseline_row", baseline)
-        object.__setattr__(self, "_plan", coalition_plan(len(explained)))
+        object.__setattr__(self, "_takes_patient", coalition_mask(plan, index, len(names)))
+        object.__setattr__(self, "_plan", plan)
 
     @property
     def model_id(self) -> str:
@@ -148,16 +162,16 @@ class LoadedModel:
         """Check the inputs against the card, then run the model on them."""
         row = self._row(values)
         outputs = self.predict_batch(row[None, :])
-        return self._prediction(row, {name: float(v[0]) for name, v in outputs.items()})
+        return self._prediction(row.tolist(), {name: float(v[0]) for name, v in outputs.items()})
 
     def predict_batch(self, x: FloatArray) -> dict[str, FloatArray]:
         """Bare run on an [N, F] float64 matrix in card order: no checks (benchmarks, tests)."""
         results = self.session.run(
-            list(self.card.output_names), {INPUT_NAME: np.ascontiguousarray(x, np.float64)}
+            self._output_names, {INPUT_NAME: np.ascontiguousarray(x, np.float64)}
         )
         return {
             name: np.asarray(result, dtype=np.float64).reshape(-1)
-            for name, result in zip(self.card.output_names, results, strict=True)
+            for name, result in zip(self._output_names, results, strict=True)
         }
 
     def explain(self, values: Mapping[str, float | None]) -> Explanation:
@@ -167,7 +181,7 @@ class LoadedModel:
     def predict_and_explain(self, values: Mapping[str, float | None]) -> ExplainedPrediction:
         """Prediction and explanation from one batched run over all coalitions."""
         row = self._row(values)
-        matrix = coalition_matrix(row, self._baseline_row, self._explained_index, self._plan)
+        matrix = coalition_matrix(row, self._baseline_row, self._takes_patient)
         return self._explained(row, matrix, self.predict_batch(matrix))
 
     def predict_and_explain_batch(
@@ -186,8 +200,7 @@ class LoadedModel:
         for start in range(0, len(rows), per_run):
             group = rows[start : start + per_run]
             matrices = [
-                coalition_matrix(row, self._baseline_row, self._explained_index, self._plan)
-                for row in group
+                coalition_matrix(row, self._baseline_row, self._takes_patient) for row in group
             ]
             outputs = self.predict_batch(np.concatenate(matrices))
             for i, (row, matrix) in enumerate(zip(group, matrices, strict=True)):
@@ -200,29 +213,32 @@ class LoadedModel:
     ) -> ExplainedPrediction:
         """Prediction and Shapley values of one patient from its coalitions' outputs."""
         plan = self._plan
-        explained = self.card.explained_inputs
-        names = self.card.input_names
+        # Python floats from here: per-element numpy scalars cost more than the values.
+        patient = row.tolist()
+        values = [patient[i] for i in self._explained_index]
+        # An input at its baseline value has phi = 0 exactly (dummy axiom); onnxruntime's
+        # SIMD Log/Exp can give identical rows last-bit differences, so say 0, not 1e-16.
+        at_baseline = [v == b for v, b in zip(values, self._explained_baseline, strict=True)]
         contributions: dict[str, tuple[Contribution, ...]] = {}
         for output, column in outputs.items():
-            phi = shapley_values(column, plan)
-            # An input at its baseline value has phi = 0 exactly (dummy axiom); onnxruntime's
-            # SIMD Log/Exp can give identical rows last-bit differences, so say 0, not 1e-16.
-            phi[row[self._explained_index] == self._baseline_row[self._explained_index]] = 0.0
+            phi = shapley_values(column, plan).tolist()
             items = [
-                Contribution(
-                    feature=feature,
-                    value=float(row[names.index(feature)]),
-                    baseline_value=self.card.baseline.values[feature],
-                    contribution=float(p),
+                Contribution(feature, value, baseline, 0.0 if same else p)
+                for feature, value, baseline, same, p in zip(
+                    self._explained_names,
+                    values,
+                    self._explained_baseline,
+                    at_baseline,
+                    phi,
+                    strict=True,
                 )
-                for feature, p in zip(explained, phi, strict=True)
             ]
             # Stable sort: ties keep card order, so the same inputs give the same card text.
             contributions[output] = tuple(sorted(items, key=lambda c: -abs(c.contribution)))
         prediction = self._prediction(
-            row, {name: float(v[plan.full]) for name, v in outputs.items()}
+            patient, {name: float(v[plan.full]) for name, v in outputs.items()}
         )
-        baseline_inputs = dict(zip(names, matrix[plan.empty].tolist(), strict=True))
+        baseline_inputs = dict(zip(self._input_names, matrix[plan.empty].tolist(), strict=True))
         explanation = Explanation(
             model_id=self.card.id,
             version=self.card.version,
@@ -240,16 +256,16 @@ class LoadedModel:
     def _row(self, values: Mapping[str, float | None]) -> FloatArray:
         self.check_inputs(values)
         return np.array(
-            [float(values[n]) for n in self.card.input_names],  # type: ignore[arg-type]
+            [float(values[n]) for n in self._input_names],  # type: ignore[arg-type]
             dtype=np.float64,
         )
 
-    def _prediction(self, row: FloatArray, outputs: dict[str, float]) -> Prediction:
+    def _prediction(self, row: list[float], outputs: dict[str, float]) -> Prediction:
         return Prediction(
             model_id=self.card.id,
             version=self.card.version,
             sha256=self.sha256,
-            inputs=dict(zip(self.card.input_names, row.tolist(), strict=True)),
+            inputs=dict(zip(self._input_names, row, strict=True)),
             outputs=outputs,
         )
 

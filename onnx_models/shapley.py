@@ -75,12 +75,19 @@ def coalition_plan(n_features: int) -> CoalitionPlan:
     )
 
 
+def coalition_mask(plan: CoalitionPlan, explained: tuple[int, ...], n_inputs: int) -> BoolArray:
+    """[2^M, F]: True where the coalition row takes the patient's value, which for a
+    held-fixed column (not in `explained`) is every row."""
+    takes_patient = np.ones((plan.masks.shape[0], n_inputs), dtype=np.bool_)
+    takes_patient[:, list(explained)] = plan.masks
+    return takes_patient
+
+
 def coalition_matrix(
-    patient: FloatArray, baseline: FloatArray, explained: IntArray, plan: CoalitionPlan
+    patient: FloatArray, baseline: FloatArray, takes_patient: BoolArray
 ) -> FloatArray:
     """[2^M, F] model input: patient values inside each coalition, baseline outside."""
-    rows = np.repeat(patient[None, :], plan.masks.shape[0], axis=0)
-    rows[:, explained] = np.where(plan.masks, patient[explained], baseline[explained])
+    rows: FloatArray = np.where(takes_patient, patient, baseline)
     return rows
 
 

@@ -52,21 +52,38 @@ class PatientView:
 
     def lab_blockers(self, a: Assessment) -> tuple[str, ...]:
         """Laboratory inputs of this run that are missing or too old to act on."""
-        if a is self.pce and self.pce_basis == "before-statin":
-            return tuple(n.name for n in a.not_used if n.name in BLOCKS_WHEN_STALE)
-        stale = {i.name for i in a.stale if i.name in BLOCKS_WHEN_STALE}
-        missing = {n.name for n in a.not_used if n.name in BLOCKS_WHEN_STALE}
-        return tuple(sorted(stale | missing))
+        return _lab_blockers(a, untreated=a is self.pce and self.pce_basis == "before-statin")
 
     def usable_risk(self, a: Assessment, output: str) -> float | None:
         """The output when computed from inputs fresh enough to act on, else None."""
-        if a.status != "computed" or self.lab_blockers(a):
-            return None
-        return a.outputs[output]
+        return _usable_risk(
+            a, output, untreated=a is self.pce and self.pce_basis == "before-statin"
+        )
 
     @property
     def pce_risk(self) -> float | None:
-        return None if self.pce_excluded else self.usable_risk(self.pce, "risk_10y_ascvd")
+        return _pce_risk(self.pce, self.pce_basis, self.pce_excluded)
+
+
+def _lab_blockers(a: Assessment, *, untreated: bool) -> tuple[str, ...]:
+    if untreated:
+        # The untreated lipids are old by design, so age does not block; missing inputs do.
+        return tuple(n.name for n in a.not_used if n.name in BLOCKS_WHEN_STALE)
+    stale = {i.name for i in a.stale if i.name in BLOCKS_WHEN_STALE}
+    missing = {n.name for n in a.not_used if n.name in BLOCKS_WHEN_STALE}
+    return tuple(sorted(stale | missing))
+
+
+def _usable_risk(a: Assessment, output: str, *, untreated: bool) -> float | None:
+    if a.status != "computed" or _lab_blockers(a, untreated=untreated):
+        return None
+    return a.outputs[output]
+
+
+def _pce_risk(pce: Assessment, basis: PceBasis, excluded: str | None) -> float | None:
+    if excluded:
+        return None
+    return _usable_risk(pce, "risk_10y_ascvd", untreated=basis == "before-statin")
 
 
 def untreated_features(features: FeatureSet, panel: LipidPanel) -> FeatureSet:
@@ -228,25 +245,19 @@ def finish_view(plan: ViewPlan, done: dict[int, Assessment]) -> PatientView:
     def resolved(run: Run) -> Assessment:
         return run if isinstance(run, Assessment) else done[id(run)]
 
-    view = PatientView(
+    pce = resolved(plan.pce)
+    risk = _pce_risk(pce, plan.pce_basis, plan.pce_excluded) if plan.pce_basis != "none" else None
+    return PatientView(
         plan.twin,
         plan.features,
         plan.state,
         plan.deceased,
         plan.pce_excluded,
         plan.prevent_excluded,
-        resolved(plan.pce),
+        pce,
         plan.pce_basis,
         None if plan.prevent is None else resolved(plan.prevent),
         None if plan.prevent_30y is None else resolved(plan.prevent_30y),
         None if plan.kfre is None else resolved(plan.kfre),
-        StatinAdvice("none", None, "none", ""),
+        statin_advice(state=plan.state, pce_risk=risk),
     )
-    risk = view.pce_risk if plan.pce_basis != "none" else None
-    return _with_advice(view, statin_advice(state=plan.state, pce_risk=risk))
-
-
-def _with_advice(view: PatientView, advice: StatinAdvice) -> PatientView:
-    from dataclasses import replace
-
-    return replace(view, advice=advice)
