@@ -9,6 +9,7 @@ deliberately *not* diabetes.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Final, Literal
 
 from twin_engine.codes import ICD10CM_SYSTEM, SNOMED_SYSTEM
@@ -167,6 +168,13 @@ CONCEPT_ICD10CM_PREFIXES: Final[Mapping[Concept, tuple[str, ...]]] = {
 
 def concepts_for(system: str | None, code: str) -> tuple[Concept, ...]:
     """The concepts one coded condition belongs to (usually zero or one)."""
+    # Remembered by the code: every Condition of a payload is matched twice (relevance,
+    # then the twin), and an ICD-10-CM code against every concept's prefixes.
+    return _concepts_for(system, code) if system in (SNOMED_SYSTEM, ICD10CM_SYSTEM) else ()
+
+
+@lru_cache(maxsize=4096)
+def _concepts_for(system: str, code: str) -> tuple[Concept, ...]:
     if system == SNOMED_SYSTEM:
         return tuple(sorted(c for c, codes in CONCEPT_SNOMED.items() if code in codes))
     if system == ICD10CM_SYSTEM:

@@ -13,6 +13,7 @@ characters (ICD-10-PCS 2024 tables 021, 027, 047, 5A1D).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Final, Literal
 
 from twin_engine.codes import SNOMED_SYSTEM
@@ -62,6 +63,15 @@ PROCEDURE_CPT_RANGES: Final[Mapping[ProcedureConcept, tuple[tuple[int, int], ...
 
 def procedure_concepts_for(system: str | None, code: str) -> tuple[ProcedureConcept, ...]:
     """The concepts one coded procedure belongs to (usually zero or one)."""
+    # Remembered by the code: every Procedure of a payload is matched twice (relevance,
+    # then the twin), a code against every concept's prefixes or ranges.
+    if system in (SNOMED_SYSTEM, ICD10PCS_SYSTEM, CPT_SYSTEM):
+        return _procedure_concepts_for(system, code)
+    return ()
+
+
+@lru_cache(maxsize=4096)
+def _procedure_concepts_for(system: str, code: str) -> tuple[ProcedureConcept, ...]:
     text = code.strip().upper()
     if system == SNOMED_SYSTEM:
         return tuple(sorted(c for c, codes in PROCEDURE_SNOMED.items() if text in codes))

@@ -20,6 +20,7 @@ Required value sets are the reader's own check too, made *before* either path
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Final
@@ -40,7 +41,7 @@ from twin_engine.fhir.valuesets import (
 _ID: Final = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _CODE: Final = re.compile(r"[^\s]+( [^\s]+)*")
 _URI: Final = re.compile(r"\S+")
-_EFFECTIVE: Final = ("effectiveDateTime", "effectiveInstant", "effectivePeriod")
+_EFFECTIVE: Final = frozenset({"effectiveDateTime", "effectiveInstant", "effectivePeriod"})
 _COMPARATORS: Final = frozenset({"<", "<=", ">=", ">"})
 _INFINITIES: Final = (float("inf"), float("-inf"))
 _CODING_KEYS: Final = frozenset({"system", "version", "code", "display", "userSelected"})
@@ -67,28 +68,40 @@ def _text(value: object) -> bool:
     return isinstance(value, str) and value != "" and value == value.strip()
 
 
-#: Verdicts of ``_coding`` by the Coding's items, for Codings of text values only (a
-#: patient's Observations repeat a few Codings; the check's two regular expressions were
-#: a fifth of a new patient's reading time). Text only: ``True == 1`` as a key, but
-#: ``userSelected`` must be a JSON boolean. Cleared when full, so memory stays flat.
+#: Verdicts of ``_coding`` by the Coding's items, and of ``_quantity`` by its items but the
+#: number, for text items only (a patient's Observations repeat a few Codings and units;
+#: the checks' regular expressions were a fifth of a new patient's reading time). Text
+#: only: ``True == 1`` as a key, but ``userSelected`` must be a JSON boolean; any other
+#: non-text item fails either check whatever its value. Cleared when full, so memory
+#: stays flat.
 _CODING_VERDICTS: dict[tuple[tuple[str, object], ...], bool] = {}
-_CODING_VERDICTS_MAX: Final = 4096
+_UNIT_VERDICTS: dict[tuple[tuple[str, object], ...], bool] = {}
+_VERDICTS_MAX: Final = 4096
+
+
+def _remembered(
+    verdicts: dict[tuple[tuple[str, object], ...], bool],
+    items: dict[str, Any],
+    check: Callable[[dict[str, Any]], bool],
+) -> bool:
+    """``check(items)``, remembered in ``verdicts`` by the items."""
+    try:
+        key = tuple(items.items())
+        verdict = verdicts.get(key)
+    except TypeError:  # a list or an object inside: neither a Coding's nor a unit's shape
+        return False
+    if verdict is None:
+        verdict = check(items)
+        if len(verdicts) >= _VERDICTS_MAX:
+            verdicts.clear()
+        verdicts[key] = verdict
+    return verdict
 
 
 def _coding(value: object) -> bool:
     if not isinstance(value, dict) or "userSelected" in value:
         return _coding_check(value)
-    try:
-        key = tuple(value.items())
-        verdict = _CODING_VERDICTS.get(key)
-    except TypeError:  # a list or an object inside: not a Coding's shape
-        return False
-    if verdict is None:
-        verdict = _coding_check(value)
-        if len(_CODING_VERDICTS) >= _CODING_VERDICTS_MAX:
-            _CODING_VERDICTS.clear()
-        _CODING_VERDICTS[key] = verdict
-    return verdict
+    return _remembered(_CODING_VERDICTS, value, _coding_check)
 
 
 def _coding_check(value: object) -> bool:
@@ -117,9 +130,10 @@ def _concept(value: object) -> bool:
 
 
 def _quantity(value: object) -> bool:
-    if not isinstance(value, dict) or not value or not value.keys() <= _QUANTITY_KEYS:
+    if not isinstance(value, dict) or not value:
         return False
-    number = value.get("value")
+    units = value.copy()
+    number = units.pop("value", None)
     if "value" in value and (
         isinstance(number, bool)
         or not isinstance(number, int | float)
@@ -127,14 +141,21 @@ def _quantity(value: object) -> bool:
         or number in _INFINITIES
     ):
         return False
-    comparator = value.get("comparator")
-    if "comparator" in value and not (isinstance(comparator, str) and comparator in _COMPARATORS):
+    return _remembered(_UNIT_VERDICTS, units, _units_check)
+
+
+def _units_check(units: dict[str, Any]) -> bool:
+    """A Quantity's elements but its value: comparator, unit, system, code."""
+    if not units.keys() <= _QUANTITY_KEYS:
         return False
-    system, code = value.get("system"), value.get("code")
+    comparator = units.get("comparator")
+    if "comparator" in units and not (isinstance(comparator, str) and comparator in _COMPARATORS):
+        return False
+    system, code = units.get("system"), units.get("code")
     return (
-        ("unit" not in value or _text(value["unit"]))
-        and ("system" not in value or (isinstance(system, str) and bool(_URI.fullmatch(system))))
-        and ("code" not in value or (isinstance(code, str) and bool(_CODE.fullmatch(code))))
+        ("unit" not in units or _text(units["unit"]))
+        and ("system" not in units or (isinstance(system, str) and bool(_URI.fullmatch(system))))
+        and ("code" not in units or (isinstance(code, str) and bool(_CODE.fullmatch(code))))
     )
 
 
@@ -164,9 +185,9 @@ def wellformed_observation(projection: dict[str, Any]) -> ObservationFields | No
         return None
     if not _concept(projection.get("code")):
         return None
-    effective = [k for k in _EFFECTIVE if k in projection]
-    values = [k for k in ("valueQuantity", "valueCodeableConcept") if k in projection]
-    if len(effective) > 1 or len(values) > 1:
+    if len(projection.keys() & _EFFECTIVE) > 1 or (
+        "valueQuantity" in projection and "valueCodeableConcept" in projection
+    ):
         return None
     when: FhirTime | None = None
     instant: datetime | None = None
