@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import cache
+from operator import attrgetter
 from typing import Annotated, Any
 
 from pydantic import (
@@ -163,6 +164,10 @@ def state_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+#: The order of a timeline (points, smoking records): by time, then source.
+_by_time_and_source = attrgetter("time", "source")
+
+
 def build_twin(result: IngestResult) -> Twin:
     """Map ingested records onto a twin: canonical units, concepts, classes."""
     points: defaultdict[str, list[ObservationPoint]] = defaultdict(list)
@@ -175,7 +180,8 @@ def build_twin(result: IngestResult) -> Twin:
             for quantity in record.quantities:
                 name = LOINC_QUANTITY[quantity.loinc]
                 points[name].append(_point(name, record, quantity.loinc, quantity))
-            smoking.extend(_smoking(record))
+            if record.smoking_codings:
+                smoking.append(_smoking(record))
         elif isinstance(record, ConditionRecord):
             for concept, entry in _conditions(record):
                 conditions[concept].append(entry)
@@ -185,13 +191,12 @@ def build_twin(result: IngestResult) -> Twin:
         elif isinstance(record, ProcedureRecord):
             for proc_concept, proc_entry in _procedures(record):
                 procedures[proc_concept].append(proc_entry)
-    smoking.sort(key=lambda s: (s.time, s.source))
+    smoking.sort(key=_by_time_and_source)
     return Twin(
         patient_id=result.patient.id,
         demographics=_demographics(result.patient),
         observations={
-            name: tuple(sorted(points[name], key=lambda p: (p.time, p.source)))
-            for name in sorted(points)
+            name: tuple(sorted(points[name], key=_by_time_and_source)) for name in sorted(points)
         },
         conditions={
             c: tuple(sorted(conditions[c], key=_condition_key)) for c in sorted(conditions)
@@ -257,9 +262,7 @@ def _point(
     return ObservationPoint(norm.value, norm.unit, record.time, record.source, "ok", loinc)
 
 
-def _smoking(record: ObservationRecord) -> list[SmokingEntry]:
-    if not record.smoking_codings:
-        return []
+def _smoking(record: ObservationRecord) -> SmokingEntry:
     # Prefer a SNOMED coding we can classify; otherwise keep the first, unclassified.
     chosen = next(
         (
@@ -270,9 +273,9 @@ def _smoking(record: ObservationRecord) -> list[SmokingEntry]:
         record.smoking_codings[0],
     )
     status = SMOKING_SNOMED.get(chosen.code) if chosen.system in (SNOMED_SYSTEM, None) else None
-    return [
-        SmokingEntry(status, chosen.system, chosen.code, chosen.display, record.time, record.source)
-    ]
+    return SmokingEntry(
+        status, chosen.system, chosen.code, chosen.display, record.time, record.source
+    )
 
 
 def _conditions(record: ConditionRecord) -> list[tuple[Concept, ConditionEntry]]:

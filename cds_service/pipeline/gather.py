@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any, Literal
 
 import httpx
@@ -138,7 +140,7 @@ async def gather(
         allowed = settings.fhir_server_allowlist if allowlist is None else allowlist
         await _fetch_missing(request, settings, http, allowed, to_fetch, collected, reports)
 
-    resources = _deduplicate(r for rs in collected.values() for r in rs)
+    resources = _deduplicate(chain.from_iterable(collected.values()))
     if not any(r.get("resourceType") == "Patient" for r in resources):
         problems = "; ".join(f"{r.key}: {r.problem}" for r in reports.values() if r.problem)
         raise DataUnavailable(
@@ -233,7 +235,7 @@ def _check_entry_cap(collected: dict[str, list[dict[str, Any]]], cap: int) -> No
         )
 
 
-def _deduplicate(resources: Any) -> list[dict[str, Any]]:
+def _deduplicate(resources: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     seen: set[tuple[str, str]] = set()
     out: list[dict[str, Any]] = []
     for r in resources:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any, Final, TypeVar
 
 from twin_engine.codes import LOINC_SYSTEM
@@ -57,7 +58,7 @@ def split_entries(payload: object, issues: list[IngestIssue]) -> list[Entry]:
         else:
             items = [(payload, None)]
     elif isinstance(payload, list):
-        items = ((r, None) for r in payload)
+        items = zip(payload, repeat(None))
     else:
         raise IngestError(
             "payload must be a JSON object or array of FHIR resources, "
@@ -66,10 +67,10 @@ def split_entries(payload: object, issues: list[IngestIssue]) -> list[Entry]:
 
     entries: list[Entry] = []
     for index, (resource, full_url) in enumerate(items):
-        url = full_url if isinstance(full_url, str) else None
         if resource is None:
             # Entries of a transaction-response or a search outcome may carry no resource.
             continue
+        url = full_url if isinstance(full_url, str) else None
         if not isinstance(resource, dict):
             reason = f"entry {index} is not a JSON object; skipped"
             issues.append(IngestIssue("unknown", None, reason))
@@ -199,10 +200,10 @@ def loinc_codes(concept: object) -> list[str]:
     if not isinstance(found, list):
         return []
     return [
-        c["code"]
+        code
         for c in found
         if isinstance(c, dict)
-        and isinstance(c.get("code"), str)
+        and isinstance(code := c.get("code"), str)
         and c.get("system") in (LOINC_SYSTEM, None)
     ]
 

@@ -294,7 +294,7 @@ def read_observation(entry: Entry, issues: list[IngestIssue]) -> ObservationReco
     raw = entry.resource
     codes = loinc_codes(raw.get("code"))
     quantities: list[QuantityRecord] = []
-    own = next((c for c in codes if c in LOINC_QUANTITY), None)
+    own = next(filter(LOINC_QUANTITY.__contains__, codes), None)
     if own is not None:
         quantity = _quantity(own, raw.get("valueQuantity"))
         if quantity is None:
@@ -302,7 +302,7 @@ def read_observation(entry: Entry, issues: list[IngestIssue]) -> ObservationReco
             return None
         quantities.append(quantity)
     for comp in dicts(raw.get("component")):
-        comp_code = next((c for c in loinc_codes(comp.get("code")) if c in LOINC_QUANTITY), None)
+        comp_code = next(filter(LOINC_QUANTITY.__contains__, loinc_codes(comp.get("code"))), None)
         if comp_code is None:
             continue
         quantity = _quantity(comp_code, comp.get("valueQuantity"))
