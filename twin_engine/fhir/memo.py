@@ -12,7 +12,7 @@ import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, Final, TypeVar
+from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 
 import orjson
 
@@ -27,6 +27,7 @@ _memo_records: OrderedDict[bytes, tuple[Any, tuple[IngestIssue, ...]]] = Ordered
 _memo_lock = threading.Lock()
 
 _R = TypeVar("_R")
+_P = ParamSpec("_P")
 
 
 _memo_enabled = True
@@ -48,15 +49,21 @@ def set_parse_memo(enabled: bool) -> None:
 
 
 def memo(
-    parse: Callable[[Entry, list[IngestIssue]], _R], entry: Entry, issues: list[IngestIssue]
+    parse: Callable[Concatenate[Entry, list[IngestIssue], _P], _R],
+    entry: Entry,
+    issues: list[IngestIssue],
+    *args: _P.args,
+    **kwargs: _P.kwargs,
 ) -> _R:
-    """``parse(entry, issues)``, remembered by the entry's exact content.
+    """``parse(entry, issues, *args, **kwargs)``, remembered by the entry's exact content.
 
     The key covers the parser, the fullUrl and the resource's JSON text, so two
-    entries share a record only when everything the parser reads is the same.
+    entries share a record only when everything the parser reads is the same: any
+    further arguments must be drawn from the entry alone (what the caller already
+    read of it, so that the parser need not read it again).
     """
     if not _memo_enabled:
-        return parse(entry, issues)
+        return parse(entry, issues, *args, **kwargs)
     # orjson: ~10x json.dumps on the cold path, where every entry is keyed and missed.
     # (It writes NaN as null; JSON off the wire has no NaN: orjson.loads refuses it.)
     try:
@@ -74,7 +81,7 @@ def memo(
         issues.extend(hit[1])
         return hit[0]  # type: ignore[no-any-return]
     found: list[IngestIssue] = []
-    record = parse(entry, found)
+    record = parse(entry, found, *args, **kwargs)
     issues.extend(found)
     with _memo_lock:
         _memo_records[key] = (record, tuple(found))

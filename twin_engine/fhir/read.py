@@ -28,7 +28,7 @@ from twin_engine.fhir.records import (
     PatientRecord,
     ProcedureRecord,
     condition_relevant,
-    observation_relevant,
+    observation_codes,
     procedure_relevant,
     read_condition,
     read_observation,
@@ -79,8 +79,9 @@ def ingest(payload: object, *, patient_id: str | None = None) -> IngestResult:
         record: DomainResource | None = None
         kind, raw = entry.resource_type, entry.resource
         if kind == "Observation":
-            if observation_relevant(raw) and about(entry, patient_ref, issues):
-                record = memo(read_observation, entry, issues)
+            codes = observation_codes(raw)
+            if codes is not None and about(entry, patient_ref, issues):
+                record = memo(read_observation, entry, issues, codes)
         elif kind == "Condition":
             if condition_relevant(raw) and about(entry, patient_ref, issues):
                 record = memo(read_condition, entry, issues)

@@ -206,17 +206,22 @@ def _codings_of(concept: object) -> tuple[CodingRecord, ...]:
 _QUANTITY_LOINC: Final = frozenset(LOINC_QUANTITY)
 
 
-def observation_relevant(raw: Mapping[str, Any]) -> bool:
-    if not RELEVANT_OBSERVATION_LOINC.isdisjoint(loinc_codes(raw.get("code"))):
-        return True
+def observation_codes(raw: Mapping[str, Any]) -> list[str] | None:
+    """The LOINC codes of an Observation the twin reads (of its own code: a component's
+    quantity alone may make it relevant), or None when the twin reads nothing of it. The
+    one relevance test; ``read_observation`` is given the codes, not reading them again."""
+    codes = loinc_codes(raw.get("code"))
+    if not RELEVANT_OBSERVATION_LOINC.isdisjoint(codes):
+        return codes
     components = raw.get("component")
     if not components or not isinstance(components, list):
-        return False
-    return any(
+        return None
+    relevant = any(
         not _QUANTITY_LOINC.isdisjoint(loinc_codes(comp.get("code")))
         for comp in components
         if isinstance(comp, dict)
     )
+    return codes if relevant else None
 
 
 def condition_relevant(raw: Mapping[str, Any]) -> bool:
@@ -271,7 +276,10 @@ def read_patient(entry: Entry, issues: list[IngestIssue]) -> PatientRecord | Non
     )
 
 
-def read_observation(entry: Entry, issues: list[IngestIssue]) -> ObservationRecord | None:
+def read_observation(
+    entry: Entry, issues: list[IngestIssue], codes: list[str]
+) -> ObservationRecord | None:
+    """The Observation's values the twin reads; ``codes`` are its ``observation_codes``."""
     fields = checked_fields(
         entry, OBSERVATION_FIELDS, wellformed_observation, observation_fields, issues
     )
@@ -292,7 +300,6 @@ def read_observation(entry: Entry, issues: list[IngestIssue]) -> ObservationReco
         return None
 
     raw = entry.resource
-    codes = loinc_codes(raw.get("code"))
     quantities: list[QuantityRecord] = []
     own = next(filter(LOINC_QUANTITY.__contains__, codes), None)
     if own is not None:
