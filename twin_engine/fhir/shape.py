@@ -9,7 +9,6 @@ import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
-from functools import lru_cache
 from typing import Any, Final
 
 
@@ -61,13 +60,8 @@ FhirTime = datetime | date | str
 
 def date_time(value: object) -> FhirTime | None:
     """A dateTime by the one rule above, parsed as R4B parses it; None otherwise."""
-    return _date_time_text(value) if isinstance(value, str) else None
-
-
-# Remembered by the text: the Observations of a panel share one time, and the three
-# regular expressions and the parse were ~2.4 us a time. The values are immutable.
-@lru_cache(maxsize=4096)
-def _date_time_text(value: str) -> FhirTime | None:
+    if not isinstance(value, str):
+        return None
     if len(value) > len("YYYY-MM-DD"):  # neither a date nor a partial date is longer
         return instant(value)
     if _YEAR_MONTH.fullmatch(value):
