@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from cds_service.audit.log import AuditEntry
 from cds_service.errors import BadHookRequest, BodyTooLarge, UnknownService
 from cds_service.http.auth import VerifiedClient
-from cds_service.http.deps import ClientDep, OfferedDep, ReadinessDep, RegistryDep, RuntimeDep
+from cds_service.http.deps import ClientDep, HookCallDep, OfferedDep, ReadinessDep, RegistryDep
 from cds_service.http.edge import (
     MAX_FEEDBACK_BODY_BYTES,
     MAX_HOOK_BODY_BYTES,
@@ -54,10 +54,9 @@ async def discovery(_: ClientDep, offered: OfferedDep) -> Discovery:
 
 
 @router.post("/cds-services/{service_id}")
-async def call_service(
-    service_id: str, request: Request, client: ClientDep, offered: OfferedDep, rt: RuntimeDep
-) -> Response:
-    service = offered.get(service_id)
+async def call_service(service_id: str, request: Request, call: HookCallDep) -> Response:
+    client, rt = call.client, call.rt
+    service = call.offered.get(service_id)
     if service is None:
         # A call we refuse is on the record like a malformed one (ids, the reason).
         message = f"no CDS service {service_id[:200]!r}"
@@ -89,10 +88,8 @@ async def call_service(
 
 
 @router.post("/cds-services/{service_id}/feedback")
-async def feedback(
-    service_id: str, request: Request, client: ClientDep, offered: OfferedDep, rt: RuntimeDep
-) -> Response:
-    if service_id not in offered:
+async def feedback(service_id: str, request: Request, call: HookCallDep) -> Response:
+    if service_id not in call.offered:
         raise UnknownService(f"no CDS service {service_id[:200]!r}")
     require_json(request)
     raw = await read_body(request, MAX_FEEDBACK_BODY_BYTES)
@@ -103,10 +100,10 @@ async def feedback(
     except ValidationError as exc:
         problems = validation_problems(exc.errors())
         raise BadHookRequest(f"not a valid feedback request: {problems}") from exc
-    result = rt.audit.record_feedback(
+    result = call.rt.audit.record_feedback(
         service_id,
         [e.model_dump(mode="json", exclude_none=True) for e in body.feedback],
-        client.iss if client else None,
+        call.client.iss if call.client else None,
     )
     if result.unknown_cards:
         # Nothing is lost silently: the caller learns which cards we never sent.
