@@ -18,6 +18,7 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
+from starlette.background import BackgroundTask
 
 from cds_service.audit.log import AuditEntry
 from cds_service.errors import BadHookRequest, BodyTooLarge, UnknownService
@@ -84,7 +85,15 @@ async def call_service(service_id: str, request: Request, call: HookCallDep) -> 
         rt.audit.record(_refused(service.id, raw, client, str(exc)))
         raise
     response = await run_service(hook_request, service, rt, client)
-    return Response(orjson.dumps(response.to_json()), media_type="application/json")
+    # The parsed body is freed once the answer is out, not before it: a generated
+    # patient's (51 KiB: some 700 dicts and lists, thousands of strings) took ~0.4 ms
+    # to free on the memory run_service had just churned, all of it between the cards
+    # and the response's start.
+    return Response(
+        orjson.dumps(response.to_json()),
+        media_type="application/json",
+        background=BackgroundTask(_free_after_answer, hook_request),
+    )
 
 
 @router.post("/cds-services/{service_id}/feedback")
@@ -157,6 +166,11 @@ def _refused(service_id: str, raw: bytes, client: VerifiedClient | None, error: 
         user_id=text(context.get("userId")),
         encounter_id=text(context.get("encounterId")),
     )
+
+
+async def _free_after_answer(_: HookRequest) -> None:
+    """Nothing to do: holding the request until the response has been sent is the point.
+    (``async``: starlette runs a plain function in its thread pool.)"""
 
 
 def _parse_hook_request(raw: bytes) -> HookRequest:
