@@ -120,6 +120,12 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
             # as long as the process. Freezing it keeps full collections from walking it:
             # bench/hook_latency.py saw ~100 ms gen-2 pauses in p99 before this.
             gc.freeze()
+            # A young generation of 10,000 containers, not 700: a hook call's parsed body
+            # (a generated patient's 51 KiB: ~730 dicts and lists) crossed 700 in the
+            # middle of every json parse, and that collection walked it on cold memory,
+            # ~0.2 ms a call. Such a body is freed by reference counting at the call's
+            # end (no cycles); 80 calls then ran no collection at all.
+            gc.set_threshold(10_000, 10, 10)
             yield
             # Every record handed over is committed before the stores close (SIGTERM
             # drains: the server has answered its in-flight calls by now).
