@@ -130,7 +130,21 @@ def record_hash(
     """
     # A hook record in a stored format (card parts, tables) is hashed in its stored form,
     # whether the caller holds that form (verify) or the record as read (a reader of one).
-    envelope = {"seq": seq, "kind": kind, "recordedAt": recorded_at, "body": chain_form(body)}
+    return text_hash(prev_hash, recorded_at, canonical_json(chain_form(body)), seq=seq, kind=kind)
+
+
+def text_hash(
+    prev_hash: str, recorded_at: str, chained: bytes, *, seq: int, kind: RecordKind
+) -> str:
+    """``record_hash`` given ``chained``, the canonical JSON of the body's chain form: the
+    writer has those bytes already (they are what it stores), and the envelope takes them
+    as they are (orjson writes a ``Fragment`` verbatim) rather than dumping the body again."""
+    envelope = {
+        "seq": seq,
+        "kind": kind,
+        "recordedAt": recorded_at,
+        "body": orjson.Fragment(chained),
+    }
     return hashlib.sha256(prev_hash.encode() + canonical_json(envelope)).hexdigest()
 
 

@@ -64,6 +64,7 @@ from cds_service.audit.chain import (
     load_signer,
     load_verify_key,
     record_hash,
+    text_hash,
 )
 from cds_service.audit.records import (
     AppAccess,
@@ -79,7 +80,14 @@ from cds_service.audit.records import (
     sanitised_feedback,
 )
 from cds_service.audit.schema import _COLUMNS, Tx, _record, record_tenant, select_sql
-from cds_service.audit.stored import CURRENT_FORMAT, part_refs, read_form, stored_form
+from cds_service.audit.stored import (
+    CURRENT_FORMAT,
+    Written,
+    part_refs,
+    read_form,
+    stored_form,
+    written,
+)
 from cds_service.audit.verify import VerifiableChain
 
 _T = TypeVar("_T")
@@ -149,13 +157,13 @@ class ChainedAuditLog(VerifiableChain):
         self,
         tx: Tx,
         kind: RecordKind,
-        body: dict[str, Any],
+        body: Written,
         columns: dict[str, str | None],
     ) -> StoredAuditRecord:
         prev_seq, prev = self._head(tx)
         seq = prev_seq + 1
         recorded_at = self._clock()
-        digest = record_hash(prev, recorded_at, body, seq=seq, kind=kind)
+        digest = text_hash(prev, recorded_at, body.chained, seq=seq, kind=kind)
         tx.run(
             "INSERT INTO audit_chain (seq, kind, recorded_at, hook_instance, service_id, "
             "patient_id, status, model_id, model_version, body, prev_hash, record_hash) "
@@ -170,13 +178,13 @@ class ChainedAuditLog(VerifiableChain):
                 columns.get("status"),
                 columns.get("model_id"),
                 columns.get("model_version"),
-                canonical_json(body).decode(),
+                body.text.decode(),
                 prev,
                 digest,
             ),
         )
         tx.run("UPDATE audit_head SET seq = ?, record_hash = ? WHERE id = 1", (seq, digest))
-        return StoredAuditRecord(seq, recorded_at, body, prev, digest, kind)
+        return StoredAuditRecord(seq, recorded_at, body.body, prev, digest, kind)
 
     def _maybe_checkpoint(self, tx: Tx, last: StoredAuditRecord) -> None:
         if self._signer is None or self._checkpoint_every <= 0:
@@ -188,7 +196,7 @@ class ChainedAuditLog(VerifiableChain):
     def _append_checkpoint(self, tx: Tx, signer: AuditSigner) -> StoredAuditRecord:
         seq, digest = self._head(tx)
         body = signer.sign_checkpoint(seq, digest, self._clock())
-        rec = self._append(tx, "checkpoint", body, {})
+        rec = self._append(tx, "checkpoint", written(body), {})
         tx.run("UPDATE audit_head SET checkpoint_seq = ? WHERE id = 1", (rec.seq,))
         return rec
 
@@ -210,10 +218,10 @@ class ChainedAuditLog(VerifiableChain):
         return self._transaction(lambda tx: [work(tx) for work in works])
 
     def _hook_work(self, entry: AuditEntry) -> Callable[[Tx], StoredAuditRecord]:
-        body, parts = stored_form(entry.to_json(), self.record_format)
+        body = stored_form(entry.to_json(), self.record_format)
 
         def work(tx: Tx) -> StoredAuditRecord:
-            for name, content in parts.items():
+            for name, content in body.parts.items():
                 tx.run(_INSERT_PART, (name, content.decode()))
             rec = self._append(
                 tx,
@@ -285,7 +293,7 @@ class ChainedAuditLog(VerifiableChain):
                 last = self._append(
                     tx,
                     "feedback",
-                    body,
+                    written(body),
                     {
                         "hook_instance": hook_instance,
                         "service_id": service_id,
@@ -313,7 +321,7 @@ class ChainedAuditLog(VerifiableChain):
             rec = self._append(
                 tx,
                 "auditor-read",
-                read.to_json(),
+                written(read.to_json()),
                 {
                     "patient_id": patient if isinstance(patient, str) else None,
                     "status": read.action,
@@ -332,7 +340,7 @@ class ChainedAuditLog(VerifiableChain):
             rec = self._append(
                 tx,
                 "app-access",
-                access.to_json(),
+                written(access.to_json()),
                 {"patient_id": access.patient_id, "status": access.launch},
             )
             self._maybe_checkpoint(tx, rec)
@@ -345,7 +353,7 @@ class ChainedAuditLog(VerifiableChain):
 
         def work(tx: Tx) -> StoredAuditRecord:
             rec = self._append(
-                tx, "population-run", body, {"status": str(body.get("status") or "")}
+                tx, "population-run", written(body), {"status": str(body.get("status") or "")}
             )
             self._maybe_checkpoint(tx, rec)
             return rec

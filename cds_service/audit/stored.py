@@ -31,6 +31,7 @@ no release writes today) is stored in format 1, as before.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
@@ -70,21 +71,41 @@ def record_format(body: Mapping[str, Any]) -> int:
     return 1 if body.get(MARK) == MARK_VALUE else 0
 
 
-def stored_form(
-    body: dict[str, Any], fmt: int = CURRENT_FORMAT
-) -> tuple[dict[str, Any], dict[str, bytes]]:
+@dataclass(frozen=True, slots=True)
+class Written:
+    """A record's body as the chain writes it, with its bytes dumped once."""
+
+    body: dict[str, Any]
+    #: The body's canonical JSON: the stored text.
+    text: bytes
+    #: The canonical JSON of the body's chain form, which the record hash covers: ``text``
+    #: itself when the body is its own chain form (every body but a format 1 one).
+    chained: bytes
+    #: The parts a hook body names (sha256 → canonical JSON).
+    parts: dict[str, bytes]
+
+
+def written(body: dict[str, Any], parts: dict[str, bytes] | None = None) -> Written:
+    """Any record's body as written (a hook body: ``stored_form``'s)."""
+    text = canonical(body)
+    chain = chain_form(body)
+    return Written(body, text, text if chain is body else canonical(chain), parts or {})
+
+
+def stored_form(body: dict[str, Any], fmt: int = CURRENT_FORMAT) -> Written:
     """The body of a hook record as written in format ``fmt`` (0, 1 or 2), and the parts
     it names. Format 2 falls back to 1 when its stored form would not read back exactly."""
     if fmt >= 2:
         marked = {**body, FORMAT_KEY: 2}
         stored, parts = _split_2(marked)
-        if _reads_back(marked, stored, parts):
-            return stored, parts
+        text = _checked_text(marked, stored, parts)
+        if text is not None:
+            return Written(stored, text, text, parts)
     if fmt >= 1 and body.get("cards"):
         stored, parts = split_parts({**body, MARK: MARK_VALUE})
         if parts:  # marked only when some card material is a part
-            return stored, parts
-    return body, {}
+            return written(stored, parts)
+    return written(body)
 
 
 def chain_form(body: dict[str, Any]) -> dict[str, Any]:
@@ -165,16 +186,22 @@ def _join_2(body: dict[str, Any], parts: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _reads_back(marked: dict[str, Any], stored: dict[str, Any], parts: dict[str, bytes]) -> bool:
-    """Whether ``stored`` reads back as ``marked`` byte for byte and is its own stored form
-    (a body holding what looks like a reference of ours, say, does not)."""
+def _checked_text(
+    marked: dict[str, Any], stored: dict[str, Any], parts: dict[str, bytes]
+) -> bytes | None:
+    """The canonical JSON of ``stored`` if it reads back as ``marked`` byte for byte and is
+    its own stored form (a body holding what looks like a reference of ours, say, is not);
+    else None. Its own stored form, those bytes are also what the chain hashes."""
     parsed = {n: orjson.loads(c) for n, c in parts.items()}
     try:
         read = _join_2(join_parts(stored, parsed), parsed)
         again = _split_2(stored)[0]
     except (KeyError, IndexError, TypeError, ValueError, AttributeError):
-        return False
-    return canonical(read) == canonical(marked) and canonical(again) == canonical(stored)
+        return None
+    if canonical(read) != canonical(marked):
+        return None
+    text = canonical(stored)
+    return text if canonical(again) == text else None
 
 
 def _is_ref(value: object) -> bool:

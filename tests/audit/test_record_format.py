@@ -283,9 +283,10 @@ def test_inputs_of_two_shapes_stay_a_list_and_read_back() -> None:
     """Inputs whose entries differ in their fields are not a table; the record reads back."""
     inputs = (*_inputs(3), {"name": "sex", "value": "male", "unit": None})
     body = entry(1, inputs=inputs).to_json()
-    stored, parts = stored_form(body)
+    w = stored_form(body)
+    stored = w.body
     assert record_format(stored) == 2 and isinstance(stored["inputs"], list)
-    parsed = {n: orjson.loads(c) for n, c in parts.items()}
+    parsed = {n: orjson.loads(c) for n, c in w.parts.items()}
     assert _as_recorded(read_form(stored, parsed)) == body
 
 
@@ -298,9 +299,10 @@ def test_a_body_that_would_not_read_back_is_stored_in_format_1() -> None:
         "suggestions": [{"actions": [{"type": "create", "resource": {"$part": "0" * 64}}]}],
     }
     body = entry(1, cards=(card,)).to_json()
-    stored, parts = stored_form(body)
+    w = stored_form(body)
+    stored = w.body
     assert record_format(stored) == 1
-    parsed = {n: orjson.loads(c) for n, c in parts.items()}
+    parsed = {n: orjson.loads(c) for n, c in w.parts.items()}
     assert _as_recorded(read_form(stored, parsed)) == body
 
 
