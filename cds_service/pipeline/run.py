@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
+from typing import Any
 
 import httpx
 
@@ -215,19 +216,21 @@ async def _answer(call: _Call, data: GatheredData) -> CdsResponse:
         raise
     cards = list(outcome.cards)
     response = CdsResponse(cards=cards)
-    answered = replace(
-        call.entry,
-        status="ok" if cards else "no-card",
-        duration_ms=1000 * (time.perf_counter() - call.started),
-        twin_version=version.version,
-        twin_hash=version.content_hash,
-        twin_key=twin_key,
-        cards=tuple(c.model_dump(mode="json", exclude_none=True) for c in cards),
-    )
+    # What either record holds beyond the call's entry; the entry is copied once, with
+    # these and the service's own fields together.
+    answered: dict[str, Any] = {
+        "status": "ok" if cards else "no-card",
+        "duration_ms": 1000 * (time.perf_counter() - call.started),
+        "twin_version": version.version,
+        "twin_hash": version.content_hash,
+        "twin_key": twin_key,
+        "cards": tuple(c.model_dump(mode="json", exclude_none=True) for c in cards),
+    }
     if outcome.dosing is not None:
         await rt.record(
             replace(
-                answered,
+                call.entry,
+                **answered,
                 model=_pk_model_use(rt.settings.vancomycin_model),
                 # Like a risk record: the inputs the numbers rest on (the twin version is
                 # already on the record).
@@ -251,7 +254,8 @@ async def _answer(call: _Call, data: GatheredData) -> CdsResponse:
     primary = outcome.assessments[0]
     await rt.record(
         replace(
-            answered,
+            call.entry,
+            **answered,
             model=ModelUse(primary.model.card.id, primary.model.card.version, primary.model.sha256),
             other_models=tuple(
                 ModelUse(a.model.card.id, a.model.card.version, a.model.sha256)
