@@ -38,7 +38,7 @@ from __future__ import annotations
 import logging
 import time
 from abc import abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -158,7 +158,7 @@ class ChainedAuditLog(VerifiableChain):
         tx: Tx,
         kind: RecordKind,
         body: Written,
-        columns: dict[str, str | None],
+        columns: Mapping[str, str | None],
     ) -> StoredAuditRecord:
         prev_seq, prev = self._head(tx)
         seq = prev_seq + 1
@@ -312,53 +312,38 @@ class ChainedAuditLog(VerifiableChain):
 
         return self._transaction(work)
 
-    def record_auditor_read(self, read: AuditorRead) -> StoredAuditRecord:
-        """Append one auditor read (the auditor API calls this before answering)."""
-        patient = read.query.get("patient_id")
-        started = time.perf_counter()
+    def _append_one(
+        self, kind: RecordKind, body: dict[str, Any], columns: Mapping[str, str | None]
+    ) -> StoredAuditRecord:
+        """Append one record (and any checkpoint due) in a transaction of its own."""
+        form = written(body)
 
         def work(tx: Tx) -> StoredAuditRecord:
-            rec = self._append(
-                tx,
-                "auditor-read",
-                written(read.to_json()),
-                {
-                    "patient_id": patient if isinstance(patient, str) else None,
-                    "status": read.action,
-                },
-            )
-            self._maybe_checkpoint(tx, rec)
-            return rec
-
-        return self._appended(self._transaction(work), started)
-
-    def record_app_access(self, access: AppAccess) -> StoredAuditRecord:
-        """Append one clinician's launch of the app on a patient (before it is shown)."""
-        started = time.perf_counter()
-
-        def work(tx: Tx) -> StoredAuditRecord:
-            rec = self._append(
-                tx,
-                "app-access",
-                written(access.to_json()),
-                {"patient_id": access.patient_id, "status": access.launch},
-            )
-            self._maybe_checkpoint(tx, rec)
-            return rec
-
-        return self._appended(self._transaction(work), started)
-
-    def record_population_run(self, body: dict[str, Any]) -> StoredAuditRecord:
-        """Append one population build: its inputs, models, counts and timing (no rows)."""
-
-        def work(tx: Tx) -> StoredAuditRecord:
-            rec = self._append(
-                tx, "population-run", written(body), {"status": str(body.get("status") or "")}
-            )
+            rec = self._append(tx, kind, form, columns)
             self._maybe_checkpoint(tx, rec)
             return rec
 
         return self._transaction(work)
+
+    def record_auditor_read(self, read: AuditorRead) -> StoredAuditRecord:
+        """Append one auditor read (the auditor API calls this before answering)."""
+        patient = read.query.get("patient_id")
+        started = time.perf_counter()
+        columns = {
+            "patient_id": patient if isinstance(patient, str) else None,
+            "status": read.action,
+        }
+        return self._appended(self._append_one("auditor-read", read.to_json(), columns), started)
+
+    def record_app_access(self, access: AppAccess) -> StoredAuditRecord:
+        """Append one clinician's launch of the app on a patient (before it is shown)."""
+        started = time.perf_counter()
+        columns = {"patient_id": access.patient_id, "status": access.launch}
+        return self._appended(self._append_one("app-access", access.to_json(), columns), started)
+
+    def record_population_run(self, body: dict[str, Any]) -> StoredAuditRecord:
+        """Append one population build: its inputs, models, counts and timing (no rows)."""
+        return self._append_one("population-run", body, {"status": str(body.get("status") or "")})
 
     def checkpoint(self) -> StoredAuditRecord:
         """Sign the chain as it is now (on demand)."""
