@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, TypedDict
 
 import httpx
 
@@ -105,6 +105,18 @@ def _run_models(
 def _pk_model_use(model_id: str) -> ModelUse:
     simulator = simulator_for(model_id)
     return ModelUse(model_id, simulator.card.version, simulator.sha256)
+
+
+class _Answered(TypedDict):
+    """The fields of an answered call's record that every service fills (typed, so that
+    ``replace(entry, **answered)`` is checked against ``AuditEntry`` like named fields)."""
+
+    status: AuditStatus
+    duration_ms: float
+    twin_version: int
+    twin_hash: str
+    twin_key: str | None
+    cards: tuple[dict[str, Any], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,14 +230,14 @@ async def _answer(call: _Call, data: GatheredData) -> CdsResponse:
     response = CdsResponse(cards=cards)
     # What either record holds beyond the call's entry; the entry is copied once, with
     # these and the service's own fields together.
-    answered: dict[str, Any] = {
-        "status": "ok" if cards else "no-card",
-        "duration_ms": 1000 * (time.perf_counter() - call.started),
-        "twin_version": version.version,
-        "twin_hash": version.content_hash,
-        "twin_key": twin_key,
-        "cards": tuple(c.model_dump(mode="json", exclude_none=True) for c in cards),
-    }
+    answered = _Answered(
+        status="ok" if cards else "no-card",
+        duration_ms=1000 * (time.perf_counter() - call.started),
+        twin_version=version.version,
+        twin_hash=version.content_hash,
+        twin_key=twin_key,
+        cards=tuple(c.model_dump(mode="json", exclude_none=True) for c in cards),
+    )
     if outcome.dosing is not None:
         await rt.record(
             replace(
