@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from cds_service.settings import Settings
 
 PG_BASE_URL = os.environ.get("TWIN_CDS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -50,6 +54,39 @@ def pg_schema() -> Iterator[str]:
     finally:
         with psycopg.connect(PG_BASE_URL, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
+
+
+@contextmanager
+def service_settings(kind: str, data: Path) -> Iterator[Settings]:
+    """The service's settings with its stores in SQLite files under ``data`` or, for
+    ``kind == "postgres"``, in a fresh PostgreSQL schema (dropped afterwards)."""
+    if kind == "postgres":
+        with pg_schema() as schema:
+            yield Settings(data_dir=data, auth_required=False, database_url=pg_url(schema))
+    else:
+        yield Settings(data_dir=data, auth_required=False)
+
+
+def audit_cli(
+    *args: str, settings: Settings | None = None, key: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``twin-cds audit ARGS`` in a subprocess, with none of this process's TWIN_CDS_
+    settings; ``settings`` adds its data directory and database, ``key`` the signing key."""
+    if settings is not None:
+        args += ("--data-dir", str(settings.data_dir))
+        if settings.database_url:
+            args += ("--database-url", settings.database_url)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TWIN_CDS_")}
+    if key is not None:
+        env["TWIN_CDS_AUDIT_SIGNING_KEY_FILE"] = str(key)
+    return subprocess.run(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "twin_cds.cli", "audit", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        env=env,
+    )
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,24 +14,11 @@ from fhir.resources.R4B import get_fhir_model_class
 
 from cds_service.audit.log import generate_demo_signing_key
 from cds_service.settings import Settings
+from tests.audit.stores import audit_cli
 from tests.conftest import hook_request, prefetch_from_bundle
 from twin_cds.app import create_app
 
 CALLS = 5
-
-
-def _run(*args: str, key: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TWIN_CDS_")}
-    if key is not None:
-        env["TWIN_CDS_AUDIT_SIGNING_KEY_FILE"] = str(key)
-    return subprocess.run(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "twin_cds.cli", "audit", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-        env=env,
-    )
 
 
 @pytest.fixture()
@@ -56,7 +40,7 @@ def trail(tmp_path: Path, demo_bundles: list[dict[str, Any]]) -> Iterator[tuple[
 def test_verify_an_intact_trail(trail: tuple[Path, Path]) -> None:
     """Exit 0 with the report; the checkpoints' signatures are checked with the key."""
     data, key = trail
-    result = _run("verify", "--data-dir", str(data), key=key)
+    result = audit_cli("verify", "--data-dir", str(data), key=key)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert (report["ok"], report["lastSeq"], report["signaturesChecked"]) == (True, CALLS + 1, 1)
@@ -65,7 +49,7 @@ def test_verify_an_intact_trail(trail: tuple[Path, Path]) -> None:
 def test_verify_without_a_key_says_signatures_were_not_checked(trail: tuple[Path, Path]) -> None:
     """No key configured: the chain still verifies, and stderr says what was not checked."""
     data, _ = trail
-    result = _run("verify", "--data-dir", str(data))
+    result = audit_cli("verify", "--data-dir", str(data))
     assert result.returncode == 0
     assert "not checked: no verify key configured" in result.stderr
 
@@ -79,11 +63,11 @@ def test_verify_names_the_first_tampered_record(trail: tuple[Path, Path]) -> Non
         "UPDATE audit_chain SET body = replace(body, 'patient-view', 'order-sign') WHERE seq = 2"
     )
     db.close()
-    result = _run("verify", "--data-dir", str(data), key=key)
+    result = audit_cli("verify", "--data-dir", str(data), key=key)
     assert result.returncode == 1
     assert "first bad record 2: record 2 was modified" in result.stderr
     assert json.loads(result.stdout)["firstBad"]["seq"] == 2
-    shown = _run("show", "2", "--data-dir", str(data))
+    shown = audit_cli("show", "2", "--data-dir", str(data))
     assert shown.returncode == 1
     assert json.loads(shown.stdout)["check"]["hashMatches"] is False
 
@@ -102,7 +86,7 @@ def test_bad_input_exits_2(trail: tuple[Path, Path], args: list[str], message: s
     """Unknown records, missing trails, bad dates and a missing key are exit 2 with a reason."""
     data, _ = trail
     extra = [] if "--data-dir" in args else ["--data-dir", str(data)]
-    result = _run(*args, *extra)
+    result = audit_cli(*args, *extra)
     assert result.returncode == 2
     assert message in result.stderr
 
@@ -110,7 +94,7 @@ def test_bad_input_exits_2(trail: tuple[Path, Path], args: list[str], message: s
 def test_show_reconstructs_the_twin_the_model_saw(trail: tuple[Path, Path]) -> None:
     """show prints the record, its hash check and the twin version it names, hash-checked."""
     data, _ = trail
-    result = _run("show", "1", "--data-dir", str(data))
+    result = audit_cli("show", "1", "--data-dir", str(data))
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     record = out["record"]["body"]
@@ -124,7 +108,7 @@ def test_show_reconstructs_the_twin_the_model_saw(trail: tuple[Path, Path]) -> N
 def test_export_prints_valid_fhir_ndjson(trail: tuple[Path, Path]) -> None:
     """export: one valid FHIR R4 resource per line, an AuditEvent per hook call."""
     data, _ = trail
-    result = _run("export", "--data-dir", str(data))
+    result = audit_cli("export", "--data-dir", str(data))
     assert result.returncode == 0, result.stderr
     resources = [json.loads(line) for line in result.stdout.splitlines()]
     for resource in resources:
@@ -135,8 +119,8 @@ def test_export_prints_valid_fhir_ndjson(trail: tuple[Path, Path]) -> None:
 def test_checkpoint_on_demand(trail: tuple[Path, Path]) -> None:
     """checkpoint signs the head; verify then covers every record with a signature."""
     data, key = trail
-    result = _run("checkpoint", "--data-dir", str(data), key=key)
+    result = audit_cli("checkpoint", "--data-dir", str(data), key=key)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["body"]["throughSeq"] == CALLS + 1
-    report = json.loads(_run("verify", "--data-dir", str(data), key=key).stdout)
+    report = json.loads(audit_cli("verify", "--data-dir", str(data), key=key).stdout)
     assert (report["signaturesChecked"], report["signedThroughSeq"]) == (2, CALLS + 1)

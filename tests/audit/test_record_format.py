@@ -11,9 +11,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,7 +29,7 @@ from cds_service.settings import Settings
 from cds_service.stores import open_twin_store
 from onnx_models.registry import ModelRegistry
 from tests.audit.conftest import STORES, entry
-from tests.audit.stores import StoreSpec, pg_schema, pg_url
+from tests.audit.stores import StoreSpec, audit_cli, service_settings
 from tests.audit.test_replay import FIXED_TODAY, _dosing_call, _draft
 from tests.conftest import hook_request, prefetch_from_bundle
 from twin_cds.app import create_app
@@ -61,12 +58,8 @@ def written(
 ) -> Iterator[Written]:
     """Risk and dosing calls of the real service, written in format 1, then 0, then 2."""
     data = tmp_path_factory.mktemp("formats") / "data"
-    if request.param == "postgres":
-        with pg_schema() as schema:
-            settings = Settings(data_dir=data, auth_required=False, database_url=pg_url(schema))
-            yield _write(settings, demo_bundles)
-        return
-    yield _write(Settings(data_dir=data, auth_required=False), demo_bundles)
+    with service_settings(request.param, data) as settings:
+        yield _write(settings, demo_bundles)
 
 
 def _write(settings: Settings, demo_bundles: list[dict[str, Any]]) -> Written:
@@ -172,18 +165,7 @@ def test_every_record_replays_byte_identical_in_every_format(written: Written) -
 def test_audit_show_gives_a_format_2_record_whole_and_its_hash_matching(written: Written) -> None:
     """twin-cds audit show prints a format 2 record as recorded, its hash recomputed from it."""
     seq = max(s for s, (fmt, body) in written.recorded.items() if body["cards"])
-    args = ["show", str(seq), "--data-dir", str(written.settings.data_dir)]
-    if written.settings.database_url:
-        args += ["--database-url", written.settings.database_url]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TWIN_CDS_")}
-    result = subprocess.run(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "twin_cds.cli", "audit", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-        env=env,
-    )
+    result = audit_cli("show", str(seq), settings=written.settings)
     assert result.returncode == 0, result.stderr
     shown = json.loads(result.stdout)
     assert shown["check"] == {"hashMatches": True, "linksToPrevious": True}

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -27,7 +25,7 @@ from cds_service.settings import Settings
 from cds_service.stores import open_twin_store
 from onnx_models.registry import ModelRegistry
 from tests.audit.conftest import STORES
-from tests.audit.stores import pg_schema, pg_url
+from tests.audit.stores import audit_cli, service_settings
 from tests.conftest import hook_request, prefetch_from_bundle
 from tests.support.vancomycin import base_record
 from twin_cds.app import create_app
@@ -106,12 +104,8 @@ def trail(
     """Risk (two services), dosing (fitted, off target), no-card, dosing-problem and error
     records, written by the real service (SQLite stores, and PostgreSQL when present)."""
     data = tmp_path_factory.mktemp("replay") / "data"
-    if request.param == "postgres":
-        with pg_schema() as schema:
-            settings = Settings(data_dir=data, auth_required=False, database_url=pg_url(schema))
-            yield _write_trail(settings, demo_bundles)
-        return
-    yield _write_trail(Settings(data_dir=data, auth_required=False), demo_bundles)
+    with service_settings(request.param, data) as settings:
+        yield _write_trail(settings, demo_bundles)
 
 
 def _write_trail(settings: Settings, demo_bundles: list[dict[str, Any]]) -> Trail:
@@ -237,18 +231,7 @@ def test_a_model_since_replaced_is_replayed_from_the_archive(trail: Trail) -> No
 
 
 def _cli(trail: Trail, *args: str) -> subprocess.CompletedProcess[str]:
-    args += ("--data-dir", str(trail.settings.data_dir))
-    if trail.settings.database_url:
-        args += ("--database-url", trail.settings.database_url)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TWIN_CDS_")}
-    return subprocess.run(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "twin_cds.cli", "audit", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-        env=env,
-    )
+    return audit_cli(*args, settings=trail.settings)
 
 
 def test_cli_replay_exits_0_on_an_identical_record(trail: Trail) -> None:

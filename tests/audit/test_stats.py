@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +19,7 @@ from cds_service.audit.sql import SqliteAuditLog
 from cds_service.audit.stats import card_kind, follow_through
 from cds_service.settings import Settings
 from tests.audit.conftest import entry
+from tests.audit.stores import audit_cli
 from tests.audit.test_api import AUDITOR_KEY, IDP, _jwks, _token, auditor_token
 from twin_cds.app import create_app
 
@@ -181,30 +179,18 @@ def test_card_kinds_of_real_cards() -> None:
     assert card_kind({"summary": "PREVENT 10-y CVD 7.1%"}) == "result"
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TWIN_CDS_")}
-    return subprocess.run(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "twin_cds.cli", "audit", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-        env=env,
-    )
-
-
 def test_cli_stats_json_and_table(tmp_path: Path) -> None:
     """twin-cds audit stats prints the same counts as JSON and as a table."""
     data = tmp_path / "data"
     log = SqliteAuditLog(data / "audit.sqlite", checkpoint_every=0, clock=_clock())
     seed(log)
     log.close()
-    result = _cli(
+    result = audit_cli(
         "stats", "--data-dir", str(data), "--format", "json", "--since", "2026-02-01T00:00:00+00:00"
     )
     assert result.returncode == 0, result.stderr
     assert _counts(json.loads(result.stdout)["total"]) == (2, 0, 1, 1)
-    table = _cli("stats", "--data-dir", str(data), "--by", "tenant")
+    table = audit_cli("stats", "--data-dir", str(data), "--by", "tenant")
     assert table.returncode == 0, table.stderr
     rows = {line.split()[0]: line.split() for line in table.stdout.splitlines()[1:]}
     assert rows["hospital-b"][1:3] == ["2", "0"]
