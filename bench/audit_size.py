@@ -41,12 +41,11 @@ from cds_service.settings import Settings  # noqa: E402
 from ehr_sim.patients import generate_patients  # noqa: E402
 from tests.audit.stores import pg_available, pg_schema  # noqa: E402
 from tests.conftest import hook_request, prefetch_from_bundle  # noqa: E402
-from tests.support.vancomycin import base_record  # noqa: E402
+from tests.support.vancomycin import draft_order, order_sign_call  # noqa: E402
 from twin_cds.app import create_app  # noqa: E402
 
 RISK = ("ascvd-risk", "cardio-renal-risk")
 DOSING = "vancomycin-dosing-sign"
-RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 FORMATS = (0, 1, 2)
 
 
@@ -101,62 +100,15 @@ class _Postgres:
             return conn.execute(sql).fetchall()
 
 
-def _searchset(resources: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "entry": [{"resource": r} for r in resources],
-    }
-
-
 def _dosing_calls(n: int) -> list[dict[str, Any]]:
     """``n`` order-sign calls on the vancomycin patient, each drafting another regimen."""
-    by_type: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in base_record(dialysis=False):
-        by_type[r["resourceType"]].append(r)
     regimens = [(dose, every) for every in (12, 24, 8) for dose in (500, 750, 1000, 1250, 1500)]
-    calls = []
-    for i in range(n):
-        dose, every = regimens[i % len(regimens)]
-        draft = {
-            "resourceType": "MedicationRequest",
-            "id": f"draft-{i}",
-            "status": "draft",
-            "intent": "order",
-            "subject": {"reference": "Patient/p1"},
-            "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "11124"}]},
-            "dosageInstruction": [
-                {
-                    "timing": {"repeat": {"frequency": 1, "period": every, "periodUnit": "h"}},
-                    "doseAndRate": [{"doseQuantity": {"value": dose, "unit": "mg", "code": "mg"}}],
-                }
-            ],
-        }
-        context = {
-            "userId": "Practitioner/1",
-            "patientId": "p1",
-            "draftOrders": {
-                "resourceType": "Bundle",
-                "type": "collection",
-                "entry": [{"resource": draft}],
-            },
-        }
-        calls.append(
-            {
-                "hook": "order-sign",
-                "hookInstance": f"dose-{i}",
-                "context": context,
-                "prefetch": {
-                    "patient": by_type["Patient"][0],
-                    "observations": _searchset(by_type["Observation"]),
-                    "administrations": _searchset(by_type["MedicationAdministration"]),
-                    "medications": _searchset([]),
-                    "conditions": _searchset(by_type["Condition"]),
-                    "procedures": None,
-                },
-            }
+    return [
+        order_sign_call(
+            i, draft_order(*regimens[i % len(regimens)], rid=f"draft-{i}"), dialysis=False
         )
-    return calls
+        for i in range(n)
+    ]
 
 
 def _field_bytes(body: dict[str, Any]) -> dict[str, int]:

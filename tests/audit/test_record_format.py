@@ -30,8 +30,9 @@ from cds_service.stores import open_twin_store
 from onnx_models.registry import ModelRegistry
 from tests.audit.conftest import STORES, entry
 from tests.audit.stores import StoreSpec, audit_cli, service_settings
-from tests.audit.test_replay import FIXED_TODAY, _dosing_call, _draft
+from tests.audit.test_replay import FIXED_TODAY
 from tests.conftest import hook_request, prefetch_from_bundle
+from tests.support.vancomycin import draft_order, order_sign_call
 from twin_cds.app import create_app
 
 RELEASE = Path(__file__).parent / "data" / "release_records.json"
@@ -85,8 +86,8 @@ def _write(settings: Settings, demo_bundles: list[dict[str, Any]]) -> Written:
                 for service in ("ascvd-risk", "cardio-renal-risk"):
                     body = hook_request(pf["patient"]["id"], pf, hookInstance=f"{fmt}-{n}")
                     assert c.post(f"/cds-services/{service}", json=body).status_code == 200
-            for n, draft in enumerate((_draft(500, 24), _draft(1250, 12))):
-                call = _dosing_call(10 * fmt + n, draft, dialysis=False)
+            for n, draft in enumerate((draft_order(500, 24), draft_order(1250, 12))):
+                call = order_sign_call(10 * fmt + n, draft, dialysis=False)
                 assert c.post("/cds-services/vancomycin-dosing-sign", json=call).status_code == 200
     return Written(settings, recorded)
 

@@ -27,66 +27,12 @@ from onnx_models.registry import ModelRegistry
 from tests.audit.conftest import STORES
 from tests.audit.stores import audit_cli, service_settings
 from tests.conftest import hook_request, prefetch_from_bundle
-from tests.support.vancomycin import base_record
+from tests.support.vancomycin import draft_order, order_sign_call
 from twin_cds.app import create_app
 from twin_engine.store import StoredTwin
 
-RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 #: A fixed day (after the demo data) for the risk calls: replay must use the recorded day.
 FIXED_TODAY = date(2026, 6, 1)
-
-
-def _searchset(resources: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "entry": [{"resource": r} for r in resources],
-    }
-
-
-def _draft(dose_mg: float, every_h: float, drug: str = "11124") -> dict[str, Any]:
-    return {
-        "resourceType": "MedicationRequest",
-        "id": "draft-1",
-        "status": "draft",
-        "intent": "order",
-        "subject": {"reference": "Patient/p1"},
-        "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": drug}]},
-        "dosageInstruction": [
-            {
-                "timing": {"repeat": {"frequency": 1, "period": every_h, "periodUnit": "h"}},
-                "doseAndRate": [{"doseQuantity": {"value": dose_mg, "unit": "mg", "code": "mg"}}],
-            }
-        ],
-    }
-
-
-def _dosing_call(n: int, draft: dict[str, Any], *, dialysis: bool | None) -> dict[str, Any]:
-    by_type: dict[str, list[dict[str, Any]]] = {}
-    for r in base_record(dialysis=dialysis):
-        by_type.setdefault(r["resourceType"], []).append(r)
-    context: dict[str, Any] = {
-        "userId": "Practitioner/1",
-        "patientId": "p1",
-        "draftOrders": {
-            "resourceType": "Bundle",
-            "type": "collection",
-            "entry": [{"resource": draft}],
-        },
-    }
-    return {
-        "hook": "order-sign",
-        "hookInstance": f"dose-{n}",
-        "context": context,
-        "prefetch": {
-            "patient": by_type["Patient"][0],
-            "observations": _searchset(by_type.get("Observation", [])),
-            "administrations": _searchset(by_type.get("MedicationAdministration", [])),
-            "medications": _searchset([]),
-            "conditions": _searchset(by_type.get("Condition", [])),
-            "procedures": None,
-        },
-    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,10 +63,11 @@ def _write_trail(settings: Settings, demo_bundles: list[dict[str, Any]]) -> Trai
                 body = hook_request(pf["patient"]["id"], pf, hookInstance=f"{service}-{n}")
                 assert c.post(f"/cds-services/{service}", json=body).status_code == 200
         calls = [
-            _dosing_call(1, _draft(500, 24), dialysis=False),  # off target: a suggestion
-            _dosing_call(2, _draft(1250, 12), dialysis=False),
-            _dosing_call(3, _draft(5, 24, drug="11289"), dialysis=False),  # warfarin: no card
-            _dosing_call(4, _draft(1000, 12), dialysis=None),  # dialysis unknown: a problem card
+            order_sign_call(1, draft_order(500, 24), dialysis=False),  # off target: a suggestion
+            order_sign_call(2, draft_order(1250, 12), dialysis=False),
+            # Warfarin: no card. Dialysis unknown: a problem card.
+            order_sign_call(3, draft_order(5, 24, drug="11289"), dialysis=False),
+            order_sign_call(4, draft_order(1000, 12), dialysis=None),
         ]
         for body in calls:
             assert c.post("/cds-services/vancomycin-dosing-sign", json=body).status_code == 200
@@ -325,7 +272,7 @@ def test_a_dosing_call_reads_the_pk_history_once(
     monkeypatch.setattr(vancomycin, "extract_history", counting)
     settings = Settings(data_dir=tmp_path / "data", auth_required=False)
     with TestClient(create_app(settings)) as c:
-        body = _dosing_call(1, _draft(500, 24), dialysis=False)
+        body = order_sign_call(1, draft_order(500, 24), dialysis=False)
         assert c.post("/cds-services/vancomycin-dosing-sign", json=body).status_code == 200
     log = open_audit_log(settings)
     try:

@@ -117,6 +117,65 @@ def base_record(*, dialysis: bool | None = False) -> list[dict[str, Any]]:
     return res
 
 
+def searchset(resources: list[dict[str, Any]]) -> dict[str, Any]:
+    """A searchset Bundle of ``resources``, as an EHR's prefetch sends a search's result."""
+    return {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "entry": [{"resource": r} for r in resources],
+    }
+
+
+def draft_order(
+    dose_mg: float, every_h: float, drug: str = "11124", rid: str = "draft-1"
+) -> dict[str, Any]:
+    """A drafted MedicationRequest (vancomycin by default): one dose every ``every_h`` h."""
+    return {
+        "resourceType": "MedicationRequest",
+        "id": rid,
+        "status": "draft",
+        "intent": "order",
+        "subject": {"reference": "Patient/p1"},
+        "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": drug}]},
+        "dosageInstruction": [
+            {
+                "timing": {"repeat": {"frequency": 1, "period": every_h, "periodUnit": "h"}},
+                "doseAndRate": [{"doseQuantity": {"value": dose_mg, "unit": "mg", "code": "mg"}}],
+            }
+        ],
+    }
+
+
+def order_sign_call(n: int, draft: dict[str, Any], *, dialysis: bool | None) -> dict[str, Any]:
+    """The order-sign hook call signing ``draft`` on ``base_record``'s patient, its record
+    in the vancomycin service's prefetch keys."""
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for r in base_record(dialysis=dialysis):
+        by_type.setdefault(r["resourceType"], []).append(r)
+    context: dict[str, Any] = {
+        "userId": "Practitioner/1",
+        "patientId": "p1",
+        "draftOrders": {
+            "resourceType": "Bundle",
+            "type": "collection",
+            "entry": [{"resource": draft}],
+        },
+    }
+    return {
+        "hook": "order-sign",
+        "hookInstance": f"dose-{n}",
+        "context": context,
+        "prefetch": {
+            "patient": by_type["Patient"][0],
+            "observations": searchset(by_type.get("Observation", [])),
+            "administrations": searchset(by_type.get("MedicationAdministration", [])),
+            "medications": searchset([]),
+            "conditions": searchset(by_type.get("Condition", [])),
+            "procedures": None,
+        },
+    }
+
+
 def medication_request(rid: str, start: str, period: float, unit: str = "h") -> dict[str, Any]:
     """An active order of 1 g IV over 1 h every ``period`` ``unit`` from ``start``."""
     return {
