@@ -10,8 +10,8 @@ single replay costs) and warm (the same archive again: files still read and hash
 Statistics: a SQLite audit chain of N hook records (one card each) and feedback on half
 of the cards, then ``follow_through`` (query + tally by service, model version, card
 kind, tenant and month). The baseline is reading the same records without tallying, in
-the same run, so the ratio is the statistics' own cost. The chain is written with
-``synchronous=OFF`` to build it quickly; reads do not depend on it.
+the same run, so the ratio is the statistics' own cost. The chain is written 1,000
+records a transaction to build it quickly; reads do not depend on it.
 
     python bench/audit.py [--calls 12] [--records 100000]
 """
@@ -35,16 +35,17 @@ sys.path.insert(0, str(REPO))
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from cds_service.audit.log import AuditQuery, SqliteAuditLog  # noqa: E402
+from cds_service.audit.records import AuditQuery  # noqa: E402
 from cds_service.audit.replay import ModelArchive, installed_shas, replay_record  # noqa: E402
+from cds_service.audit.sql import SqliteAuditLog  # noqa: E402
 from cds_service.audit.stats import follow_through  # noqa: E402
 from cds_service.settings import Settings  # noqa: E402
 from cds_service.stores import open_twin_store  # noqa: E402
 from ehr_sim.patients import generate_patients  # noqa: E402
 from onnx_models.registry import ModelRegistry  # noqa: E402
 from tests.audit.conftest import entry  # noqa: E402
-from tests.audit.test_replay import _dosing_call, _draft  # noqa: E402
 from tests.conftest import hook_request, prefetch_from_bundle  # noqa: E402
+from tests.support.vancomycin import draft_order, order_sign_call  # noqa: E402
 from twin_cds.app import create_app  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "audit_follow_through.json"
@@ -62,7 +63,7 @@ def bench_replay(data: Path, calls: int) -> dict[str, Any]:
             for service in ("ascvd-risk", "cardio-renal-risk"):
                 body = hook_request(pf["patient"]["id"], pf, hookInstance=f"{service}-{n}")
                 c.post(f"/cds-services/{service}", json=body)
-            dose = _dosing_call(n, _draft(500 + 250 * (n % 4), 12), dialysis=False)
+            dose = order_sign_call(n, draft_order(500 + 250 * (n % 4), 12), dialysis=False)
             c.post("/cds-services/vancomycin-dosing-sign", json=dose)
     log = SqliteAuditLog(settings.audit_db, checkpoint_every=0)
     records = log.records()
@@ -103,21 +104,22 @@ def bench_replay(data: Path, calls: int) -> dict[str, Any]:
 
 def bench_stats(data: Path, records: int) -> dict[str, Any]:
     log = SqliteAuditLog(data / "stats.sqlite", checkpoint_every=0)
-    # Build quickly: durability is not what is measured here.
-    log._db().execute("PRAGMA synchronous=OFF")
     started = time.perf_counter()
     services = ("ascvd-risk", "cardio-renal-risk", "vancomycin-dosing")
-    for n in range(records):
-        card = {"uuid": f"c{n}", "summary": "10-year ASCVD risk 12%"}
-        log.record(
-            entry(
-                n,
-                patient=f"p{n % 5000}",
-                service_id=services[n % 3],
-                client_tenant=f"hospital-{n % 4}",
-                cards=(card,),
-            )
+    entries = [
+        entry(
+            n,
+            patient=f"p{n % 5000}",
+            service_id=services[n % 3],
+            client_tenant=f"hospital-{n % 4}",
+            cards=({"uuid": f"c{n}", "summary": "10-year ASCVD risk 12%"},),
         )
+        for n in range(records)
+    ]
+    # Build quickly (1,000 records a transaction, one fsync each): durability is not
+    # what is measured here.
+    for i in range(0, records, 1000):
+        log.record_many(entries[i : i + 1000])
     feedback = [
         {"card": f"c{n}", "outcome": "accepted" if n % 4 else "overridden", "outcomeTimestamp": "t"}
         for n in range(0, records, 2)

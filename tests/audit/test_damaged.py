@@ -22,10 +22,9 @@ from cds_service.audit.log import ChainedAuditLog
 from cds_service.settings import Settings
 from ehr_sim.authorization import public_jwk
 from tests.audit.conftest import entry
-from tests.audit.stores import StoreSpec
+from tests.audit.stores import StoreSpec, audit_cli
 from tests.audit.test_api import AUDITOR_KEY, IDP, _get, _jwks
 from tests.audit.test_api import auditor_token as _auditor_token
-from tests.audit.test_cli import _run
 from tests.audit.test_console import KEY, Provider, _serve, sign_in
 from twin_cds.app import create_app
 
@@ -194,7 +193,7 @@ def test_console_pages_and_exports_name_the_damaged_record(api: TestClient) -> N
 
 def test_audit_show_reports_the_damage_and_exits_tampered(trail: Trail) -> None:
     """`twin-cds audit show 3`: the record with its damage, DAMAGED on stderr, exit 1."""
-    result = _run("show", "3", *trail.store_args())
+    result = audit_cli("show", "3", *trail.store_args())
     assert result.returncode == 1, result.stderr
     assert json.loads(result.stdout)["record"]["damaged"] == _damaged(3)
     assert "DAMAGED: record 3: body is not JSON" in result.stderr
@@ -204,7 +203,7 @@ def test_audit_show_reports_the_damage_and_exits_tampered(trail: Trail) -> None:
 @pytest.mark.parametrize("fmt", ["records", "fhir"])
 def test_audit_export_writes_every_record(trail: Trail, fmt: str) -> None:
     """`twin-cds audit export` (records and FHIR) writes all four, the damaged named."""
-    result = _run("export", "--format", fmt, *trail.store_args())
+    result = audit_cli("export", "--format", fmt, *trail.store_args())
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     if fmt == "records":
@@ -218,6 +217,6 @@ def test_audit_export_writes_every_record(trail: Trail, fmt: str) -> None:
 
 def test_audit_stats_names_the_damaged_records(trail: Trail) -> None:
     """`twin-cds audit stats` counts the intact records and lists the damaged ones."""
-    result = _run("stats", "--format", "json", *trail.store_args())
+    result = audit_cli("stats", "--format", "json", *trail.store_args())
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["damaged"] == [_damaged(2), _damaged(3)]

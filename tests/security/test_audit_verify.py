@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.audit.test_cli import _run, trail  # noqa: F401 - the fixture, reused
+from tests.audit.stores import audit_cli
+from tests.audit.test_cli import trail  # noqa: F401 - the fixture, reused
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +24,7 @@ def test_a_stored_body_that_is_not_a_json_object_is_tampering_not_a_traceback(
     db.execute("DROP TRIGGER audit_chain_no_update")
     db.execute("UPDATE audit_chain SET body = ? WHERE seq = 3", (body,))
     db.close()
-    result = _run("verify", "--data-dir", str(data), key=key)
+    result = audit_cli("verify", "--data-dir", str(data), key=key)
     assert result.returncode == 1, result.stderr
     assert "TAMPERING: first bad record 3" in result.stderr
     assert "Traceback" not in result.stderr
