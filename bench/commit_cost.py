@@ -25,10 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.twin_engine.fhir import bundle, patient
-
 from cds_service.audit.log import AuditEntry, ModelUse
 from cds_service.audit.sql import SqliteAuditLog
+from tests.support.fhir import bundle, patient
 from twin_engine import build_twin_from_fhir
 from twin_engine.store import SqlTwinStore
 from twin_engine.store.db import Synchronous, sqlite_url
