@@ -172,9 +172,25 @@ def _component(value: object) -> bool:
     )
 
 
+#: What ``observation_parts`` gives: an ``ObservationFields``' values, as a plain tuple.
+ObservationParts = tuple[str, FhirTime | None, datetime | None, FhirTime | None, datetime | None]
+
+
 def wellformed_observation(projection: dict[str, Any]) -> ObservationFields | None:
     """The fields of an Observation projection that is plainly valid R4, or None
     (then the caller validates it with fhir.resources and reports its reason)."""
+    parts = observation_parts(projection)
+    return ObservationFields(*parts) if parts is not None else None
+
+
+def observation_parts(projection: dict[str, Any]) -> ObservationParts | None:
+    """``wellformed_observation``'s fields as a tuple, without the record (the reader's
+    cold path builds one per Observation).
+
+    It reads only elements of ``records.OBSERVATION_FIELDS`` (``OBSERVATION_READS``), so
+    its answer on a whole resource is its answer on that projection: the reader passes
+    the resource itself and skips copying the projection
+    (tests/twin_engine/test_elements.py holds the property)."""
     if projection.get("resourceType") != "Observation":
         return None
     rid = projection.get("id")
@@ -225,7 +241,24 @@ def wellformed_observation(projection: dict[str, Any]) -> ObservationFields | No
             return None
         if not all(map(_component, components)):
             return None
-    return ObservationFields(str(status), when, instant, period_start, issued)
+    return (str(status), when, instant, period_start, issued)
+
+
+#: The elements ``observation_parts`` reads (all of them in ``records.OBSERVATION_FIELDS``).
+OBSERVATION_READS: Final = frozenset(
+    {
+        "resourceType",
+        "id",
+        "status",
+        "code",
+        *_EFFECTIVE,
+        "issued",
+        "valueQuantity",
+        "valueCodeableConcept",
+        "dataAbsentReason",
+        "component",
+    }
+)
 
 
 # -- the other resource types the twin reads ---------------------------------------------

@@ -41,8 +41,18 @@ class Entry:
         return IngestIssue(self.resource_type, self.resource_id, reason)
 
 
+#: An entry's fields, ``Entry(*fields)``: ``ingest`` makes the ``Entry`` only of a resource
+#: it reads (most of a payload is not), and so it is not made for the others.
+EntryFields = tuple[dict[str, Any], str, str | None, str | None]
+
+
 def split_entries(payload: object, issues: list[IngestIssue]) -> list[Entry]:
     """The resources of a payload, each with its type, id and fullUrl."""
+    return [Entry(*fields) for fields in split_entry_fields(payload, issues)]
+
+
+def split_entry_fields(payload: object, issues: list[IngestIssue]) -> list[EntryFields]:
+    """``split_entries``, each entry as its fields (the same issues, in the same order)."""
     if isinstance(payload, dict):
         resource_type = payload.get("resourceType")
         if not isinstance(resource_type, str):
@@ -65,7 +75,7 @@ def split_entries(payload: object, issues: list[IngestIssue]) -> list[Entry]:
             f"not {type(payload).__name__}"
         )
 
-    entries: list[Entry] = []
+    entries: list[EntryFields] = []
     for index, (resource, full_url) in enumerate(items):
         if resource is None:
             # Entries of a transaction-response or a search outcome may carry no resource.
@@ -83,7 +93,7 @@ def split_entries(payload: object, issues: list[IngestIssue]) -> list[Entry]:
                 IngestIssue("unknown", rid, f"entry {index} has no resourceType; skipped")
             )
             continue
-        entries.append(Entry(resource, rtype, rid, url))
+        entries.append((resource, rtype, rid, url))
     return entries
 
 

@@ -18,10 +18,10 @@ from twin_engine.fhir.entries import (
     about,
     reference_keys,
     select_patient,
-    split_entries,
+    split_entry_fields,
 )
 from twin_engine.fhir.medications import MEDICATION_KINDS, MedicationRecord, read_medication_use
-from twin_engine.fhir.memo import memo
+from twin_engine.fhir.memo import memo, memo_enabled
 from twin_engine.fhir.records import (
     ConditionRecord,
     ObservationRecord,
@@ -59,35 +59,48 @@ def ingest(payload: object, *, patient_id: str | None = None) -> IngestResult:
     `patient_id` names a Patient that is not there.
     """
     issues: list[IngestIssue] = []
-    entries = split_entries(payload, issues)
+    # Each entry as its fields: the Entry is made only of a resource that is read.
+    entries = split_entry_fields(payload, issues)
+    # With the memo off, the Observation reader is called directly (once per Observation).
+    remembered = memo_enabled()
 
     patients: list[tuple[Entry, PatientRecord]] = []
     medications: dict[str, dict[str, Any]] = {}
-    for entry in entries:
-        if entry.resource_type == "Patient":
+    for fields in entries:
+        kind = fields[1]
+        if kind == "Patient":
+            entry = Entry(*fields)
             found = memo(read_patient, entry, issues)
             if found is not None:
                 patients.append((entry, found))
-        elif entry.resource_type == "Medication":
-            for key in reference_keys(entry):
-                medications[key] = entry.resource
+        elif kind == "Medication":
+            for key in reference_keys(Entry(*fields)):
+                medications[key] = fields[0]
     patient_entry, patient = select_patient(patients, patient_id)
     patient_ref = PatientRef(patient.id, patient_entry.full_url)
 
     resources: list[DomainResource] = [patient]
-    for entry in entries:
+    for fields in entries:
         record: DomainResource | None = None
-        kind, raw = entry.resource_type, entry.resource
+        raw, kind = fields[0], fields[1]
         if kind == "Observation":
             codes = observation_codes(raw)
-            if codes is not None and about(entry, patient_ref, issues):
-                record = memo(read_observation, entry, issues, codes)
+            if codes is not None and about(entry := Entry(*fields), patient_ref, issues):
+                record = (
+                    memo(read_observation, entry, issues, codes)
+                    if remembered
+                    else read_observation(entry, issues, codes)
+                )
         elif kind == "Condition":
-            if condition_relevant(raw) and about(entry, patient_ref, issues):
+            if condition_relevant(raw) and about(entry := Entry(*fields), patient_ref, issues):
                 record = memo(read_condition, entry, issues)
         elif kind in MEDICATION_KINDS:
-            record = read_medication_use(entry, medications, patient_ref, issues)
-        elif kind == "Procedure" and procedure_relevant(raw) and about(entry, patient_ref, issues):
+            record = read_medication_use(Entry(*fields), medications, patient_ref, issues)
+        elif (
+            kind == "Procedure"
+            and procedure_relevant(raw)
+            and about(entry := Entry(*fields), patient_ref, issues)
+        ):
             record = memo(read_procedure, entry, issues)
         if record is not None:
             resources.append(record)

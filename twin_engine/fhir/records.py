@@ -19,6 +19,7 @@ from fhir.resources.R4B.fhirresourcemodel import FHIRResourceModel
 from twin_engine.codes import LOINC_QUANTITY, RELEVANT_OBSERVATION_LOINC, SMOKING_STATUS_LOINC
 from twin_engine.concepts import concepts_for
 from twin_engine.fhir.elements import (
+    observation_parts,
     wellformed_condition,
     wellformed_observation,
     wellformed_patient,
@@ -35,6 +36,7 @@ from twin_engine.fhir.entries import (
 from twin_engine.fhir.shape import as_datetime
 from twin_engine.fhir.validate import (
     condition_fields,
+    known_fields,
     observation_fields,
     patient_fields,
     procedure_fields,
@@ -97,6 +99,8 @@ CONDITION_FIELDS: Final = frozenset(
         "recordedDate",
     }
 )
+#: Every R4 element of an Observation (the reader's fast path: ``read_observation``).
+_OBSERVATION_ELEMENTS: Final = known_fields("Observation")
 PROCEDURE_FIELDS: Final = frozenset(
     {"resourceType", "id", "status", "code", "subject", "performedDateTime", "performedPeriod"}
 )
@@ -280,26 +284,40 @@ def read_observation(
     entry: Entry, issues: list[IngestIssue], codes: list[str]
 ) -> ObservationRecord | None:
     """The Observation's values the twin reads; ``codes`` are its ``observation_codes``."""
-    fields = checked_fields(
-        entry, OBSERVATION_FIELDS, wellformed_observation, observation_fields, issues
-    )
-    if fields is None:
-        return None
+    raw = entry.resource
+    # ``checked_fields`` inlined for the common case (the reader's cold path runs it per
+    # Observation). When the resource has only R4 elements, ``unknown_fields`` finds
+    # nothing; ``observation_parts`` vouches only for a status in the R4 value set (the one
+    # required binding of an Observation the twin reads, ``valuesets.REQUIRED_CODES``), so
+    # ``code_problem`` would find nothing either; and it reads only elements of
+    # OBSERVATION_FIELDS, so on the resource it answers as on the projection
+    # ``checked_fields`` would copy. Anything else takes ``checked_fields`` itself, with
+    # its refusals and reasons (tests/twin_engine/test_reader_fast_path.py holds each
+    # premise, and that both ways give the same record and issues).
+    parts = observation_parts(raw) if raw.keys() <= _OBSERVATION_ELEMENTS else None
+    if parts is None:
+        fields = checked_fields(
+            entry, OBSERVATION_FIELDS, wellformed_observation, observation_fields, issues
+        )
+        if fields is None:
+            return None
+        parts = (
+            fields.status,
+            fields.effective_date_time,
+            fields.effective_instant,
+            fields.effective_period_start,
+            fields.issued,
+        )
+    status, effective_date_time, effective_instant, effective_period_start, issued = parts
     src = entry.source
-    if fields.status not in USED_OBSERVATION_STATUS:
-        issues.append(entry.issue(f"{src} has status {fields.status}; skipped"))
+    if status not in USED_OBSERVATION_STATUS:
+        issues.append(entry.issue(f"{src} has status {status}; skipped"))
         return None
-    time = as_datetime(
-        fields.effective_date_time
-        or fields.effective_instant
-        or fields.effective_period_start
-        or fields.issued
-    )
+    time = as_datetime(effective_date_time or effective_instant or effective_period_start or issued)
     if time is None:
         issues.append(entry.issue(f"{src} has no effective time; skipped"))
         return None
 
-    raw = entry.resource
     quantities: list[QuantityRecord] = []
     own = next(filter(LOINC_QUANTITY.__contains__, codes), None)
     if own is not None:

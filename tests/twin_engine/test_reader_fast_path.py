@@ -1,0 +1,179 @@
+"""The premises of the Observation reader's cold path (``records.read_observation``): it
+skips ``checked_fields`` for an Observation whose status is in its value set and whose
+elements are all R4, and gives ``observation_parts`` the resource itself, not a copy of
+its projection. Each premise is a test here; if one stopped holding, a refusal, a reason
+or a value could change, and these fail."""
+
+from __future__ import annotations
+
+import copy
+from datetime import datetime
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.support.fhir import obs
+from tests.twin_engine.test_elements import _observation, _valid_observations
+from twin_engine.fhir import records, shape
+from twin_engine.fhir.elements import (
+    OBSERVATION_READS,
+    ObservationFields,
+    observation_parts,
+    wellformed_observation,
+)
+from twin_engine.fhir.entries import Entry, IngestIssue, split_entries, split_entry_fields
+from twin_engine.fhir.records import OBSERVATION_FIELDS, observation_codes, read_observation
+from twin_engine.fhir.valuesets import OBSERVATION_STATUS, REQUIRED_CODES
+
+
+def _projection(raw: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in raw.items() if k in OBSERVATION_FIELDS}
+
+
+class _Recording(dict[str, Any]):
+    """A dict that notes every key looked up or tested (``keys()`` views are intersected
+    with a constant set in ``observation_parts``: noted as those keys)."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        super().__init__(data)
+        self.read: set[str] = set()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key: str) -> Any:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def __contains__(self, key: object) -> bool:
+        self.read.add(str(key))
+        return super().__contains__(key)
+
+
+def test_the_fast_check_reads_only_the_observation_projection() -> None:
+    """What ``observation_parts`` reads is kept by the projection, so the resource itself
+    and its projection get the same answer."""
+    assert OBSERVATION_READS <= OBSERVATION_FIELDS
+    for raw in _valid_observations():
+        recording = _Recording({**raw, "subject": {"reference": "Patient/p"}, "note": []})
+        observation_parts(recording)
+        assert recording.read <= OBSERVATION_READS, recording.read - OBSERVATION_READS
+
+
+def test_an_observation_has_one_required_binding_the_fast_path_checks() -> None:
+    """``read_observation`` stands in for ``code_problem`` by a status check alone."""
+    assert REQUIRED_CODES["Observation"] == {"status": OBSERVATION_STATUS}
+
+
+_EXTRA = st.dictionaries(
+    st.sampled_from(["subject", "note", "meta", "text", "category", "bogus", "_status", "focus"]),
+    st.one_of(st.none(), st.text(max_size=4), st.lists(st.integers(), max_size=2)),
+    max_size=3,
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_observation, _EXTRA)
+def test_the_fast_check_answers_on_the_resource_as_on_its_projection(
+    raw: dict[str, Any], extra: dict[str, Any]
+) -> None:
+    whole = {**raw, **extra}
+    parts = observation_parts(whole)
+    assert parts == observation_parts(_projection(whole))
+    fields = wellformed_observation(_projection(whole))
+    assert (ObservationFields(*parts) if parts is not None else None) == fields
+
+
+def _read(raw: dict[str, Any]) -> tuple[records.ObservationRecord | None, list[IngestIssue]]:
+    issues: list[IngestIssue] = []
+    entry = Entry(copy.deepcopy(raw), "Observation", raw.get("id") or "x", None)
+    codes = observation_codes(entry.resource)
+    return (read_observation(entry, issues, codes) if codes is not None else None), issues
+
+
+def test_a_plain_observation_skips_checked_fields(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cold path's saving: a well-formed Observation is read without ``checked_fields``
+    (and without the projection it copies)."""
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("checked_fields called")
+
+    monkeypatch.setattr(records, "checked_fields", refuse)
+    for raw in _valid_observations():
+        record, issues = _read({**raw, "subject": {"reference": "Patient/p"}})
+        assert record is not None and not issues
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    _observation,
+    _EXTRA,
+    st.sampled_from([None, "done", "final", "cancelled", "registered", 3]),
+)
+def test_the_inlined_check_reads_as_checked_fields_does(
+    raw: dict[str, Any], extra: dict[str, Any], status: object
+) -> None:
+    """The same record and the same issues (reasons included) with the inlined check as
+    with ``checked_fields`` alone, for valid, invalid and unknown elements alike."""
+    whole = {**raw, **extra}
+    if status is not None:
+        whole["status"] = status
+    fast = _read(whole)
+    saved = observation_parts
+    setattr(records, "observation_parts", lambda _raw: None)  # noqa: B010  # never vouches
+    try:
+        slow = _read(whole)
+    finally:
+        setattr(records, "observation_parts", saved)  # noqa: B010
+    assert fast == slow
+
+
+_TIMES = st.one_of(
+    st.text(max_size=30),
+    st.sampled_from(
+        [
+            "2024",
+            "2024-05",
+            "2024-05-01",
+            "2024-02-30",
+            "2024-05-01T10:00:00Z",
+            "2024-05-01T10:00:00",
+            "2024-05-01T10:00:00.123456789+02:00",
+            "2024-05-01T24:00:00Z",
+            "0001-01-01T00:00:00+14:00",
+            "2024-05-01T10:00:00.25-05:00" + "0" * 40,
+        ]
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_TIMES, min_size=1, max_size=4))
+def test_a_remembered_time_is_the_parse_of_its_text(texts: list[str]) -> None:
+    for text in texts + texts:  # the second time from the memory
+        found = shape.date_time(text)
+        assert found == shape._date_time(text)
+        assert type(found) is type(shape._date_time(text))
+        if isinstance(found, datetime):
+            assert found.utcoffset() == shape._date_time(text).utcoffset()  # type: ignore[union-attr]
+        assert shape.instant(text) == shape._instant(text)
+
+
+def test_remembered_times_stay_bounded() -> None:
+    for day in range(shape._PARSED_MAX + 10):
+        shape.date_time(f"{1000 + day % 9000:04d}-01-01T00:00:{day % 60:02d}Z")
+    assert len(shape._PARSED) <= shape._PARSED_MAX
+    assert len(shape._INSTANTS) <= shape._PARSED_MAX
+    long = "2024-05-01T10:00:00." + "1" * 60 + "Z"
+    assert shape.date_time(long) is not None and long not in shape._PARSED
+
+
+def test_entries_and_their_fields_agree() -> None:
+    payload: Any = [obs("a", "2093-3", 1, "mg/dL"), "junk", {"id": "n"}, None]
+    issues: list[IngestIssue] = []
+    again: list[IngestIssue] = []
+    assert split_entries(payload, issues) == [Entry(*f) for f in split_entry_fields(payload, again)]
+    assert issues == again and len(issues) == 2
