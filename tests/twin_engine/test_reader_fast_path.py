@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from tests.support.fhir import obs
 from tests.twin_engine.test_elements import _observation, _valid_observations
+from twin_engine.codes import LOINC_SYSTEM
 from twin_engine.fhir import records, shape
 from twin_engine.fhir.elements import (
     OBSERVATION_READS,
@@ -23,7 +24,16 @@ from twin_engine.fhir.elements import (
     observation_parts,
     wellformed_observation,
 )
-from twin_engine.fhir.entries import Entry, IngestIssue, split_entries, split_entry_fields
+from twin_engine.fhir.entries import (
+    _PATIENT_URL,
+    Entry,
+    IngestIssue,
+    PatientRef,
+    codings,
+    loinc_codes,
+    split_entries,
+    split_entry_fields,
+)
 from twin_engine.fhir.records import OBSERVATION_FIELDS, observation_codes, read_observation
 from twin_engine.fhir.valuesets import OBSERVATION_STATUS, REQUIRED_CODES
 
@@ -177,3 +187,53 @@ def test_entries_and_their_fields_agree() -> None:
     again: list[IngestIssue] = []
     assert split_entries(payload, issues) == [Entry(*f) for f in split_entry_fields(payload, again)]
     assert issues == again and len(issues) == 2
+
+
+_CODING = st.one_of(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "system": st.sampled_from([LOINC_SYSTEM, "http://snomed.info/sct", None, 3]),
+            "code": st.one_of(st.sampled_from(["2093-3", "8480-6", ""]), st.none(), st.integers()),
+        },
+    ),
+    st.sampled_from(["junk", None, 1]),
+)
+
+
+@given(st.one_of(st.none(), st.lists(_CODING, max_size=3), st.sampled_from(["x", {}])))
+def test_loinc_codes_of_one_coding_as_of_several(coding: Any) -> None:
+    """The one-coding shortcut of ``loinc_codes`` gives what the general rule gives."""
+    concept = {"coding": coding}
+    expected = [c["code"] for c in codings(concept) if c.get("system") in (LOINC_SYSTEM, None)]
+    assert loinc_codes(concept) == expected
+
+
+def _named_by_before(patient: PatientRef, ref: str) -> bool | None:
+    """``PatientRef.named_by`` as it was written before the urn test lost its f-string."""
+    if ref in (patient.full_url, f"urn:uuid:{patient.id}"):
+        return True
+    found = _PATIENT_URL.search(ref)
+    if found:
+        return found.group(1) == patient.id
+    if ref.startswith("urn:uuid:") and not patient.entries_known:
+        return None
+    return False
+
+
+@given(
+    st.sampled_from(["p1", "p-2", "urn:uuid:p1", ""]),
+    st.one_of(st.none(), st.sampled_from(["urn:uuid:p1", "http://x/Patient/p1", ""])),
+    st.booleans(),
+    st.one_of(
+        st.text(max_size=12),
+        st.sampled_from(
+            ["urn:uuid:p1", "urn:uuid:p1x", "urn:uuid:", "p1", "Patient/p1", "urn:uuid:urn:uuid:p1"]
+        ),
+    ),
+)
+def test_a_patient_is_named_as_before(
+    pid: str, full_url: str | None, known: bool, ref: str
+) -> None:
+    patient = PatientRef(pid, full_url, known)
+    assert patient.named_by(ref) == _named_by_before(patient, ref)

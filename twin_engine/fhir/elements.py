@@ -44,6 +44,7 @@ _URI: Final = re.compile(r"\S+")
 _EFFECTIVE: Final = frozenset({"effectiveDateTime", "effectiveInstant", "effectivePeriod"})
 _COMPARATORS: Final = frozenset({"<", "<=", ">=", ">"})
 _INFINITIES: Final = (float("inf"), float("-inf"))
+_NUMBER: Final = (int, float)  # a JSON number (bool aside); a tuple, not built per call
 _CODING_KEYS: Final = frozenset({"system", "version", "code", "display", "userSelected"})
 _CONCEPT_KEYS: Final = frozenset({"coding", "text"})
 _QUANTITY_KEYS: Final = frozenset({"value", "comparator", "unit", "system", "code"})
@@ -124,8 +125,11 @@ def _concept(value: object) -> bool:
         return False
     if "coding" in value:
         codings = value["coding"]
-        if not isinstance(codings, list) or not codings or not all(map(_coding, codings)):
+        if not isinstance(codings, list) or not codings:
             return False
+        for coding in codings:  # a loop: cheaper than all(map(...)) for the one or two
+            if not _coding(coding):
+                return False
     return True
 
 
@@ -136,7 +140,7 @@ def _quantity(value: object) -> bool:
     number = units.pop("value", None)
     if "value" in value and (
         isinstance(number, bool)
-        or not isinstance(number, int | float)
+        or not isinstance(number, _NUMBER)
         or number != number  # NaN
         or number in _INFINITIES
     ):

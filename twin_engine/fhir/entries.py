@@ -156,7 +156,7 @@ class PatientRef:
 
     def named_by(self, ref: str) -> bool | None:
         """True: the patient; False: another resource; None: cannot be told (above)."""
-        if ref in (self.full_url, f"urn:uuid:{self.id}"):
+        if ref == self.full_url or (ref.startswith("urn:uuid:") and ref[9:] == self.id):
             return True
         found = _PATIENT_URL.search(ref)
         if found:
@@ -203,18 +203,30 @@ def codings(concept: object) -> list[dict[str, Any]]:
     return [c for c in dicts(concept.get("coding")) if isinstance(c.get("code"), str)]
 
 
+_LOINC_OR_NONE: Final = (LOINC_SYSTEM, None)
+
+
 def loinc_codes(concept: object) -> list[str]:
     """The LOINC (or system-less) codes of a CodeableConcept: ``codings`` filtered, in one
     pass (it runs on every Observation of a payload, to decide its relevance)."""
     found = concept.get("coding") if isinstance(concept, dict) else None
     if not isinstance(found, list):
         return []
+    if len(found) == 1:  # the common case, without a comprehension's frame
+        c = found[0]
+        if (
+            isinstance(c, dict)
+            and isinstance(code := c.get("code"), str)
+            and c.get("system") in _LOINC_OR_NONE
+        ):
+            return [code]
+        return []
     return [
         code
         for c in found
         if isinstance(c, dict)
         and isinstance(code := c.get("code"), str)
-        and c.get("system") in (LOINC_SYSTEM, None)
+        and c.get("system") in _LOINC_OR_NONE
     ]
 
 

@@ -319,15 +319,16 @@ def read_observation(
         return None
 
     quantities: list[QuantityRecord] = []
-    own = next(filter(LOINC_QUANTITY.__contains__, codes), None)
+    own = _first_quantity_code(codes)
     if own is not None:
         quantity = _quantity(own, raw.get("valueQuantity"))
         if quantity is None:
             issues.append(entry.issue(_no_value(src, raw.get("valueQuantity"))))
             return None
         quantities.append(quantity)
-    for comp in dicts(raw.get("component")):
-        comp_code = next(filter(LOINC_QUANTITY.__contains__, loinc_codes(comp.get("code"))), None)
+    components = raw.get("component")
+    for comp in dicts(components) if components else ():
+        comp_code = _first_quantity_code(loinc_codes(comp.get("code")))
         if comp_code is None:
             continue
         quantity = _quantity(comp_code, comp.get("valueQuantity"))
@@ -348,13 +349,24 @@ def read_observation(
     return ObservationRecord(src, time, tuple(quantities), smoking)
 
 
+_NUMBER: Final = (int, float)  # a JSON number (bool aside); a tuple, not built per call
+
+
+def _first_quantity_code(codes: list[str]) -> str | None:
+    """The first of ``codes`` that names a quantity the twin reads, or None."""
+    for code in codes:
+        if code in LOINC_QUANTITY:
+            return code
+    return None
+
+
 def _quantity(loinc: str, raw_quantity: object) -> QuantityRecord | None:
     if not isinstance(raw_quantity, dict):
         return None
     value = raw_quantity.get("value")
     # FHIR JSON carries decimals as JSON numbers; a string "7.2" is invalid FHIR JSON
     # even though the R4B model would coerce it, so it is refused here.
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, _NUMBER):
         return None
     return QuantityRecord(loinc, float(value), raw_quantity.get("code"), raw_quantity.get("unit"))
 
