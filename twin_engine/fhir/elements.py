@@ -205,22 +205,25 @@ def observation_parts(projection: dict[str, Any]) -> ObservationParts | None:
         return None
     if not _concept(projection.get("code")):
         return None
-    if len(projection.keys() & _EFFECTIVE) > 1 or (
+    has_when = "effectiveDateTime" in projection
+    has_instant = "effectiveInstant" in projection
+    has_period = "effectivePeriod" in projection  # effective[x]: at most one of _EFFECTIVE
+    if has_when + has_instant + has_period > 1 or (
         "valueQuantity" in projection and "valueCodeableConcept" in projection
     ):
         return None
     when: FhirTime | None = None
     instant: datetime | None = None
     period_start: FhirTime | None = None
-    if "effectiveDateTime" in projection:
+    if has_when:
         when = _date_time(projection["effectiveDateTime"])
         if when is None:
             return None
-    if "effectiveInstant" in projection:
+    if has_instant:
         instant = _instant(projection["effectiveInstant"])
         if instant is None:
             return None
-    if "effectivePeriod" in projection:
+    if has_period:
         period = projection["effectivePeriod"]
         if not isinstance(period, dict) or not period or not period.keys() <= {"start", "end"}:
             return None
@@ -243,8 +246,9 @@ def observation_parts(projection: dict[str, Any]) -> ObservationParts | None:
         components = projection["component"]
         if not isinstance(components, list) or not components:
             return None
-        if not all(map(_component, components)):
-            return None
+        for component in components:
+            if not _component(component):
+                return None
     return (str(status), when, instant, period_start, issued)
 
 
