@@ -121,10 +121,36 @@ class ClassMatch:
     note: str
 
 
+#: Classes by (RxNorm codes, texts): the reader classes every medication resource and the
+#: twin classes its records again, and a patient's products repeat (the name patterns'
+#: searches were ~6 us a medication). The classes depend on the arguments alone and the
+#: matches are frozen, so a remembered answer is the one the search would give. Short
+#: texts only, cleared when full, so memory stays flat whatever a payload holds.
+_CLASSES: dict[tuple[tuple[str, ...], tuple[str, ...]], tuple[ClassMatch, ...]] = {}
+_CLASSES_MAX: Final = 4096
+_CLASSES_TEXT_MAX: Final = 512
+
+
 def classify_medication(
     rxnorm_codes: tuple[str, ...], texts: tuple[str, ...]
 ) -> tuple[ClassMatch, ...]:
     """Classes of a medication given its RxNorm codes and its display/text strings."""
+    key = (rxnorm_codes, texts)
+    try:
+        return _CLASSES[key]
+    except KeyError:
+        pass
+    except TypeError:  # an unhashable argument (never the readers'): classed, not kept
+        return _classify(rxnorm_codes, texts)
+    found = _classify(rxnorm_codes, texts)
+    if all(isinstance(t, str) for t in texts) and sum(map(len, texts)) <= _CLASSES_TEXT_MAX:
+        if len(_CLASSES) >= _CLASSES_MAX:
+            _CLASSES.clear()
+        _CLASSES[key] = found
+    return found
+
+
+def _classify(rxnorm_codes: tuple[str, ...], texts: tuple[str, ...]) -> tuple[ClassMatch, ...]:
     matches: list[ClassMatch] = []
     for cls, codes in _CLASS_CODES.items():
         code = next((c for c in rxnorm_codes if c in codes), None)

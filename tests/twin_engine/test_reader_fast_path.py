@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from tests.support.fhir import obs
 from tests.twin_engine.test_elements import _observation, _valid_observations
+from twin_engine import medications
 from twin_engine.codes import LOINC_SYSTEM
 from twin_engine.fhir import records, shape
 from twin_engine.fhir.elements import (
@@ -237,3 +238,27 @@ def test_a_patient_is_named_as_before(
 ) -> None:
     patient = PatientRef(pid, full_url, known)
     assert patient.named_by(ref) == _named_by_before(patient, ref)
+
+
+_PRODUCTS = st.tuples(
+    st.lists(st.sampled_from(["979492", "83367", "11124", "1719286", "x"]), max_size=2).map(tuple),
+    st.lists(
+        st.one_of(
+            st.sampled_from(
+                ["losartan potassium 50 MG Oral Tablet", "Simvistatin 10 MG", "Vancomycin 1 G"]
+            ),
+            st.text(max_size=20),
+        ),
+        max_size=2,
+    ).map(tuple),
+)
+
+
+@given(st.lists(_PRODUCTS, min_size=1, max_size=4))
+def test_a_remembered_medication_class_is_the_classing_of_its_product(
+    products: list[tuple[tuple[str, ...], tuple[str, ...]]],
+) -> None:
+    for codes, texts in products + products:  # the second time from the memory
+        assert medications.classify_medication(codes, texts) == medications._classify(codes, texts)
+    assert medications.classify_medication(("x",), ("y" * 600,)) == ()
+    assert (("x",), ("y" * 600,)) not in medications._CLASSES
