@@ -431,6 +431,10 @@ _USE_OWN: Final = {
 }
 
 
+#: The elements of each medication resource type's projection (a union made once).
+_USE_ALLOWED: Final = {kind: _USE_COMMON | own for kind, own in _USE_OWN.items()}
+
+
 def wellformed_medication_use(projection: dict[str, Any]) -> MedicationUseFields | None:
     """A MedicationRequest/Statement/Administration projection's fields when plainly valid
     R4 (no contained resources: those go to the full check), else None."""
@@ -438,7 +442,7 @@ def wellformed_medication_use(projection: dict[str, Any]) -> MedicationUseFields
     allowed = STATUS_VALUE_SETS.get(kind) if isinstance(kind, str) else None
     if allowed is None or kind == "Observation" or kind == "Procedure" or "contained" in projection:
         return None
-    if not projection.keys() <= _USE_COMMON | _USE_OWN[str(kind)]:
+    if not projection.keys() <= _USE_ALLOWED[str(kind)]:
         return None  # an element of another medication resource type
     try:
         _head(projection, str(kind), subject=True)
