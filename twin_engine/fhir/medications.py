@@ -97,10 +97,11 @@ def medication_concept(
 
 def rxnorm_and_texts(concept: object) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The RxNorm codes of a medication concept and its display texts."""
-    rxnorm = tuple(c["code"] for c in codings(concept) if c.get("system") == RXNORM_SYSTEM)
+    found = codings(concept)  # walked once for both
+    rxnorm = tuple(c["code"] for c in found if c.get("system") == RXNORM_SYSTEM)
     texts = tuple(
         t
-        for t in [*(c.get("display") for c in codings(concept)), concept_text(concept)]
+        for t in [*(c.get("display") for c in found), concept_text(concept)]
         if isinstance(t, str) and t
     )
     return rxnorm, texts
