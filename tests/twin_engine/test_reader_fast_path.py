@@ -7,7 +7,6 @@ or a value could change, and these fail."""
 from __future__ import annotations
 
 import copy
-from datetime import datetime
 from typing import Any
 
 import pytest
@@ -18,7 +17,7 @@ from tests.support.fhir import obs
 from tests.twin_engine.test_elements import _observation, _valid_observations
 from twin_engine import medications
 from twin_engine.codes import LOINC_SYSTEM
-from twin_engine.fhir import records, shape
+from twin_engine.fhir import records
 from twin_engine.fhir.elements import (
     OBSERVATION_READS,
     ObservationFields,
@@ -140,46 +139,6 @@ def test_the_inlined_check_reads_as_checked_fields_does(
     finally:
         setattr(records, "observation_parts", saved)  # noqa: B010
     assert fast == slow
-
-
-_TIMES = st.one_of(
-    st.text(max_size=30),
-    st.sampled_from(
-        [
-            "2024",
-            "2024-05",
-            "2024-05-01",
-            "2024-02-30",
-            "2024-05-01T10:00:00Z",
-            "2024-05-01T10:00:00",
-            "2024-05-01T10:00:00.123456789+02:00",
-            "2024-05-01T24:00:00Z",
-            "0001-01-01T00:00:00+14:00",
-            "2024-05-01T10:00:00.25-05:00" + "0" * 40,
-        ]
-    ),
-)
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.lists(_TIMES, min_size=1, max_size=4))
-def test_a_remembered_time_is_the_parse_of_its_text(texts: list[str]) -> None:
-    for text in texts + texts:  # the second time from the memory
-        found = shape.date_time(text)
-        assert found == shape._date_time(text)
-        assert type(found) is type(shape._date_time(text))
-        if isinstance(found, datetime):
-            assert found.utcoffset() == shape._date_time(text).utcoffset()  # type: ignore[union-attr]
-        assert shape.instant(text) == shape._instant(text)
-
-
-def test_remembered_times_stay_bounded() -> None:
-    for day in range(shape._PARSED_MAX + 10):
-        shape.date_time(f"{1000 + day % 9000:04d}-01-01T00:00:{day % 60:02d}Z")
-    assert len(shape._PARSED) <= shape._PARSED_MAX
-    assert len(shape._INSTANTS) <= shape._PARSED_MAX
-    long = "2024-05-01T10:00:00." + "1" * 60 + "Z"
-    assert shape.date_time(long) is not None and long not in shape._PARSED
 
 
 def test_entries_and_their_fields_agree() -> None:

@@ -58,34 +58,10 @@ _INSTANT: Final = re.compile(
 FhirTime = datetime | date | str
 
 
-#: Parsed times by their text (a patient's resources repeat a few times: the regular
-#: expression and the parse were a tenth of reading a new patient's Observation). The
-#: parse depends on the text alone and its results are immutable, so a remembered one
-#: is the one the parse would give. Short texts only (an R4 instant with a few decimals
-#: fits), cleared when full, so memory stays flat whatever a payload holds.
-_PARSED: dict[str, FhirTime | None] = {}
-_INSTANTS: dict[str, datetime | None] = {}
-_PARSED_MAX: Final = 4096
-_PARSED_TEXT_MAX: Final = 40
-
-
 def date_time(value: object) -> FhirTime | None:
     """A dateTime by the one rule above, parsed as R4B parses it; None otherwise."""
-    if type(value) is not str:  # a str subclass (never JSON's) is parsed, not remembered
-        return _date_time(value) if isinstance(value, str) else None
-    try:
-        return _PARSED[value]
-    except KeyError:
-        pass
-    found = _date_time(value)
-    if len(value) <= _PARSED_TEXT_MAX:
-        if len(_PARSED) >= _PARSED_MAX:
-            _PARSED.clear()
-        _PARSED[value] = found
-    return found
-
-
-def _date_time(value: str) -> FhirTime | None:
+    if not isinstance(value, str):
+        return None
     if len(value) > len("YYYY-MM-DD"):  # neither a date nor a partial date is longer
         return instant(value)
     if _YEAR_MONTH.fullmatch(value):
@@ -100,22 +76,7 @@ def _date_time(value: str) -> FhirTime | None:
 
 def instant(value: object) -> datetime | None:
     """A full time with seconds and a zone (R4 instant), or None."""
-    if type(value) is not str:  # a str subclass (never JSON's) is parsed, not remembered
-        return _instant(value) if isinstance(value, str) else None
-    try:
-        return _INSTANTS[value]
-    except KeyError:
-        pass
-    found = _instant(value)
-    if len(value) <= _PARSED_TEXT_MAX:
-        if len(_INSTANTS) >= _PARSED_MAX:
-            _INSTANTS.clear()
-        _INSTANTS[value] = found
-    return found
-
-
-def _instant(value: str) -> datetime | None:
-    if not _INSTANT.fullmatch(value):
+    if not isinstance(value, str) or not _INSTANT.fullmatch(value):
         return None
     try:
         return datetime.fromisoformat(value)
