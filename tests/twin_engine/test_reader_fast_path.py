@@ -13,7 +13,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support.fhir import obs
 from tests.twin_engine.test_elements import _observation, _valid_observations
 from twin_engine import medications
 from twin_engine.codes import LOINC_SYSTEM
@@ -31,8 +30,6 @@ from twin_engine.fhir.entries import (
     PatientRef,
     codings,
     loinc_codes,
-    split_entries,
-    split_entry_fields,
 )
 from twin_engine.fhir.records import OBSERVATION_FIELDS, observation_codes, read_observation
 from twin_engine.fhir.valuesets import OBSERVATION_STATUS, REQUIRED_CODES
@@ -139,14 +136,6 @@ def test_the_inlined_check_reads_as_checked_fields_does(
     finally:
         setattr(records, "observation_parts", saved)  # noqa: B010
     assert fast == slow
-
-
-def test_entries_and_their_fields_agree() -> None:
-    payload: Any = [obs("a", "2093-3", 1, "mg/dL"), "junk", {"id": "n"}, None]
-    issues: list[IngestIssue] = []
-    again: list[IngestIssue] = []
-    assert split_entries(payload, issues) == [Entry(*f) for f in split_entry_fields(payload, again)]
-    assert issues == again and len(issues) == 2
 
 
 _CODING = st.one_of(

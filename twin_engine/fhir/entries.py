@@ -46,13 +46,9 @@ class Entry:
 EntryFields = tuple[dict[str, Any], str, str | None, str | None]
 
 
-def split_entries(payload: object, issues: list[IngestIssue]) -> list[Entry]:
-    """The resources of a payload, each with its type, id and fullUrl."""
-    return [Entry(*fields) for fields in split_entry_fields(payload, issues)]
-
-
 def split_entry_fields(payload: object, issues: list[IngestIssue]) -> list[EntryFields]:
-    """``split_entries``, each entry as its fields (the same issues, in the same order)."""
+    """The resources of a payload, each with its type, id and fullUrl, as the fields of
+    its ``Entry``."""
     if isinstance(payload, dict):
         resource_type = payload.get("resourceType")
         if not isinstance(resource_type, str):
