@@ -11,10 +11,8 @@ from fastapi.testclient import TestClient
 
 from cds_service.http.cards import CdsResponse
 from cds_service.settings import Settings
-from tests.support.vancomycin import base_record
+from tests.support.vancomycin import draft_order, searchset, vancomycin_call
 from twin_cds.app import create_app
-
-RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 
 
 @pytest.fixture()
@@ -23,59 +21,8 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
         yield c
 
 
-def _searchset(resources: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "entry": [{"resource": r} for r in resources],
-    }
-
-
-def _draft(dose_mg: float, every_h: float, *, drug: str = "11124") -> dict[str, Any]:
-    return {
-        "resourceType": "MedicationRequest",
-        "id": "draft-1",
-        "status": "draft",
-        "intent": "order",
-        "subject": {"reference": "Patient/p1"},
-        "medicationCodeableConcept": {
-            "coding": [{"system": RXNORM, "code": drug, "display": "drug"}]
-        },
-        "dosageInstruction": [
-            {
-                "timing": {"repeat": {"frequency": 1, "period": every_h, "periodUnit": "h"}},
-                "doseAndRate": [{"doseQuantity": {"value": dose_mg, "unit": "mg", "code": "mg"}}],
-            }
-        ],
-    }
-
-
 def _body(hook: str, draft: dict[str, Any], *, dialysis: bool | None = False) -> dict[str, Any]:
-    record = base_record(dialysis=dialysis)
-    by_type: dict[str, list[dict[str, Any]]] = {}
-    for r in record:
-        by_type.setdefault(r["resourceType"], []).append(r)
-    context: dict[str, Any] = {
-        "userId": "Practitioner/1",
-        "patientId": "p1",
-        "draftOrders": _searchset([draft]) | {"type": "collection"},
-    }
-    if hook == "order-select":
-        context["selections"] = ["MedicationRequest/draft-1"]
-    return {
-        "hook": hook,
-        "hookInstance": f"v-{hook}",
-        "context": context,
-        "prefetch": {
-            "patient": by_type["Patient"][0],
-            "observations": _searchset(by_type.get("Observation", [])),
-            "administrations": _searchset(by_type.get("MedicationAdministration", [])),
-            "medications": _searchset([]),
-            "conditions": _searchset(by_type.get("Condition", [])),
-            "procedures": None,
-            "encounters": None,
-        },
-    }
+    return vancomycin_call(hook, f"v-{hook}", draft, dialysis=dialysis, encounters=True)
 
 
 @pytest.mark.parametrize(
@@ -86,7 +33,7 @@ def test_an_off_target_draft_gets_an_update_suggestion(
     client: TestClient, service: str, hook: str
 ) -> None:
     """500 mg every 24 h is far below 400 mg·h/L: a warning and a full MedicationRequest update."""
-    response = client.post(f"/cds-services/{service}", json=_body(hook, _draft(500, 24)))
+    response = client.post(f"/cds-services/{service}", json=_body(hook, draft_order(500, 24)))
     assert response.status_code == 200, response.text
     CdsResponse.model_validate(response.json())
     (card,) = response.json()["cards"]
@@ -113,7 +60,8 @@ def test_an_off_target_draft_gets_an_update_suggestion(
 def test_no_vancomycin_draft_no_card(client: TestClient) -> None:
     """A drafted order for another drug gets no vancomycin card."""
     response = client.post(
-        "/cds-services/vancomycin-dosing", json=_body("order-select", _draft(500, 24, drug="29046"))
+        "/cds-services/vancomycin-dosing",
+        json=_body("order-select", draft_order(500, 24, drug="29046")),
     )
     assert response.status_code == 200
     assert response.json()["cards"] == []
@@ -121,7 +69,7 @@ def test_no_vancomycin_draft_no_card(client: TestClient) -> None:
 
 def test_no_dialysis_record_doses_and_says_so(client: TestClient) -> None:
     """No dialysis record (most inpatients): dosed as not on dialysis, said in one line."""
-    body = _body("order-select", _draft(1000, 12), dialysis=None)
+    body = _body("order-select", draft_order(1000, 12), dialysis=None)
     response = client.post("/cds-services/vancomycin-dosing", json=body)
     assert response.status_code == 200
     (card,) = response.json()["cards"]
@@ -131,7 +79,7 @@ def test_no_dialysis_record_doses_and_says_so(client: TestClient) -> None:
 
 def test_an_unreadable_draft_is_named(client: TestClient) -> None:
     """A draft without a dose is reported, never guessed."""
-    draft = _draft(1000, 12)
+    draft = draft_order(1000, 12)
     del draft["dosageInstruction"][0]["doseAndRate"]
     response = client.post("/cds-services/vancomycin-dosing", json=_body("order-select", draft))
     assert response.status_code == 200
@@ -171,7 +119,7 @@ def _break(draft: dict[str, Any], how: str) -> dict[str, Any]:
 )
 def test_malformed_drafts_are_named_never_a_500(client: TestClient, how: str) -> None:
     """Review finding: ill-typed draft orders answered 500; each is now a named refusal."""
-    body = _body("order-select", _break(_draft(1000, 12), how))
+    body = _body("order-select", _break(draft_order(1000, 12), how))
     response = client.post("/cds-services/vancomycin-dosing", json=body)
     assert response.status_code == 200, response.text
     for card in response.json()["cards"]:
@@ -184,7 +132,7 @@ def test_malformed_drafts_are_named_never_a_500(client: TestClient, how: str) ->
 )
 def test_malformed_context_is_not_a_500(client: TestClient, context_patch: dict[str, Any]) -> None:
     """Ill-typed selections or draftOrders: no card, never a 500."""
-    body = _body("order-select", _draft(1000, 12))
+    body = _body("order-select", draft_order(1000, 12))
     body["context"].update(context_patch)
     response = client.post("/cds-services/vancomycin-dosing", json=body)
     assert response.status_code < 500
@@ -193,7 +141,7 @@ def test_malformed_context_is_not_a_500(client: TestClient, context_patch: dict[
 @pytest.mark.parametrize("where", ["contained", "bundled"])
 def test_a_draft_by_medication_reference_is_recognised(client: TestClient, where: str) -> None:
     """Review finding: drafts naming a Medication resource were silently ignored."""
-    draft = _draft(500, 24)
+    draft = draft_order(500, 24)
     code = draft.pop("medicationCodeableConcept")
     medication = {"resourceType": "Medication", "id": "vanco", "code": code}
     body = _body("order-select", draft)
@@ -222,7 +170,7 @@ def _auc_row(card: dict[str, Any]) -> str:
 
 
 def _timed(timing: dict[str, Any]) -> dict[str, Any]:
-    draft = _draft(1000, 12)
+    draft = draft_order(1000, 12)
     draft["dosageInstruction"][0]["timing"] = timing
     return draft
 
@@ -246,7 +194,7 @@ def test_timing_code_gives_the_interval(client: TestClient, code: str) -> None:
 
 def test_a_rate_gives_the_infusion_time(client: TestClient) -> None:
     """doseAndRate rateQuantity 500 mg/h: a 1000 mg dose runs over 2 h."""
-    draft = _draft(1000, 12)
+    draft = draft_order(1000, 12)
     draft["dosageInstruction"][0]["doseAndRate"][0]["rateQuantity"] = {"value": 500, "code": "mg/h"}
     card = _card(client, draft)
     assert "1000 mg every 12 h over 2 h" in card["detail"]
@@ -268,7 +216,7 @@ def test_an_ambiguous_timing_is_named_not_guessed(client: TestClient) -> None:
 )
 def test_oral_or_rectal_vancomycin_gets_no_card(client: TestClient, route: dict[str, Any]) -> None:
     """Oral (C. difficile) and rectal vancomycin are not absorbed: this service stays silent."""
-    draft = _draft(125, 6)
+    draft = draft_order(125, 6)
     draft["dosageInstruction"][0]["route"] = route
     response = client.post("/cds-services/vancomycin-dosing", json=_body("order-select", draft))
     assert response.status_code == 200
@@ -277,7 +225,7 @@ def test_oral_or_rectal_vancomycin_gets_no_card(client: TestClient, route: dict[
 
 def test_an_oral_capsule_order_without_route_gets_no_card(client: TestClient) -> None:
     """125 mg oral capsules named only by the medication: silent too."""
-    draft = _draft(125, 6)
+    draft = draft_order(125, 6)
     draft["medicationCodeableConcept"]["coding"][0]["display"] = "vancomycin 125 MG Oral Capsule"
     response = client.post("/cds-services/vancomycin-dosing", json=_body("order-select", draft))
     assert response.json()["cards"] == []
@@ -285,7 +233,7 @@ def test_an_oral_capsule_order_without_route_gets_no_card(client: TestClient) ->
 
 def test_an_iv_order_is_dosed(client: TestClient) -> None:
     """Route intravenous: the card predicts exposure, with P(> 600) and trough."""
-    draft = _draft(1000, 12)
+    draft = draft_order(1000, 12)
     draft["dosageInstruction"][0]["route"] = {
         "coding": [{"system": "http://snomed.info/sct", "code": "47625008"}]
     }
@@ -296,8 +244,8 @@ def test_an_iv_order_is_dosed(client: TestClient) -> None:
 
 def test_a_dialysis_encounter_in_prefetch_is_used(client: TestClient) -> None:
     """A dialysis encounter last week (prefetch key encounters) puts the patient on dialysis."""
-    body = _body("order-select", _draft(1000, 24), dialysis=None)
-    body["prefetch"]["encounters"] = _searchset(
+    body = _body("order-select", draft_order(1000, 24), dialysis=None)
+    body["prefetch"]["encounters"] = searchset(
         [
             {
                 "resourceType": "Encounter",
@@ -323,7 +271,7 @@ def _recent(days: float) -> str:
 
 def test_dosing_audit_record_names_twin_version_and_inputs(client: TestClient) -> None:
     """Like a risk record: twin version, and the weight, creatinine, dialysis and levels used."""
-    _card(client, _draft(1000, 12))
+    _card(client, draft_order(1000, 12))
     (record,) = client.app.state.runtime.audit.records()  # type: ignore[attr-defined]
     body = record.body
     assert body["twin"]["version"] == 1 and body["model"]["id"] == "vancomycin_goti2018"

@@ -146,9 +146,17 @@ def draft_order(
     }
 
 
-def order_sign_call(n: int, draft: dict[str, Any], *, dialysis: bool | None) -> dict[str, Any]:
-    """The order-sign hook call signing ``draft`` on ``base_record``'s patient, its record
-    in the vancomycin service's prefetch keys."""
+def vancomycin_call(
+    hook: str,
+    hook_instance: str,
+    draft: dict[str, Any],
+    *,
+    dialysis: bool | None,
+    encounters: bool = False,
+) -> dict[str, Any]:
+    """The ``hook`` call (order-select or order-sign) on ``draft`` for ``base_record``'s
+    patient, its record in the vancomycin services' prefetch keys; ``encounters`` adds that
+    key, empty (null)."""
     by_type: dict[str, list[dict[str, Any]]] = {}
     for r in base_record(dialysis=dialysis):
         by_type.setdefault(r["resourceType"], []).append(r)
@@ -161,19 +169,25 @@ def order_sign_call(n: int, draft: dict[str, Any], *, dialysis: bool | None) -> 
             "entry": [{"resource": draft}],
         },
     }
-    return {
-        "hook": "order-sign",
-        "hookInstance": f"dose-{n}",
-        "context": context,
-        "prefetch": {
-            "patient": by_type["Patient"][0],
-            "observations": searchset(by_type.get("Observation", [])),
-            "administrations": searchset(by_type.get("MedicationAdministration", [])),
-            "medications": searchset([]),
-            "conditions": searchset(by_type.get("Condition", [])),
-            "procedures": None,
-        },
+    if hook == "order-select":
+        context["selections"] = [f"MedicationRequest/{draft['id']}"]
+    prefetch: dict[str, Any] = {
+        "patient": by_type["Patient"][0],
+        "observations": searchset(by_type.get("Observation", [])),
+        "administrations": searchset(by_type.get("MedicationAdministration", [])),
+        "medications": searchset([]),
+        "conditions": searchset(by_type.get("Condition", [])),
+        "procedures": None,
     }
+    if encounters:
+        prefetch["encounters"] = None
+    return {"hook": hook, "hookInstance": hook_instance, "context": context, "prefetch": prefetch}
+
+
+def order_sign_call(n: int, draft: dict[str, Any], *, dialysis: bool | None) -> dict[str, Any]:
+    """The order-sign hook call signing ``draft`` on ``base_record``'s patient, its record
+    in the vancomycin service's prefetch keys."""
+    return vancomycin_call("order-sign", f"dose-{n}", draft, dialysis=dialysis)
 
 
 def medication_request(rid: str, start: str, period: float, unit: str = "h") -> dict[str, Any]:
