@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import sqlite3
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cds_service.settings import Settings
+from tests.support.cli import twin_cds
 
 PG_BASE_URL = os.environ.get("TWIN_CDS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -79,14 +79,7 @@ def audit_cli(
     env = {k: v for k, v in os.environ.items() if not k.startswith("TWIN_CDS_")}
     if key is not None:
         env["TWIN_CDS_AUDIT_SIGNING_KEY_FILE"] = str(key)
-    return subprocess.run(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "twin_cds.cli", "audit", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-        env=env,
-    )
+    return twin_cds("audit", *args, env=env)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ import dataclasses
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +30,7 @@ from cds_service.settings import Settings
 from ehr_sim.patients import generate_patients
 from ehr_sim.servers import RunningServer, start_fhir_server
 from tests.conftest import hook_request
+from tests.support.cli import twin_cds
 from tests.support.keys import es384
 from twin_cds.app import create_app
 
@@ -271,14 +271,7 @@ def test_population_table_equals_the_patient_view_cards(
 
 
 def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "twin_cds.cli", "population", "build", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        check=False,
-    )
+    return twin_cds("population", "build", *args, env=env, timeout=300)
 
 
 def test_build_from_bulk_export_on_the_command_line(ehr: Ehr, tmp_path: Path) -> None:

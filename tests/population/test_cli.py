@@ -12,19 +12,13 @@ from pathlib import Path
 import pytest
 
 from tests.population.test_build import PIDS, _write
+from tests.support.cli import twin_cds
 
 pytestmark = pytest.mark.integration
 
 
 def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "twin_cds.cli", "population", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        check=False,
-    )
+    return twin_cds("population", *args, env=env, timeout=300)
 
 
 @pytest.fixture(scope="module")
