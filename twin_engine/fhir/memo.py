@@ -48,11 +48,6 @@ def set_parse_memo(enabled: bool) -> None:
         clear_parse_memo()
 
 
-def memo_enabled() -> bool:
-    """Whether the memo is on (``set_parse_memo``)."""
-    return _memo_enabled
-
-
 def memo(
     parse: Callable[Concatenate[Entry, list[IngestIssue], _P], _R],
     entry: Entry,

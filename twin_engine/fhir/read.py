@@ -21,7 +21,7 @@ from twin_engine.fhir.entries import (
     split_entry_fields,
 )
 from twin_engine.fhir.medications import MEDICATION_KINDS, MedicationRecord, read_medication_use
-from twin_engine.fhir.memo import memo, memo_enabled
+from twin_engine.fhir.memo import memo
 from twin_engine.fhir.records import (
     ConditionRecord,
     ObservationRecord,
@@ -61,8 +61,6 @@ def ingest(payload: object, *, patient_id: str | None = None) -> IngestResult:
     issues: list[IngestIssue] = []
     # Each entry as its fields: the Entry is made only of a resource that is read.
     entries = split_entry_fields(payload, issues)
-    # With the memo off, the Observation reader is called directly (once per Observation).
-    remembered = memo_enabled()
 
     patients: list[tuple[Entry, PatientRecord]] = []
     medications: dict[str, dict[str, Any]] = {}
@@ -86,11 +84,7 @@ def ingest(payload: object, *, patient_id: str | None = None) -> IngestResult:
         if kind == "Observation":
             codes = observation_codes(raw)
             if codes is not None and about(entry := Entry(*fields), patient_ref, issues):
-                record = (
-                    memo(read_observation, entry, issues, codes)
-                    if remembered
-                    else read_observation(entry, issues, codes)
-                )
+                record = memo(read_observation, entry, issues, codes)
         elif kind == "Condition":
             if condition_relevant(raw) and about(entry := Entry(*fields), patient_ref, issues):
                 record = memo(read_condition, entry, issues)
