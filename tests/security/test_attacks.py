@@ -268,12 +268,16 @@ def test_an_inline_key_wins_over_a_jku_header_which_is_never_fetched(
 def test_a_hostile_unit_reaches_the_card_as_inert_text(service: Service) -> None:
     """The attack's unit `[click me](javascript:alert(1)) <b>x</b>`, on a drafted vancomycin
     dose, is named in the card escaped: no link syntax and no raw tag survive."""
-    from tests.cds_service.test_vancomycin_service import _body, _draft
+    from tests.support.vancomycin import draft_order, vancomycin_call
 
     unit = "[click me](javascript:alert(1)) <b>x</b>"
-    draft = _draft(1000, 12)
+    draft = draft_order(1000, 12)
     draft["dosageInstruction"][0]["doseAndRate"] = [{"doseQuantity": {"value": 1, "unit": unit}}]
-    response = _hook(service, _body("order-select", draft), "vancomycin-dosing")
+    response = _hook(
+        service,
+        vancomycin_call("order-select", "v-order-select", draft, dialysis=False, encounters=True),
+        "vancomycin-dosing",
+    )
     assert response.status_code == 200, response.text
     detail = "\n".join(c.get("detail", "") for c in response.json()["cards"])
     assert "click me" in detail
